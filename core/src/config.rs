@@ -1,0 +1,305 @@
+//! Typed configuration: built-in defaults, then a TOML file, then `EDDY_*` environment
+//! variables (`EDDY_SECTION__FIELD=value`, e.g. `EDDY_KAFKA__BROKERS=127.0.0.1:9092`), then
+//! command-line flags (applied by the binary). `config/eddy.toml` documents every field.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML (after env overrides) does not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// All of eddy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka source and dead-letter topic.
+    pub kafka: KafkaConfig,
+    /// Dataflow settings (windows, watermark, epochs).
+    pub pipeline: PipelineConfig,
+    /// Redis speed layer.
+    pub redis: RedisConfig,
+    /// ClickHouse batch layer.
+    pub clickhouse: ClickHouseConfig,
+    /// Query server.
+    pub server: ServerConfig,
+    /// Sink batching and retries.
+    pub sink: SinkConfig,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Source topic.
+    pub topic: String,
+    /// Dead-letter topic for malformed and late events.
+    pub dlq_topic: String,
+    /// Consumer group id used for offset commits (partitions are assigned, not rebalanced).
+    pub group_id: String,
+    /// Partitions to create when `eddy` creates the topics.
+    pub partitions: i32,
+    /// A caught-up partition with no new record for this long stops holding the watermark back.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "events".into(),
+            dlq_topic: "events.dlq".into(),
+            group_id: "eddy".into(),
+            partitions: 4,
+            idle_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Dataflow settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Tumbling window length, ms.
+    pub window_ms: i64,
+    /// Allowed lateness, ms: watermark = min over active partitions of max event time - this.
+    pub lateness_ms: i64,
+    /// Length of a dataflow epoch (the unit of processing time and of sink batches), ms.
+    pub epoch_ms: u64,
+    /// Most records a worker reads into one epoch.
+    pub max_records_per_epoch: usize,
+    /// Most epochs with data a worker may have in flight before it stops reading (backpressure).
+    pub max_inflight_epochs: usize,
+    /// Timely worker threads in this process.
+    pub workers: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 60_000,
+            lateness_ms: 10_000,
+            epoch_ms: 20,
+            max_records_per_epoch: 200_000,
+            max_inflight_epochs: 8,
+            workers: 2,
+        }
+    }
+}
+
+/// Redis settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Connection URL.
+    pub url: String,
+    /// Key prefix (all keys are `{prefix}:...`).
+    pub prefix: String,
+    /// TTL of window keys, seconds (open and recently closed windows).
+    pub window_ttl_secs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379/".into(), prefix: "eddy".into(), window_ttl_secs: 7200 }
+    }
+}
+
+/// ClickHouse settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP URL.
+    pub url: String,
+    /// Database holding eddy's tables.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password (empty for none).
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "eddy".into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+}
+
+/// Query server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: String,
+    /// Widest time range one query may ask for, ms.
+    pub max_range_ms: i64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), max_range_ms: 31 * 24 * 3_600_000 }
+    }
+}
+
+/// Sink settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Most rows in one write (larger batches are split into several atomic writes... never
+    /// reordered).
+    pub max_batch_rows: usize,
+    /// First retry delay after a failed write, ms (doubles up to `max_backoff_ms`).
+    pub initial_backoff_ms: u64,
+    /// Cap of the retry delay, ms.
+    pub max_backoff_ms: u64,
+    /// Sink batches queued per sink before the dataflow waits (backpressure).
+    pub queue_depth: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self { max_batch_rows: 50_000, initial_backoff_ms: 50, max_backoff_ms: 5_000, queue_depth: 4 }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if given), then `EDDY_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let file: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            merge(&mut value, file);
+        }
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix("EDDY_") else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.len() != 2 {
+                continue; // EDDY_CONFIG and other non-field variables
+            }
+            let table = value
+                .as_table_mut()
+                .and_then(|t| t.get_mut(&path[0]))
+                .and_then(|s| s.as_table_mut())
+                .ok_or_else(|| ConfigError::Invalid(format!("{key}: unknown section")))?;
+            let current = table
+                .get(&path[1])
+                .ok_or_else(|| ConfigError::Invalid(format!("{key}: unknown field")))?;
+            let parsed = match current {
+                toml::Value::Integer(_) => raw.parse::<i64>().map(toml::Value::Integer).map_err(|e| e.to_string()),
+                toml::Value::Boolean(_) => raw.parse::<bool>().map(toml::Value::Boolean).map_err(|e| e.to_string()),
+                toml::Value::Float(_) => raw.parse::<f64>().map(toml::Value::Float).map_err(|e| e.to_string()),
+                _ => Ok(toml::Value::String(raw.clone())),
+            }
+            .map_err(|e| ConfigError::Invalid(format!("{key}={raw}: {e}")))?;
+            table.insert(path[1].clone(), parsed);
+        }
+        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-field invariants.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.pipeline.window_ms <= 0 {
+            return bad("pipeline.window_ms must be > 0");
+        }
+        if self.pipeline.lateness_ms < 0 {
+            return bad("pipeline.lateness_ms must be >= 0");
+        }
+        if self.pipeline.epoch_ms == 0 || self.pipeline.workers == 0 {
+            return bad("pipeline.epoch_ms and pipeline.workers must be > 0");
+        }
+        if self.pipeline.max_inflight_epochs == 0 || self.sink.queue_depth == 0 {
+            return bad("pipeline.max_inflight_epochs and sink.queue_depth must be > 0");
+        }
+        if self.kafka.partitions <= 0 {
+            return bad("kafka.partitions must be > 0");
+        }
+        Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("eddy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[pipeline]\nwindow_ms = 5000\nlateness_ms = 1000\n").unwrap();
+        let env = vec![
+            ("EDDY_PIPELINE__LATENESS_MS".to_string(), "250".to_string()),
+            ("EDDY_KAFKA__TOPIC".to_string(), "t2".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.pipeline.window_ms, 5000);
+        assert_eq!(c.pipeline.lateness_ms, 250);
+        assert_eq!(c.kafka.topic, "t2");
+        assert_eq!(c.redis, RedisConfig::default());
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let env = vec![("EDDY_PIPELINE__NOPE".to_string(), "1".to_string())];
+        assert!(Config::load(None, env).is_err());
+        let env = vec![("EDDY_PIPELINE__WINDOW_MS".to_string(), "abc".to_string())];
+        assert!(Config::load(None, env).is_err());
+        let env = vec![("EDDY_PIPELINE__WINDOW_MS".to_string(), "0".to_string())];
+        assert!(Config::load(None, env).is_err());
+    }
+
+    #[test]
+    fn documented_default_file_matches_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/eddy.toml");
+        let c = Config::load(Some(&file), Vec::new()).unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

@@ -1,0 +1,96 @@
+//! Rows produced by the dataflows and held by the sinks, and source checkpoints.
+//!
+//! The storage layout built from these rows (Redis keys, ClickHouse tables) is documented in
+//! `docs/storage.md` at the repository root.
+
+use crate::event::EventType;
+use serde::{Deserialize, Serialize};
+
+/// Aggregates of one event type in one tumbling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TypeWindowStats {
+    /// Window start, epoch ms.
+    pub window_start_ms: i64,
+    /// The event type aggregated.
+    pub event_type: EventType,
+    /// Number of events.
+    pub count: u64,
+    /// Sum of `amount` in micro-units (0 when no event carried an amount).
+    pub sum_micros: i64,
+    /// Smallest `amount` in micro-units, if any event carried one.
+    pub min_micros: Option<i64>,
+    /// Largest `amount` in micro-units, if any event carried one.
+    pub max_micros: Option<i64>,
+}
+
+/// Count of one event type for one campaign in one tumbling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CampaignWindowCount {
+    /// Window start, epoch ms.
+    pub window_start_ms: i64,
+    /// The campaign.
+    pub campaign_id: u64,
+    /// The event type counted.
+    pub event_type: EventType,
+    /// Number of events.
+    pub count: u64,
+}
+
+/// Everything one worker's sink must write for one dataflow epoch. Sinks apply a batch
+/// atomically and idempotently: values are absolute (never increments), so writing the same
+/// batch twice, or an older batch again before a newer one, converges to the same state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkBatch {
+    /// The dataflow epoch (processing time) this batch completes.
+    pub epoch: u64,
+    /// Event-time watermark at this epoch: every window with `end <= watermark_ms` is final.
+    pub watermark_ms: i64,
+    /// Window length in ms (so sinks can compute window ends and TTLs).
+    pub window_size_ms: i64,
+    /// Current values of open windows whose values changed in this epoch.
+    pub open_types: Vec<TypeWindowStats>,
+    /// Current values of open campaign windows whose values changed in this epoch.
+    pub open_campaigns: Vec<CampaignWindowCount>,
+    /// Windows that became final in this epoch, with their final values.
+    pub final_types: Vec<TypeWindowStats>,
+    /// Campaign windows that became final in this epoch, with their final values.
+    pub final_campaigns: Vec<CampaignWindowCount>,
+}
+
+impl SinkBatch {
+    /// True when the batch carries no rows (it may still advance the watermark).
+    pub fn is_empty(&self) -> bool {
+        self.open_types.is_empty()
+            && self.open_campaigns.is_empty()
+            && self.final_types.is_empty()
+            && self.final_campaigns.is_empty()
+    }
+}
+
+/// Where one partition's reading stands at a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    /// Kafka partition.
+    pub partition: i32,
+    /// First offset that still feeds an open window: a restart re-reads from here so open
+    /// windows are rebuilt in full. Also the offset committed to the broker.
+    pub resume_offset: i64,
+    /// Next offset after everything processed. Re-read records below it whose window is
+    /// already final (closed under `watermark_ms`) are skipped, not counted twice.
+    pub high_offset: i64,
+}
+
+/// A globally consistent source checkpoint: all partitions at the same dataflow epoch, written
+/// only after every sink holds every update derived from records before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Source topic.
+    pub topic: String,
+    /// Epoch the checkpoint was taken at.
+    pub epoch: u64,
+    /// Watermark at that epoch (the batch/speed boundary: windows ending at or before it are
+    /// final and held by the batch layer).
+    pub watermark_ms: i64,
+    /// One entry per partition of the topic.
+    pub partitions: Vec<PartitionCheckpoint>,
+}

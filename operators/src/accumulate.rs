@@ -1,0 +1,258 @@
+//! `windowed_accumulate`: per-worker pre-aggregation of events into tumbling windows, emitting
+//! differential updates, and retracting a window's contributions once the watermark closes it.
+//!
+//! Each worker folds its own events into a local accumulator per `(window_start, key)` and emits
+//! only the *change* of that accumulator per input message (a combiner: a hot key costs one
+//! update per message, not one per event). When a watermark `w` arrives at epoch `e` (and every
+//! event of earlier epochs has been seen), each window with `end <= w` emits, at `e`, updates
+//! that cancel everything it emitted. Downstream, a window's accumulation therefore reads its
+//! final value up to epoch `e - 1` and vanishes at `e`, so differential's arrangements stay
+//! bounded by the number of open windows.
+//!
+//! Invariant required from upstream: no event of a window closed by the watermark of epoch `e`
+//! arrives at an epoch `>= e` (eddy's source rejects such events as late).
+
+use crate::Epoch;
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use eddy_core::WindowSpec;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Operator};
+
+/// A per-window, per-key local state that turns inputs into differential updates.
+pub trait Accumulator: Default + 'static {
+    /// What one event contributes.
+    type Input;
+    /// Data suffix of the emitted updates (`()` for plain sums).
+    type Data: ExchangeData;
+    /// Difference type of the emitted updates.
+    type Diff: Semigroup + ExchangeData;
+    /// Folds one input in; returns true when this made the accumulator dirty (it had nothing
+    /// to flush before).
+    fn add(&mut self, input: Self::Input) -> bool;
+    /// Emits the updates for everything added since the last flush.
+    fn flush(&mut self, emit: &mut dyn FnMut(Self::Data, Self::Diff));
+    /// Emits updates that cancel every update this accumulator ever flushed.
+    fn retract(self, emit: &mut dyn FnMut(Self::Data, Self::Diff));
+}
+
+/// Sums an abelian difference (counts, `(count, sum)` pairs, ...).
+pub struct Sum<R> {
+    flushed: Option<R>,
+    pending: Option<R>,
+}
+
+impl<R> Default for Sum<R> {
+    fn default() -> Self {
+        Self { flushed: None, pending: None }
+    }
+}
+
+impl<R> Accumulator for Sum<R>
+where
+    R: differential_dataflow::difference::Abelian + ExchangeData,
+{
+    type Input = R;
+    type Data = ();
+    type Diff = R;
+    fn add(&mut self, input: R) -> bool {
+        match &mut self.pending {
+            Some(p) => {
+                p.plus_equals(&input);
+                false
+            }
+            None => {
+                self.pending = Some(input);
+                true
+            }
+        }
+    }
+    fn flush(&mut self, emit: &mut dyn FnMut((), R)) {
+        if let Some(p) = self.pending.take() {
+            if !p.is_zero() {
+                match &mut self.flushed {
+                    Some(f) => f.plus_equals(&p),
+                    None => self.flushed = Some(p.clone()),
+                }
+                emit((), p);
+            }
+        }
+    }
+    fn retract(self, emit: &mut dyn FnMut((), R)) {
+        if let Some(mut f) = self.flushed {
+            if !f.is_zero() {
+                f.negate();
+                emit((), f);
+            }
+        }
+    }
+}
+
+/// Tracks minimum and maximum of `i64` values: emits a value (diff `+1`) only when it improves
+/// the local min or max, so a window emits O(log n) candidates for n values in random order.
+/// Downstream, the min/max over the candidates of all workers is the min/max of all values.
+#[derive(Default)]
+pub struct MinMax {
+    min: Option<i64>,
+    max: Option<i64>,
+    emitted: Vec<i64>,
+    pending: Vec<i64>,
+}
+
+impl Accumulator for MinMax {
+    type Input = i64;
+    type Data = i64;
+    type Diff = isize;
+    fn add(&mut self, v: i64) -> bool {
+        let mut improves = false;
+        if self.min.is_none_or(|m| v < m) {
+            self.min = Some(v);
+            improves = true;
+        }
+        if self.max.is_none_or(|m| v > m) {
+            self.max = Some(v);
+            improves = true;
+        }
+        if improves {
+            self.pending.push(v);
+        }
+        improves && self.pending.len() == 1
+    }
+    fn flush(&mut self, emit: &mut dyn FnMut(i64, isize)) {
+        for v in self.pending.drain(..) {
+            emit(v, 1);
+            self.emitted.push(v);
+        }
+    }
+    fn retract(self, emit: &mut dyn FnMut(i64, isize)) {
+        for v in self.emitted {
+            emit(v, -1);
+        }
+    }
+}
+
+/// Pre-aggregates a stream of events into tumbling windows (see the module docs).
+pub trait WindowedAccumulate<'scope, E> {
+    /// `logic` maps an event to `(event_time_ms, key, input)` or `None` to skip it; the result
+    /// holds updates `((window_start, key), data)` with the accumulator's difference type.
+    /// `watermarks` carries the watermark of epoch `e` at time `e` (one per worker).
+    ///
+    /// ```
+    /// use eddy_core::WindowSpec;
+    /// use eddy_operators::{Sum, WindowedAccumulate};
+    /// use timely::dataflow::operators::{ToStream, Capture, capture::Extract};
+    /// use differential_dataflow::AsCollection;
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     let events = vec![(1_000i64, "a"), (1_500, "a"), (2_500, "b")].to_stream(scope);
+    ///     let watermarks = Vec::<i64>::new().to_stream(scope);
+    ///     events
+    ///         .windowed_accumulate::<_, Sum<isize>, _>(watermarks, WindowSpec::new(1_000), "Count",
+    ///             |(ts, k): &(i64, &'static str)| Some((*ts, k.to_string(), 1isize)))
+    ///         .consolidate()
+    ///         .inner
+    ///         .capture()
+    /// });
+    /// let mut updates: Vec<_> = captured.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// updates.sort();
+    /// assert_eq!(updates, vec![
+    ///     (((1_000, "a".to_string()), ()), 0, 2),
+    ///     (((2_000, "b".to_string()), ()), 0, 1),
+    /// ]);
+    /// ```
+    fn windowed_accumulate<K, A, L>(
+        self,
+        watermarks: StreamVec<'scope, Epoch, i64>,
+        window: WindowSpec,
+        name: &str,
+        logic: L,
+    ) -> VecCollection<'scope, Epoch, ((i64, K), A::Data), A::Diff>
+    where
+        K: ExchangeData + Hash + Eq,
+        A: Accumulator,
+        L: FnMut(&E) -> Option<(i64, K, A::Input)> + 'static;
+}
+
+impl<'scope, E: Clone + 'static> WindowedAccumulate<'scope, E> for StreamVec<'scope, Epoch, E> {
+    fn windowed_accumulate<K, A, L>(
+        self,
+        watermarks: StreamVec<'scope, Epoch, i64>,
+        window: WindowSpec,
+        name: &str,
+        mut logic: L,
+    ) -> VecCollection<'scope, Epoch, ((i64, K), A::Data), A::Diff>
+    where
+        K: ExchangeData + Hash + Eq,
+        A: Accumulator,
+        L: FnMut(&E) -> Option<(i64, K, A::Input)> + 'static,
+    {
+        self.binary_frontier(watermarks, Pipeline, Pipeline, name, move |_cap, _info| {
+            // window start -> key -> local accumulator, for open windows only.
+            let mut open: BTreeMap<i64, HashMap<K, A>> = BTreeMap::new();
+            // watermarks not yet applied, by epoch.
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, i64)> = BTreeMap::new();
+            let mut touched: Vec<(i64, K)> = Vec::new();
+            move |(events, events_frontier), (marks, _), output| {
+                events.for_each(|cap, data| {
+                    let time = *cap.least().expect("a message has a time");
+                    let mut session = output.session(&cap);
+                    for event in data.iter() {
+                        if let Some((ts, key, input)) = logic(event) {
+                            let start = window.start(ts);
+                            let slot = open.entry(start).or_default();
+                            if let Some(acc) = slot.get_mut(&key) {
+                                if acc.add(input) {
+                                    touched.push((start, key));
+                                }
+                            } else {
+                                let mut acc = A::default();
+                                acc.add(input);
+                                slot.insert(key.clone(), acc);
+                                touched.push((start, key));
+                            }
+                        }
+                    }
+                    for (start, key) in touched.drain(..) {
+                        if let Some(acc) = open.get_mut(&start).and_then(|s| s.get_mut(&key)) {
+                            acc.flush(&mut |d, r| {
+                                session.give((((start, key.clone()), d), time, r));
+                            });
+                        }
+                    }
+                });
+                marks.for_each(|cap, data| {
+                    let time = *cap.least().expect("a message has a time");
+                    for &w in data.iter() {
+                        let entry = pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.retain_least(0).expect("time"), w));
+                        entry.1 = entry.1.max(w);
+                    }
+                });
+                // Apply watermarks once every event of earlier epochs has been folded in.
+                while let Some((&time, _)) = pending.first_key_value() {
+                    if events_frontier.less_than(&time) {
+                        break;
+                    }
+                    let (_, (cap, w)) = pending.pop_first().expect("checked");
+                    let mut session = output.session(&cap);
+                    while let Some((&start, _)) = open.first_key_value() {
+                        if start + window.size_ms > w {
+                            break;
+                        }
+                        let (_, keys) = open.pop_first().expect("checked");
+                        for (key, acc) in keys {
+                            acc.retract(&mut |d, r| {
+                                session.give((((start, key.clone()), d), time, r));
+                            });
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+    }
+}

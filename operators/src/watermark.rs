@@ -1,0 +1,272 @@
+//! `track_watermark`: the event-time watermark and the source checkpoint, computed identically
+//! on every worker from broadcast per-partition progress reports.
+//!
+//! # Protocol
+//! At the end of each epoch `e` in which anything changed, the source that owns partition `p`
+//! reports a [`PartitionProgress`] at time `e`: the largest event time seen in `p`, whether `p`
+//! is idle (caught up and quiet for the idle timeout), the next offset to read, and the first
+//! offset of each window first seen in `p` during `e`. Reports are broadcast, so once the
+//! frontier of reports passes `e - 1` every worker holds the same reports for epochs `< e` and
+//! computes the same watermark for epoch `e`:
+//!
+//! `W(e) = max(W(e-1), floor, min over non-idle partitions of max_ts) - lateness`
+//! (if every partition is idle, the max over partitions is used, so idle inputs never stall
+//! progress; a partition that has not yet seen an event holds the watermark back).
+//!
+//! Sources read epoch `e` only once `W(e)` is known ([`WatermarkHandle::watermark_at`]) and
+//! reject events whose window is closed under it. The watermark is emitted at time `e` when it
+//! changes, for the windowed operators and the sinks.
+//!
+//! The checkpoint of epoch `e` ([`EpochCheckpoint`]) gives, per partition, the first offset that
+//! still feeds a window open under `W(e)` (resume here to rebuild open windows) and the next
+//! offset after everything read before `e` (records below it whose window is closed are skipped
+//! on replay). It is valid once every sink has written epoch `e`.
+
+use crate::Epoch;
+use eddy_core::{PartitionCheckpoint, WindowSpec};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Operator};
+
+/// What a source says about one partition at the end of an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub partition: i32,
+    /// Largest event time seen in the partition so far (this run), if any.
+    pub max_ts_ms: Option<i64>,
+    /// Caught up and quiet for the idle timeout: excluded from the watermark's minimum.
+    pub idle: bool,
+    /// Next offset to read.
+    pub next_offset: i64,
+    /// `(window_start, offset)` of the first record of each window first seen this epoch.
+    pub first_offsets: Vec<(i64, i64)>,
+}
+
+/// Watermark parameters.
+#[derive(Debug, Clone)]
+pub struct WatermarkPolicy {
+    /// Tumbling windows whose closing the watermark decides.
+    pub window: WindowSpec,
+    /// Allowed lateness, ms.
+    pub lateness_ms: i64,
+    /// Every partition of the source (across all workers).
+    pub partitions: Vec<i32>,
+    /// Lowest watermark (a restored checkpoint's), or `i64::MIN`.
+    pub floor_ms: i64,
+}
+
+/// A checkpoint candidate for one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochCheckpoint {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// `W(epoch)`.
+    pub watermark_ms: i64,
+    /// One entry per partition, sorted.
+    pub partitions: Vec<PartitionCheckpoint>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// All reports of epochs `< known_before` are applied.
+    known_before: Epoch,
+    watermark: i64,
+    /// Checkpoint candidates not yet taken, by epoch.
+    checkpoints: BTreeMap<Epoch, EpochCheckpoint>,
+}
+
+/// Per-worker shared view of the watermark (read by the source and the checkpoint committer).
+#[derive(Debug, Clone, Default)]
+pub struct WatermarkHandle(Rc<RefCell<Log>>);
+
+impl WatermarkHandle {
+    /// A handle whose epoch-0 watermark is `floor_ms`.
+    pub fn new(floor_ms: i64) -> Self {
+        Self(Rc::new(RefCell::new(Log { watermark: floor_ms, ..Log::default() })))
+    }
+    /// `W(epoch)`, once every report of earlier epochs has been applied.
+    pub fn watermark_at(&self, epoch: Epoch) -> Option<i64> {
+        let log = self.0.borrow();
+        (log.known_before >= epoch).then_some(log.watermark)
+    }
+    /// The latest watermark computed.
+    pub fn latest(&self) -> i64 {
+        self.0.borrow().watermark
+    }
+    /// Removes and returns the newest checkpoint candidate with epoch `<= through`
+    /// (older candidates are dropped: the newest subsumes them).
+    pub fn take_checkpoint(&self, through: Epoch) -> Option<EpochCheckpoint> {
+        let mut log = self.0.borrow_mut();
+        let rest = log.checkpoints.split_off(&(through + 1));
+        let taken = std::mem::replace(&mut log.checkpoints, rest);
+        taken.into_values().next_back()
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    max_ts: Option<i64>,
+    idle: bool,
+    next_offset: i64,
+    first_offsets: BTreeMap<i64, i64>,
+}
+
+/// Computes the watermark from progress reports (see the module docs).
+pub trait TrackWatermark<'scope> {
+    /// Broadcasts the reports, maintains `handle`, and returns the stream of watermark changes
+    /// (`W(e)` at time `e`) on every worker.
+    ///
+    /// ```
+    /// use eddy_core::WindowSpec;
+    /// use eddy_operators::{PartitionProgress, TrackWatermark, WatermarkHandle, WatermarkPolicy};
+    /// use timely::dataflow::operators::{ToStream, Capture, capture::Extract};
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     let report = |partition, ts| PartitionProgress {
+    ///         partition, max_ts_ms: Some(ts), idle: false, next_offset: 1, first_offsets: vec![],
+    ///     };
+    ///     let policy = WatermarkPolicy {
+    ///         window: WindowSpec::new(1_000), lateness_ms: 100, partitions: vec![0, 1],
+    ///         floor_ms: i64::MIN,
+    ///     };
+    ///     vec![report(0, 5_000), report(1, 3_000)]
+    ///         .to_stream(scope)
+    ///         .track_watermark(policy, WatermarkHandle::new(i64::MIN))
+    ///         .capture()
+    /// });
+    /// // Reports at epoch 0 set the watermark of epoch 1: min(5000, 3000) - 100.
+    /// assert_eq!(captured.extract(), vec![(1, vec![2_900])]);
+    /// ```
+    fn track_watermark(
+        self,
+        policy: WatermarkPolicy,
+        handle: WatermarkHandle,
+    ) -> StreamVec<'scope, Epoch, i64>;
+}
+
+impl<'scope> TrackWatermark<'scope> for StreamVec<'scope, Epoch, PartitionProgress> {
+    fn track_watermark(
+        self,
+        policy: WatermarkPolicy,
+        handle: WatermarkHandle,
+    ) -> StreamVec<'scope, Epoch, i64> {
+        self.broadcast().unary_frontier(Pipeline, "TrackWatermark", move |_cap, _info| {
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<PartitionProgress>)> =
+                BTreeMap::new();
+            let mut parts: HashMap<i32, PartitionState> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let time = *cap.least().expect("a message has a time");
+                    pending
+                        .entry(time)
+                        .or_insert_with(|| (cap.retain_least(0).expect("time"), Vec::new()))
+                        .1
+                        .append(data);
+                });
+                // The frontier's least element: every report of earlier epochs is here.
+                // Input closed: every report is here; complete the epoch after the last one.
+                let closed = || pending.last_key_value().map(|(t, _)| t.saturating_add(1));
+                let Some(known_before) = frontier.frontier().iter().min().copied().or_else(closed)
+                else {
+                    return;
+                };
+                drain(&mut pending, known_before, &mut parts, &policy, &handle, output);
+            }
+        })
+    }
+}
+
+fn drain(
+    pending: &mut BTreeMap<Epoch, (Capability<Epoch>, Vec<PartitionProgress>)>,
+    known_before: Epoch,
+    parts: &mut HashMap<i32, PartitionState>,
+    policy: &WatermarkPolicy,
+    handle: &WatermarkHandle,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        Epoch,
+        timely::container::CapacityContainerBuilder<Vec<i64>>,
+    >,
+) {
+    let mut last_cap = None;
+    while let Some((&time, _)) = pending.first_key_value() {
+        if time >= known_before {
+            break;
+        }
+        let (_, (cap, reports)) = pending.pop_first().expect("checked");
+        for r in reports {
+            let st = parts.entry(r.partition).or_default();
+            st.max_ts = st.max_ts.max(r.max_ts_ms);
+            st.idle = r.idle;
+            st.next_offset = st.next_offset.max(r.next_offset);
+            for (start, offset) in r.first_offsets {
+                st.first_offsets.entry(start).or_insert(offset);
+            }
+        }
+        last_cap = Some(cap);
+    }
+    let mut log = handle.0.borrow_mut();
+    if known_before <= log.known_before {
+        return;
+    }
+    log.known_before = known_before;
+    let Some(cap) = last_cap else { return };
+    // Watermark for epoch `known_before` (saturating at the epoch range's end).
+    let active: Vec<Option<i64>> = policy
+        .partitions
+        .iter()
+        .filter(|p| parts.get(p).is_none_or(|s| !s.idle))
+        .map(|p| parts.get(p).and_then(|s| s.max_ts))
+        .collect();
+    let candidate = if active.is_empty() {
+        parts.values().filter_map(|s| s.max_ts).max()
+    } else if active.iter().all(Option::is_some) {
+        active.iter().flatten().min().copied()
+    } else {
+        None
+    };
+    let before = log.watermark;
+    if let Some(c) = candidate {
+        log.watermark = log.watermark.max(c.saturating_sub(policy.lateness_ms));
+    }
+    log.watermark = log.watermark.max(policy.floor_ms);
+    let w = log.watermark;
+    for st in parts.values_mut() {
+        // Closed windows no longer hold the resume offset back.
+        let open = st.first_offsets.split_off(&w.saturating_sub(policy.window.size_ms).saturating_add(1));
+        st.first_offsets = open;
+    }
+    let epoch = known_before;
+    if policy.partitions.iter().all(|p| parts.contains_key(p)) {
+        let mut partitions: Vec<PartitionCheckpoint> = policy
+            .partitions
+            .iter()
+            .map(|p| {
+                let st = &parts[p];
+                PartitionCheckpoint {
+                    partition: *p,
+                    resume_offset: st
+                        .first_offsets
+                        .values()
+                        .min()
+                        .copied()
+                        .unwrap_or(st.next_offset)
+                        .min(st.next_offset),
+                    high_offset: st.next_offset,
+                }
+            })
+            .collect();
+        partitions.sort();
+        log.checkpoints.insert(epoch, EpochCheckpoint { epoch, watermark_ms: w, partitions });
+    }
+    if w != before {
+        let cap = cap.delayed(&epoch);
+        output.session(&cap).give(w);
+    }
+}

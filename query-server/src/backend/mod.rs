@@ -1,0 +1,140 @@
+//! Where the query server reads windows from: the [`Backend`] trait and its implementations.
+
+mod lambda;
+mod memory;
+
+pub use lambda::LambdaBackend;
+pub use memory::MemoryBackend;
+
+use eddy_core::EventType;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, `Send` future (the trait stays object-safe without `async_trait`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a backend is asked for: native windows with `from_ms <= window_start < to_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowQuery {
+    /// Only this event type, or all types.
+    pub event_type: Option<EventType>,
+    /// Campaign windows of this campaign, or type windows when `None`.
+    pub campaign_id: Option<u64>,
+    /// Inclusive lower bound of window starts, epoch ms.
+    pub from_ms: i64,
+    /// Exclusive upper bound of window starts, epoch ms.
+    pub to_ms: i64,
+    /// Window length, ms (a window ends at `start + window_ms`).
+    pub window_ms: i64,
+}
+
+impl WindowQuery {
+    /// The event types asked for.
+    pub fn types(&self) -> Vec<EventType> {
+        match self.event_type {
+            Some(t) => vec![t],
+            None => EventType::ALL.to_vec(),
+        }
+    }
+}
+
+/// Amount aggregates of a type window, in micro-units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amounts {
+    /// Sum of amounts (0 when no event carried one).
+    pub sum_micros: i64,
+    /// Smallest amount, if any event carried one.
+    pub min_micros: Option<i64>,
+    /// Largest amount, if any event carried one.
+    pub max_micros: Option<i64>,
+}
+
+/// One native window as a backend returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRow {
+    /// Window start, epoch ms.
+    pub window_start_ms: i64,
+    /// The event type.
+    pub event_type: EventType,
+    /// The campaign, for campaign windows.
+    pub campaign_id: Option<u64>,
+    /// Number of events.
+    pub count: u64,
+    /// Amount aggregates (type windows only; `None` for campaign windows).
+    pub amounts: Option<Amounts>,
+    /// True when the window is final.
+    pub is_final: bool,
+    /// Where the row came from (`clickhouse`, `redis`, `memory-batch`, `memory-speed`).
+    pub source: &'static str,
+}
+
+/// How one layer took part in an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerStatus {
+    /// The store behind the layer (`clickhouse`, `redis`, `memory`).
+    pub source: &'static str,
+    /// `Some(true)` answered, `Some(false)` failed, `None` not consulted.
+    pub available: Option<bool>,
+    /// Native windows this layer contributed to the answer.
+    pub windows: usize,
+    /// Why the layer failed, when it did.
+    pub error: Option<String>,
+}
+
+impl LayerStatus {
+    /// A layer that answered with `windows` rows.
+    pub fn ok(source: &'static str, windows: usize) -> Self {
+        Self { source, available: Some(true), windows, error: None }
+    }
+    /// A layer that was not needed for this query.
+    pub fn skipped(source: &'static str) -> Self {
+        Self { source, available: None, windows: 0, error: None }
+    }
+    /// A layer that failed.
+    pub fn failed(source: &'static str, error: String) -> Self {
+        Self { source, available: Some(false), windows: 0, error: Some(error) }
+    }
+}
+
+/// A backend's answer to a [`WindowQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAnswer {
+    /// Event-time watermark of the last sink batch, if known.
+    pub watermark_ms: Option<i64>,
+    /// Batch/speed boundary (watermark of the last checkpoint), if known.
+    pub boundary_ms: Option<i64>,
+    /// Wall-clock ms of the last speed-layer update, if known.
+    pub as_of_ms: Option<i64>,
+    /// The batch layer's part.
+    pub batch: LayerStatus,
+    /// The speed layer's part.
+    pub speed: LayerStatus,
+    /// The windows, in any order.
+    pub rows: Vec<WindowRow>,
+}
+
+/// Health of one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Store name (`redis`, `clickhouse`, `memory`).
+    pub store: &'static str,
+    /// `Ok` when it answered, else the reason.
+    pub status: Result<(), String>,
+}
+
+/// Backend failures that prevent any answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// No store could answer.
+    #[error("no store available: {0}")]
+    Unavailable(String),
+}
+
+/// A source of window rows. Implementations must bound the time each call takes (a down store
+/// yields a degraded answer or an error, not a hang).
+pub trait Backend: Send + Sync + 'static {
+    /// Windows matching `query`, merged across layers.
+    fn counts(&self, query: WindowQuery) -> BoxFuture<'_, Result<BackendAnswer, BackendError>>;
+    /// One entry per store behind this backend.
+    fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>>;
+}

@@ -1,0 +1,171 @@
+//! eddy's HTTP query server: answers window-count queries by merging the batch layer
+//! (ClickHouse: finalized windows) and the speed layer (Redis: open and recently closed windows),
+//! or, in the embedded demo, an in-memory [`MemoryStore`](eddy_core::MemoryStore).
+//!
+//! Build the router with [`app`] from an [`AppState`], and run it with [`serve`] or
+//! [`serve_with_shutdown`]. Storage is behind the [`Backend`] trait, implemented by
+//! [`MemoryBackend`] and [`LambdaBackend`]. The storage layout read here is the contract in
+//! `docs/storage.md`.
+//!
+//! # Routes
+//!
+//! ## `GET /v1/counts`
+//!
+//! Query parameters (any other parameter, or a repeated one, is rejected):
+//!
+//! | name | required | value |
+//! |---|---|---|
+//! | `from` | yes | epoch ms (integer), inclusive: windows with `window_start >= from` |
+//! | `to` | yes | epoch ms (integer), exclusive: windows with `window_start < to` |
+//! | `event_type` | no | `view`, `click` or `conversion`; absent: all three |
+//! | `campaign_id` | no | u64; present: per-campaign counts, absent: per-type stats |
+//! | `granularity` | no | `minute` (default) or `hour` |
+//!
+//! `from < to` and `to - from <= max_range_ms` ([`ServerQueryLimits`]) must hold. `minute` means
+//! the pipeline's native window (`window_ms`, 60 s by default). `hour` sums the native windows
+//! whose start falls in each hour (`count`, `sum_amount`; `min` of `min_amount`, `max` of
+//! `max_amount`); an hour cut by `from`/`to` only holds the windows inside the range.
+//!
+//! Response (200):
+//!
+//! ```json
+//! {
+//!   "query": {"event_type": "click", "campaign_id": null, "from": 0, "to": 3600000,
+//!             "granularity": "minute"},
+//!   "granularity": "minute",
+//!   "window_ms": 60000,
+//!   "watermark_ms": 120000,
+//!   "boundary_ms": 60000,
+//!   "as_of_ms": 1700000000000,
+//!   "freshness_ms": 35,
+//!   "degraded": false,
+//!   "layers": {
+//!     "batch": {"source": "clickhouse", "available": true, "windows": 1, "error": null},
+//!     "speed": {"source": "redis", "available": true, "windows": 2, "error": null}
+//!   },
+//!   "series": [
+//!     {"window_start_ms": 0, "window_end_ms": 60000, "event_type": "click",
+//!      "campaign_id": null, "count": 3, "sum_amount": 1.5, "min_amount": 0.25,
+//!      "max_amount": 1.0, "final": true, "source": "clickhouse"}
+//!   ]
+//! }
+//! ```
+//!
+//! - `watermark_ms`: event-time watermark of the last sink batch (advisory; `null` if unknown,
+//!   e.g. Redis down). `boundary_ms`: batch/speed boundary (watermark of the last checkpoint):
+//!   windows ending at or before it come from the batch layer. `as_of_ms`: wall-clock ms when the
+//!   speed layer was last updated; `freshness_ms = now - as_of_ms`. Each may be `null`.
+//! - `layers.*.available`: `true` answered, `false` failed (then `error` says why and
+//!   `degraded` is `true`), `null` not consulted (nothing in the range belongs to that layer).
+//!   `windows`: native windows that layer contributed.
+//! - `series`: sorted by event type (`view`, `click`, `conversion`), then `window_start_ms`.
+//!   `campaign_id` is `null` for per-type rows. Amounts are decimal units (micros / 1e6):
+//!   `sum_amount` is `0.0` when no event carried an amount, `min_amount`/`max_amount` are `null`
+//!   then; all three are `null` in campaign rows (only counts are kept per campaign). `final`:
+//!   the window (for `hour`: every window in the hour, and the hour has ended under the
+//!   watermark) will not change any more. `source`: `clickhouse` (batch) or `redis` (speed) for
+//!   [`LambdaBackend`]; `memory-batch` / `memory-speed` for [`MemoryBackend`] (window end at or
+//!   before the boundary, or after it); `mixed` for an hour built from several sources.
+//!
+//! A degraded answer is still a 200: with Redis down it holds ClickHouse's finalized windows
+//! only (stale but correct), with ClickHouse down the windows Redis still holds. With both down:
+//! 503.
+//!
+//! ## `GET /healthz`
+//!
+//! 200 `{"status": "ok", "stores": {"clickhouse": "ok", "redis": "ok"}}` when every store
+//! answers; otherwise 503 `{"status": "degraded", "stores": {"clickhouse": "ok", "redis":
+//! "down: <reason>"}}`. The memory backend reports `{"memory": "ok"}`.
+//!
+//! ## `GET /metrics`
+//!
+//! Prometheus text (`text/plain; version=0.0.4`) of [`eddy_core::Metrics`]. Every request is
+//! counted in `eddy_http_requests_total{route, status}` (`route` is the route template, or
+//! `unmatched`).
+//!
+//! ## Errors
+//!
+//! Every error is JSON `{"error": {"code": "...", "message": "..."}}` ([`AppError`]):
+//! `bad_request` (400), `not_found` (404, unknown route), `method_not_allowed` (405),
+//! `unavailable` (503, no store answered), `internal` (500).
+
+mod backend;
+mod error;
+mod query;
+mod routes;
+
+pub use backend::{
+    Amounts, BackendAnswer, BackendError, BoxFuture, LambdaBackend, LayerStatus, MemoryBackend,
+    StoreHealth, WindowQuery, WindowRow,
+};
+pub use backend::Backend;
+pub use error::AppError;
+pub use query::{CountsParams, Granularity};
+pub use routes::{CountsResponse, LayerJson, LayersJson, QueryEcho, SeriesPoint};
+
+use eddy_core::Metrics;
+use std::sync::Arc;
+
+/// Limits and settings the server applies to queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerQueryLimits {
+    /// Widest `to - from` one query may ask for, ms (`server.max_range_ms`).
+    pub max_range_ms: i64,
+    /// The pipeline's tumbling window length, ms (`pipeline.window_ms`): window ends are
+    /// `start + window_ms`, and it decides which windows lie before the batch/speed boundary.
+    pub window_ms: i64,
+}
+
+impl Default for ServerQueryLimits {
+    fn default() -> Self {
+        Self { max_range_ms: 31 * 24 * 3_600_000, window_ms: 60_000 }
+    }
+}
+
+impl ServerQueryLimits {
+    /// Takes `server.max_range_ms` and `pipeline.window_ms` from eddy's configuration.
+    pub fn from_config(config: &eddy_core::Config) -> Self {
+        Self { max_range_ms: config.server.max_range_ms, window_ms: config.pipeline.window_ms }
+    }
+}
+
+/// Shared state of every handler (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    /// Where windows are read from.
+    pub backend: Arc<dyn Backend>,
+    /// Metrics registry: rendered on `/metrics`, and `http_requests` counts every request.
+    pub metrics: Metrics,
+    /// Query limits and the window length.
+    pub config: ServerQueryLimits,
+}
+
+impl AppState {
+    /// Bundles a backend, metrics and limits.
+    pub fn new(backend: Arc<dyn Backend>, metrics: Metrics, config: ServerQueryLimits) -> Self {
+        Self { backend, metrics, config }
+    }
+}
+
+/// The router with every route, the JSON 404/405 fallbacks and request counting.
+pub fn app(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Serves [`app`] on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).await
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then finishes in-flight requests
+/// and returns.
+pub async fn serve_with_shutdown<F>(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
