@@ -3,10 +3,10 @@
 use crate::ServerQueryLimits;
 use crate::error::AppError;
 use eddy_core::EventType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Time resolution of a counts answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     /// The pipeline's native window (`window_ms`, one minute by default).

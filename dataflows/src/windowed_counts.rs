@@ -1,0 +1,369 @@
+//! Event-time tumbling-window counts.
+
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use eddy_core::{CampaignWindowCount, Event, EventType, TypeWindowStats, WindowSpec};
+use eddy_operators::{Epoch, MinMax, Sum, WindowedAccumulate};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+
+/// A `(count, sum)` pair used as a differential difference: adding updates adds both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CountSum {
+    /// Number of events.
+    pub count: i64,
+    /// Sum of amounts, micro-units.
+    pub sum: i64,
+}
+
+impl IsZero for CountSum {
+    fn is_zero(&self) -> bool {
+        self.count == 0 && self.sum == 0
+    }
+}
+impl Semigroup for CountSum {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.count += rhs.count;
+        self.sum += rhs.sum;
+    }
+}
+impl Monoid for CountSum {
+    fn zero() -> Self {
+        Self::default()
+    }
+}
+impl Abelian for CountSum {
+    fn negate(&mut self) {
+        self.count = -self.count;
+        self.sum = -self.sum;
+    }
+}
+
+/// Output of [`windowed_counts`]: the current aggregates of every *open* window.
+pub struct WindowedCounts<'scope> {
+    /// One row per `(window_start, event_type)` with events, open windows only.
+    pub types: VecCollection<'scope, Epoch, TypeWindowStats, isize>,
+    /// One row per `(window_start, campaign_id, event_type)` with events, open windows only.
+    pub campaigns: VecCollection<'scope, Epoch, CampaignWindowCount, isize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Part {
+    Sums(CountSum),
+    Value(i64),
+}
+
+/// Tumbling-window aggregates over on-time events, maintained incrementally.
+///
+/// `events` is insert-only (every difference positive) and holds only on-time events: no event
+/// of a window closed by the watermark of epoch `e` arrives at an epoch `>= e`. `watermarks`
+/// carries the watermark of epoch `e` at time `e` on every worker (see
+/// `eddy_operators::TrackWatermark`).
+///
+/// At every epoch the outputs hold exactly the open windows (those with `end > watermark`):
+///
+/// ```sql
+/// SELECT tumble_start(ts, :window) AS window_start, event_type,
+///        count(*), coalesce(sum(amount), 0), min(amount), max(amount)
+/// FROM events GROUP BY window_start, event_type
+/// HAVING window_start + :window > watermark();
+///
+/// SELECT tumble_start(ts, :window) AS window_start, campaign_id, event_type, count(*)
+/// FROM events GROUP BY window_start, campaign_id, event_type
+/// HAVING window_start + :window > watermark();
+/// ```
+///
+/// When the watermark closes a window, its rows are retracted at that epoch, so their value at
+/// the previous epoch is final (the sinks record it then) and differential's state stays
+/// bounded by the open windows. Each worker pre-aggregates its own events per message before
+/// anything is exchanged.
+pub fn windowed_counts<'scope>(
+    events: VecCollection<'scope, Epoch, Event, isize>,
+    watermarks: StreamVec<'scope, Epoch, i64>,
+    window: WindowSpec,
+) -> WindowedCounts<'scope> {
+    let sums = events
+        .inner
+        .clone()
+        .windowed_accumulate::<_, Sum<CountSum>, _>(
+            watermarks.clone(),
+            window,
+            "TypeSums",
+            |(e, _, d): &(Event, Epoch, isize)| {
+                let d = *d as i64;
+                Some((
+                    e.ts_ms,
+                    e.event_type,
+                    CountSum { count: d, sum: e.amount_micros.unwrap_or(0) * d },
+                ))
+            },
+        )
+        .map(|(key, ())| key)
+        .count_total()
+        .map(|(key, sums)| (key, Part::Sums(sums)));
+    let extremes = events
+        .inner
+        .clone()
+        .windowed_accumulate::<_, MinMax, _>(
+            watermarks.clone(),
+            window,
+            "TypeExtremes",
+            |(e, _, _): &(Event, Epoch, isize)| e.amount_micros.map(|a| (e.ts_ms, e.event_type, a)),
+        )
+        .map(|(key, value)| (key, Part::Value(value)));
+    let types = sums.concat(extremes).reduce_named(
+        "TypeStats",
+        |&(window_start_ms, event_type): &(i64, EventType), parts, out| {
+            let mut row = TypeWindowStats {
+                window_start_ms,
+                event_type,
+                count: 0,
+                sum_micros: 0,
+                min_micros: None,
+                max_micros: None,
+            };
+            for (part, _) in parts {
+                match part {
+                    Part::Sums(s) => {
+                        row.count = s.count as u64;
+                        row.sum_micros = s.sum;
+                    }
+                    // Values arrive sorted: the first is the minimum, the last the maximum.
+                    Part::Value(v) => {
+                        row.min_micros = row.min_micros.or(Some(*v));
+                        row.max_micros = Some(*v);
+                    }
+                }
+            }
+            if row.count > 0 {
+                out.push((row, 1isize));
+            }
+        },
+    );
+    let campaigns = events
+        .inner
+        .windowed_accumulate::<_, Sum<isize>, _>(
+            watermarks,
+            window,
+            "CampaignCounts",
+            |(e, _, d): &(Event, Epoch, isize)| Some((e.ts_ms, (e.campaign_id, e.event_type), *d)),
+        )
+        .map(|((start, key), ())| (start, key))
+        .count_total()
+        .map(|((window_start_ms, (campaign_id, event_type)), count)| CampaignWindowCount {
+            window_start_ms,
+            campaign_id,
+            event_type,
+            count: count as u64,
+        });
+    WindowedCounts { types: types.map(|(_, row)| row), campaigns }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::input::Input;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::InputHandle;
+    use timely::dataflow::operators::Input as _;
+
+    const WINDOW: i64 = 1_000;
+    const LATENESS: i64 = 400;
+
+    type Updates<D> = Arc<Mutex<Vec<(D, Epoch, isize)>>>;
+
+    /// Seeded stream split in epochs: event times advance ~150 ms per epoch, shuffled within
+    /// 600 ms (so some exceed the lateness), with some far-late events.
+    fn stream(seed: u64, epochs: usize) -> Vec<Vec<Event>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let base = 1_700_000_000_000i64;
+        (0..epochs)
+            .map(|epoch| {
+                let n = rng.random_range(0..60);
+                (0..n)
+                    .map(|_| {
+                        let mut ts = base + epoch as i64 * 150 + rng.random_range(-600..200);
+                        if rng.random_bool(0.03) {
+                            ts -= 5_000;
+                        }
+                        let event_type = EventType::ALL[rng.random_range(0..3)];
+                        Event {
+                            ts_ms: ts,
+                            user_id: rng.random_range(0..50),
+                            campaign_id: rng.random_range(0..4),
+                            event_type,
+                            amount_micros: (event_type == EventType::Conversion || rng.random_bool(0.1))
+                                .then(|| rng.random_range(0..5_000_000)),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The driver's watermark and late filter, as a source would apply them.
+    fn accept(epochs: &[Vec<Event>]) -> (Vec<Vec<Event>>, Vec<i64>) {
+        let w = WindowSpec::new(WINDOW);
+        let mut max_ts = i64::MIN;
+        let mut wm = i64::MIN;
+        let mut accepted = Vec::new();
+        let mut marks = Vec::new();
+        for batch in epochs {
+            if max_ts != i64::MIN {
+                wm = wm.max(max_ts - LATENESS);
+            }
+            marks.push(wm);
+            accepted.push(batch.iter().copied().filter(|e| !w.is_closed(e.ts_ms, wm)).collect());
+            max_ts = max_ts.max(batch.iter().map(|e| e.ts_ms).max().unwrap_or(i64::MIN));
+        }
+        (accepted, marks)
+    }
+
+    fn oracle(accepted: &[Event], wm: i64) -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
+        let w = WindowSpec::new(WINDOW);
+        let mut types: BTreeMap<(i64, EventType), TypeWindowStats> = BTreeMap::new();
+        let mut camps: BTreeMap<(i64, u64, EventType), u64> = BTreeMap::new();
+        for e in accepted.iter().filter(|e| !w.is_closed(e.ts_ms, wm)) {
+            let ws = w.start(e.ts_ms);
+            let row = types.entry((ws, e.event_type)).or_insert(TypeWindowStats {
+                window_start_ms: ws,
+                event_type: e.event_type,
+                count: 0,
+                sum_micros: 0,
+                min_micros: None,
+                max_micros: None,
+            });
+            row.count += 1;
+            if let Some(a) = e.amount_micros {
+                row.sum_micros += a;
+                row.min_micros = Some(row.min_micros.map_or(a, |m| m.min(a)));
+                row.max_micros = Some(row.max_micros.map_or(a, |m| m.max(a)));
+            }
+            *camps.entry((ws, e.campaign_id, e.event_type)).or_default() += 1;
+        }
+        let camps = camps
+            .into_iter()
+            .map(|((window_start_ms, campaign_id, event_type), count)| CampaignWindowCount {
+                window_start_ms,
+                campaign_id,
+                event_type,
+                count,
+            })
+            .collect();
+        (types.into_values().collect(), camps)
+    }
+
+    fn accumulate<D: Ord + Clone>(updates: &[(D, Epoch, isize)], at: Epoch) -> Vec<D> {
+        let mut acc: BTreeMap<D, isize> = BTreeMap::new();
+        for (d, t, r) in updates {
+            if *t <= at {
+                *acc.entry(d.clone()).or_default() += r;
+            }
+        }
+        let mut out = Vec::new();
+        for (d, r) in acc {
+            assert!(r == 0 || r == 1, "multiplicity {r}");
+            if r == 1 {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Runs the dataflow on `workers` threads, events spread over workers by `route`, and
+    /// checks after every epoch that the output equals the oracle over the open windows.
+    fn check(seed: u64, workers: usize, epochs_n: usize) {
+        let (accepted, marks) = accept(&stream(seed, epochs_n));
+        let accepted = Arc::new(accepted);
+        let marks = Arc::new(marks);
+        let types: Updates<TypeWindowStats> = Arc::default();
+        let camps: Updates<CampaignWindowCount> = Arc::default();
+        let (t2, c2) = (types.clone(), camps.clone());
+        let (acc2, marks2) = (accepted.clone(), marks.clone());
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let peers = worker.peers();
+            let (t3, c3) = (t2.clone(), c2.clone());
+            let mut wm_input = InputHandle::new();
+            let (mut events, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (events_in, events) = scope.new_collection::<Event, isize>();
+                let watermarks = scope.input_from(&mut wm_input);
+                let out = windowed_counts(events, watermarks, WindowSpec::new(WINDOW));
+                let t4 = t3.clone();
+                let (probe, _) = out
+                    .types
+                    .inspect(move |x| t4.lock().unwrap().push(*x))
+                    .probe();
+                out.campaigns.inspect(move |x| c3.lock().unwrap().push(*x)).probe_with(&probe);
+                (events_in, probe)
+            });
+            for (epoch, batch) in acc2.iter().enumerate() {
+                let epoch = epoch as Epoch;
+                events.advance_to(epoch);
+                wm_input.advance_to(epoch);
+                wm_input.send(marks2[epoch as usize]);
+                // Route events by a hash of their content, so any worker may see any window.
+                for (i, e) in batch.iter().enumerate() {
+                    if (i * 7 + e.user_id as usize) % peers == index {
+                        events.insert(*e);
+                    }
+                }
+                events.advance_to(epoch + 1);
+                wm_input.advance_to(epoch + 1);
+                events.flush();
+                worker.step_while(|| probe.less_than(&(epoch + 1)));
+            }
+        })
+        .expect("timely runs");
+        let types = types.lock().unwrap();
+        let camps = camps.lock().unwrap();
+        let mut all = Vec::new();
+        let mut rows_checked = 0;
+        for (epoch, batch) in accepted.iter().enumerate() {
+            all.extend(batch.iter().copied());
+            let (want_types, want_camps) = oracle(&all, marks[epoch]);
+            assert_eq!(accumulate(&types, epoch as Epoch), want_types, "types at epoch {epoch}");
+            assert_eq!(accumulate(&camps, epoch as Epoch), want_camps, "campaigns at epoch {epoch}");
+            rows_checked += want_types.len();
+        }
+        assert!(rows_checked > 50, "the stream exercises windows");
+    }
+
+    #[test]
+    fn matches_oracle_one_worker() {
+        for seed in 0..4 {
+            check(seed, 1, 60);
+        }
+    }
+
+    #[test]
+    fn matches_oracle_several_workers() {
+        for seed in 10..14 {
+            check(seed, 3, 60);
+        }
+    }
+
+    #[test]
+    fn output_independent_of_worker_count() {
+        let (accepted, _) = accept(&stream(99, 40));
+        assert!(accepted.iter().map(Vec::len).sum::<usize>() > 500);
+        check(99, 1, 40);
+        check(99, 2, 40);
+        check(99, 4, 40);
+    }
+
+    #[test]
+    fn count_sum_is_an_abelian_group() {
+        let mut a = CountSum { count: 2, sum: 7 };
+        a.plus_equals(&CountSum { count: 1, sum: 3 });
+        assert_eq!(a, CountSum { count: 3, sum: 10 });
+        let mut n = a;
+        n.negate();
+        n.plus_equals(&a);
+        assert!(n.is_zero());
+    }
+}

@@ -1,0 +1,401 @@
+//! Backend over the production stores: ClickHouse (batch layer) and Redis (speed layer), laid
+//! out as in `docs/storage.md`.
+
+use super::{
+    Amounts, Backend, BackendAnswer, BackendError, BoxFuture, LayerStatus, StoreHealth,
+    WindowQuery, WindowRow,
+};
+use eddy_core::EventType;
+use eddy_core::config::{ClickHouseConfig, RedisConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+/// Default bound on each store round (connect + query).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Merges ClickHouse and Redis per `docs/storage.md`.
+///
+/// Per query: read `{p}:boundary`, `{p}:watermark`, `{p}:as_of` from Redis (boundary falls back
+/// to `max(watermark_ms)` of ClickHouse's `source_checkpoints` when Redis has none); then, in
+/// parallel, windows ending at or before the boundary from ClickHouse (`FINAL`, values bound
+/// with `?`), and every window in range from Redis (`ZRANGEBYSCORE` on the `{p}:tw:{type}` or
+/// `{p}:cw:{campaign}:{type}` index, then pipelined `HGETALL`), keeping Redis rows only after the
+/// boundary (or all of them when ClickHouse failed). With Redis down, ClickHouse answers alone
+/// (every finalized window it holds, boundary from `source_checkpoints`). Each store round is
+/// bounded by a timeout (2 s by default, see [`LambdaBackend::with_timeout`]).
+///
+/// Connections are made lazily on first use (the constructor does no I/O) and the Redis
+/// connection reconnects by itself after a failure.
+pub struct LambdaBackend {
+    redis_client: redis::Client,
+    redis: tokio::sync::OnceCell<ConnectionManager>,
+    prefix: String,
+    ch: clickhouse::Client,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for LambdaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaBackend")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Speed-layer metadata keys.
+#[derive(Debug, Default)]
+struct Meta {
+    boundary: Option<i64>,
+    watermark: Option<i64>,
+    as_of: Option<i64>,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ChTypeRow {
+    window_start_ms: i64,
+    event_type: String,
+    count: u64,
+    sum_micros: i64,
+    min_micros: Option<i64>,
+    max_micros: Option<i64>,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ChCampaignRow {
+    window_start_ms: i64,
+    event_type: String,
+    count: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ChBoundary {
+    n: u64,
+    w: i64,
+}
+
+fn parse_i64(v: Option<&String>) -> Option<i64> {
+    v.and_then(|s| s.trim().parse().ok())
+}
+
+impl LambdaBackend {
+    /// A backend for the Redis at `redis_cfg.url` (keys under `redis_cfg.prefix`) and the
+    /// ClickHouse at `ch_cfg.url` (database, user, password from `ch_cfg`; schema validation
+    /// off, for ClickHouse 18.16). Fails only on a malformed Redis URL; no I/O happens here.
+    pub fn new(redis_cfg: &RedisConfig, ch_cfg: &ClickHouseConfig) -> Result<Self, BackendError> {
+        let redis_client = redis::Client::open(redis_cfg.url.as_str())
+            .map_err(|e| BackendError::Unavailable(format!("invalid redis url: {e}")))?;
+        let mut ch = clickhouse::Client::default()
+            .with_url(&ch_cfg.url)
+            .with_database(&ch_cfg.database)
+            .with_user(&ch_cfg.user)
+            .with_validation(false);
+        if !ch_cfg.password.is_empty() {
+            ch = ch.with_password(&ch_cfg.password);
+        }
+        Ok(Self {
+            redis_client,
+            redis: tokio::sync::OnceCell::new(),
+            prefix: redis_cfg.prefix.clone(),
+            ch,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Sets the bound on each store round (default 2 s). Call before the first query.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn timed<T, E: Display>(
+        &self,
+        store: &str,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("{store}: {e}")),
+            Err(_) => Err(format!("{store}: timed out after {} ms", self.timeout.as_millis())),
+        }
+    }
+
+    async fn redis_conn(&self) -> redis::RedisResult<ConnectionManager> {
+        let conn = self
+            .redis
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_lazy_with_config(self.redis_client.clone(), config)
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    async fn redis_meta(&self) -> redis::RedisResult<Meta> {
+        let mut conn = self.redis_conn().await?;
+        let p = &self.prefix;
+        let keys = [format!("{p}:boundary"), format!("{p}:watermark"), format!("{p}:as_of")];
+        let vals: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys[..]).query_async(&mut conn).await?;
+        Ok(Meta {
+            boundary: parse_i64(vals.first().and_then(Option::as_ref)),
+            watermark: parse_i64(vals.get(1).and_then(Option::as_ref)),
+            as_of: parse_i64(vals.get(2).and_then(Option::as_ref)),
+        })
+    }
+
+    fn index_key(&self, q: &WindowQuery, t: EventType) -> String {
+        let p = &self.prefix;
+        match q.campaign_id {
+            None => format!("{p}:tw:{t}"),
+            Some(c) => format!("{p}:cw:{c}:{t}"),
+        }
+    }
+
+    /// Every window in the query's range that Redis still holds.
+    async fn redis_windows(&self, q: WindowQuery) -> redis::RedisResult<Vec<WindowRow>> {
+        if q.from_ms >= q.to_ms {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.redis_conn().await?;
+        let types = q.types();
+        let mut pipe = redis::pipe();
+        for &t in &types {
+            pipe.cmd("ZRANGEBYSCORE").arg(self.index_key(&q, t)).arg(q.from_ms).arg(q.to_ms - 1);
+        }
+        let members: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let mut wanted: Vec<(EventType, i64)> = Vec::new();
+        for (&t, starts) in types.iter().zip(members) {
+            for m in starts {
+                match m.parse::<i64>() {
+                    Ok(s) if (q.from_ms..q.to_ms).contains(&s) => wanted.push((t, s)),
+                    Ok(_) => {}
+                    Err(_) => tracing::warn!(member = %m, "ignoring non-integer window index member"),
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &(t, s) in &wanted {
+            pipe.cmd("HGETALL").arg(format!("{}:{s}", self.index_key(&q, t)));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut rows = Vec::with_capacity(wanted.len());
+        for ((t, s), h) in wanted.into_iter().zip(hashes) {
+            // An empty hash: the window key expired while its index entry remains.
+            let Some(count) = h.get("count").and_then(|c| c.trim().parse::<u64>().ok()) else {
+                continue;
+            };
+            let amounts = match q.campaign_id {
+                Some(_) => None,
+                None => Some(Amounts {
+                    sum_micros: parse_i64(h.get("sum")).unwrap_or(0),
+                    min_micros: parse_i64(h.get("min")),
+                    max_micros: parse_i64(h.get("max")),
+                }),
+            };
+            rows.push(WindowRow {
+                window_start_ms: s,
+                event_type: t,
+                campaign_id: q.campaign_id,
+                count,
+                amounts,
+                is_final: h.get("final").is_some_and(|f| f.trim() == "1"),
+                source: "redis",
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Finalized windows with `from_ms <= start < to_ms` from ClickHouse.
+    async fn ch_windows(&self, q: WindowQuery, to_ms: i64) -> clickhouse::error::Result<Vec<WindowRow>> {
+        // Only fixed SQL text below; every value goes through a `?` bind.
+        let type_filter = if q.event_type.is_some() { " AND event_type = ?" } else { "" };
+        match q.campaign_id {
+            None => {
+                let sql = format!(
+                    "SELECT window_start_ms, event_type, `count`, sum_micros, min_micros, \
+                     max_micros FROM type_windows FINAL \
+                     WHERE window_start_ms >= ? AND window_start_ms < ?{type_filter}"
+                );
+                let mut query = self.ch.query(&sql).bind(q.from_ms).bind(to_ms);
+                if let Some(t) = q.event_type {
+                    query = query.bind(t.as_str());
+                }
+                let rows: Vec<ChTypeRow> = query.fetch_all().await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        Some(WindowRow {
+                            window_start_ms: r.window_start_ms,
+                            event_type: EventType::parse(&r.event_type)?,
+                            campaign_id: None,
+                            count: r.count,
+                            amounts: Some(Amounts {
+                                sum_micros: r.sum_micros,
+                                min_micros: r.min_micros,
+                                max_micros: r.max_micros,
+                            }),
+                            is_final: true,
+                            source: "clickhouse",
+                        })
+                    })
+                    .collect())
+            }
+            Some(c) => {
+                let sql = format!(
+                    "SELECT window_start_ms, event_type, `count` FROM campaign_windows FINAL \
+                     WHERE campaign_id = ? AND window_start_ms >= ? AND window_start_ms < ?\
+                     {type_filter}"
+                );
+                let mut query = self.ch.query(&sql).bind(c).bind(q.from_ms).bind(to_ms);
+                if let Some(t) = q.event_type {
+                    query = query.bind(t.as_str());
+                }
+                let rows: Vec<ChCampaignRow> = query.fetch_all().await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        Some(WindowRow {
+                            window_start_ms: r.window_start_ms,
+                            event_type: EventType::parse(&r.event_type)?,
+                            campaign_id: Some(c),
+                            count: r.count,
+                            amounts: None,
+                            is_final: true,
+                            source: "clickhouse",
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Watermark of the latest checkpoint recorded in ClickHouse, if any.
+    async fn ch_boundary(&self) -> clickhouse::error::Result<Option<i64>> {
+        let b: ChBoundary = self
+            .ch
+            .query("SELECT count() AS n, max(watermark_ms) AS w FROM source_checkpoints")
+            .fetch_one()
+            .await?;
+        Ok((b.n > 0).then_some(b.w))
+    }
+
+    async fn answer(&self, q: WindowQuery) -> Result<BackendAnswer, BackendError> {
+        let w = q.window_ms;
+        let meta = match self.timed("redis", self.redis_meta()).await {
+            Ok(meta) => meta,
+            Err(redis_err) => return self.answer_without_redis(q, redis_err).await,
+        };
+        let (boundary, boundary_err) = match meta.boundary {
+            Some(b) => (Some(b), None),
+            None => match self.timed("clickhouse", self.ch_boundary()).await {
+                Ok(b) => (b, None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        let is_batch = |start: i64| boundary.is_some_and(|b| start.saturating_add(w) <= b);
+        // Windows ending at or before the boundary: start <= boundary - w.
+        let batch_to = boundary.map(|b| q.to_ms.min(b.saturating_sub(w).saturating_add(1)));
+        let batch_fut = async {
+            match batch_to {
+                Some(to) if q.from_ms < to => {
+                    Some(self.timed("clickhouse", self.ch_windows(q, to)).await)
+                }
+                _ => None,
+            }
+        };
+        let speed_fut = self.timed("redis", self.redis_windows(q));
+        let (batch_res, speed_res) = tokio::join!(batch_fut, speed_fut);
+
+        let mut rows = Vec::new();
+        let batch = match batch_res {
+            Some(Ok(r)) => {
+                let n = r.len();
+                rows.extend(r);
+                LayerStatus::ok("clickhouse", n)
+            }
+            Some(Err(e)) => LayerStatus::failed("clickhouse", e),
+            None => match boundary_err {
+                Some(e) => LayerStatus::failed("clickhouse", e),
+                None => LayerStatus::skipped("clickhouse"),
+            },
+        };
+        let batch_ok = batch.available == Some(true);
+        let speed = match speed_res {
+            Ok(r) => {
+                let before = rows.len();
+                rows.extend(r.into_iter().filter(|row| !(batch_ok && is_batch(row.window_start_ms))));
+                LayerStatus::ok("redis", rows.len() - before)
+            }
+            Err(e) => {
+                if !batch_ok {
+                    let why = batch.error.as_deref().unwrap_or("clickhouse not consulted");
+                    return Err(BackendError::Unavailable(format!("{e}; {why}")));
+                }
+                LayerStatus::failed("redis", e)
+            }
+        };
+        Ok(BackendAnswer {
+            watermark_ms: meta.watermark,
+            boundary_ms: boundary,
+            as_of_ms: meta.as_of,
+            batch,
+            speed,
+            rows,
+        })
+    }
+
+    /// Redis is down: every finalized window ClickHouse holds in range.
+    async fn answer_without_redis(
+        &self,
+        q: WindowQuery,
+        redis_err: String,
+    ) -> Result<BackendAnswer, BackendError> {
+        let (boundary, rows) = tokio::join!(
+            self.timed("clickhouse", self.ch_boundary()),
+            self.timed("clickhouse", self.ch_windows(q, q.to_ms)),
+        );
+        let rows = rows.map_err(|e| BackendError::Unavailable(format!("{redis_err}; {e}")))?;
+        Ok(BackendAnswer {
+            watermark_ms: None,
+            boundary_ms: boundary.ok().flatten(),
+            as_of_ms: None,
+            batch: LayerStatus::ok("clickhouse", rows.len()),
+            speed: LayerStatus::failed("redis", redis_err),
+            rows,
+        })
+    }
+
+    async fn check(&self) -> Vec<StoreHealth> {
+        let redis = async {
+            let mut conn = self.redis_conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        let ch = self.ch.query("SELECT 1").fetch_one::<u8>();
+        let (r, c) = tokio::join!(self.timed("redis", redis), self.timed("clickhouse", ch));
+        vec![
+            StoreHealth { store: "redis", status: r.map(drop) },
+            StoreHealth { store: "clickhouse", status: c.map(drop) },
+        ]
+    }
+}
+
+impl Backend for LambdaBackend {
+    fn counts(&self, query: WindowQuery) -> BoxFuture<'_, Result<BackendAnswer, BackendError>> {
+        Box::pin(self.answer(query))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>> {
+        Box::pin(self.check())
+    }
+}

@@ -1,0 +1,380 @@
+//! Routes, handlers, response shapes and request counting.
+
+use crate::backend::{BackendAnswer, LayerStatus, WindowQuery, WindowRow};
+use crate::error::AppError;
+use crate::query::{CountsParams, Granularity};
+use crate::AppState;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use eddy_core::event::micros_to_amount;
+use eddy_core::metrics::RouteLabel;
+use eddy_core::{EventType, Metrics};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Echo of the validated query in a [`CountsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryEcho {
+    /// Event type asked for, or `null` for all.
+    pub event_type: Option<EventType>,
+    /// Campaign asked for, or `null` for per-type stats.
+    pub campaign_id: Option<u64>,
+    /// `from` parameter, epoch ms.
+    pub from: i64,
+    /// `to` parameter, epoch ms.
+    pub to: i64,
+    /// Granularity asked for.
+    pub granularity: Granularity,
+}
+
+/// How one layer took part, as rendered in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerJson {
+    /// Store behind the layer (`clickhouse`, `redis`, `memory`).
+    pub source: String,
+    /// `true` answered, `false` failed, `null` not consulted.
+    pub available: Option<bool>,
+    /// Native windows the layer contributed.
+    pub windows: usize,
+    /// Failure reason, or `null`.
+    pub error: Option<String>,
+}
+
+impl From<LayerStatus> for LayerJson {
+    fn from(l: LayerStatus) -> Self {
+        Self { source: l.source.to_owned(), available: l.available, windows: l.windows, error: l.error }
+    }
+}
+
+/// Both layers of a [`CountsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayersJson {
+    /// Batch layer (finalized windows up to the boundary).
+    pub batch: LayerJson,
+    /// Speed layer (windows after the boundary).
+    pub speed: LayerJson,
+}
+
+/// One point of a series (a native window, or an hour).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// Start, epoch ms.
+    pub window_start_ms: i64,
+    /// End (exclusive), epoch ms.
+    pub window_end_ms: i64,
+    /// Event type.
+    pub event_type: EventType,
+    /// Campaign, or `null` for per-type rows.
+    pub campaign_id: Option<u64>,
+    /// Number of events.
+    pub count: u64,
+    /// Sum of amounts in units (`null` for campaign rows).
+    pub sum_amount: Option<f64>,
+    /// Smallest amount (`null` if none, or a campaign row).
+    pub min_amount: Option<f64>,
+    /// Largest amount (`null` if none, or a campaign row).
+    pub max_amount: Option<f64>,
+    /// True when the values will not change any more.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Where the values came from (`clickhouse`, `redis`, `memory-batch`, `memory-speed`,
+    /// `mixed`).
+    pub source: String,
+}
+
+/// Body of a successful `GET /v1/counts` (see the crate docs for field semantics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountsResponse {
+    /// The validated query.
+    pub query: QueryEcho,
+    /// Granularity of `series`.
+    pub granularity: Granularity,
+    /// Native window length, ms.
+    pub window_ms: i64,
+    /// Event-time watermark, if known.
+    pub watermark_ms: Option<i64>,
+    /// Batch/speed boundary, if known.
+    pub boundary_ms: Option<i64>,
+    /// Wall-clock ms of the last speed-layer update, if known.
+    pub as_of_ms: Option<i64>,
+    /// `now - as_of_ms`, if known.
+    pub freshness_ms: Option<i64>,
+    /// True when a layer failed (the answer is partial).
+    pub degraded: bool,
+    /// How each layer took part.
+    pub layers: LayersJson,
+    /// The points, sorted by event type (`view`, `click`, `conversion`) then start.
+    pub series: Vec<SeriesPoint>,
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/counts", get(counts))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    metrics.http_requests.get_or_create(&RouteLabel { route, status: resp.status().as_u16() }).inc();
+    resp
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::NotFound(format!("{method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method) -> AppError {
+    AppError::MethodNotAllowed(method.to_string())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let checks = state.backend.health().await;
+    let all_ok = checks.iter().all(|c| c.status.is_ok());
+    let stores: BTreeMap<&str, String> = checks
+        .into_iter()
+        .map(|c| {
+            let s = match c.status {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("down: {e}"),
+            };
+            (c.store, s)
+        })
+        .collect();
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if all_ok { "ok" } else { "degraded" },
+        "stores": stores,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn counts(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<CountsResponse>, AppError> {
+    let Query(pairs) =
+        query.map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))?;
+    let params = CountsParams::parse(&pairs, &state.config)?;
+    let window_ms = state.config.window_ms;
+    if window_ms <= 0 {
+        return Err(AppError::Internal("server window_ms must be > 0".into()));
+    }
+    let answer = state
+        .backend
+        .counts(WindowQuery {
+            event_type: params.event_type,
+            campaign_id: params.campaign_id,
+            from_ms: params.from_ms,
+            to_ms: params.to_ms,
+            window_ms,
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "counts query failed"))?;
+    let degraded =
+        answer.batch.available == Some(false) || answer.speed.available == Some(false);
+    if degraded {
+        tracing::warn!(batch = ?answer.batch.error, speed = ?answer.speed.error, "degraded answer");
+    }
+    Ok(Json(build_response(params, window_ms, answer, eddy_core::now_ms())))
+}
+
+fn build_response(
+    params: CountsParams,
+    window_ms: i64,
+    answer: BackendAnswer,
+    now_ms: i64,
+) -> CountsResponse {
+    let BackendAnswer { watermark_ms, boundary_ms, as_of_ms, batch, speed, rows } = answer;
+    let degraded = batch.available == Some(false) || speed.available == Some(false);
+    let horizon = match (watermark_ms, boundary_ms) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let series = match params.granularity {
+        Granularity::Minute => minute_series(rows, window_ms),
+        Granularity::Hour => hour_series(rows, horizon),
+    };
+    CountsResponse {
+        query: QueryEcho {
+            event_type: params.event_type,
+            campaign_id: params.campaign_id,
+            from: params.from_ms,
+            to: params.to_ms,
+            granularity: params.granularity,
+        },
+        granularity: params.granularity,
+        window_ms,
+        watermark_ms,
+        boundary_ms,
+        as_of_ms,
+        freshness_ms: as_of_ms.map(|a| now_ms.saturating_sub(a)),
+        degraded,
+        layers: LayersJson { batch: batch.into(), speed: speed.into() },
+        series,
+    }
+}
+
+fn amounts_json(a: Option<crate::backend::Amounts>) -> (Option<f64>, Option<f64>, Option<f64>) {
+    match a {
+        None => (None, None, None),
+        Some(a) => (
+            Some(micros_to_amount(a.sum_micros)),
+            a.min_micros.map(micros_to_amount),
+            a.max_micros.map(micros_to_amount),
+        ),
+    }
+}
+
+fn minute_series(mut rows: Vec<WindowRow>, window_ms: i64) -> Vec<SeriesPoint> {
+    rows.sort_by_key(|r| (r.event_type, r.window_start_ms));
+    rows.into_iter()
+        .map(|r| {
+            let (sum_amount, min_amount, max_amount) = amounts_json(r.amounts);
+            SeriesPoint {
+                window_start_ms: r.window_start_ms,
+                window_end_ms: r.window_start_ms.saturating_add(window_ms),
+                event_type: r.event_type,
+                campaign_id: r.campaign_id,
+                count: r.count,
+                sum_amount,
+                min_amount,
+                max_amount,
+                is_final: r.is_final,
+                source: r.source.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Sums native windows per hour of their start. The hour is final when every window in it is
+/// and the hour has ended under `horizon` (the later of watermark and boundary).
+fn hour_series(rows: Vec<WindowRow>, horizon: Option<i64>) -> Vec<SeriesPoint> {
+    struct Acc {
+        campaign_id: Option<u64>,
+        count: u64,
+        amounts: Option<crate::backend::Amounts>,
+        all_final: bool,
+        source: &'static str,
+    }
+    let mut hours: BTreeMap<(EventType, i64), Acc> = BTreeMap::new();
+    for r in rows {
+        let hour = r.window_start_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        match hours.get_mut(&(r.event_type, hour)) {
+            None => {
+                hours.insert(
+                    (r.event_type, hour),
+                    Acc {
+                        campaign_id: r.campaign_id,
+                        count: r.count,
+                        amounts: r.amounts,
+                        all_final: r.is_final,
+                        source: r.source,
+                    },
+                );
+            }
+            Some(acc) => {
+                acc.count = acc.count.saturating_add(r.count);
+                acc.amounts = match (acc.amounts, r.amounts) {
+                    (Some(a), Some(b)) => Some(crate::backend::Amounts {
+                        sum_micros: a.sum_micros.saturating_add(b.sum_micros),
+                        min_micros: match (a.min_micros, b.min_micros) {
+                            (Some(x), Some(y)) => Some(x.min(y)),
+                            (x, y) => x.or(y),
+                        },
+                        max_micros: a.max_micros.max(b.max_micros),
+                    }),
+                    (a, b) => a.or(b),
+                };
+                acc.all_final &= r.is_final;
+                if acc.source != r.source {
+                    acc.source = "mixed";
+                }
+            }
+        }
+    }
+    hours
+        .into_iter()
+        .map(|((event_type, hour), acc)| {
+            let end = hour.saturating_add(HOUR_MS);
+            let (sum_amount, min_amount, max_amount) = amounts_json(acc.amounts);
+            SeriesPoint {
+                window_start_ms: hour,
+                window_end_ms: end,
+                event_type,
+                campaign_id: acc.campaign_id,
+                count: acc.count,
+                sum_amount,
+                min_amount,
+                max_amount,
+                is_final: acc.all_final && horizon.is_some_and(|h| end <= h),
+                source: acc.source.to_owned(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Amounts;
+
+    fn row(start: i64, count: u64, sum: i64, min: Option<i64>, max: Option<i64>, fin: bool, src: &'static str) -> WindowRow {
+        WindowRow {
+            window_start_ms: start,
+            event_type: EventType::Click,
+            campaign_id: None,
+            count,
+            amounts: Some(Amounts { sum_micros: sum, min_micros: min, max_micros: max }),
+            is_final: fin,
+            source: src,
+        }
+    }
+
+    #[test]
+    fn hours_combine_min_max_and_sources() {
+        let rows = vec![
+            row(-60_000, 1, 5, Some(5), Some(5), true, "a"),
+            row(0, 2, 0, None, None, true, "a"),
+            row(60_000, 3, 7_000_000, Some(1_000_000), Some(6_000_000), true, "b"),
+            row(3_540_000, 4, 1_500_000, Some(500_000), Some(1_000_000), true, "a"),
+        ];
+        let s = hour_series(rows, Some(3_600_000));
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].window_start_ms, s[0].window_end_ms), (-3_600_000, 0));
+        assert_eq!((s[0].count, s[0].sum_amount, s[0].is_final), (1, Some(0.000005), true));
+        assert_eq!((s[1].window_start_ms, s[1].count), (0, 9));
+        assert_eq!(s[1].sum_amount, Some(8.5));
+        assert_eq!((s[1].min_amount, s[1].max_amount), (Some(0.5), Some(6.0)));
+        assert_eq!(s[1].source, "mixed");
+        assert!(s[1].is_final);
+        // Not final when the hour has not ended under the horizon.
+        let s = hour_series(vec![row(0, 1, 0, None, None, true, "a")], Some(3_599_999));
+        assert!(!s[0].is_final);
+        assert_eq!((s[0].min_amount, s[0].max_amount, s[0].sum_amount), (None, None, Some(0.0)));
+    }
+}

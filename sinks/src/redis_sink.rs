@@ -1,0 +1,161 @@
+//! The Redis (speed layer) sink. Key layout: `docs/storage.md`.
+
+use crate::{EpochSink, SinkError};
+use eddy_core::SinkBatch;
+use eddy_core::config::RedisConfig;
+use redis::{Client, Connection, Pipeline};
+use std::time::Duration;
+
+/// Time limit to establish a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time limit for one request/response (a whole `MULTI … EXEC`).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes sink batches to Redis, one `MULTI … EXEC` transaction per batch.
+///
+/// Every value is absolute: each window hash is deleted and rewritten in full (so fields that
+/// no longer apply disappear), then given the TTL `redis.window_ttl_secs`. The connection is
+/// re-established on the next write after any failure.
+pub struct RedisSink {
+    client: Client,
+    conn: Option<Connection>,
+    prefix: String,
+    ttl_secs: u64,
+}
+
+impl RedisSink {
+    /// Connects to `cfg.url` and checks the server answers `PING`.
+    pub fn connect(cfg: &RedisConfig) -> Result<Self, SinkError> {
+        let mut sink = Self::lazy(cfg)?;
+        let conn = sink.conn()?;
+        redis::cmd("PING").query::<String>(conn)?;
+        tracing::info!(url = %cfg.url, prefix = %cfg.prefix, "connected to redis");
+        Ok(sink)
+    }
+
+    /// Like [`RedisSink::connect`] but only validates the URL: the connection is made by the
+    /// first write (and re-made after failures). Useful when Redis may still be starting.
+    pub fn lazy(cfg: &RedisConfig) -> Result<Self, SinkError> {
+        let client = Client::open(cfg.url.as_str())
+            .map_err(|e| SinkError::Config(format!("redis url {:?}: {e}", cfg.url)))?;
+        if cfg.window_ttl_secs == 0 {
+            return Err(SinkError::Config("redis.window_ttl_secs must be > 0".into()));
+        }
+        Ok(Self { client, conn: None, prefix: cfg.prefix.clone(), ttl_secs: cfg.window_ttl_secs })
+    }
+
+    /// Writes the batch/speed boundary (`{p}:boundary`, the watermark of the last checkpoint)
+    /// and `{p}:as_of` (wall-clock ms now) in one transaction.
+    pub fn write_boundary(&mut self, boundary_ms: i64) -> Result<(), SinkError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set(format!("{}:boundary", self.prefix), boundary_ms)
+            .ignore()
+            .set(format!("{}:as_of", self.prefix), eddy_core::now_ms())
+            .ignore();
+        self.exec(&pipe)
+    }
+
+    /// The transaction that writes `batch` (exposed for tests and tools).
+    pub fn transaction(&self, batch: &SinkBatch) -> Pipeline {
+        let p = &self.prefix;
+        let ttl = self.ttl_secs as i64;
+        // Zset members whose window starts more than the TTL before the batch's watermark are
+        // trimmed: their hashes have expired (or soon will).
+        let horizon = batch.watermark_ms.saturating_sub(self.ttl_secs as i64 * 1000);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+
+        let mut type_sets = std::collections::BTreeSet::new();
+        let types = batch.open_types.iter().map(|r| (r, 0)).chain(batch.final_types.iter().map(|r| (r, 1)));
+        for (r, is_final) in types {
+            let key = format!("{p}:tw:{}:{}", r.event_type, r.window_start_ms);
+            pipe.del(&key).ignore();
+            let mut fields: Vec<(&str, i64)> = vec![
+                ("count", r.count as i64),
+                ("sum", r.sum_micros),
+                ("final", is_final),
+                ("epoch", batch.epoch as i64),
+            ];
+            if let Some(min) = r.min_micros {
+                fields.push(("min", min));
+            }
+            if let Some(max) = r.max_micros {
+                fields.push(("max", max));
+            }
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl).ignore();
+            let set = format!("{p}:tw:{}", r.event_type);
+            pipe.zadd(&set, r.window_start_ms, r.window_start_ms).ignore();
+            type_sets.insert(set);
+        }
+        for set in &type_sets {
+            pipe.zrembyscore(set, "-inf", format!("({horizon}")).ignore();
+        }
+
+        let mut campaign_sets = std::collections::BTreeSet::new();
+        let campaigns = batch
+            .open_campaigns
+            .iter()
+            .map(|r| (r, 0))
+            .chain(batch.final_campaigns.iter().map(|r| (r, 1)));
+        for (r, is_final) in campaigns {
+            let key = format!("{p}:cw:{}:{}:{}", r.campaign_id, r.event_type, r.window_start_ms);
+            pipe.del(&key).ignore();
+            let fields: [(&str, i64); 3] =
+                [("count", r.count as i64), ("final", is_final), ("epoch", batch.epoch as i64)];
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl).ignore();
+            let set = format!("{p}:cw:{}:{}", r.campaign_id, r.event_type);
+            pipe.zadd(&set, r.window_start_ms, r.window_start_ms).ignore();
+            campaign_sets.insert(set);
+        }
+        for set in &campaign_sets {
+            pipe.zrembyscore(set, "-inf", format!("({horizon}")).ignore();
+            pipe.expire(set, ttl).ignore();
+        }
+
+        pipe.set(format!("{p}:watermark"), batch.watermark_ms).ignore();
+        pipe
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, SinkError> {
+        if self.conn.is_none() {
+            let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))?;
+            conn.set_write_timeout(Some(IO_TIMEOUT))?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connection was just set"))
+    }
+
+    fn exec(&mut self, pipe: &Pipeline) -> Result<(), SinkError> {
+        let result = pipe.exec(self.conn()?);
+        if let Err(e) = result {
+            // A failed request may leave the connection mid-response: start afresh next time.
+            self.conn = None;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+impl EpochSink for RedisSink {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+        let pipe = self.transaction(batch);
+        self.exec(&pipe)?;
+        tracing::debug!(
+            epoch = batch.epoch,
+            rows = batch.open_types.len()
+                + batch.final_types.len()
+                + batch.open_campaigns.len()
+                + batch.final_campaigns.len(),
+            "redis batch written"
+        );
+        Ok(())
+    }
+}
