@@ -1,0 +1,133 @@
+//! Shared helpers of the integration tests: real Redis and ClickHouse started by
+//! `scripts/services up redis clickhouse`, once per test binary.
+
+#![allow(dead_code)]
+
+use eddy_core::config::{ClickHouseConfig, RedisConfig};
+use eddy_core::{CampaignWindowCount, EventType, SinkBatch, TypeWindowStats};
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Starts Redis and ClickHouse (idempotent), panicking with the script's output on failure.
+pub fn services() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let out = std::process::Command::new(repo().join("scripts/services"))
+            .args(["up", "redis", "clickhouse"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot run scripts/services");
+        assert!(
+            out.status.success(),
+            "scripts/services up redis clickhouse failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// A Redis config with its own prefix; every key under it is deleted first.
+pub fn redis_cfg(name: &str) -> RedisConfig {
+    services();
+    let cfg = RedisConfig { prefix: format!("eddy_test_{name}"), ..RedisConfig::default() };
+    let mut con = redis_conn(&cfg);
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", cfg.prefix)).query(&mut con).unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(&keys).exec(&mut con).unwrap();
+    }
+    cfg
+}
+
+/// A plain connection for reading back.
+pub fn redis_conn(cfg: &RedisConfig) -> redis::Connection {
+    redis::Client::open(cfg.url.as_str()).unwrap().get_connection().unwrap()
+}
+
+/// A ClickHouse config for a fresh database `eddy_test_{name}` with the schema applied.
+pub fn clickhouse_db(name: &str) -> ClickHouseConfig {
+    services();
+    let cfg = ClickHouseConfig { database: format!("eddy_test_{name}"), ..ClickHouseConfig::default() };
+    ch_exec(&cfg, &format!("DROP DATABASE IF EXISTS {}", cfg.database));
+    let applied = eddy_sinks::apply_schema(&cfg, &repo().join("clickhouse/schema")).unwrap();
+    assert_eq!(
+        applied,
+        ["001_database.sql", "002_windows.sql", "003_rollups.sql", "004_checkpoints.sql"]
+    );
+    cfg
+}
+
+fn client(cfg: &ClickHouseConfig) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(&cfg.url)
+        .with_user(&cfg.user)
+        .with_validation(false)
+        .with_compression(clickhouse::Compression::None)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Runs a statement (no database set).
+pub fn ch_exec(cfg: &ClickHouseConfig, sql: &str) {
+    rt().block_on(client(cfg).query(sql).execute()).unwrap();
+}
+
+/// Runs a query in `cfg.database`, with `?` binds applied by `bind`.
+pub fn ch_fetch<T>(
+    cfg: &ClickHouseConfig,
+    sql: &str,
+    bind: impl FnOnce(clickhouse::query::Query) -> clickhouse::query::Query,
+) -> Vec<T>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let q = bind(client(cfg).with_database(&cfg.database).query(sql));
+    rt().block_on(q.fetch_all::<T>()).unwrap()
+}
+
+/// Polls `f` until it returns `Some`, panicking after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// 2023-11-14T22:00:00Z, an hour boundary.
+pub const HOUR: i64 = 1_699_999_200_000;
+/// One-minute windows.
+pub const MIN: i64 = 60_000;
+
+/// A type-window row.
+pub fn tw(start: i64, t: EventType, count: u64, sum: i64, min: Option<i64>, max: Option<i64>) -> TypeWindowStats {
+    TypeWindowStats {
+        window_start_ms: start,
+        event_type: t,
+        count,
+        sum_micros: sum,
+        min_micros: min,
+        max_micros: max,
+    }
+}
+
+/// A campaign-window row.
+pub fn cw(start: i64, campaign_id: u64, t: EventType, count: u64) -> CampaignWindowCount {
+    CampaignWindowCount { window_start_ms: start, campaign_id, event_type: t, count }
+}
+
+/// An empty batch at `epoch` with `watermark_ms` and one-minute windows.
+pub fn batch(epoch: u64, watermark_ms: i64) -> SinkBatch {
+    SinkBatch { epoch, watermark_ms, window_size_ms: MIN, ..SinkBatch::default() }
+}
