@@ -1,10 +1,11 @@
 -- Hourly rollups, maintained by materialized views over the minute tables.
 --
 -- Replay safety: each hourly row keeps the SET of distinct minute rows
--- (window_start_ms, version, values...) seen for its hour (groupUniqArray). Re-inserting an
--- identical minute row adds nothing; a rewrite with a new version adds one element, and the
--- read query keeps, per minute, only the values of the highest version (argMax), exactly like
--- FINAL on the minute table. So hourly totals always equal the sum of the FINAL minute rows.
+-- (window_start_ms, version, values...) seen for its hour (groupUniqArray). Re-sending an
+-- identical INSERT (same version) adds nothing; a rewrite (replay: new version) adds one
+-- element, and the read query keeps, per minute, only the values of the highest version
+-- (argMax), exactly like FINAL on the minute table. So hourly totals always equal the sum of
+-- the FINAL minute rows, however often minutes are replayed.
 -- (18.16 has no maxMap/minMap; groupUniqArray over tuples works on 18.16 and current releases.)
 --
 -- Read query (type rollups; campaign rollups are the same with campaign_id and count only):
@@ -19,7 +20,7 @@
 --     FROM (
 --       SELECT hour_start_ms, event_type, arrayJoin(groupUniqArrayMerge(minutes)) AS m
 --       FROM eddy.type_windows_hourly
---       WHERE hour_start_ms >= :from AND hour_start_ms < :to
+--       WHERE hour_start_ms >= <from_ms> AND hour_start_ms < <to_ms>
 --       GROUP BY hour_start_ms, event_type)
 --     GROUP BY hour_start_ms, event_type, ws)
 --   GROUP BY hour_start_ms, event_type

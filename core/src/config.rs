@@ -86,6 +86,8 @@ pub struct PipelineConfig {
     pub max_inflight_epochs: usize,
     /// Timely worker threads in this process.
     pub workers: usize,
+    /// How often a durable checkpoint is written and offsets committed, ms.
+    pub checkpoint_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -97,6 +99,7 @@ impl Default for PipelineConfig {
             max_records_per_epoch: 200_000,
             max_inflight_epochs: 8,
             workers: 2,
+            checkpoint_ms: 1_000,
         }
     }
 }
@@ -115,7 +118,11 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379/".into(), prefix: "eddy".into(), window_ttl_secs: 7200 }
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            prefix: "eddy".into(),
+            window_ttl_secs: 7200,
+        }
     }
 }
 
@@ -156,7 +163,10 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), max_range_ms: 31 * 24 * 3_600_000 }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_range_ms: 31 * 24 * 3_600_000,
+        }
     }
 }
 
@@ -177,7 +187,12 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        Self { max_batch_rows: 50_000, initial_backoff_ms: 50, max_backoff_ms: 5_000, queue_depth: 4 }
+        Self {
+            max_batch_rows: 50_000,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 5_000,
+            queue_depth: 4,
+        }
     }
 }
 
@@ -199,7 +214,9 @@ impl Config {
             merge(&mut value, file);
         }
         for (key, raw) in env {
-            let Some(rest) = key.strip_prefix("EDDY_") else { continue };
+            let Some(rest) = key.strip_prefix("EDDY_") else {
+                continue;
+            };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             if path.len() != 2 {
                 continue; // EDDY_CONFIG and other non-field variables
@@ -213,15 +230,26 @@ impl Config {
                 .get(&path[1])
                 .ok_or_else(|| ConfigError::Invalid(format!("{key}: unknown field")))?;
             let parsed = match current {
-                toml::Value::Integer(_) => raw.parse::<i64>().map(toml::Value::Integer).map_err(|e| e.to_string()),
-                toml::Value::Boolean(_) => raw.parse::<bool>().map(toml::Value::Boolean).map_err(|e| e.to_string()),
-                toml::Value::Float(_) => raw.parse::<f64>().map(toml::Value::Float).map_err(|e| e.to_string()),
+                toml::Value::Integer(_) => raw
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .map_err(|e| e.to_string()),
+                toml::Value::Boolean(_) => raw
+                    .parse::<bool>()
+                    .map(toml::Value::Boolean)
+                    .map_err(|e| e.to_string()),
+                toml::Value::Float(_) => raw
+                    .parse::<f64>()
+                    .map(toml::Value::Float)
+                    .map_err(|e| e.to_string()),
                 _ => Ok(toml::Value::String(raw.clone())),
             }
             .map_err(|e| ConfigError::Invalid(format!("{key}={raw}: {e}")))?;
             table.insert(path[1].clone(), parsed);
         }
-        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }

@@ -19,9 +19,7 @@ pub const MAX_TS_MS: i64 = 4_102_444_800_000;
 pub const MICROS: f64 = 1_000_000.0;
 
 /// Kind of user interaction.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     /// An impression of a campaign.

@@ -33,26 +33,46 @@ impl MemoryStore {
     /// Applies one sink batch (idempotent: values are absolute).
     pub fn apply(&mut self, batch: &SinkBatch) {
         for r in &batch.open_types {
-            self.types
-                .insert((r.event_type, r.window_start_ms), Stored { row: *r, is_final: false });
+            self.types.insert(
+                (r.event_type, r.window_start_ms),
+                Stored {
+                    row: *r,
+                    is_final: false,
+                },
+            );
         }
         for r in &batch.final_types {
-            self.types
-                .insert((r.event_type, r.window_start_ms), Stored { row: *r, is_final: true });
+            self.types.insert(
+                (r.event_type, r.window_start_ms),
+                Stored {
+                    row: *r,
+                    is_final: true,
+                },
+            );
         }
         for r in &batch.open_campaigns {
             self.campaigns.insert(
                 (r.campaign_id, r.event_type, r.window_start_ms),
-                Stored { row: *r, is_final: false },
+                Stored {
+                    row: *r,
+                    is_final: false,
+                },
             );
         }
         for r in &batch.final_campaigns {
             self.campaigns.insert(
                 (r.campaign_id, r.event_type, r.window_start_ms),
-                Stored { row: *r, is_final: true },
+                Stored {
+                    row: *r,
+                    is_final: true,
+                },
             );
         }
-        self.watermark_ms = Some(self.watermark_ms.unwrap_or(i64::MIN).max(batch.watermark_ms));
+        self.watermark_ms = Some(
+            self.watermark_ms
+                .unwrap_or(i64::MIN)
+                .max(batch.watermark_ms),
+        );
         self.epoch = self.epoch.max(batch.epoch);
         self.updated_at_ms = Some(crate::now_ms());
     }

@@ -76,11 +76,23 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("eddy");
         let events_in = Counter::default();
-        registry.register("events_in", "Valid events read from the source", events_in.clone());
+        registry.register(
+            "events_in",
+            "Valid events read from the source",
+            events_in.clone(),
+        );
         let dead_letters = Family::<ReasonLabel, Counter>::default();
-        registry.register("dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
+        registry.register(
+            "dead_letters",
+            "Records sent to the dead-letter topic",
+            dead_letters.clone(),
+        );
         let late_events = Counter::default();
-        registry.register("late_events", "Events whose window had already closed", late_events.clone());
+        registry.register(
+            "late_events",
+            "Events whose window had already closed",
+            late_events.clone(),
+        );
         let replay_skipped = Counter::default();
         registry.register(
             "replay_skipped",
@@ -88,19 +100,39 @@ impl Metrics {
             replay_skipped.clone(),
         );
         let consumer_lag = Family::<PartitionLabel, Gauge>::default();
-        registry.register("consumer_lag", "High watermark minus position", consumer_lag.clone());
+        registry.register(
+            "consumer_lag",
+            "High watermark minus position",
+            consumer_lag.clone(),
+        );
         let watermark_ms = Gauge::default();
-        registry.register("watermark_ms", "Event-time watermark (ms)", watermark_ms.clone());
+        registry.register(
+            "watermark_ms",
+            "Event-time watermark (ms)",
+            watermark_ms.clone(),
+        );
         let sink_write_seconds = Family::<SinkLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 18))
         });
-        registry.register("sink_write_seconds", "Sink write latency", sink_write_seconds.clone());
+        registry.register(
+            "sink_write_seconds",
+            "Sink write latency",
+            sink_write_seconds.clone(),
+        );
         let sink_errors = Family::<SinkLabel, Counter>::default();
-        registry.register("sink_errors", "Failed sink writes (retried)", sink_errors.clone());
+        registry.register(
+            "sink_errors",
+            "Failed sink writes (retried)",
+            sink_errors.clone(),
+        );
         let checkpoints = Counter::default();
         registry.register("checkpoints", "Checkpoints committed", checkpoints.clone());
         let http_requests = Family::<RouteLabel, Counter>::default();
-        registry.register("http_requests", "HTTP requests served", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            http_requests.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             events_in,
@@ -118,7 +150,11 @@ impl Metrics {
 
     /// Counts one dead letter with `reason`.
     pub fn dead_letter(&self, reason: &str) {
-        self.dead_letters.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+        self.dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Renders the Prometheus text exposition.

@@ -1,8 +1,8 @@
 //! Event-time tumbling-window counts.
 
+use differential_dataflow::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::VecCollection;
 use eddy_core::{CampaignWindowCount, Event, EventType, TypeWindowStats, WindowSpec};
 use eddy_operators::{Epoch, MinMax, Sum, WindowedAccumulate};
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,10 @@ pub fn windowed_counts<'scope>(
                 Some((
                     e.ts_ms,
                     e.event_type,
-                    CountSum { count: d, sum: e.amount_micros.unwrap_or(0) * d },
+                    CountSum {
+                        count: d,
+                        sum: e.amount_micros.unwrap_or(0) * d,
+                    },
                 ))
             },
         )
@@ -151,13 +154,18 @@ pub fn windowed_counts<'scope>(
         )
         .map(|((start, key), ())| (start, key))
         .count_total()
-        .map(|((window_start_ms, (campaign_id, event_type)), count)| CampaignWindowCount {
-            window_start_ms,
-            campaign_id,
-            event_type,
-            count: count as u64,
-        });
-    WindowedCounts { types: types.map(|(_, row)| row), campaigns }
+        .map(
+            |((window_start_ms, (campaign_id, event_type)), count)| CampaignWindowCount {
+                window_start_ms,
+                campaign_id,
+                event_type,
+                count: count as u64,
+            },
+        );
+    WindowedCounts {
+        types: types.map(|(_, row)| row),
+        campaigns,
+    }
 }
 
 #[cfg(test)]
@@ -196,8 +204,9 @@ mod tests {
                             user_id: rng.random_range(0..50),
                             campaign_id: rng.random_range(0..4),
                             event_type,
-                            amount_micros: (event_type == EventType::Conversion || rng.random_bool(0.1))
-                                .then(|| rng.random_range(0..5_000_000)),
+                            amount_micros: (event_type == EventType::Conversion
+                                || rng.random_bool(0.1))
+                            .then(|| rng.random_range(0..5_000_000)),
                         }
                     })
                     .collect()
@@ -217,7 +226,13 @@ mod tests {
                 wm = wm.max(max_ts - LATENESS);
             }
             marks.push(wm);
-            accepted.push(batch.iter().copied().filter(|e| !w.is_closed(e.ts_ms, wm)).collect());
+            accepted.push(
+                batch
+                    .iter()
+                    .copied()
+                    .filter(|e| !w.is_closed(e.ts_ms, wm))
+                    .collect(),
+            );
             max_ts = max_ts.max(batch.iter().map(|e| e.ts_ms).max().unwrap_or(i64::MIN));
         }
         (accepted, marks)
@@ -247,12 +262,14 @@ mod tests {
         }
         let camps = camps
             .into_iter()
-            .map(|((window_start_ms, campaign_id, event_type), count)| CampaignWindowCount {
-                window_start_ms,
-                campaign_id,
-                event_type,
-                count,
-            })
+            .map(
+                |((window_start_ms, campaign_id, event_type), count)| CampaignWindowCount {
+                    window_start_ms,
+                    campaign_id,
+                    event_type,
+                    count,
+                },
+            )
             .collect();
         (types.into_values().collect(), camps)
     }
@@ -298,7 +315,9 @@ mod tests {
                     .types
                     .inspect(move |x| t4.lock().unwrap().push(*x))
                     .probe();
-                out.campaigns.inspect(move |x| c3.lock().unwrap().push(*x)).probe_with(&probe);
+                out.campaigns
+                    .inspect(move |x| c3.lock().unwrap().push(*x))
+                    .probe_with(&probe);
                 (events_in, probe)
             });
             for (epoch, batch) in acc2.iter().enumerate() {
@@ -326,8 +345,16 @@ mod tests {
         for (epoch, batch) in accepted.iter().enumerate() {
             all.extend(batch.iter().copied());
             let (want_types, want_camps) = oracle(&all, marks[epoch]);
-            assert_eq!(accumulate(&types, epoch as Epoch), want_types, "types at epoch {epoch}");
-            assert_eq!(accumulate(&camps, epoch as Epoch), want_camps, "campaigns at epoch {epoch}");
+            assert_eq!(
+                accumulate(&types, epoch as Epoch),
+                want_types,
+                "types at epoch {epoch}"
+            );
+            assert_eq!(
+                accumulate(&camps, epoch as Epoch),
+                want_camps,
+                "campaigns at epoch {epoch}"
+            );
             rows_checked += want_types.len();
         }
         assert!(rows_checked > 50, "the stream exercises windows");

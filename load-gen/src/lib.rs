@@ -127,7 +127,7 @@ impl Generator {
     }
 
     /// Messages generated so far.
-    pub fn count(&self) -> u64 {
+    pub fn generated(&self) -> u64 {
         self.n
     }
 
@@ -169,7 +169,13 @@ impl Generator {
         let campaign_id = self.campaigns.sample(rng);
         let amount_micros = (event_type == EventType::Conversion)
             .then(|| rng.random_range(1_000_000..200_000_000i64) / 10_000 * 10_000);
-        let event = Event { ts_ms: ts, user_id, campaign_id, event_type, amount_micros };
+        let event = Event {
+            ts_ms: ts,
+            user_id,
+            campaign_id,
+            event_type,
+            amount_micros,
+        };
         self.buf.clear();
         let _ = write!(
             self.buf,
@@ -183,7 +189,12 @@ impl Generator {
             campaign_id % 97
         );
         if let Some(a) = amount_micros {
-            let _ = write!(self.buf, ",\"amount\":{}.{:02}", a / 1_000_000, (a % 1_000_000) / 10_000);
+            let _ = write!(
+                self.buf,
+                ",\"amount\":{}.{:02}",
+                a / 1_000_000,
+                (a % 1_000_000) / 10_000
+            );
         }
         self.buf.push('}');
         Generated::Valid(event, self.buf.as_bytes().to_vec())
@@ -203,7 +214,11 @@ mod tests {
 
     #[test]
     fn deterministic_and_parseable() {
-        let cfg = GenConfig { malformed_fraction: 0.05, late_fraction: 0.01, ..GenConfig::default() };
+        let cfg = GenConfig {
+            malformed_fraction: 0.05,
+            late_fraction: 0.01,
+            ..GenConfig::default()
+        };
         let a: Vec<_> = Generator::new(cfg.clone()).take(5_000).collect();
         let b: Vec<_> = Generator::new(cfg).take(5_000).collect();
         assert_eq!(a, b);
@@ -236,7 +251,12 @@ mod tests {
                 }
             }
         }
-        assert!(counts[0] > 20 * counts[500], "{} vs {}", counts[0], counts[500]);
+        assert!(
+            counts[0] > 20 * counts[500],
+            "{} vs {}",
+            counts[0],
+            counts[500]
+        );
         assert!(views > 5 * clicks && clicks > 3 * convs && convs > 0);
     }
 }

@@ -47,7 +47,10 @@ pub struct Sum<R> {
 
 impl<R> Default for Sum<R> {
     fn default() -> Self {
-        Self { flushed: None, pending: None }
+        Self {
+            flushed: None,
+            pending: None,
+        }
     }
 }
 

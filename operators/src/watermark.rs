@@ -88,7 +88,10 @@ pub struct WatermarkHandle(Rc<RefCell<Log>>);
 impl WatermarkHandle {
     /// A handle whose epoch-0 watermark is `floor_ms`.
     pub fn new(floor_ms: i64) -> Self {
-        Self(Rc::new(RefCell::new(Log { watermark: floor_ms, ..Log::default() })))
+        Self(Rc::new(RefCell::new(Log {
+            watermark: floor_ms,
+            ..Log::default()
+        })))
     }
     /// `W(epoch)`, once every report of earlier epochs has been applied.
     pub fn watermark_at(&self, epoch: Epoch) -> Option<i64> {
@@ -156,29 +159,38 @@ impl<'scope> TrackWatermark<'scope> for StreamVec<'scope, Epoch, PartitionProgre
         policy: WatermarkPolicy,
         handle: WatermarkHandle,
     ) -> StreamVec<'scope, Epoch, i64> {
-        self.broadcast().unary_frontier(Pipeline, "TrackWatermark", move |_cap, _info| {
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<PartitionProgress>)> =
-                BTreeMap::new();
-            let mut parts: HashMap<i32, PartitionState> = HashMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    pending
-                        .entry(time)
-                        .or_insert_with(|| (cap.retain_least(0).expect("time"), Vec::new()))
-                        .1
-                        .append(data);
-                });
-                // The frontier's least element: every report of earlier epochs is here.
-                // Input closed: every report is here; complete the epoch after the last one.
-                let closed = || pending.last_key_value().map(|(t, _)| t.saturating_add(1));
-                let Some(known_before) = frontier.frontier().iter().min().copied().or_else(closed)
-                else {
-                    return;
-                };
-                drain(&mut pending, known_before, &mut parts, &policy, &handle, output);
-            }
-        })
+        self.broadcast()
+            .unary_frontier(Pipeline, "TrackWatermark", move |_cap, _info| {
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<PartitionProgress>)> =
+                    BTreeMap::new();
+                let mut parts: HashMap<i32, PartitionState> = HashMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let time = *cap.least().expect("a message has a time");
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.retain_least(0).expect("time"), Vec::new()))
+                            .1
+                            .append(data);
+                    });
+                    // The frontier's least element: every report of earlier epochs is here.
+                    // Input closed: every report is here; complete the epoch after the last one.
+                    let closed = || pending.last_key_value().map(|(t, _)| t.saturating_add(1));
+                    let Some(known_before) =
+                        frontier.frontier().iter().min().copied().or_else(closed)
+                    else {
+                        return;
+                    };
+                    drain(
+                        &mut pending,
+                        known_before,
+                        &mut parts,
+                        &policy,
+                        &handle,
+                        output,
+                    );
+                }
+            })
     }
 }
 
@@ -239,7 +251,9 @@ fn drain(
     let w = log.watermark;
     for st in parts.values_mut() {
         // Closed windows no longer hold the resume offset back.
-        let open = st.first_offsets.split_off(&w.saturating_sub(policy.window.size_ms).saturating_add(1));
+        let open = st
+            .first_offsets
+            .split_off(&w.saturating_sub(policy.window.size_ms).saturating_add(1));
         st.first_offsets = open;
     }
     let epoch = known_before;
@@ -263,7 +277,14 @@ fn drain(
             })
             .collect();
         partitions.sort();
-        log.checkpoints.insert(epoch, EpochCheckpoint { epoch, watermark_ms: w, partitions });
+        log.checkpoints.insert(
+            epoch,
+            EpochCheckpoint {
+                epoch,
+                watermark_ms: w,
+                partitions,
+            },
+        );
     }
     if w != before {
         let cap = cap.delayed(&epoch);

@@ -53,7 +53,7 @@ impl AppError {
 impl From<crate::backend::BackendError> for AppError {
     fn from(e: crate::backend::BackendError) -> Self {
         match e {
-            crate::backend::BackendError::Unavailable(m) => AppError::Unavailable(m),
+            crate::backend::BackendError::Unavailable(_) => AppError::Unavailable(e.to_string()),
         }
     }
 }

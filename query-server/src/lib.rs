@@ -94,11 +94,11 @@ mod error;
 mod query;
 mod routes;
 
+pub use backend::Backend;
 pub use backend::{
     Amounts, BackendAnswer, BackendError, BoxFuture, LambdaBackend, LayerStatus, MemoryBackend,
     StoreHealth, WindowQuery, WindowRow,
 };
-pub use backend::Backend;
 pub use error::AppError;
 pub use query::{CountsParams, Granularity};
 pub use routes::{CountsResponse, LayerJson, LayersJson, QueryEcho, SeriesPoint};
@@ -118,14 +118,20 @@ pub struct ServerQueryLimits {
 
 impl Default for ServerQueryLimits {
     fn default() -> Self {
-        Self { max_range_ms: 31 * 24 * 3_600_000, window_ms: 60_000 }
+        Self {
+            max_range_ms: 31 * 24 * 3_600_000,
+            window_ms: 60_000,
+        }
     }
 }
 
 impl ServerQueryLimits {
     /// Takes `server.max_range_ms` and `pipeline.window_ms` from eddy's configuration.
     pub fn from_config(config: &eddy_core::Config) -> Self {
-        Self { max_range_ms: config.server.max_range_ms, window_ms: config.pipeline.window_ms }
+        Self {
+            max_range_ms: config.server.max_range_ms,
+            window_ms: config.pipeline.window_ms,
+        }
     }
 }
 
@@ -143,7 +149,11 @@ pub struct AppState {
 impl AppState {
     /// Bundles a backend, metrics and limits.
     pub fn new(backend: Arc<dyn Backend>, metrics: Metrics, config: ServerQueryLimits) -> Self {
-        Self { backend, metrics, config }
+        Self {
+            backend,
+            metrics,
+            config,
+        }
     }
 }
 
@@ -167,5 +177,7 @@ pub async fn serve_with_shutdown<F>(
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

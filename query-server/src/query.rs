@@ -49,7 +49,9 @@ fn bad(msg: impl Into<String>) -> AppError {
 
 fn parse_ms(name: &str, raw: &str) -> Result<i64, AppError> {
     raw.parse::<i64>().map_err(|_| {
-        bad(format!("`{name}` must be an integer number of epoch milliseconds, got {raw:?}"))
+        bad(format!(
+            "`{name}` must be an integer number of epoch milliseconds, got {raw:?}"
+        ))
     })
 }
 
@@ -66,15 +68,25 @@ impl CountsParams {
                 )));
             };
             if seen[i].is_some() {
-                return Err(bad(format!("query parameter {name:?} given more than once")));
+                return Err(bad(format!(
+                    "query parameter {name:?} given more than once"
+                )));
             }
             seen[i] = Some(value.as_str());
         }
         let [from, to, event_type, campaign_id, granularity] = seen;
-        let from_ms = parse_ms("from", from.ok_or_else(|| bad("missing required parameter `from`"))?)?;
-        let to_ms = parse_ms("to", to.ok_or_else(|| bad("missing required parameter `to`"))?)?;
+        let from_ms = parse_ms(
+            "from",
+            from.ok_or_else(|| bad("missing required parameter `from`"))?,
+        )?;
+        let to_ms = parse_ms(
+            "to",
+            to.ok_or_else(|| bad("missing required parameter `to`"))?,
+        )?;
         if from_ms >= to_ms {
-            return Err(bad(format!("`from` ({from_ms}) must be less than `to` ({to_ms})")));
+            return Err(bad(format!(
+                "`from` ({from_ms}) must be less than `to` ({to_ms})"
+            )));
         }
         match to_ms.checked_sub(from_ms) {
             Some(range) if range <= limits.max_range_ms => {}
@@ -88,14 +100,18 @@ impl CountsParams {
         let event_type = event_type
             .map(|s| {
                 EventType::parse(s).ok_or_else(|| {
-                    bad(format!("unknown event_type {s:?} (expected view, click or conversion)"))
+                    bad(format!(
+                        "unknown event_type {s:?} (expected view, click or conversion)"
+                    ))
                 })
             })
             .transpose()?;
         let campaign_id = campaign_id
             .map(|s| {
                 s.parse::<u64>().map_err(|_| {
-                    bad(format!("`campaign_id` must be an unsigned integer, got {s:?}"))
+                    bad(format!(
+                        "`campaign_id` must be an unsigned integer, got {s:?}"
+                    ))
                 })
             })
             .transpose()?;
@@ -108,7 +124,13 @@ impl CountsParams {
                 )));
             }
         };
-        Ok(Self { event_type, campaign_id, from_ms, to_ms, granularity })
+        Ok(Self {
+            event_type,
+            campaign_id,
+            from_ms,
+            to_ms,
+            granularity,
+        })
     }
 }
 
@@ -117,9 +139,17 @@ mod tests {
     use super::*;
 
     fn parse(q: &[(&str, &str)]) -> Result<CountsParams, AppError> {
-        let pairs: Vec<(String, String)> =
-            q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        CountsParams::parse(&pairs, &ServerQueryLimits { max_range_ms: 1000, window_ms: 10 })
+        let pairs: Vec<(String, String)> = q
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CountsParams::parse(
+            &pairs,
+            &ServerQueryLimits {
+                max_range_ms: 1000,
+                window_ms: 10,
+            },
+        )
     }
 
     #[test]
@@ -159,7 +189,10 @@ mod tests {
             &[("from", "1.5"), ("to", "10")],
             &[("from", "0"), ("to", "1e3")],
             &[("from", "0"), ("to", "")],
-            &[("from", "-9223372036854775808"), ("to", "9223372036854775807")],
+            &[
+                ("from", "-9223372036854775808"),
+                ("to", "9223372036854775807"),
+            ],
             &[("from", "0"), ("to", "99999999999999999999")],
             &[("from", "0"), ("to", "10"), ("event_type", "like")],
             &[("from", "0"), ("to", "10"), ("event_type", "")],

@@ -1,9 +1,9 @@
 //! Routes, handlers, response shapes and request counting.
 
+use crate::AppState;
 use crate::backend::{BackendAnswer, LayerStatus, WindowQuery, WindowRow};
 use crate::error::AppError;
 use crate::query::{CountsParams, Granularity};
-use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
@@ -49,7 +49,12 @@ pub struct LayerJson {
 
 impl From<LayerStatus> for LayerJson {
     fn from(l: LayerStatus) -> Self {
-        Self { source: l.source.to_owned(), available: l.available, windows: l.windows, error: l.error }
+        Self {
+            source: l.source.to_owned(),
+            available: l.available,
+            windows: l.windows,
+            error: l.error,
+        }
     }
 }
 
@@ -121,7 +126,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
@@ -132,7 +140,13 @@ async fn count_requests(State(metrics): State<Metrics>, req: Request, next: Next
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
-    metrics.http_requests.get_or_create(&RouteLabel { route, status: resp.status().as_u16() }).inc();
+    metrics
+        .http_requests
+        .get_or_create(&RouteLabel {
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
     resp
 }
 
@@ -146,7 +160,10 @@ async fn method_not_allowed(method: Method) -> AppError {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -165,7 +182,11 @@ async fn healthz(State(state): State<AppState>) -> Response {
             (c.store, s)
         })
         .collect();
-    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({
         "status": if all_ok { "ok" } else { "degraded" },
         "stores": stores,
@@ -195,12 +216,16 @@ async fn counts(
         })
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "counts query failed"))?;
-    let degraded =
-        answer.batch.available == Some(false) || answer.speed.available == Some(false);
+    let degraded = answer.batch.available == Some(false) || answer.speed.available == Some(false);
     if degraded {
         tracing::warn!(batch = ?answer.batch.error, speed = ?answer.speed.error, "degraded answer");
     }
-    Ok(Json(build_response(params, window_ms, answer, eddy_core::now_ms())))
+    Ok(Json(build_response(
+        params,
+        window_ms,
+        answer,
+        eddy_core::now_ms(),
+    )))
 }
 
 fn build_response(
@@ -209,7 +234,14 @@ fn build_response(
     answer: BackendAnswer,
     now_ms: i64,
 ) -> CountsResponse {
-    let BackendAnswer { watermark_ms, boundary_ms, as_of_ms, batch, speed, rows } = answer;
+    let BackendAnswer {
+        watermark_ms,
+        boundary_ms,
+        as_of_ms,
+        batch,
+        speed,
+        rows,
+    } = answer;
     let degraded = batch.available == Some(false) || speed.available == Some(false);
     let horizon = match (watermark_ms, boundary_ms) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -234,7 +266,10 @@ fn build_response(
         as_of_ms,
         freshness_ms: as_of_ms.map(|a| now_ms.saturating_sub(a)),
         degraded,
-        layers: LayersJson { batch: batch.into(), speed: speed.into() },
+        layers: LayersJson {
+            batch: batch.into(),
+            speed: speed.into(),
+        },
         series,
     }
 }
@@ -343,13 +378,25 @@ mod tests {
     use super::*;
     use crate::backend::Amounts;
 
-    fn row(start: i64, count: u64, sum: i64, min: Option<i64>, max: Option<i64>, fin: bool, src: &'static str) -> WindowRow {
+    fn row(
+        start: i64,
+        count: u64,
+        sum: i64,
+        min: Option<i64>,
+        max: Option<i64>,
+        fin: bool,
+        src: &'static str,
+    ) -> WindowRow {
         WindowRow {
             window_start_ms: start,
             event_type: EventType::Click,
             campaign_id: None,
             count,
-            amounts: Some(Amounts { sum_micros: sum, min_micros: min, max_micros: max }),
+            amounts: Some(Amounts {
+                sum_micros: sum,
+                min_micros: min,
+                max_micros: max,
+            }),
             is_final: fin,
             source: src,
         }
@@ -360,13 +407,32 @@ mod tests {
         let rows = vec![
             row(-60_000, 1, 5, Some(5), Some(5), true, "a"),
             row(0, 2, 0, None, None, true, "a"),
-            row(60_000, 3, 7_000_000, Some(1_000_000), Some(6_000_000), true, "b"),
-            row(3_540_000, 4, 1_500_000, Some(500_000), Some(1_000_000), true, "a"),
+            row(
+                60_000,
+                3,
+                7_000_000,
+                Some(1_000_000),
+                Some(6_000_000),
+                true,
+                "b",
+            ),
+            row(
+                3_540_000,
+                4,
+                1_500_000,
+                Some(500_000),
+                Some(1_000_000),
+                true,
+                "a",
+            ),
         ];
         let s = hour_series(rows, Some(3_600_000));
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].window_start_ms, s[0].window_end_ms), (-3_600_000, 0));
-        assert_eq!((s[0].count, s[0].sum_amount, s[0].is_final), (1, Some(0.000005), true));
+        assert_eq!(
+            (s[0].count, s[0].sum_amount, s[0].is_final),
+            (1, Some(0.000005), true)
+        );
         assert_eq!((s[1].window_start_ms, s[1].count), (0, 9));
         assert_eq!(s[1].sum_amount, Some(8.5));
         assert_eq!((s[1].min_amount, s[1].max_amount), (Some(0.5), Some(6.0)));
@@ -375,6 +441,9 @@ mod tests {
         // Not final when the hour has not ended under the horizon.
         let s = hour_series(vec![row(0, 1, 0, None, None, true, "a")], Some(3_599_999));
         assert!(!s[0].is_final);
-        assert_eq!((s[0].min_amount, s[0].max_amount, s[0].sum_amount), (None, None, Some(0.0)));
+        assert_eq!(
+            (s[0].min_amount, s[0].max_amount, s[0].sum_amount),
+            (None, None, Some(0.0))
+        );
     }
 }

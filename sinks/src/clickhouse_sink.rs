@@ -100,7 +100,9 @@ struct CheckpointRow {
 /// Checks `name` is a plain identifier (it is substituted into DDL).
 fn valid_database(name: &str) -> Result<(), SinkError> {
     let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
@@ -155,7 +157,10 @@ fn statements(sql: &str, database: &str) -> Vec<String> {
 /// twice is harmless). Returns the names of the files applied.
 pub fn apply_schema(cfg: &ClickHouseConfig, dir: &Path) -> Result<Vec<String>, SinkError> {
     valid_database(&cfg.database)?;
-    let io = |source| SinkError::Io { path: dir.display().to_string(), source };
+    let io = |source| SinkError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(io)?
         .collect::<Result<Vec<_>, _>>()
@@ -166,20 +171,30 @@ pub fn apply_schema(cfg: &ClickHouseConfig, dir: &Path) -> Result<Vec<String>, S
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(SinkError::Schema(format!("no *.sql files in {}", dir.display())));
+        return Err(SinkError::Schema(format!(
+            "no *.sql files in {}",
+            dir.display()
+        )));
     }
     let client = base_client(cfg);
     let rt = Blocking::new()?;
     let mut applied = Vec::new();
     for path in files {
-        let sql = std::fs::read_to_string(&path)
-            .map_err(|source| SinkError::Io { path: path.display().to_string(), source })?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let sql = std::fs::read_to_string(&path).map_err(|source| SinkError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for stmt in statements(&sql, &cfg.database) {
             rt.run("schema statement", REQUEST_TIMEOUT, async {
-                client.query_raw(&stmt).execute().await.map_err(|e| {
-                    SinkError::Schema(format!("{name}: {e}\nstatement: {stmt}"))
-                })
+                client
+                    .query_raw(&stmt)
+                    .execute()
+                    .await
+                    .map_err(|e| SinkError::Schema(format!("{name}: {e}\nstatement: {stmt}")))
             })?;
         }
         tracing::info!(file = %name, database = %cfg.database, "schema file applied");
@@ -201,8 +216,11 @@ pub fn check_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
             .fetch_all::<String>()
             .await?)
     })?;
-    let missing: Vec<&str> =
-        REQUIRED_TABLES.iter().copied().filter(|t| !present.iter().any(|p| p == t)).collect();
+    let missing: Vec<&str> = REQUIRED_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !present.iter().any(|p| p == t))
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -240,7 +258,11 @@ impl ClickHouseSink {
 
     /// Like [`ClickHouseSink::connect`] without contacting the server.
     pub fn lazy(cfg: &ClickHouseConfig) -> Result<Self, SinkError> {
-        Ok(Self { client: db_client(cfg)?, rt: Blocking::new()?, last_version: 0 })
+        Ok(Self {
+            client: db_client(cfg)?,
+            rt: Blocking::new()?,
+            last_version: 0,
+        })
     }
 }
 
@@ -274,7 +296,9 @@ impl EpochSink for ClickHouseSink {
                 insert.end().await?;
             }
             if !batch.final_campaigns.is_empty() {
-                let mut insert = client.insert::<CampaignWindowRow>("campaign_windows").await?;
+                let mut insert = client
+                    .insert::<CampaignWindowRow>("campaign_windows")
+                    .await?;
                 for r in &batch.final_campaigns {
                     insert
                         .write(&CampaignWindowRow {
@@ -311,7 +335,11 @@ pub struct ClickHouseCheckpoints {
 impl ClickHouseCheckpoints {
     /// Builds the client and checks the server answers `SELECT 1`.
     pub fn connect(cfg: &ClickHouseConfig) -> Result<Self, SinkError> {
-        let store = Self { client: db_client(cfg)?, rt: Blocking::new()?, last_version: 0 };
+        let store = Self {
+            client: db_client(cfg)?,
+            rt: Blocking::new()?,
+            last_version: 0,
+        };
         store.rt.run("clickhouse ping", REQUEST_TIMEOUT, async {
             Ok(store.client.query("SELECT 1").fetch_one::<u8>().await?)
         })?;
@@ -335,8 +363,13 @@ impl CheckpointStore for ClickHouseCheckpoints {
                 .fetch_all::<CheckpointRow>()
                 .await?)
         })?;
-        let Some(first) = rows.first() else { return Ok(None) };
-        if rows.iter().any(|r| r.epoch != first.epoch || r.watermark_ms != first.watermark_ms) {
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        if rows
+            .iter()
+            .any(|r| r.epoch != first.epoch || r.watermark_ms != first.watermark_ms)
+        {
             return Err(SinkError::Data(format!(
                 "checkpoint rows of topic {topic:?} version {} disagree on epoch/watermark",
                 first.version
@@ -360,7 +393,10 @@ impl CheckpointStore for ClickHouseCheckpoints {
 
     fn save(&mut self, cp: &Checkpoint) -> Result<(), SinkError> {
         if cp.partitions.is_empty() {
-            return Err(SinkError::Data(format!("checkpoint of {:?} has no partitions", cp.topic)));
+            return Err(SinkError::Data(format!(
+                "checkpoint of {:?} has no partitions",
+                cp.topic
+            )));
         }
         let version = next_version(&mut self.last_version);
         let client = &self.client;

@@ -102,10 +102,20 @@ mod tests {
 
     #[test]
     fn parses_clickhouse_error_codes() {
-        assert_eq!(clickhouse_error_code("Code: 60, e.displayText() = DB::Exception"), Some(60));
-        assert_eq!(clickhouse_error_code("bad response: Code: 81. DB::Exception: x"), Some(81));
+        assert_eq!(
+            clickhouse_error_code("Code: 60, e.displayText() = DB::Exception"),
+            Some(60)
+        );
+        assert_eq!(
+            clickhouse_error_code("bad response: Code: 81. DB::Exception: x"),
+            Some(81)
+        );
         assert_eq!(clickhouse_error_code("nothing"), None);
-        assert!(is_permanent_clickhouse_error("Code: 60. DB::Exception: no table"));
-        assert!(!is_permanent_clickhouse_error("Code: 241. DB::Exception: memory limit"));
+        assert!(is_permanent_clickhouse_error(
+            "Code: 60. DB::Exception: no table"
+        ));
+        assert!(!is_permanent_clickhouse_error(
+            "Code: 241. DB::Exception: memory limit"
+        ));
     }
 }

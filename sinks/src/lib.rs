@@ -25,7 +25,7 @@ pub use clickhouse_sink::{
 pub use error::SinkError;
 pub use memory::{MemoryCheckpoints, MemorySink};
 pub use redis_sink::RedisSink;
-pub use worker::{SinkWorker, merge_batches};
+pub use worker::{SHUTDOWN_ATTEMPTS, SinkWorker, merge_batches};
 
 use eddy_core::{Checkpoint, SinkBatch};
 

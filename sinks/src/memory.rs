@@ -25,7 +25,10 @@ impl EpochSink for MemorySink {
     fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
         // A reader that panicked while holding the lock cannot have left the store half
         // written (readers do not write), so a poisoned lock is still usable.
-        self.store.write().unwrap_or_else(|e| e.into_inner()).apply(batch);
+        self.store
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(batch);
         Ok(())
     }
 }
@@ -47,7 +50,10 @@ impl MemoryCheckpoints {
 
     /// An empty checkpoint store that also applies saved checkpoints to `store`.
     pub fn with_store(store: Arc<RwLock<MemoryStore>>) -> Self {
-        Self { latest: HashMap::new(), store: Some(store) }
+        Self {
+            latest: HashMap::new(),
+            store: Some(store),
+        }
     }
 }
 
@@ -59,7 +65,10 @@ impl CheckpointStore for MemoryCheckpoints {
     fn save(&mut self, cp: &Checkpoint) -> Result<(), SinkError> {
         self.latest.insert(cp.topic.clone(), cp.clone());
         if let Some(store) = &self.store {
-            store.write().unwrap_or_else(|e| e.into_inner()).apply_checkpoint(cp);
+            store
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply_checkpoint(cp);
         }
         Ok(())
     }

@@ -39,9 +39,16 @@ impl RedisSink {
         let client = Client::open(cfg.url.as_str())
             .map_err(|e| SinkError::Config(format!("redis url {:?}: {e}", cfg.url)))?;
         if cfg.window_ttl_secs == 0 {
-            return Err(SinkError::Config("redis.window_ttl_secs must be > 0".into()));
+            return Err(SinkError::Config(
+                "redis.window_ttl_secs must be > 0".into(),
+            ));
         }
-        Ok(Self { client, conn: None, prefix: cfg.prefix.clone(), ttl_secs: cfg.window_ttl_secs })
+        Ok(Self {
+            client,
+            conn: None,
+            prefix: cfg.prefix.clone(),
+            ttl_secs: cfg.window_ttl_secs,
+        })
     }
 
     /// Writes the batch/speed boundary (`{p}:boundary`, the watermark of the last checkpoint)
@@ -56,18 +63,24 @@ impl RedisSink {
         self.exec(&pipe)
     }
 
-    /// The transaction that writes `batch` (exposed for tests and tools).
-    pub fn transaction(&self, batch: &SinkBatch) -> Pipeline {
+    /// The transaction that writes `batch`.
+    fn transaction(&self, batch: &SinkBatch) -> Pipeline {
         let p = &self.prefix;
         let ttl = self.ttl_secs as i64;
         // Zset members whose window starts more than the TTL before the batch's watermark are
         // trimmed: their hashes have expired (or soon will).
-        let horizon = batch.watermark_ms.saturating_sub(self.ttl_secs as i64 * 1000);
+        let horizon = batch
+            .watermark_ms
+            .saturating_sub(self.ttl_secs as i64 * 1000);
         let mut pipe = redis::pipe();
         pipe.atomic();
 
         let mut type_sets = std::collections::BTreeSet::new();
-        let types = batch.open_types.iter().map(|r| (r, 0)).chain(batch.final_types.iter().map(|r| (r, 1)));
+        let types = batch
+            .open_types
+            .iter()
+            .map(|r| (r, 0))
+            .chain(batch.final_types.iter().map(|r| (r, 1)));
         for (r, is_final) in types {
             let key = format!("{p}:tw:{}:{}", r.event_type, r.window_start_ms);
             pipe.del(&key).ignore();
@@ -86,11 +99,13 @@ impl RedisSink {
             pipe.hset_multiple(&key, &fields).ignore();
             pipe.expire(&key, ttl).ignore();
             let set = format!("{p}:tw:{}", r.event_type);
-            pipe.zadd(&set, r.window_start_ms, r.window_start_ms).ignore();
+            pipe.zadd(&set, r.window_start_ms, r.window_start_ms)
+                .ignore();
             type_sets.insert(set);
         }
         for set in &type_sets {
-            pipe.zrembyscore(set, "-inf", format!("({horizon}")).ignore();
+            pipe.zrembyscore(set, "-inf", format!("({horizon}"))
+                .ignore();
         }
 
         let mut campaign_sets = std::collections::BTreeSet::new();
@@ -100,22 +115,31 @@ impl RedisSink {
             .map(|r| (r, 0))
             .chain(batch.final_campaigns.iter().map(|r| (r, 1)));
         for (r, is_final) in campaigns {
-            let key = format!("{p}:cw:{}:{}:{}", r.campaign_id, r.event_type, r.window_start_ms);
+            let key = format!(
+                "{p}:cw:{}:{}:{}",
+                r.campaign_id, r.event_type, r.window_start_ms
+            );
             pipe.del(&key).ignore();
-            let fields: [(&str, i64); 3] =
-                [("count", r.count as i64), ("final", is_final), ("epoch", batch.epoch as i64)];
+            let fields: [(&str, i64); 3] = [
+                ("count", r.count as i64),
+                ("final", is_final),
+                ("epoch", batch.epoch as i64),
+            ];
             pipe.hset_multiple(&key, &fields).ignore();
             pipe.expire(&key, ttl).ignore();
             let set = format!("{p}:cw:{}:{}", r.campaign_id, r.event_type);
-            pipe.zadd(&set, r.window_start_ms, r.window_start_ms).ignore();
+            pipe.zadd(&set, r.window_start_ms, r.window_start_ms)
+                .ignore();
             campaign_sets.insert(set);
         }
         for set in &campaign_sets {
-            pipe.zrembyscore(set, "-inf", format!("({horizon}")).ignore();
+            pipe.zrembyscore(set, "-inf", format!("({horizon}"))
+                .ignore();
             pipe.expire(set, ttl).ignore();
         }
 
-        pipe.set(format!("{p}:watermark"), batch.watermark_ms).ignore();
+        pipe.set(format!("{p}:watermark"), batch.watermark_ms)
+            .ignore();
         pipe
     }
 

@@ -86,9 +86,13 @@ impl SinkWorker {
             rx,
             shared: shared.clone(),
             metrics,
-            label: SinkLabel { sink: name.to_owned() },
+            label: SinkLabel {
+                sink: name.to_owned(),
+            },
             initial_backoff: Duration::from_millis(cfg.initial_backoff_ms.max(1)),
-            max_backoff: Duration::from_millis(cfg.max_backoff_ms.max(cfg.initial_backoff_ms).max(1)),
+            max_backoff: Duration::from_millis(
+                cfg.max_backoff_ms.max(cfg.initial_backoff_ms).max(1),
+            ),
             max_rows: cfg.max_batch_rows.max(1),
             carry: None,
         };
@@ -96,7 +100,12 @@ impl SinkWorker {
             .name(format!("sink-{name}"))
             .spawn(move || run.run())
             .expect("cannot spawn a sink thread");
-        Self { tx: Some(tx), shared, handle: Some(handle), name }
+        Self {
+            tx: Some(tx),
+            shared,
+            handle: Some(handle),
+            name,
+        }
     }
 
     /// The sink's name.
@@ -130,7 +139,11 @@ impl SinkWorker {
     }
 
     fn stop(&mut self) {
-        *self.shared.stopping.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self
+            .shared
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
         self.shared.wake.notify_all();
         drop(self.tx.take());
         if let Some(handle) = self.handle.take()
@@ -174,10 +187,16 @@ impl Run {
                     dropped += 1;
                 }
                 // The senders are gone (shutdown), so nothing else can arrive.
-                tracing::error!(sink = name, dropped, "sink still failing at shutdown: gave up");
+                tracing::error!(
+                    sink = name,
+                    dropped,
+                    "sink still failing at shutdown: gave up"
+                );
                 return;
             }
-            self.shared.acked.fetch_max(batch.epoch.saturating_add(1), Ordering::AcqRel);
+            self.shared
+                .acked
+                .fetch_max(batch.epoch.saturating_add(1), Ordering::AcqRel);
         }
         tracing::debug!(sink = name, "sink worker finished");
     }
@@ -223,7 +242,12 @@ impl Run {
                         .get_or_create(&self.label)
                         .observe(started.elapsed().as_secs_f64());
                     if attempt > 1 {
-                        tracing::info!(sink = name, epoch = batch.epoch, attempt, "sink write succeeded after retries");
+                        tracing::info!(
+                            sink = name,
+                            epoch = batch.epoch,
+                            attempt,
+                            "sink write succeeded after retries"
+                        );
                     }
                     return true;
                 }
@@ -237,7 +261,12 @@ impl Run {
                     e.to_string()
                 }
                 Err(_) => {
-                    tracing::error!(sink = name, epoch = batch.epoch, attempt, "sink write panicked; retrying");
+                    tracing::error!(
+                        sink = name,
+                        epoch = batch.epoch,
+                        attempt,
+                        "sink write panicked; retrying"
+                    );
                     "panic".to_owned()
                 }
             };
@@ -284,10 +313,18 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
         ..SinkBatch::default()
     };
     for (r, fin) in types.into_values() {
-        if fin { out.final_types.push(r) } else { out.open_types.push(r) }
+        if fin {
+            out.final_types.push(r)
+        } else {
+            out.open_types.push(r)
+        }
     }
     for (r, fin) in campaigns.into_values() {
-        if fin { out.final_campaigns.push(r) } else { out.open_campaigns.push(r) }
+        if fin {
+            out.final_campaigns.push(r)
+        } else {
+            out.open_campaigns.push(r)
+        }
     }
     out
 }

@@ -120,7 +120,10 @@ impl LambdaBackend {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(format!("{store}: {e}")),
-            Err(_) => Err(format!("{store}: timed out after {} ms", self.timeout.as_millis())),
+            Err(_) => Err(format!(
+                "{store}: timed out after {} ms",
+                self.timeout.as_millis()
+            )),
         }
     }
 
@@ -141,9 +144,15 @@ impl LambdaBackend {
     async fn redis_meta(&self) -> redis::RedisResult<Meta> {
         let mut conn = self.redis_conn().await?;
         let p = &self.prefix;
-        let keys = [format!("{p}:boundary"), format!("{p}:watermark"), format!("{p}:as_of")];
-        let vals: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&keys[..]).query_async(&mut conn).await?;
+        let keys = [
+            format!("{p}:boundary"),
+            format!("{p}:watermark"),
+            format!("{p}:as_of"),
+        ];
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys[..])
+            .query_async(&mut conn)
+            .await?;
         Ok(Meta {
             boundary: parse_i64(vals.first().and_then(Option::as_ref)),
             watermark: parse_i64(vals.get(1).and_then(Option::as_ref)),
@@ -168,7 +177,10 @@ impl LambdaBackend {
         let types = q.types();
         let mut pipe = redis::pipe();
         for &t in &types {
-            pipe.cmd("ZRANGEBYSCORE").arg(self.index_key(&q, t)).arg(q.from_ms).arg(q.to_ms - 1);
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.index_key(&q, t))
+                .arg(q.from_ms)
+                .arg(q.to_ms - 1);
         }
         let members: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
         let mut wanted: Vec<(EventType, i64)> = Vec::new();
@@ -177,7 +189,9 @@ impl LambdaBackend {
                 match m.parse::<i64>() {
                     Ok(s) if (q.from_ms..q.to_ms).contains(&s) => wanted.push((t, s)),
                     Ok(_) => {}
-                    Err(_) => tracing::warn!(member = %m, "ignoring non-integer window index member"),
+                    Err(_) => {
+                        tracing::warn!(member = %m, "ignoring non-integer window index member")
+                    }
                 }
             }
         }
@@ -186,7 +200,8 @@ impl LambdaBackend {
         }
         let mut pipe = redis::pipe();
         for &(t, s) in &wanted {
-            pipe.cmd("HGETALL").arg(format!("{}:{s}", self.index_key(&q, t)));
+            pipe.cmd("HGETALL")
+                .arg(format!("{}:{s}", self.index_key(&q, t)));
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         let mut rows = Vec::with_capacity(wanted.len());
@@ -217,9 +232,17 @@ impl LambdaBackend {
     }
 
     /// Finalized windows with `from_ms <= start < to_ms` from ClickHouse.
-    async fn ch_windows(&self, q: WindowQuery, to_ms: i64) -> clickhouse::error::Result<Vec<WindowRow>> {
+    async fn ch_windows(
+        &self,
+        q: WindowQuery,
+        to_ms: i64,
+    ) -> clickhouse::error::Result<Vec<WindowRow>> {
         // Only fixed SQL text below; every value goes through a `?` bind.
-        let type_filter = if q.event_type.is_some() { " AND event_type = ?" } else { "" };
+        let type_filter = if q.event_type.is_some() {
+            " AND event_type = ?"
+        } else {
+            ""
+        };
         match q.campaign_id {
             None => {
                 let sql = format!(
@@ -334,7 +357,10 @@ impl LambdaBackend {
         let speed = match speed_res {
             Ok(r) => {
                 let before = rows.len();
-                rows.extend(r.into_iter().filter(|row| !(batch_ok && is_batch(row.window_start_ms))));
+                rows.extend(
+                    r.into_iter()
+                        .filter(|row| !(batch_ok && is_batch(row.window_start_ms))),
+                );
                 LayerStatus::ok("redis", rows.len() - before)
             }
             Err(e) => {
@@ -384,8 +410,14 @@ impl LambdaBackend {
         let ch = self.ch.query("SELECT 1").fetch_one::<u8>();
         let (r, c) = tokio::join!(self.timed("redis", redis), self.timed("clickhouse", ch));
         vec![
-            StoreHealth { store: "redis", status: r.map(drop) },
-            StoreHealth { store: "clickhouse", status: c.map(drop) },
+            StoreHealth {
+                store: "redis",
+                status: r.map(drop),
+            },
+            StoreHealth {
+                store: "clickhouse",
+                status: c.map(drop),
+            },
         ]
     }
 }

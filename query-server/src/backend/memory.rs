@@ -26,32 +26,43 @@ impl MemoryBackend {
         let boundary = store.boundary_ms;
         let is_batch =
             |start: i64| boundary.is_some_and(|b| start.saturating_add(q.window_ms) <= b);
-        let source = |start: i64| if is_batch(start) { "memory-batch" } else { "memory-speed" };
+        let source = |start: i64| {
+            if is_batch(start) {
+                "memory-batch"
+            } else {
+                "memory-speed"
+            }
+        };
         let mut rows = Vec::new();
         // BTreeMap::range panics on an inverted range.
         if q.from_ms < q.to_ms {
             match q.campaign_id {
                 None => {
-                    rows.extend(store.type_windows(q.event_type, q.from_ms, q.to_ms).into_iter().map(
-                        |s| WindowRow {
-                            window_start_ms: s.row.window_start_ms,
-                            event_type: s.row.event_type,
-                            campaign_id: None,
-                            count: s.row.count,
-                            amounts: Some(Amounts {
-                                sum_micros: s.row.sum_micros,
-                                min_micros: s.row.min_micros,
-                                max_micros: s.row.max_micros,
+                    rows.extend(
+                        store
+                            .type_windows(q.event_type, q.from_ms, q.to_ms)
+                            .into_iter()
+                            .map(|s| WindowRow {
+                                window_start_ms: s.row.window_start_ms,
+                                event_type: s.row.event_type,
+                                campaign_id: None,
+                                count: s.row.count,
+                                amounts: Some(Amounts {
+                                    sum_micros: s.row.sum_micros,
+                                    min_micros: s.row.min_micros,
+                                    max_micros: s.row.max_micros,
+                                }),
+                                is_final: s.is_final,
+                                source: source(s.row.window_start_ms),
                             }),
-                            is_final: s.is_final,
-                            source: source(s.row.window_start_ms),
-                        },
-                    ));
+                    );
                 }
                 Some(c) => {
                     rows.extend(
-                        store.campaign_windows(c, q.event_type, q.from_ms, q.to_ms).into_iter().map(
-                            |s| WindowRow {
+                        store
+                            .campaign_windows(c, q.event_type, q.from_ms, q.to_ms)
+                            .into_iter()
+                            .map(|s| WindowRow {
                                 window_start_ms: s.row.window_start_ms,
                                 event_type: s.row.event_type,
                                 campaign_id: Some(s.row.campaign_id),
@@ -59,8 +70,7 @@ impl MemoryBackend {
                                 amounts: None,
                                 is_final: s.is_final,
                                 source: source(s.row.window_start_ms),
-                            },
-                        ),
+                            }),
                     );
                 }
             }
@@ -84,6 +94,11 @@ impl Backend for MemoryBackend {
     }
 
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>> {
-        Box::pin(async { vec![StoreHealth { store: "memory", status: Ok(()) }] })
+        Box::pin(async {
+            vec![StoreHealth {
+                store: "memory",
+                status: Ok(()),
+            }]
+        })
     }
 }

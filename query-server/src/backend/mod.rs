@@ -84,15 +84,30 @@ pub struct LayerStatus {
 impl LayerStatus {
     /// A layer that answered with `windows` rows.
     pub fn ok(source: &'static str, windows: usize) -> Self {
-        Self { source, available: Some(true), windows, error: None }
+        Self {
+            source,
+            available: Some(true),
+            windows,
+            error: None,
+        }
     }
     /// A layer that was not needed for this query.
     pub fn skipped(source: &'static str) -> Self {
-        Self { source, available: None, windows: 0, error: None }
+        Self {
+            source,
+            available: None,
+            windows: 0,
+            error: None,
+        }
     }
     /// A layer that failed.
     pub fn failed(source: &'static str, error: String) -> Self {
-        Self { source, available: Some(false), windows: 0, error: Some(error) }
+        Self {
+            source,
+            available: Some(false),
+            windows: 0,
+            error: Some(error),
+        }
     }
 }
 

@@ -36,9 +36,15 @@ pub fn services() {
 /// A Redis config with its own prefix; every key under it is deleted first.
 pub fn redis_cfg(name: &str) -> RedisConfig {
     services();
-    let cfg = RedisConfig { prefix: format!("eddy_test_{name}"), ..RedisConfig::default() };
+    let cfg = RedisConfig {
+        prefix: format!("eddy_test_{name}"),
+        ..RedisConfig::default()
+    };
     let mut con = redis_conn(&cfg);
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", cfg.prefix)).query(&mut con).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", cfg.prefix))
+        .query(&mut con)
+        .unwrap();
     if !keys.is_empty() {
         redis::cmd("DEL").arg(&keys).exec(&mut con).unwrap();
     }
@@ -47,18 +53,29 @@ pub fn redis_cfg(name: &str) -> RedisConfig {
 
 /// A plain connection for reading back.
 pub fn redis_conn(cfg: &RedisConfig) -> redis::Connection {
-    redis::Client::open(cfg.url.as_str()).unwrap().get_connection().unwrap()
+    redis::Client::open(cfg.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 /// A ClickHouse config for a fresh database `eddy_test_{name}` with the schema applied.
 pub fn clickhouse_db(name: &str) -> ClickHouseConfig {
     services();
-    let cfg = ClickHouseConfig { database: format!("eddy_test_{name}"), ..ClickHouseConfig::default() };
+    let cfg = ClickHouseConfig {
+        database: format!("eddy_test_{name}"),
+        ..ClickHouseConfig::default()
+    };
     ch_exec(&cfg, &format!("DROP DATABASE IF EXISTS {}", cfg.database));
     let applied = eddy_sinks::apply_schema(&cfg, &repo().join("clickhouse/schema")).unwrap();
     assert_eq!(
         applied,
-        ["001_database.sql", "002_windows.sql", "003_rollups.sql", "004_checkpoints.sql"]
+        [
+            "001_database.sql",
+            "002_windows.sql",
+            "003_rollups.sql",
+            "004_checkpoints.sql"
+        ]
     );
     cfg
 }
@@ -72,7 +89,10 @@ fn client(cfg: &ClickHouseConfig) -> clickhouse::Client {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Runs a statement (no database set).
@@ -100,7 +120,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -111,7 +134,14 @@ pub const HOUR: i64 = 1_699_999_200_000;
 pub const MIN: i64 = 60_000;
 
 /// A type-window row.
-pub fn tw(start: i64, t: EventType, count: u64, sum: i64, min: Option<i64>, max: Option<i64>) -> TypeWindowStats {
+pub fn tw(
+    start: i64,
+    t: EventType,
+    count: u64,
+    sum: i64,
+    min: Option<i64>,
+    max: Option<i64>,
+) -> TypeWindowStats {
     TypeWindowStats {
         window_start_ms: start,
         event_type: t,
@@ -124,10 +154,20 @@ pub fn tw(start: i64, t: EventType, count: u64, sum: i64, min: Option<i64>, max:
 
 /// A campaign-window row.
 pub fn cw(start: i64, campaign_id: u64, t: EventType, count: u64) -> CampaignWindowCount {
-    CampaignWindowCount { window_start_ms: start, campaign_id, event_type: t, count }
+    CampaignWindowCount {
+        window_start_ms: start,
+        campaign_id,
+        event_type: t,
+        count,
+    }
 }
 
 /// An empty batch at `epoch` with `watermark_ms` and one-minute windows.
 pub fn batch(epoch: u64, watermark_ms: i64) -> SinkBatch {
-    SinkBatch { epoch, watermark_ms, window_size_ms: MIN, ..SinkBatch::default() }
+    SinkBatch {
+        epoch,
+        watermark_ms,
+        window_size_ms: MIN,
+        ..SinkBatch::default()
+    }
 }

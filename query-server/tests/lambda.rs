@@ -1,0 +1,469 @@
+//! [`LambdaBackend`] against real stores. Ignored by default; run with
+//! `EDDY_TEST_REDIS_URL=redis://127.0.0.1:6390/ EDDY_TEST_CLICKHOUSE_URL=http://127.0.0.1:8123
+//! cargo test -p eddy-query-server --test lambda -- --ignored --test-threads 1`.
+//! Uses its own ClickHouse database (`eddy_qs_<pid>`, dropped at the end) and Redis key prefix.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use eddy_core::Metrics;
+use eddy_core::config::{ClickHouseConfig, RedisConfig};
+use eddy_query_server::{AppState, LambdaBackend, ServerQueryLimits, app};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+const H: i64 = 1_699_999_200_000;
+const M: i64 = 60_000;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("set {name} to run this test"))
+}
+
+fn names() -> (String, String) {
+    let id = std::process::id();
+    (format!("eddy_qs_{id}"), format!("qs{id}"))
+}
+
+fn cfgs(redis_url: &str, ch_url: &str) -> (RedisConfig, ClickHouseConfig) {
+    let (db, prefix) = names();
+    (
+        RedisConfig {
+            url: redis_url.into(),
+            prefix,
+            window_ttl_secs: 7200,
+        },
+        ClickHouseConfig {
+            url: ch_url.into(),
+            database: db,
+            ..Default::default()
+        },
+    )
+}
+
+async fn setup() {
+    let (db, p) = names();
+    let ch = clickhouse::Client::default()
+        .with_url(env("EDDY_TEST_CLICKHOUSE_URL"))
+        .with_validation(false);
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+        format!(
+            "CREATE TABLE {db}.type_windows (window_start_ms Int64, event_type String, \
+             count UInt64, sum_micros Int64, min_micros Nullable(Int64), \
+             max_micros Nullable(Int64), version UInt64) ENGINE = ReplacingMergeTree(version) \
+             ORDER BY (event_type, window_start_ms)"
+        ),
+        format!(
+            "CREATE TABLE {db}.campaign_windows (window_start_ms Int64, campaign_id UInt64, \
+             event_type String, count UInt64, version UInt64) \
+             ENGINE = ReplacingMergeTree(version) ORDER BY (campaign_id, event_type, window_start_ms)"
+        ),
+        format!(
+            "CREATE TABLE {db}.source_checkpoints (topic String, partition Int32, \
+             resume_offset Int64, high_offset Int64, watermark_ms Int64, epoch UInt64, \
+             version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY (topic, version, partition)"
+        ),
+        // An older version of (H, click) that FINAL must hide, in its own part.
+        format!("INSERT INTO {db}.type_windows VALUES ({H}, 'click', 99, 0, NULL, NULL, 0)"),
+        format!(
+            "INSERT INTO {db}.type_windows VALUES ({H}, 'click', 3, 1500000, 250000, 1000000, 1), \
+             ({}, 'click', 2, 2000000, 500000, 1500000, 1), ({H}, 'view', 10, 0, NULL, NULL, 1)",
+            H + M
+        ),
+        format!(
+            "INSERT INTO {db}.campaign_windows VALUES ({H}, 42, 'click', 2, 1), \
+             ({H}, 42, 'view', 7, 1), ({H}, 43, 'view', 5, 1)"
+        ),
+        format!(
+            "INSERT INTO {db}.source_checkpoints VALUES ('events', 0, 0, 0, {}, 1, 1), \
+             ('events', 0, 0, 0, {}, 2, 2)",
+            H + M,
+            H + 2 * M
+        ),
+    ] {
+        ch.query(&sql)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
+    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let now = eddy_core::now_ms();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg(format!("{p}:boundary")).arg(H + M);
+    pipe.cmd("SET").arg(format!("{p}:watermark")).arg(H + 3 * M);
+    pipe.cmd("SET").arg(format!("{p}:as_of")).arg(now);
+    for (t, start, fields) in [
+        (
+            "click",
+            H,
+            vec![
+                ("count", "3"),
+                ("sum", "1500000"),
+                ("min", "250000"),
+                ("max", "1000000"),
+                ("final", "1"),
+            ],
+        ),
+        (
+            "click",
+            H + M,
+            vec![
+                ("count", "2"),
+                ("sum", "2000000"),
+                ("min", "500000"),
+                ("max", "1500000"),
+                ("final", "1"),
+            ],
+        ),
+        (
+            "click",
+            H + 2 * M,
+            vec![
+                ("count", "1"),
+                ("sum", "750000"),
+                ("min", "750000"),
+                ("max", "750000"),
+                ("final", "0"),
+            ],
+        ),
+        (
+            "view",
+            H + 2 * M,
+            vec![("count", "4"), ("sum", "0"), ("final", "0")],
+        ),
+    ] {
+        pipe.cmd("ZADD")
+            .arg(format!("{p}:tw:{t}"))
+            .arg(start)
+            .arg(start);
+        let mut c = redis::cmd("HSET");
+        c.arg(format!("{p}:tw:{t}:{start}"));
+        for (k, v) in fields {
+            c.arg(k).arg(v);
+        }
+        c.arg("epoch").arg(7);
+        pipe.add_command(c);
+    }
+    // Index entry whose hash expired: skipped.
+    pipe.cmd("ZADD")
+        .arg(format!("{p}:tw:click"))
+        .arg(H + 5 * M)
+        .arg(H + 5 * M);
+    pipe.cmd("ZADD")
+        .arg(format!("{p}:cw:42:click"))
+        .arg(H + 2 * M)
+        .arg(H + 2 * M);
+    pipe.cmd("HSET")
+        .arg(format!("{p}:cw:42:click:{}", H + 2 * M))
+        .arg("count")
+        .arg(1)
+        .arg("final")
+        .arg(0);
+    let _: () = pipe.query_async(&mut r).await.unwrap();
+}
+
+async fn teardown() {
+    let (db, p) = names();
+    let ch = clickhouse::Client::default()
+        .with_url(env("EDDY_TEST_CLICKHOUSE_URL"))
+        .with_validation(false);
+    ch.query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await
+        .unwrap();
+    let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
+    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+}
+
+fn state(redis_url: &str, ch_url: &str, timeout: Duration) -> AppState {
+    let (r, c) = cfgs(redis_url, ch_url);
+    let backend = LambdaBackend::new(&r, &c).unwrap().with_timeout(timeout);
+    AppState::new(
+        Arc::new(backend),
+        Metrics::new(),
+        ServerQueryLimits {
+            max_range_ms: 24 * 3_600_000,
+            window_ms: M,
+        },
+    )
+}
+
+async fn get(st: &AppState, uri: &str) -> (StatusCode, Value) {
+    let resp = app(st.clone())
+        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_str(std::str::from_utf8(&body).unwrap()).unwrap(),
+    )
+}
+
+fn pt(
+    start: i64,
+    t: &str,
+    count: u64,
+    a: (f64, Option<f64>, Option<f64>),
+    fin: bool,
+    src: &str,
+) -> Value {
+    json!({
+        "window_start_ms": start, "window_end_ms": start + M, "event_type": t,
+        "campaign_id": null, "count": count, "sum_amount": a.0, "min_amount": a.1,
+        "max_amount": a.2, "final": fin, "source": src,
+    })
+}
+
+fn cpt(start: i64, t: &str, count: u64, fin: bool, src: &str) -> Value {
+    json!({
+        "window_start_ms": start, "window_end_ms": start + M, "event_type": t,
+        "campaign_id": 42, "count": count, "sum_amount": null, "min_amount": null,
+        "max_amount": null, "final": fin, "source": src,
+    })
+}
+
+const DOWN: &str = "redis://127.0.0.1:1/";
+const CH_DOWN: &str = "http://127.0.0.1:1";
+
+#[tokio::test]
+#[ignore = "needs Redis and ClickHouse: EDDY_TEST_REDIS_URL, EDDY_TEST_CLICKHOUSE_URL"]
+async fn lambda_backend_against_real_stores() {
+    setup().await;
+    let redis_url = env("EDDY_TEST_REDIS_URL");
+    let ch_url = env("EDDY_TEST_CLICKHOUSE_URL");
+    let q = format!("/v1/counts?from={H}&to={}", H + 60 * M);
+    let t = Duration::from_secs(2);
+    let click_h = (1.5, Some(0.25), Some(1.0));
+    let click_h1 = (2.0, Some(0.5), Some(1.5));
+    let click_h2 = (0.75, Some(0.75), Some(0.75));
+    let none = (0.0, None, None);
+
+    // Both up: ClickHouse up to the boundary (H+1m), Redis after it.
+    let st = state(&redis_url, &ch_url, t);
+    let (s, v) = get(&st, &q).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["boundary_ms"].as_i64(), v["watermark_ms"].as_i64()),
+        (Some(H + M), Some(H + 3 * M))
+    );
+    assert!(v["freshness_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(v["degraded"], false);
+    assert_eq!(
+        v["layers"],
+        json!({"batch": {"source": "clickhouse", "available": true, "windows": 2, "error": null},
+               "speed": {"source": "redis", "available": true, "windows": 3, "error": null}})
+    );
+    assert_eq!(
+        v["series"],
+        json!([
+            pt(H, "view", 10, none, true, "clickhouse"),
+            pt(H + 2 * M, "view", 4, none, false, "redis"),
+            pt(H, "click", 3, click_h, true, "clickhouse"),
+            pt(H + M, "click", 2, click_h1, true, "redis"),
+            pt(H + 2 * M, "click", 1, click_h2, false, "redis"),
+        ])
+    );
+    let (s, v) = get(&st, &format!("{q}&campaign_id=42")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["series"],
+        json!([
+            cpt(H, "view", 7, true, "clickhouse"),
+            cpt(H, "click", 2, true, "clickhouse"),
+            cpt(H + 2 * M, "click", 1, false, "redis"),
+        ])
+    );
+    // Only after the boundary: ClickHouse not consulted.
+    let (_, v) = get(
+        &st,
+        &format!(
+            "/v1/counts?event_type=click&from={}&to={}",
+            H + M,
+            H + 60 * M
+        ),
+    )
+    .await;
+    assert_eq!(v["layers"]["batch"]["available"], Value::Null);
+    assert_eq!(v["series"].as_array().unwrap().len(), 2);
+    let (s, v) = get(&st, "/healthz").await;
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::OK,
+            json!({"status": "ok", "stores": {"redis": "ok", "clickhouse": "ok"}})
+        )
+    );
+
+    // Redis down: ClickHouse alone, boundary from source_checkpoints.
+    let st = state(DOWN, &ch_url, t);
+    let started = Instant::now();
+    let (s, v) = get(&st, &q).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["boundary_ms"].as_i64(),
+            &v["watermark_ms"],
+            &v["as_of_ms"]
+        ),
+        (Some(H + 2 * M), &Value::Null, &Value::Null)
+    );
+    assert_eq!(v["degraded"], true);
+    assert_eq!(v["layers"]["speed"]["available"], false);
+    assert!(
+        v["layers"]["speed"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis: ")
+    );
+    assert_eq!(
+        v["series"],
+        json!([
+            pt(H, "view", 10, none, true, "clickhouse"),
+            pt(H, "click", 3, click_h, true, "clickhouse"),
+            pt(H + M, "click", 2, click_h1, true, "clickhouse"),
+        ])
+    );
+    let (s, v) = get(&st, "/healthz").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        v["stores"]["redis"].as_str().unwrap().starts_with("down: "),
+        "{v}"
+    );
+    assert_eq!(v["stores"]["clickhouse"], "ok");
+
+    // ClickHouse down: everything Redis still holds.
+    let st = state(&redis_url, CH_DOWN, t);
+    let (s, v) = get(&st, &q).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["degraded"], true);
+    assert_eq!(v["layers"]["batch"]["available"], false);
+    assert_eq!(v["layers"]["speed"]["windows"], 4);
+    assert_eq!(
+        v["series"],
+        json!([
+            pt(H + 2 * M, "view", 4, none, false, "redis"),
+            pt(H, "click", 3, click_h, true, "redis"),
+            pt(H + M, "click", 2, click_h1, true, "redis"),
+            pt(H + 2 * M, "click", 1, click_h2, false, "redis"),
+        ])
+    );
+
+    // Both down: 503.
+    let st = state(DOWN, CH_DOWN, t);
+    let (s, v) = get(&st, &q).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable");
+
+    teardown().await;
+}
+
+/// Stores that accept connections but never answer: bounded by the timeout, not a hang.
+#[tokio::test]
+#[ignore = "needs ClickHouse: EDDY_TEST_CLICKHOUSE_URL"]
+async fn hanging_stores_time_out() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let t = Duration::from_millis(300);
+    let st = state(&format!("redis://{addr}/"), &format!("http://{addr}"), t);
+    let started = Instant::now();
+    let (s, v) = get(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (s, _) = get(&st, "/healthz").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Redis hangs, ClickHouse answers: degraded, fast.
+    setup().await;
+    let st = state(
+        &format!("redis://{addr}/"),
+        &env("EDDY_TEST_CLICKHOUSE_URL"),
+        t,
+    );
+    let started = Instant::now();
+    let (s, v) = get(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["layers"]["speed"]["available"], false);
+    assert_eq!(v["series"].as_array().unwrap().len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    teardown().await;
+    accept.abort();
+}
+
+/// The Redis connection recovers after Redis restarts (spawns `redis-server` on port 6391).
+#[tokio::test]
+#[ignore = "needs redis-server on PATH and ClickHouse: EDDY_TEST_CLICKHOUSE_URL"]
+async fn redis_connection_recovers_after_restart() {
+    let start = || {
+        std::process::Command::new("redis-server")
+            .args(["--port", "6391", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    };
+    let mut server = start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = state(
+        "redis://127.0.0.1:6391/",
+        CH_DOWN,
+        Duration::from_millis(500),
+    );
+    let healthy = |v: &Value| v["stores"]["redis"] == "ok";
+    let (_, v) = get(&st, "/healthz").await;
+    assert!(healthy(&v), "{v}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (_, v) = get(&st, "/healthz").await;
+    assert!(!healthy(&v), "{v}");
+    let mut server = start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ok = false;
+    for _ in 0..20 {
+        let (_, v) = get(&st, "/healthz").await;
+        if healthy(&v) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(ok, "redis connection did not recover");
+}

@@ -1,0 +1,357 @@
+//! ClickHouseSink, ClickHouseCheckpoints and the schema against a real ClickHouse
+//! (`scripts/services up redis clickhouse`).
+
+mod common;
+
+use common::*;
+use eddy_core::EventType::{Click, Conversion, View};
+use eddy_core::{Checkpoint, PartitionCheckpoint, SinkBatch};
+use eddy_sinks::{
+    CAMPAIGN_HOURLY_QUERY, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink,
+    TYPE_HOURLY_QUERY, apply_schema, check_schema,
+};
+use serde::Deserialize;
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct TypeRow {
+    window_start_ms: i64,
+    event_type: String,
+    count: u64,
+    sum_micros: i64,
+    min_micros: Option<i64>,
+    max_micros: Option<i64>,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct CampaignRow {
+    window_start_ms: i64,
+    campaign_id: u64,
+    event_type: String,
+    count: u64,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct TypeHourly {
+    hour_start_ms: i64,
+    event_type: String,
+    count: u64,
+    sum_micros: i64,
+    min_micros: Option<i64>,
+    max_micros: Option<i64>,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct CampaignHourly {
+    hour_start_ms: i64,
+    campaign_id: u64,
+    event_type: String,
+    count: u64,
+}
+
+fn t(start: i64, ty: &str, count: u64, sum: i64, min: Option<i64>, max: Option<i64>) -> TypeRow {
+    TypeRow {
+        window_start_ms: start,
+        event_type: ty.into(),
+        count,
+        sum_micros: sum,
+        min_micros: min,
+        max_micros: max,
+    }
+}
+
+fn c(start: i64, id: u64, ty: &str, count: u64) -> CampaignRow {
+    CampaignRow {
+        window_start_ms: start,
+        campaign_id: id,
+        event_type: ty.into(),
+        count,
+    }
+}
+
+fn type_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<TypeRow> {
+    ch_fetch(
+        cfg,
+        "SELECT window_start_ms, event_type, count, sum_micros, min_micros, max_micros \
+         FROM type_windows FINAL ORDER BY event_type, window_start_ms",
+        |q| q,
+    )
+}
+
+fn campaign_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<CampaignRow> {
+    ch_fetch(
+        cfg,
+        "SELECT window_start_ms, campaign_id, event_type, count \
+         FROM campaign_windows FINAL ORDER BY campaign_id, event_type, window_start_ms",
+        |q| q,
+    )
+}
+
+#[test]
+fn schema_applies_twice_and_is_checked() {
+    let cfg = clickhouse_db("schema");
+    check_schema(&cfg).unwrap();
+    // Idempotent.
+    let again = apply_schema(&cfg, &repo().join("clickhouse/schema")).unwrap();
+    assert_eq!(again.len(), 4);
+    check_schema(&cfg).unwrap();
+
+    services();
+    let missing = eddy_core::config::ClickHouseConfig {
+        database: "eddy_test_no_such_db".into(),
+        ..Default::default()
+    };
+    let err = check_schema(&missing).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("type_windows") && msg.contains("source_checkpoints"),
+        "{msg}"
+    );
+    assert!(msg.contains("eddy schema apply"), "{msg}");
+    assert!(!err.is_retryable());
+
+    let bad = eddy_core::config::ClickHouseConfig {
+        database: "x; DROP".into(),
+        ..Default::default()
+    };
+    assert!(apply_schema(&bad, &repo().join("clickhouse/schema")).is_err());
+}
+
+#[test]
+fn writes_final_rows_only_and_replays_converge() {
+    let cfg = clickhouse_db("sink");
+    let mut sink = ClickHouseSink::connect(&cfg).unwrap();
+    assert_eq!(sink.name(), "clickhouse");
+    let mut b = batch(3, HOUR + 2 * MIN);
+    b.open_types = vec![tw(HOUR + 2 * MIN, View, 99, 0, None, None)];
+    b.open_campaigns = vec![cw(HOUR + 2 * MIN, 5, View, 99)];
+    b.final_types = vec![
+        tw(HOUR, View, 10, 0, None, None),
+        tw(
+            HOUR + MIN,
+            Conversion,
+            2,
+            3_000_000,
+            Some(1_000_000),
+            Some(2_000_000),
+        ),
+    ];
+    b.final_campaigns = vec![cw(HOUR, 5, View, 6), cw(HOUR, 6, View, 4)];
+    sink.write(&b).unwrap();
+    assert_eq!(
+        type_rows(&cfg),
+        vec![
+            t(
+                HOUR + MIN,
+                "conversion",
+                2,
+                3_000_000,
+                Some(1_000_000),
+                Some(2_000_000)
+            ),
+            t(HOUR, "view", 10, 0, None, None),
+        ]
+    );
+    assert_eq!(
+        campaign_rows(&cfg),
+        vec![c(HOUR, 5, "view", 6), c(HOUR, 6, "view", 4)]
+    );
+
+    // The same batch again, then an updated version of one window of each table.
+    sink.write(&b).unwrap();
+    let mut b2 = batch(4, HOUR + 3 * MIN);
+    b2.final_types = vec![tw(HOUR, View, 11, 0, None, None)];
+    b2.final_campaigns = vec![cw(HOUR, 6, View, 5)];
+    sink.write(&b2).unwrap();
+    // A fresh sink (as after a restart) replays the first batch: versions still increase.
+    let mut sink2 = ClickHouseSink::connect(&cfg).unwrap();
+    sink2.write(&b2).unwrap();
+    // Empty batches write nothing.
+    sink2.write(&SinkBatch::default()).unwrap();
+
+    assert_eq!(
+        type_rows(&cfg),
+        vec![
+            t(
+                HOUR + MIN,
+                "conversion",
+                2,
+                3_000_000,
+                Some(1_000_000),
+                Some(2_000_000)
+            ),
+            t(HOUR, "view", 11, 0, None, None),
+        ]
+    );
+    assert_eq!(
+        campaign_rows(&cfg),
+        vec![c(HOUR, 5, "view", 6), c(HOUR, 6, "view", 5)]
+    );
+}
+
+#[test]
+fn hourly_rollups_equal_minute_sums_under_replay() {
+    let cfg = clickhouse_db("rollup");
+    let mut sink = ClickHouseSink::connect(&cfg).unwrap();
+    let mut b1 = batch(1, HOUR + 61 * MIN);
+    b1.final_types = vec![
+        tw(
+            HOUR,
+            Conversion,
+            2,
+            5_000_000,
+            Some(1_000_000),
+            Some(4_000_000),
+        ),
+        tw(
+            HOUR + MIN,
+            Conversion,
+            1,
+            7_000_000,
+            Some(7_000_000),
+            Some(7_000_000),
+        ),
+        tw(HOUR + 59 * MIN, View, 100, 0, None, None),
+        tw(HOUR + 60 * MIN, View, 50, 0, None, None),
+    ];
+    b1.final_campaigns = vec![
+        cw(HOUR, 9, Click, 3),
+        cw(HOUR + 30 * MIN, 9, Click, 4),
+        cw(HOUR + 60 * MIN, 9, Click, 5),
+        cw(HOUR, 8, Click, 1000),
+    ];
+    sink.write(&b1).unwrap();
+    // Replays: the identical batch, twice, from two sinks.
+    sink.write(&b1).unwrap();
+    ClickHouseSink::connect(&cfg).unwrap().write(&b1).unwrap();
+    // A rewrite of one minute with new values (latest version wins, as in FINAL).
+    let mut b2 = batch(2, HOUR + 62 * MIN);
+    b2.final_types = vec![tw(
+        HOUR + MIN,
+        Conversion,
+        2,
+        9_000_000,
+        Some(2_000_000),
+        Some(7_000_000),
+    )];
+    b2.final_campaigns = vec![cw(HOUR + 30 * MIN, 9, Click, 6)];
+    sink.write(&b2).unwrap();
+    sink.write(&b2).unwrap();
+
+    let hourly: Vec<TypeHourly> = ch_fetch(&cfg, TYPE_HOURLY_QUERY, |q| {
+        q.bind(HOUR).bind(HOUR + 2 * 60 * MIN)
+    });
+    let hr = |h: i64, ty: &str, count, sum, min, max| TypeHourly {
+        hour_start_ms: h,
+        event_type: ty.into(),
+        count,
+        sum_micros: sum,
+        min_micros: min,
+        max_micros: max,
+    };
+    assert_eq!(
+        hourly,
+        vec![
+            hr(
+                HOUR,
+                "conversion",
+                4,
+                14_000_000,
+                Some(1_000_000),
+                Some(7_000_000)
+            ),
+            hr(HOUR, "view", 100, 0, None, None),
+            hr(HOUR + 60 * MIN, "view", 50, 0, None, None),
+        ]
+    );
+    // Equal to the sums of the FINAL minute rows.
+    let from_minutes: Vec<TypeHourly> = ch_fetch(
+        &cfg,
+        "SELECT intDiv(window_start_ms, 3600000) * 3600000 AS hour_start_ms, event_type, \
+         sum(count) AS count, sum(sum_micros) AS sum_micros, min(min_micros) AS min_micros, \
+         max(max_micros) AS max_micros FROM type_windows FINAL \
+         GROUP BY hour_start_ms, event_type ORDER BY event_type, hour_start_ms",
+        |q| q,
+    );
+    assert_eq!(hourly, from_minutes);
+
+    let campaign: Vec<CampaignHourly> = ch_fetch(&cfg, CAMPAIGN_HOURLY_QUERY, |q| {
+        q.bind(9u64).bind(HOUR).bind(HOUR + 2 * 60 * MIN)
+    });
+    assert_eq!(
+        campaign,
+        vec![
+            CampaignHourly {
+                hour_start_ms: HOUR,
+                campaign_id: 9,
+                event_type: "click".into(),
+                count: 9
+            },
+            CampaignHourly {
+                hour_start_ms: HOUR + 60 * MIN,
+                campaign_id: 9,
+                event_type: "click".into(),
+                count: 5
+            },
+        ]
+    );
+
+    // Background merges do not change the answer either.
+    ch_exec(
+        &cfg,
+        &format!("OPTIMIZE TABLE {}.type_windows_hourly FINAL", cfg.database),
+    );
+    ch_exec(
+        &cfg,
+        &format!(
+            "OPTIMIZE TABLE {}.campaign_windows_hourly FINAL",
+            cfg.database
+        ),
+    );
+    let again: Vec<TypeHourly> = ch_fetch(&cfg, TYPE_HOURLY_QUERY, |q| {
+        q.bind(HOUR).bind(HOUR + 2 * 60 * MIN)
+    });
+    assert_eq!(again, hourly);
+}
+
+#[test]
+fn checkpoints_round_trip_latest_version() {
+    let cfg = clickhouse_db("checkpoints");
+    let mut store = ClickHouseCheckpoints::connect(&cfg).unwrap();
+    assert_eq!(store.load("events").unwrap(), None);
+    let pc = |partition, resume_offset, high_offset| PartitionCheckpoint {
+        partition,
+        resume_offset,
+        high_offset,
+    };
+    let cp1 = Checkpoint {
+        topic: "events".into(),
+        epoch: 10,
+        watermark_ms: HOUR,
+        partitions: vec![pc(0, 5, 9), pc(1, 0, 3), pc(2, 7, 7)],
+    };
+    store.save(&cp1).unwrap();
+    assert_eq!(store.load("events").unwrap(), Some(cp1.clone()));
+    let cp2 = Checkpoint {
+        topic: "events".into(),
+        epoch: 20,
+        watermark_ms: HOUR + MIN,
+        partitions: vec![pc(0, 8, 12), pc(1, 3, 3)],
+    };
+    store.save(&cp2).unwrap();
+    let other = Checkpoint {
+        topic: "other".into(),
+        epoch: 1,
+        watermark_ms: 0,
+        partitions: vec![pc(0, 1, 1)],
+    };
+    store.save(&other).unwrap();
+
+    let mut fresh = ClickHouseCheckpoints::connect(&cfg).unwrap();
+    assert_eq!(fresh.load("events").unwrap(), Some(cp2.clone()));
+    assert_eq!(fresh.load("other").unwrap(), Some(other));
+    assert_eq!(fresh.load("missing").unwrap(), None);
+    // A save after a load is newer than what was loaded.
+    let cp3 = Checkpoint { epoch: 30, ..cp2 };
+    fresh.save(&cp3).unwrap();
+    assert_eq!(store.load("events").unwrap(), Some(cp3));
+}

@@ -1,0 +1,299 @@
+//! Assembles eddy's dataflow on every timely worker and drives it: source → watermark →
+//! windowed counts → sinks, plus the checkpoint coordinator on worker 0.
+//!
+//! # Commit protocol
+//! A probe follows every sink (Redis, ClickHouse or memory, and the dead-letter writer); each
+//! sink operator holds epoch `e`'s capability until its sink threads have written `e`. When the
+//! probe passes `e` on worker 0, the checkpoint candidate of the newest epoch `<= e` (computed
+//! by `TrackWatermark` from the broadcast progress reports, so it covers every partition) is
+//! saved to the checkpoint store, then the batch/speed boundary is published and the resume
+//! offsets are committed to the broker. A restart loads that checkpoint, re-reads every
+//! partition from its resume offset (rebuilding the open windows in full) and skips re-read
+//! records of windows already final. Sinks are idempotent, so replayed output is harmless.
+
+use crate::demo::GeneratorReader;
+use crate::kafka::{KafkaCommitter, KafkaDeadLetters, KafkaReader, topic_partitions};
+use crate::reader::PartitionReader;
+use crate::sink_op::{
+    DeadLetterWriter, MemoryDeadLetters, sink_dead_letters, sink_windowed_counts,
+};
+use crate::source::{SourceSettings, source};
+use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
+use eddy_dataflows::windowed_counts;
+use eddy_load_gen::GenConfig;
+use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
+use eddy_sinks::{
+    CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, MemoryCheckpoints,
+    MemorySink, RedisSink, SinkWorker,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Probe;
+
+/// Pipeline errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Kafka set-up failed.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaIoError),
+    /// A store failed at set-up.
+    #[error(transparent)]
+    Sink(#[from] eddy_sinks::SinkError),
+    /// A worker failed.
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+/// Where records come from and results go.
+#[derive(Clone)]
+pub enum Mode {
+    /// Kafka in, Redis + ClickHouse out (the production shape).
+    Kafka,
+    /// The embedded demo: generated records in, memory out.
+    Demo(DemoSetup),
+}
+
+/// The embedded demo's wiring.
+#[derive(Clone)]
+pub struct DemoSetup {
+    /// Both layers, shared with the query server.
+    pub store: Arc<RwLock<MemoryStore>>,
+    /// Dead letters kept in memory.
+    pub dead_letters: MemoryDeadLetters,
+    /// Generator parameters (seed, skew, fractions of late/malformed messages).
+    pub generator: GenConfig,
+    /// Messages per second per generated partition.
+    pub rate_per_partition: f64,
+    /// Generated partitions.
+    pub partitions: i32,
+}
+
+/// What a run needs.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Configuration.
+    pub config: Config,
+    /// Timely configuration (workers, processes).
+    pub timely: timely::Config,
+    /// Set to stop the run (abruptly: no final checkpoint, as a crash would).
+    pub stop: Arc<AtomicBool>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+}
+
+/// Runs the pipeline until `opts.stop` is set.
+pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
+    let cfg = opts.config.clone();
+    let (partitions, restore) = match &mode {
+        Mode::Kafka => {
+            eddy_sinks::check_schema(&cfg.clickhouse)?;
+            let parts = topic_partitions(&cfg.kafka, &cfg.kafka.topic)?;
+            let restore =
+                ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load(&cfg.kafka.topic)?;
+            if let Some(cp) = &restore {
+                tracing::info!(
+                    epoch = cp.epoch,
+                    watermark_ms = cp.watermark_ms,
+                    "restoring checkpoint"
+                );
+            }
+            (parts, restore)
+        }
+        Mode::Demo(d) => ((0..d.partitions).collect(), None),
+    };
+    let mode = Arc::new(mode);
+    let guards = timely::execute(opts.timely.clone(), move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let mine: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| *p as usize % peers == index)
+            .collect();
+        let result = match &*mode {
+            Mode::Kafka => kafka_worker(worker, &opts, &partitions, mine, restore.clone()),
+            Mode::Demo(d) => demo_worker(worker, &opts, &partitions, mine, d),
+        };
+        if let Err(e) = &result {
+            tracing::error!(worker = index, error = %e, "worker failed");
+            opts.stop.store(true, Ordering::SeqCst);
+        }
+        result
+    })
+    .map_err(PipelineError::Worker)?;
+    for r in guards.join() {
+        r.map_err(PipelineError::Worker)?
+            .map_err(PipelineError::Worker)?;
+    }
+    Ok(())
+}
+
+type Commit = Box<dyn FnMut(&Checkpoint) -> Result<(), String>>;
+
+fn kafka_worker(
+    worker: &mut timely::worker::Worker,
+    opts: &RunOptions,
+    all: &[i32],
+    mine: Vec<i32>,
+    restore: Option<Checkpoint>,
+) -> Result<(), String> {
+    let cfg = &opts.config;
+    let start: HashMap<i32, i64> = restore
+        .iter()
+        .flat_map(|cp| cp.partitions.iter().map(|p| (p.partition, p.resume_offset)))
+        .collect();
+    let reader = KafkaReader::new(&cfg.kafka, mine, start, opts.metrics.clone())
+        .map_err(|e| e.to_string())?;
+    let dlq = KafkaDeadLetters::new(&cfg.kafka).map_err(|e| e.to_string())?;
+    let redis: Box<dyn EpochSink> =
+        Box::new(RedisSink::connect(&cfg.redis).map_err(|e| e.to_string())?);
+    let clickhouse: Box<dyn EpochSink> =
+        Box::new(ClickHouseSink::connect(&cfg.clickhouse).map_err(|e| e.to_string())?);
+    let sinks = vec![
+        SinkWorker::spawn(redis, &cfg.sink, opts.metrics.clone()),
+        SinkWorker::spawn(clickhouse, &cfg.sink, opts.metrics.clone()),
+    ];
+    let commit: Option<Commit> = if worker.index() == 0 {
+        let mut store =
+            ClickHouseCheckpoints::connect(&cfg.clickhouse).map_err(|e| e.to_string())?;
+        let mut boundary = RedisSink::connect(&cfg.redis).map_err(|e| e.to_string())?;
+        let committer = KafkaCommitter::new(&cfg.kafka).map_err(|e| e.to_string())?;
+        Some(Box::new(move |cp: &Checkpoint| {
+            store.save(cp).map_err(|e| e.to_string())?;
+            // The boundary and the broker offsets follow the durable checkpoint; failing them
+            // only delays freshness and lag reporting, so they are logged, not fatal.
+            if let Err(e) = boundary.write_boundary(cp.watermark_ms) {
+                tracing::warn!(error = %e, "publishing the boundary to Redis failed");
+            }
+            if let Err(e) = committer.commit(cp) {
+                tracing::warn!(error = %e, "committing offsets to the broker failed");
+            }
+            Ok(())
+        }))
+    } else {
+        None
+    };
+    drive(worker, opts, all, reader, dlq, sinks, commit, restore)
+}
+
+fn demo_worker(
+    worker: &mut timely::worker::Worker,
+    opts: &RunOptions,
+    all: &[i32],
+    mine: Vec<i32>,
+    demo: &DemoSetup,
+) -> Result<(), String> {
+    let reader = GeneratorReader::new(&demo.generator, mine, demo.rate_per_partition);
+    let sink: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
+    let sinks = vec![SinkWorker::spawn(
+        sink,
+        &opts.config.sink,
+        opts.metrics.clone(),
+    )];
+    let commit: Option<Commit> = if worker.index() == 0 {
+        let mut store = MemoryCheckpoints::with_store(demo.store.clone());
+        Some(Box::new(move |cp: &Checkpoint| {
+            store.save(cp).map_err(|e| e.to_string())
+        }))
+    } else {
+        None
+    };
+    drive(
+        worker,
+        opts,
+        all,
+        reader,
+        demo.dead_letters.clone(),
+        sinks,
+        commit,
+        None,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive<R: PartitionReader, W: DeadLetterWriter>(
+    worker: &mut timely::worker::Worker,
+    opts: &RunOptions,
+    all: &[i32],
+    reader: R,
+    dlq: W,
+    sinks: Vec<SinkWorker>,
+    mut commit: Option<Commit>,
+    restore: Option<Checkpoint>,
+) -> Result<(), String> {
+    let cfg = &opts.config;
+    let window = WindowSpec::new(cfg.pipeline.window_ms);
+    let floor = restore.as_ref().map_or(i64::MIN, |cp| cp.watermark_ms);
+    let watermark = WatermarkHandle::new(floor);
+    let durable: ProbeHandle<Epoch> = ProbeHandle::new();
+    let settings = SourceSettings {
+        window,
+        epoch: Duration::from_millis(cfg.pipeline.epoch_ms),
+        max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
+        max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
+        idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
+        restore,
+    };
+    let policy = WatermarkPolicy {
+        window,
+        lateness_ms: cfg.pipeline.lateness_ms,
+        partitions: all.to_vec(),
+        floor_ms: floor,
+    };
+    let metrics = opts.metrics.clone();
+    worker.dataflow::<Epoch, _, _>(|scope| {
+        let src = source(
+            scope.clone(),
+            reader,
+            settings,
+            watermark.clone(),
+            durable.clone(),
+            metrics,
+        );
+        let marks = src.progress.track_watermark(policy, watermark.clone());
+        let counts = windowed_counts(src.events, marks.clone(), window);
+        sink_windowed_counts(counts.types, counts.campaigns, marks, window, sinks)
+            .probe_with(&durable);
+        sink_dead_letters(src.dead_letters, dlq).probe_with(&durable);
+    });
+    let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);
+    let mut next_checkpoint = Instant::now() + every;
+    while !opts.stop.load(Ordering::SeqCst) {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        opts.metrics.watermark_ms.set(watermark.latest().max(0));
+        let Some(commit) = commit.as_mut() else {
+            continue;
+        };
+        if Instant::now() < next_checkpoint {
+            continue;
+        }
+        let through = durable.with_frontier(|f| f.iter().min().copied());
+        let Some(through) = through.and_then(|t| t.checked_sub(1)) else {
+            continue;
+        };
+        if let Some(c) = watermark.take_checkpoint(through) {
+            let cp = Checkpoint {
+                topic: cfg.kafka.topic.clone(),
+                epoch: c.epoch,
+                watermark_ms: c.watermark_ms,
+                partitions: c.partitions,
+            };
+            match commit(&cp) {
+                Ok(()) => {
+                    opts.metrics.checkpoints.inc();
+                    next_checkpoint = Instant::now() + every;
+                }
+                Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Collects dead letters for tests and the demo.
+pub fn demo_dead_letters() -> MemoryDeadLetters {
+    MemoryDeadLetters(Arc::new(Mutex::new(Vec::new())))
+}

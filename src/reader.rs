@@ -1,0 +1,27 @@
+//! Where records come from: a partitioned, offset-addressed log (Kafka, or the demo generator).
+
+/// One record of a partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Message bytes (empty for a tombstone).
+    pub payload: &'a [u8],
+}
+
+/// A reader of the partitions one worker owns.
+pub trait PartitionReader: 'static {
+    /// Error type.
+    type Error: std::fmt::Display;
+    /// The partitions this reader owns.
+    fn partitions(&self) -> Vec<i32>;
+    /// Offset reading starts at in `partition`.
+    fn start_offset(&self, partition: i32) -> i64;
+    /// Hands up to `max` records available now to `f` without blocking for long; returns how
+    /// many were handed over.
+    fn poll(&mut self, max: usize, f: &mut dyn FnMut(Record<'_>)) -> Result<usize, Self::Error>;
+    /// True when the reader has caught up with the end of `partition`.
+    fn at_end(&self, partition: i32) -> bool;
+}
