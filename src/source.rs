@@ -6,9 +6,11 @@
 //! 2. Read records for up to `epoch_ms` (at most `max_records_per_epoch`), unless
 //!    `max_inflight_epochs` epochs with data are not yet durable in the sinks (backpressure).
 //!    Each record is one of:
+//!    - below the restored checkpoint's high offset, and malformed or in a window already
+//!      final under the restored watermark → skipped (it was dead-lettered or counted before
+//!      the restart; every record late before the restart is in such a window, as the
+//!      watermark only grows);
 //!    - malformed → dead letter with its reason;
-//!    - below the restored checkpoint's high offset and in a window already final under the
-//!      restored watermark → skipped (it was counted before the restart);
 //!    - in a window closed under `W(e)` → dead letter `late`;
 //!    - otherwise an on-time event at time `e`.
 //! 3. Report the progress of every partition that changed, then advance to `e + 1`.
@@ -152,7 +154,12 @@ pub fn source<'scope, R: PartitionReader>(
                     st.next_offset = rec.offset + 1;
                     st.changed = true;
                     st.last_record = Some(now);
+                    let replayed = restore_high.get(&rec.partition).is_some_and(|&h| rec.offset < h);
                     match parse_event(rec.payload) {
+                        // Dead-lettered before the restart.
+                        Err(_) if replayed => {
+                            metrics.replay_skipped.inc();
+                        }
                         Err(e) => {
                             metrics.dead_letter(e.reason());
                             dead.give(DeadLetter {
@@ -164,9 +171,7 @@ pub fn source<'scope, R: PartitionReader>(
                             });
                         }
                         Ok(ev) => {
-                            if restore_high.get(&rec.partition).is_some_and(|&h| rec.offset < h)
-                                && window.is_closed(ev.ts_ms, restore_wm)
-                            {
+                            if replayed && window.is_closed(ev.ts_ms, restore_wm) {
                                 metrics.replay_skipped.inc();
                                 return;
                             }

@@ -1,0 +1,486 @@
+//! End-to-end tests on the real services, started by `scripts/services up`: events produced to
+//! the broker (tansu) → `eddy` pipeline → ClickHouse + Redis → query server over HTTP, plus the
+//! dead-letter topic, and a crash/restart in the middle of the stream.
+
+use eddy::pipeline::{Mode, RunOptions, run};
+use eddy_core::{CampaignWindowCount, Config, EventType, Metrics, TypeWindowStats, WindowSpec};
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_767_225_600_000;
+const WINDOW: i64 = 10_000;
+const LATENESS: i64 = 2_000;
+const PARTITIONS: i32 = 3;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn services() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let out = std::process::Command::new(repo().join("scripts/services"))
+            .arg("up")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot run scripts/services");
+        assert!(
+            out.status.success(),
+            "scripts/services up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Waits for `pred` to hold, polling, or panics after `secs` with `what`.
+fn wait_for(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn config(name: &str) -> Config {
+    services();
+    let unique = format!("{name}_{}_{}", std::process::id(), eddy_core::now_ms());
+    let mut cfg = Config::default();
+    cfg.kafka.topic = format!("e2e_{unique}");
+    cfg.kafka.dlq_topic = format!("e2e_{unique}.dlq");
+    cfg.kafka.group_id = format!("e2e_{unique}");
+    cfg.kafka.partitions = PARTITIONS;
+    cfg.kafka.idle_timeout_ms = 300;
+    cfg.pipeline.window_ms = WINDOW;
+    cfg.pipeline.lateness_ms = LATENESS;
+    cfg.pipeline.checkpoint_ms = 100;
+    cfg.pipeline.max_records_per_epoch = 100;
+    cfg.pipeline.workers = 2;
+    cfg.redis.prefix = format!("e2e_{unique}");
+    cfg.clickhouse.database = format!("eddy_e2e_{name}");
+    ch(&cfg, &format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database));
+    eddy_sinks::apply_schema(&cfg.clickhouse, &repo().join("clickhouse/schema")).unwrap();
+    rt().block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
+    cfg
+}
+
+/// Runs a ClickHouse query (test-authored SQL only) and returns JSONEachRow rows.
+fn ch(cfg: &Config, sql: &str) -> Vec<serde_json::Value> {
+    let body = rt().block_on(async {
+        reqwest::Client::new()
+            .post(&cfg.clickhouse.url)
+            .body(format!("{sql} FORMAT JSONEachRow"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    body.lines().filter(|l| !l.trim().is_empty()).map(|l| {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("clickhouse said {body}: {e}"))
+    }).collect()
+}
+
+fn num(v: &serde_json::Value) -> i64 {
+    match v {
+        serde_json::Value::String(s) => s.parse().unwrap(),
+        v => v.as_i64().unwrap(),
+    }
+}
+
+/// Latest checkpoint: watermark and `partition -> (resume, high)`.
+fn checkpoint(cfg: &Config) -> Option<(i64, BTreeMap<i32, (i64, i64)>)> {
+    let db = &cfg.clickhouse.database;
+    let rows = ch(
+        cfg,
+        &format!(
+            "SELECT partition, resume_offset, high_offset, watermark_ms FROM {db}.source_checkpoints \
+             WHERE version = (SELECT max(version) FROM {db}.source_checkpoints)"
+        ),
+    );
+    let first = rows.first()?;
+    let wm = num(&first["watermark_ms"]);
+    Some((
+        wm,
+        rows.iter()
+            .map(|r| (num(&r["partition"]) as i32, (num(&r["resume_offset"]), num(&r["high_offset"]))))
+            .collect(),
+    ))
+}
+
+/// A message to produce and what it is.
+#[derive(Clone)]
+struct Msg {
+    partition: i32,
+    bytes: Vec<u8>,
+    /// `Some` for a valid event.
+    event: Option<eddy_core::Event>,
+}
+
+fn event(partition: i32, i: i64, ts: i64) -> Msg {
+    let event_type = match i {
+        i if i % 13 == 0 => EventType::Conversion,
+        i if i % 5 == 0 => EventType::Click,
+        _ => EventType::View,
+    };
+    let campaign = (i * 31 + partition as i64) % 5;
+    let amount = (event_type == EventType::Conversion).then(|| (i % 50 + 1) * 1_000_000 + 250_000);
+    let mut json = format!(
+        r#"{{"event_id":"{partition}-{i}","ts":{ts},"user_id":{},"campaign_id":{campaign},"event_type":"{}""#,
+        i % 17,
+        event_type.as_str()
+    );
+    if let Some(a) = amount {
+        json.push_str(&format!(r#","amount":{}.{:02}"#, a / 1_000_000, a % 1_000_000 / 10_000));
+    }
+    json.push('}');
+    let parsed = eddy_core::parse_event(json.as_bytes()).unwrap();
+    Msg { partition, bytes: json.into_bytes(), event: Some(parsed) }
+}
+
+fn malformed(partition: i32, k: usize) -> Msg {
+    let bytes = match k % 3 {
+        0 => b"{not json".to_vec(),
+        1 => br#"{"event_id":"m","ts":1767225600000,"user_id":1,"campaign_id":1,"event_type":"like"}"#.to_vec(),
+        _ => br#"{"event_id":"m","ts":1767225600000,"user_id":1,"campaign_id":1,"event_type":"view","amount":-2}"#.to_vec(),
+    };
+    Msg { partition, bytes, event: None }
+}
+
+/// Events of one partition: event time advancing 100 ms per event, shuffled back by up to
+/// 1.5 s (< lateness, so none is late), with a malformed message every 97.
+fn phase(partition: i32, from: i64, n: i64) -> Vec<Msg> {
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let disorder = (i * 7919 + partition as i64 * 31) % 1_500;
+        out.push(event(partition, i, T0 + i * 100 + partition as i64 * 13 - disorder));
+        if i % 97 == 0 {
+            out.push(malformed(partition, i as usize));
+        }
+    }
+    out
+}
+
+fn produce(cfg: &Config, msgs: &[Msg]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    rt().block_on(async {
+        for m in msgs {
+            // In order per partition: each send is acknowledged before the next.
+            producer
+                .send(
+                    FutureRecord::<(), [u8]>::to(&cfg.kafka.topic).partition(m.partition).payload(&m.bytes),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    });
+}
+
+struct Worker {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+fn start(cfg: &Config) -> Worker {
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions {
+        config: cfg.clone(),
+        timely: timely::Config::process(cfg.pipeline.workers),
+        stop: stop.clone(),
+        metrics: Metrics::new(),
+    };
+    let handle = std::thread::spawn(move || run(opts, Mode::Kafka).expect("pipeline runs"));
+    Worker { stop, handle }
+}
+
+impl Worker {
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("worker thread");
+    }
+}
+
+fn counts_per_partition(msgs: &[Msg]) -> BTreeMap<i32, i64> {
+    let mut m = BTreeMap::new();
+    for msg in msgs {
+        *m.entry(msg.partition).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Waits until the checkpoint covers every produced message and the watermark reaches `wm`.
+fn wait_drained(cfg: &Config, msgs: &[Msg], wm: i64) {
+    let want = counts_per_partition(msgs);
+    wait_for(120, "the checkpoint to cover every message", || {
+        checkpoint(cfg).is_some_and(|(w, parts)| {
+            w >= wm && want.iter().all(|(p, n)| parts.get(p).is_some_and(|(_, high)| high == n))
+        })
+    });
+}
+
+struct Oracle {
+    types: BTreeMap<(i64, EventType), TypeWindowStats>,
+    campaigns: BTreeMap<(i64, u64, EventType), CampaignWindowCount>,
+}
+
+fn oracle(events: impl Iterator<Item = eddy_core::Event>) -> Oracle {
+    let w = WindowSpec::new(WINDOW);
+    let mut o = Oracle { types: BTreeMap::new(), campaigns: BTreeMap::new() };
+    for e in events {
+        let ws = w.start(e.ts_ms);
+        let r = o.types.entry((ws, e.event_type)).or_insert(TypeWindowStats {
+            window_start_ms: ws,
+            event_type: e.event_type,
+            count: 0,
+            sum_micros: 0,
+            min_micros: None,
+            max_micros: None,
+        });
+        r.count += 1;
+        if let Some(a) = e.amount_micros {
+            r.sum_micros += a;
+            r.min_micros = Some(r.min_micros.map_or(a, |m| m.min(a)));
+            r.max_micros = Some(r.max_micros.map_or(a, |m| m.max(a)));
+        }
+        o.campaigns
+            .entry((ws, e.campaign_id, e.event_type))
+            .or_insert(CampaignWindowCount { window_start_ms: ws, campaign_id: e.campaign_id, event_type: e.event_type, count: 0 })
+            .count += 1;
+    }
+    o
+}
+
+/// Asserts ClickHouse holds exactly the final windows, Redis exactly the open ones, and the
+/// query server merges both into the oracle's series.
+fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
+    let db = &cfg.clickhouse.database;
+    let rows = ch(cfg, &format!(
+        "SELECT window_start_ms, event_type, count, sum_micros, min_micros, max_micros FROM {db}.type_windows FINAL ORDER BY window_start_ms, event_type"
+    ));
+    let got: BTreeMap<(i64, EventType), TypeWindowStats> = rows
+        .iter()
+        .map(|r| {
+            let t = EventType::parse(r["event_type"].as_str().unwrap()).unwrap();
+            let ws = num(&r["window_start_ms"]);
+            let opt = |v: &serde_json::Value| (!v.is_null()).then(|| num(v));
+            ((ws, t), TypeWindowStats {
+                window_start_ms: ws,
+                event_type: t,
+                count: num(&r["count"]) as u64,
+                sum_micros: num(&r["sum_micros"]),
+                min_micros: opt(&r["min_micros"]),
+                max_micros: opt(&r["max_micros"]),
+            })
+        })
+        .collect();
+    let want_final: BTreeMap<_, _> =
+        o.types.iter().filter(|((ws, _), _)| ws + WINDOW <= wm).map(|(k, v)| (*k, *v)).collect();
+    assert!(!want_final.is_empty(), "some windows are final");
+    assert_eq!(got, want_final, "ClickHouse type_windows");
+    let rows = ch(cfg, &format!("SELECT window_start_ms, campaign_id, event_type, count FROM {db}.campaign_windows FINAL"));
+    let got: BTreeMap<(i64, u64, EventType), u64> = rows
+        .iter()
+        .map(|r| {
+            let t = EventType::parse(r["event_type"].as_str().unwrap()).unwrap();
+            ((num(&r["window_start_ms"]), num(&r["campaign_id"]) as u64, t), num(&r["count"]) as u64)
+        })
+        .collect();
+    let want: BTreeMap<_, _> = o
+        .campaigns
+        .iter()
+        .filter(|((ws, _, _), _)| ws + WINDOW <= wm)
+        .map(|(k, v)| (*k, v.count))
+        .collect();
+    assert_eq!(got, want, "ClickHouse campaign_windows");
+
+    // Redis: every open window, exact values, not final.
+    let mut con = redis::Client::open(cfg.redis.url.as_str()).unwrap().get_connection().unwrap();
+    let open: Vec<_> = o.types.values().filter(|r| r.window_start_ms + WINDOW > wm).collect();
+    assert!(!open.is_empty(), "some windows are open");
+    for r in open {
+        let key = format!("{}:tw:{}:{}", cfg.redis.prefix, r.event_type, r.window_start_ms);
+        let h: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
+        assert_eq!(h.get("count").copied(), Some(r.count as i64), "{key}");
+        assert_eq!(h.get("sum").copied(), Some(r.sum_micros), "{key}");
+        assert_eq!(h.get("min").copied(), r.min_micros, "{key}");
+        assert_eq!(h.get("max").copied(), r.max_micros, "{key}");
+        assert_eq!(h.get("final").copied(), Some(0), "{key}");
+    }
+
+    // HTTP: the query server merges both layers into the oracle's series.
+    let backend = eddy_query_server::LambdaBackend::new(&cfg.redis, &cfg.clickhouse).unwrap();
+    let state = eddy_query_server::AppState::new(
+        Arc::new(backend),
+        Metrics::new(),
+        eddy_query_server::ServerQueryLimits::from_config(cfg),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(eddy_query_server::serve(listener, state));
+        let client = reqwest::Client::new();
+        for t in EventType::ALL {
+            let url = format!("http://{addr}/v1/counts?event_type={t}&from={}&to={}", T0 - 600_000, T0 + 3_600_000);
+            let body: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(num(&body["boundary_ms"]), wm, "{body}");
+            let series: Vec<(i64, u64, bool, String)> = body["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (num(&p["window_start_ms"]), num(&p["count"]) as u64, p["final"].as_bool().unwrap(), p["source"].as_str().unwrap().to_owned()))
+                .collect();
+            let want: Vec<(i64, u64, bool, String)> = o
+                .types
+                .values()
+                .filter(|r| r.event_type == t)
+                .map(|r| {
+                    let fin = r.window_start_ms + WINDOW <= wm;
+                    (r.window_start_ms, r.count, fin, if fin { "clickhouse" } else { "redis" }.to_owned())
+                })
+                .collect();
+            assert_eq!(series, want, "HTTP series for {t}");
+        }
+        let url = format!("http://{addr}/v1/counts?campaign_id=1&event_type=view&from={}&to={}", T0 - 600_000, T0 + 3_600_000);
+        let body: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let series: Vec<(i64, u64)> = body["series"].as_array().unwrap().iter().map(|p| (num(&p["window_start_ms"]), num(&p["count"]) as u64)).collect();
+        let want: Vec<(i64, u64)> = o.campaigns.values().filter(|c| c.campaign_id == 1 && c.event_type == EventType::View).map(|c| (c.window_start_ms, c.count)).collect();
+        assert_eq!(series, want, "HTTP campaign series");
+        let bad = client.get(format!("http://{addr}/v1/counts?from=5&to=1")).send().await.unwrap();
+        assert_eq!(bad.status(), 400);
+    });
+}
+
+/// Every dead letter on the DLQ topic as `(reason, source partition, payload)`.
+fn dead_letters(cfg: &Config, expect: usize) -> Vec<(String, i32, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", format!("{}-reader", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&cfg.kafka.dlq_topic, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m.headers().expect("dead letters carry headers");
+            let get = |k: &str| {
+                headers.iter().find(|h| h.key == k).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap()
+            };
+            out.push((get("eddy-reason"), get("eddy-source-partition").parse().unwrap(), m.payload().unwrap_or(&[]).to_vec()));
+        }
+    }
+    // Nothing more than expected arrives.
+    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+        panic!("unexpected extra dead letter at offset {}", m.offset());
+    }
+    out.sort();
+    out
+}
+
+fn expected_dead_letters(malformed: &[&Msg], late: &[&Msg]) -> Vec<(String, i32, Vec<u8>)> {
+    let mut want: Vec<(String, i32, Vec<u8>)> = malformed
+        .iter()
+        .map(|m| (eddy_core::parse_event(&m.bytes).unwrap_err().reason().to_owned(), m.partition, m.bytes.clone()))
+        .chain(late.iter().map(|m| ("late".to_owned(), m.partition, m.bytes.clone())))
+        .collect();
+    want.sort();
+    want
+}
+
+fn max_ts(msgs: &[Msg]) -> i64 {
+    msgs.iter().filter_map(|m| m.event.map(|e| e.ts_ms)).max().unwrap()
+}
+
+#[test]
+fn kafka_to_clickhouse_redis_and_http_exact() {
+    let cfg = config("exact");
+    let phase1: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 0, 300)).collect();
+    produce(&cfg, &phase1);
+    let worker = start(&cfg);
+    // All partitions drain and go idle: the watermark reaches max event time - lateness.
+    let wm1 = max_ts(&phase1) - LATENESS;
+    wait_drained(&cfg, &phase1, wm1);
+    // Late events (their window closed long ago), more on-time events, another bad message.
+    let late: Vec<Msg> = (0..3).map(|i| event(0, 10_000 + i, T0 + 500 + i)).collect();
+    let phase2: Vec<Msg> = (0..PARTITIONS)
+        .flat_map(|p| phase(p, 300, 40))
+        .chain(late.iter().cloned())
+        .chain([malformed(1, 2)])
+        .collect();
+    produce(&cfg, &phase2);
+    let all: Vec<Msg> = phase1.iter().chain(&phase2).cloned().collect();
+    let wm = max_ts(&all) - LATENESS;
+    wait_drained(&cfg, &all, wm);
+    let late_set: BTreeSet<Vec<u8>> = late.iter().map(|m| m.bytes.clone()).collect();
+    let on_time = all.iter().filter(|m| !late_set.contains(&m.bytes)).filter_map(|m| m.event);
+    assert_outputs(&cfg, &oracle(on_time), wm);
+    let malformed: Vec<&Msg> = all.iter().filter(|m| m.event.is_none()).collect();
+    let late_refs: Vec<&Msg> = late.iter().collect();
+    let want = expected_dead_letters(&malformed, &late_refs);
+    assert_eq!(dead_letters(&cfg, want.len()), want, "dead-letter topic");
+    // Offsets committed to the broker equal the checkpoint's resume offsets.
+    let (_, parts) = checkpoint(&cfg).unwrap();
+    let committer = eddy::kafka::KafkaCommitter::new(&cfg.kafka).unwrap();
+    wait_for(30, "broker offsets to match the checkpoint", || {
+        let committed = committer.committed(&(0..PARTITIONS).collect::<Vec<_>>()).unwrap();
+        parts.iter().all(|(p, (resume, _))| committed.get(p) == Some(resume))
+    });
+    worker.stop();
+}
+
+#[test]
+fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
+    let mut cfg = config("restart");
+    cfg.pipeline.max_records_per_epoch = 20;
+    let phase1: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 0, 600)).collect();
+    produce(&cfg, &phase1);
+    let total: i64 = phase1.len() as i64;
+    let worker = start(&cfg);
+    // Stop abruptly once a checkpoint is durable part-way through the stream, with windows
+    // both final and still open.
+    wait_for(120, "a mid-stream checkpoint", || {
+        checkpoint(&cfg).is_some_and(|(w, parts)| {
+            let read: i64 = parts.values().map(|(_, h)| h).sum();
+            w > T0 + WINDOW && read > 0 && read < total * 2 / 3
+        })
+    });
+    worker.stop();
+    let (wm_at_stop, _) = checkpoint(&cfg).unwrap();
+    assert!(wm_at_stop < max_ts(&phase1) - LATENESS, "stopped mid-stream");
+    // More events arrive while the worker is down.
+    let phase2: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 600, 50)).collect();
+    produce(&cfg, &phase2);
+    let worker = start(&cfg);
+    let all: Vec<Msg> = phase1.iter().chain(&phase2).cloned().collect();
+    let wm = max_ts(&all) - LATENESS;
+    wait_drained(&cfg, &all, wm);
+    assert_outputs(&cfg, &oracle(all.iter().filter_map(|m| m.event)), wm);
+    let malformed: Vec<&Msg> = all.iter().filter(|m| m.event.is_none()).collect();
+    let want = expected_dead_letters(&malformed, &[]);
+    assert_eq!(dead_letters(&cfg, want.len()), want, "each bad message dead-lettered once");
+    worker.stop();
+}
