@@ -290,6 +290,11 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
             }
         }
     }
+    // The source never completes on its own: drop the dataflow, or timely would step it
+    // forever after this closure returns.
+    for id in worker.installed_dataflows() {
+        worker.drop_dataflow(id);
+    }
     Ok(())
 }
 
