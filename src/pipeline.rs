@@ -246,7 +246,7 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
     let metrics = opts.metrics.clone();
     worker.dataflow::<Epoch, _, _>(|scope| {
         let src = source(
-            scope.clone(),
+            scope,
             reader,
             settings,
             watermark.clone(),

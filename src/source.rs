@@ -94,7 +94,7 @@ pub fn source<'scope, R: PartitionReader>(
     durable: ProbeHandle<Epoch>,
     metrics: Metrics,
 ) -> SourceStreams<'scope> {
-    let mut builder = OperatorBuilder::new("Source".to_owned(), scope.clone());
+    let mut builder = OperatorBuilder::new("Source".to_owned(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
     let (events_out, events) = builder.new_output();

@@ -111,7 +111,9 @@ fn num(v: &serde_json::Value) -> i64 {
 }
 
 /// Latest checkpoint: watermark and `partition -> (resume, high)`.
-fn checkpoint(cfg: &Config) -> Option<(i64, BTreeMap<i32, (i64, i64)>)> {
+type Offsets = BTreeMap<i32, (i64, i64)>;
+
+fn checkpoint(cfg: &Config) -> Option<(i64, Offsets)> {
     let db = &cfg.clickhouse.database;
     let rows = ch(
         cfg,

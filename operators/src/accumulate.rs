@@ -74,22 +74,22 @@ where
         }
     }
     fn flush(&mut self, emit: &mut dyn FnMut((), R)) {
-        if let Some(p) = self.pending.take() {
-            if !p.is_zero() {
-                match &mut self.flushed {
-                    Some(f) => f.plus_equals(&p),
-                    None => self.flushed = Some(p.clone()),
-                }
-                emit((), p);
+        if let Some(p) = self.pending.take()
+            && !p.is_zero()
+        {
+            match &mut self.flushed {
+                Some(f) => f.plus_equals(&p),
+                None => self.flushed = Some(p.clone()),
             }
+            emit((), p);
         }
     }
     fn retract(self, emit: &mut dyn FnMut((), R)) {
-        if let Some(mut f) = self.flushed {
-            if !f.is_zero() {
-                f.negate();
-                emit((), f);
-            }
+        if let Some(mut f) = self.flushed
+            && !f.is_zero()
+        {
+            f.negate();
+            emit((), f);
         }
     }
 }
@@ -137,6 +137,10 @@ impl Accumulator for MinMax {
     }
 }
 
+/// Updates `((window_start, key), data)` with the accumulator's difference type.
+pub type Windowed<'scope, K, A> =
+    VecCollection<'scope, Epoch, ((i64, K), <A as Accumulator>::Data), <A as Accumulator>::Diff>;
+
 /// Pre-aggregates a stream of events into tumbling windows (see the module docs).
 pub trait WindowedAccumulate<'scope, E> {
     /// `logic` maps an event to `(event_time_ms, key, input)` or `None` to skip it; the result
@@ -172,7 +176,7 @@ pub trait WindowedAccumulate<'scope, E> {
         window: WindowSpec,
         name: &str,
         logic: L,
-    ) -> VecCollection<'scope, Epoch, ((i64, K), A::Data), A::Diff>
+    ) -> Windowed<'scope, K, A>
     where
         K: ExchangeData + Hash + Eq,
         A: Accumulator,
@@ -186,7 +190,7 @@ impl<'scope, E: Clone + 'static> WindowedAccumulate<'scope, E> for StreamVec<'sc
         window: WindowSpec,
         name: &str,
         mut logic: L,
-    ) -> VecCollection<'scope, Epoch, ((i64, K), A::Data), A::Diff>
+    ) -> Windowed<'scope, K, A>
     where
         K: ExchangeData + Hash + Eq,
         A: Accumulator,
