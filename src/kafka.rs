@@ -407,7 +407,16 @@ pub async fn produce(
                     let d = pending
                         .pop_front()
                         .expect("a full queue has deliveries pending");
-                    let _ = d.await;
+                    d.await
+                        .map_err(|_| KafkaIoError::Client {
+                            op: "produce",
+                            source: KafkaError::Canceled,
+                        })?
+                        .map_err(|(source, _)| KafkaIoError::Client {
+                            op: "produce",
+                            source,
+                        })?;
+                    n += 1;
                 }
                 Err((source, _)) => {
                     return Err(KafkaIoError::Client {
