@@ -407,15 +407,7 @@ pub async fn produce(
                     let d = pending
                         .pop_front()
                         .expect("a full queue has deliveries pending");
-                    d.await
-                        .map_err(|_| KafkaIoError::Client {
-                            op: "produce",
-                            source: KafkaError::Canceled,
-                        })?
-                        .map_err(|(source, _)| KafkaIoError::Client {
-                            op: "produce",
-                            source,
-                        })?;
+                    delivered(d).await?;
                     n += 1;
                 }
                 Err((source, _)) => {
@@ -428,29 +420,27 @@ pub async fn produce(
         }
         if pending.len() >= 10_000 {
             let d = pending.pop_front().expect("non-empty");
-            d.await
-                .map_err(|_| KafkaIoError::Client {
-                    op: "produce",
-                    source: KafkaError::Canceled,
-                })?
-                .map_err(|(source, _)| KafkaIoError::Client {
-                    op: "produce",
-                    source,
-                })?;
+            delivered(d).await?;
             n += 1;
         }
     }
     for d in pending {
-        d.await
-            .map_err(|_| KafkaIoError::Client {
-                op: "produce",
-                source: KafkaError::Canceled,
-            })?
-            .map_err(|(source, _)| KafkaIoError::Client {
-                op: "produce",
-                source,
-            })?;
+        delivered(d).await?;
         n += 1;
     }
     Ok(n)
+}
+
+/// Waits for one delivery report and turns a failure into a [`KafkaIoError`].
+async fn delivered(d: rdkafka::producer::DeliveryFuture) -> Result<(), KafkaIoError> {
+    d.await
+        .map_err(|_| KafkaIoError::Client {
+            op: "produce",
+            source: KafkaError::Canceled,
+        })?
+        .map(|_| ())
+        .map_err(|(source, _)| KafkaIoError::Client {
+            op: "produce",
+            source,
+        })
 }
