@@ -1,7 +1,7 @@
-//! [`LambdaBackend`] against real stores. Ignored by default; run with
-//! `EDDY_TEST_REDIS_URL=redis://127.0.0.1:6390/ EDDY_TEST_CLICKHOUSE_URL=http://127.0.0.1:8123
-//! cargo test -p eddy-query-server --test lambda -- --ignored --test-threads 1`.
-//! Uses its own ClickHouse database (`eddy_qs_<pid>`, dropped at the end) and Redis key prefix.
+//! [`LambdaBackend`] against real stores: Redis and ClickHouse started by
+//! `scripts/services up redis clickhouse` (override with `EDDY_TEST_REDIS_URL` and
+//! `EDDY_TEST_CLICKHOUSE_URL`). Uses its own ClickHouse database (`eddy_qs_<pid>`, dropped at
+//! the end) and Redis key prefix; the tests sharing them hold [`SHARED`].
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -17,8 +17,62 @@ use tower::ServiceExt;
 const H: i64 = 1_699_999_200_000;
 const M: i64 = 60_000;
 
+/// Held by the tests that set up and drop the shared database and key prefix.
+static SHARED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts Redis and ClickHouse once per test binary, panicking with the script's output.
+fn services() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+        let out = std::process::Command::new(script)
+            .args(["up", "redis", "clickhouse"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot run scripts/services");
+        assert!(
+            out.status.success(),
+            "scripts/services up redis clickhouse failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// A store URL: the variable if set, else the loopback service started by the script.
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("set {name} to run this test"))
+    if let Ok(v) = std::env::var(name) {
+        return v;
+    }
+    services();
+    match name {
+        "EDDY_TEST_REDIS_URL" => "redis://127.0.0.1:6379/".into(),
+        "EDDY_TEST_CLICKHOUSE_URL" => "http://127.0.0.1:8123".into(),
+        _ => panic!("unknown store variable {name}"),
+    }
+}
+
+/// Polls `pred` every 20 ms until it holds, panicking with `what` after `limit`.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut pred: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while !pred().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tick.tick().await;
+    }
+}
+
+async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
 }
 
 fn names() -> (String, String) {
@@ -245,8 +299,8 @@ const DOWN: &str = "redis://127.0.0.1:1/";
 const CH_DOWN: &str = "http://127.0.0.1:1";
 
 #[tokio::test]
-#[ignore = "needs Redis and ClickHouse: EDDY_TEST_REDIS_URL, EDDY_TEST_CLICKHOUSE_URL"]
 async fn lambda_backend_against_real_stores() {
+    let _shared = SHARED.lock().await;
     setup().await;
     let redis_url = env("EDDY_TEST_REDIS_URL");
     let ch_url = env("EDDY_TEST_CLICKHOUSE_URL");
@@ -379,7 +433,6 @@ async fn lambda_backend_against_real_stores() {
 
 /// Stores that accept connections but never answer: bounded by the timeout, not a hang.
 #[tokio::test]
-#[ignore = "needs ClickHouse: EDDY_TEST_CLICKHOUSE_URL"]
 async fn hanging_stores_time_out() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
@@ -411,6 +464,7 @@ async fn hanging_stores_time_out() {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // Redis hangs, ClickHouse answers: degraded, fast.
+    let _shared = SHARED.lock().await;
     setup().await;
     let st = state(
         &format!("redis://{addr}/"),
@@ -429,7 +483,6 @@ async fn hanging_stores_time_out() {
 
 /// The Redis connection recovers after Redis restarts (spawns `redis-server` on port 6391).
 #[tokio::test]
-#[ignore = "needs redis-server on PATH and ClickHouse: EDDY_TEST_CLICKHOUSE_URL"]
 async fn redis_connection_recovers_after_restart() {
     let start = || {
         std::process::Command::new("redis-server")
@@ -438,8 +491,12 @@ async fn redis_connection_recovers_after_restart() {
             .spawn()
             .expect("redis-server")
     };
+    services();
     let mut server = start();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("redis-server on 6391", Duration::from_secs(10), || {
+        port_open(6391)
+    })
+    .await;
     let st = state(
         "redis://127.0.0.1:6391/",
         CH_DOWN,
@@ -453,17 +510,12 @@ async fn redis_connection_recovers_after_restart() {
     let (_, v) = get(&st, "/healthz").await;
     assert!(!healthy(&v), "{v}");
     let mut server = start();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut ok = false;
-    for _ in 0..20 {
-        let (_, v) = get(&st, "/healthz").await;
-        if healthy(&v) {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "the redis connection to recover",
+        Duration::from_secs(10),
+        || async { healthy(&get(&st, "/healthz").await.1) },
+    )
+    .await;
     server.kill().unwrap();
     server.wait().unwrap();
-    assert!(ok, "redis connection did not recover");
 }
