@@ -5,7 +5,7 @@
 use crate::source::DeadLetter;
 use differential_dataflow::VecCollection;
 use eddy_core::{CampaignWindowCount, EventType, SinkBatch, TypeWindowStats, WindowSpec};
-use eddy_operators::Epoch;
+use eddy_operators::{Epoch, EpochStash};
 use eddy_sinks::SinkWorker;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub fn sink_windowed_counts<'scope>(
         "SinkWindowedCounts",
         move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Update>)> = BTreeMap::new();
+            let mut pending = EpochStash::<Update>::default();
             // Open windows held by this worker: window start -> key -> current row.
             let mut types: BTreeMap<i64, HashMap<EventType, TypeWindowStats>> = BTreeMap::new();
             let mut camps: BTreeMap<i64, HashMap<(u64, EventType), CampaignWindowCount>> =
@@ -54,19 +54,9 @@ pub fn sink_windowed_counts<'scope>(
                 vec![Default::default(); sinks.len()];
             let mut awaiting: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
             move |(input, frontier), _output| {
-                input.for_each(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    pending
-                        .entry(time)
-                        .or_insert_with(|| (cap.retain_least(0).expect("time"), Vec::new()))
-                        .1
-                        .append(data);
-                });
-                while let Some((&time, _)) = pending.first_key_value() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let (_, (cap, updates)) = pending.pop_first().expect("checked");
+                input.for_each(|cap, data| pending.absorb(cap, data));
+                while let Some((cap, updates)) = pending.pop_if(|t| !frontier.less_equal(t)) {
+                    let time = *cap.time();
                     let mut batch = SinkBatch {
                         epoch: time,
                         window_size_ms: window.size_ms,
@@ -201,22 +191,10 @@ pub fn sink_dead_letters<'scope, W: DeadLetterWriter>(
         Pipeline,
         "SinkDeadLetters",
         move |_cap, _info| {
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<DeadLetter>)> =
-                BTreeMap::new();
+            let mut pending = EpochStash::<DeadLetter>::default();
             move |(input, frontier), _output| {
-                input.for_each(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    pending
-                        .entry(time)
-                        .or_insert_with(|| (cap.retain_least(0).expect("time"), Vec::new()))
-                        .1
-                        .append(data);
-                });
-                while let Some((&time, _)) = pending.first_key_value() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let (_, (_cap, letters)) = pending.pop_first().expect("checked");
+                input.for_each(|cap, data| pending.absorb(cap, data));
+                while let Some((_cap, letters)) = pending.pop_if(|t| !frontier.less_equal(t)) {
                     let mut backoff = Duration::from_millis(50);
                     while let Err(e) = writer.write(&letters) {
                         tracing::warn!(error = %e, "dead-letter write failed; retrying");

@@ -12,7 +12,7 @@
 //! Invariant required from upstream: no event of a window closed by the watermark of epoch `e`
 //! arrives at an epoch `>= e` (eddy's source rejects such events as late).
 
-use crate::Epoch;
+use crate::{Epoch, EpochStash};
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use eddy_core::WindowSpec;
@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 
 /// A per-window, per-key local state that turns inputs into differential updates.
 pub trait Accumulator: Default + 'static {
@@ -200,7 +200,7 @@ impl<'scope, E: Clone + 'static> WindowedAccumulate<'scope, E> for StreamVec<'sc
             // window start -> key -> local accumulator, for open windows only.
             let mut open: BTreeMap<i64, HashMap<K, A>> = BTreeMap::new();
             // watermarks not yet applied, by epoch.
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, i64)> = BTreeMap::new();
+            let mut pending = EpochStash::<i64>::default();
             let mut touched: Vec<(i64, K)> = Vec::new();
             move |(events, events_frontier), (marks, _), output| {
                 events.for_each(|cap, data| {
@@ -230,21 +230,13 @@ impl<'scope, E: Clone + 'static> WindowedAccumulate<'scope, E> for StreamVec<'sc
                         }
                     }
                 });
-                marks.for_each(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    for &w in data.iter() {
-                        let entry = pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.retain_least(0).expect("time"), w));
-                        entry.1 = entry.1.max(w);
-                    }
-                });
+                marks.for_each(|cap, data| pending.absorb(cap, data));
                 // Apply watermarks once every event of earlier epochs has been folded in.
-                while let Some((&time, _)) = pending.first_key_value() {
-                    if events_frontier.less_than(&time) {
-                        break;
-                    }
-                    let (_, (cap, w)) = pending.pop_first().expect("checked");
+                while let Some((cap, marks)) = pending.pop_if(|t| !events_frontier.less_than(t)) {
+                    let time = *cap.time();
+                    let Some(w) = marks.into_iter().max() else {
+                        continue;
+                    };
                     let mut session = output.session(&cap);
                     while let Some((&start, _)) = open.first_key_value() {
                         if start + window.size_ms > w {

@@ -6,9 +6,11 @@
 //! reports, identically on every worker.
 
 pub mod accumulate;
+pub mod stash;
 pub mod watermark;
 
 pub use accumulate::{Accumulator, MinMax, Sum, WindowedAccumulate};
+pub use stash::EpochStash;
 pub use watermark::{
     EpochCheckpoint, PartitionProgress, TrackWatermark, WatermarkHandle, WatermarkPolicy,
 };

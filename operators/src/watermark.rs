@@ -22,7 +22,7 @@
 //! offset after everything read before `e` (records below it whose window is closed are skipped
 //! on replay). It is valid once every sink has written epoch `e`.
 
-use crate::Epoch;
+use crate::{Epoch, EpochStash};
 use eddy_core::{PartitionCheckpoint, WindowSpec};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Operator};
 
 /// What a source says about one partition at the end of an epoch.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -161,21 +161,13 @@ impl<'scope> TrackWatermark<'scope> for StreamVec<'scope, Epoch, PartitionProgre
     ) -> StreamVec<'scope, Epoch, i64> {
         self.broadcast()
             .unary_frontier(Pipeline, "TrackWatermark", move |_cap, _info| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<PartitionProgress>)> =
-                    BTreeMap::new();
+                let mut pending = EpochStash::<PartitionProgress>::default();
                 let mut parts: HashMap<i32, PartitionState> = HashMap::new();
                 move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        let time = *cap.least().expect("a message has a time");
-                        pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.retain_least(0).expect("time"), Vec::new()))
-                            .1
-                            .append(data);
-                    });
+                    input.for_each(|cap, data| pending.absorb(cap, data));
                     // The frontier's least element: every report of earlier epochs is here.
                     // Input closed: every report is here; complete the epoch after the last one.
-                    let closed = || pending.last_key_value().map(|(t, _)| t.saturating_add(1));
+                    let closed = || pending.last_epoch().map(|t| t.saturating_add(1));
                     let Some(known_before) =
                         frontier.frontier().iter().min().copied().or_else(closed)
                     else {
@@ -195,7 +187,7 @@ impl<'scope> TrackWatermark<'scope> for StreamVec<'scope, Epoch, PartitionProgre
 }
 
 fn drain(
-    pending: &mut BTreeMap<Epoch, (Capability<Epoch>, Vec<PartitionProgress>)>,
+    pending: &mut EpochStash<PartitionProgress>,
     known_before: Epoch,
     parts: &mut HashMap<i32, PartitionState>,
     policy: &WatermarkPolicy,
@@ -207,11 +199,7 @@ fn drain(
     >,
 ) {
     let mut last_cap = None;
-    while let Some((&time, _)) = pending.first_key_value() {
-        if time >= known_before {
-            break;
-        }
-        let (_, (cap, reports)) = pending.pop_first().expect("checked");
+    while let Some((cap, reports)) = pending.pop_if(|t| *t < known_before) {
         for r in reports {
             let st = parts.entry(r.partition).or_default();
             st.max_ts = st.max_ts.max(r.max_ts_ms);
