@@ -3,7 +3,8 @@
 //! dead-letter topic, and a crash/restart in the middle of the stream.
 
 use eddy::pipeline::{Mode, RunOptions, run};
-use eddy_core::{CampaignWindowCount, Config, EventType, Metrics, TypeWindowStats, WindowSpec};
+use eddy_core::{Config, EventType, Metrics, TypeWindowStats, WindowSpec};
+use eddy_load_gen::expected::WindowTotals;
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -274,47 +275,10 @@ fn wait_drained(cfg: &Config, msgs: &[Msg], wm: i64) {
     });
 }
 
-struct Oracle {
-    types: BTreeMap<(i64, EventType), TypeWindowStats>,
-    campaigns: BTreeMap<(i64, u64, EventType), CampaignWindowCount>,
-}
+type Oracle = WindowTotals;
 
 fn oracle(events: impl Iterator<Item = eddy_core::Event>) -> Oracle {
-    let w = WindowSpec::new(WINDOW);
-    let mut o = Oracle {
-        types: BTreeMap::new(),
-        campaigns: BTreeMap::new(),
-    };
-    for e in events {
-        let ws = w.start(e.ts_ms);
-        let r = o
-            .types
-            .entry((ws, e.event_type))
-            .or_insert(TypeWindowStats {
-                window_start_ms: ws,
-                event_type: e.event_type,
-                count: 0,
-                sum_micros: 0,
-                min_micros: None,
-                max_micros: None,
-            });
-        r.count += 1;
-        if let Some(a) = e.amount_micros {
-            r.sum_micros += a;
-            r.min_micros = Some(r.min_micros.map_or(a, |m| m.min(a)));
-            r.max_micros = Some(r.max_micros.map_or(a, |m| m.max(a)));
-        }
-        o.campaigns
-            .entry((ws, e.campaign_id, e.event_type))
-            .or_insert(CampaignWindowCount {
-                window_start_ms: ws,
-                campaign_id: e.campaign_id,
-                event_type: e.event_type,
-                count: 0,
-            })
-            .count += 1;
-    }
-    o
+    WindowTotals::of(events, WindowSpec::new(WINDOW))
 }
 
 /// Asserts ClickHouse holds exactly the final windows, Redis exactly the open ones, and the

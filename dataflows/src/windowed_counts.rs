@@ -172,6 +172,7 @@ pub fn windowed_counts<'scope>(
 mod tests {
     use super::*;
     use differential_dataflow::input::Input;
+    use eddy_load_gen::expected::WindowTotals;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use std::collections::BTreeMap;
@@ -238,40 +239,15 @@ mod tests {
         (accepted, marks)
     }
 
+    /// The oracle's rows of the windows open under `wm`.
     fn oracle(accepted: &[Event], wm: i64) -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
         let w = WindowSpec::new(WINDOW);
-        let mut types: BTreeMap<(i64, EventType), TypeWindowStats> = BTreeMap::new();
-        let mut camps: BTreeMap<(i64, u64, EventType), u64> = BTreeMap::new();
-        for e in accepted.iter().filter(|e| !w.is_closed(e.ts_ms, wm)) {
-            let ws = w.start(e.ts_ms);
-            let row = types.entry((ws, e.event_type)).or_insert(TypeWindowStats {
-                window_start_ms: ws,
-                event_type: e.event_type,
-                count: 0,
-                sum_micros: 0,
-                min_micros: None,
-                max_micros: None,
-            });
-            row.count += 1;
-            if let Some(a) = e.amount_micros {
-                row.sum_micros += a;
-                row.min_micros = Some(row.min_micros.map_or(a, |m| m.min(a)));
-                row.max_micros = Some(row.max_micros.map_or(a, |m| m.max(a)));
-            }
-            *camps.entry((ws, e.campaign_id, e.event_type)).or_default() += 1;
-        }
-        let camps = camps
-            .into_iter()
-            .map(
-                |((window_start_ms, campaign_id, event_type), count)| CampaignWindowCount {
-                    window_start_ms,
-                    campaign_id,
-                    event_type,
-                    count,
-                },
-            )
-            .collect();
-        (types.into_values().collect(), camps)
+        let mut t = WindowTotals::of(accepted.iter().copied(), w);
+        t.retain_windows(|ws| ws + WINDOW > wm);
+        (
+            t.types.into_values().collect(),
+            t.campaigns.into_values().collect(),
+        )
     }
 
     fn accumulate<D: Ord + Clone>(updates: &[(D, Epoch, isize)], at: Epoch) -> Vec<D> {

@@ -3,6 +3,8 @@
 //! late and malformed messages. The same generator feeds `eddy demo`, the tests, the
 //! benchmarks and (later) the Kafka load generator.
 
+pub mod expected;
+
 use eddy_core::{Event, EventType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

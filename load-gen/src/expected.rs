@@ -1,0 +1,73 @@
+//! Expected results, computed from scratch in plain Rust: the independent oracle that tests,
+//! and `--verify` runs, compare eddy's incremental output with.
+
+use eddy_core::{CampaignWindowCount, Event, EventType, TypeWindowStats, WindowSpec};
+use std::collections::BTreeMap;
+
+/// Tumbling-window totals of a set of events, keyed like eddy's outputs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowTotals {
+    /// Per `(window_start, event_type)`.
+    pub types: BTreeMap<(i64, EventType), TypeWindowStats>,
+    /// Per `(window_start, campaign_id, event_type)`.
+    pub campaigns: BTreeMap<(i64, u64, EventType), CampaignWindowCount>,
+}
+
+impl WindowTotals {
+    /// Totals of `events` in windows of `window`.
+    ///
+    /// ```
+    /// use eddy_core::{Event, EventType, WindowSpec};
+    /// use eddy_load_gen::expected::WindowTotals;
+    /// let e = |ts, amount| Event { ts_ms: ts, user_id: 1, campaign_id: 7,
+    ///     event_type: EventType::Conversion, amount_micros: amount };
+    /// let t = WindowTotals::of([e(1_000, Some(5)), e(1_500, Some(2)), e(2_100, None)], WindowSpec::new(1_000));
+    /// let first = &t.types[&(1_000, EventType::Conversion)];
+    /// assert_eq!((first.count, first.sum_micros, first.min_micros, first.max_micros), (2, 7, Some(2), Some(5)));
+    /// assert_eq!(t.campaigns[&(2_000, 7, EventType::Conversion)].count, 1);
+    /// ```
+    pub fn of(events: impl IntoIterator<Item = Event>, window: WindowSpec) -> Self {
+        let mut t = Self::default();
+        for e in events {
+            t.add(&e, window);
+        }
+        t
+    }
+
+    /// Adds one event.
+    pub fn add(&mut self, e: &Event, window: WindowSpec) {
+        let ws = window.start(e.ts_ms);
+        let row = self
+            .types
+            .entry((ws, e.event_type))
+            .or_insert(TypeWindowStats {
+                window_start_ms: ws,
+                event_type: e.event_type,
+                count: 0,
+                sum_micros: 0,
+                min_micros: None,
+                max_micros: None,
+            });
+        row.count += 1;
+        if let Some(a) = e.amount_micros {
+            row.sum_micros += a;
+            row.min_micros = Some(row.min_micros.map_or(a, |m| m.min(a)));
+            row.max_micros = Some(row.max_micros.map_or(a, |m| m.max(a)));
+        }
+        self.campaigns
+            .entry((ws, e.campaign_id, e.event_type))
+            .or_insert(CampaignWindowCount {
+                window_start_ms: ws,
+                campaign_id: e.campaign_id,
+                event_type: e.event_type,
+                count: 0,
+            })
+            .count += 1;
+    }
+
+    /// Only the windows for which `keep(window_start)` holds.
+    pub fn retain_windows(&mut self, keep: impl Fn(i64) -> bool) {
+        self.types.retain(|(ws, _), _| keep(*ws));
+        self.campaigns.retain(|(ws, _, _), _| keep(*ws));
+    }
+}
