@@ -60,10 +60,13 @@ fn eddy(messages: Arc<Vec<Vec<u8>>>, workers: usize) {
     .expect("timely runs");
 }
 
+/// count, sum, min, max of one `(window, event type)`.
+type TypeTotals = (u64, i64, Option<i64>, Option<i64>);
+
 /// The same query in single-threaded `HashMap`s: the floor cost.
 fn naive(messages: &[Vec<u8>]) -> usize {
     let w = WindowSpec::new(WINDOW);
-    let mut types: HashMap<(i64, EventType), (u64, i64, Option<i64>, Option<i64>)> = HashMap::new();
+    let mut types: HashMap<(i64, EventType), TypeTotals> = HashMap::new();
     let mut camps: HashMap<(i64, u64, EventType), u64> = HashMap::new();
     for m in messages {
         let e = parse_event(m).expect("generated events are valid");
