@@ -619,3 +619,66 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     }
     worker.stop();
 }
+
+/// Two `eddy run` processes form one timely cluster over loopback (`-n 2 -p i -H hosts`), each
+/// with one worker: partitions are spread over both, worker 0 (process 0) checkpoints, and
+/// the outputs are exactly those of one process.
+#[test]
+fn two_process_cluster_matches_the_oracle() {
+    let cfg = config("cluster");
+    let msgs: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 0, 250)).collect();
+    produce(&cfg, &msgs);
+    let dir = std::env::temp_dir().join(format!("eddy-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_file = dir.join("eddy.toml");
+    std::fs::write(&config_file, toml::to_string(&cfg).unwrap()).unwrap();
+    // Two free loopback ports for the timely processes.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let hosts = dir.join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let mut children: Vec<std::process::Child> = (0..2)
+        .map(|i| {
+            let log = std::fs::File::create(dir.join(format!("process{i}.log"))).unwrap();
+            std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+                .arg("--config")
+                .arg(&config_file)
+                .args(["run", "-w", "1", "-n", "2", "-p", &i.to_string(), "-H"])
+                .arg(&hosts)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("eddy binary runs")
+        })
+        .collect();
+    let wm = max_ts(&msgs) - LATENESS;
+    let drained = std::panic::catch_unwind(|| wait_drained(&cfg, &msgs, wm));
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if drained.is_err() {
+        for i in 0..2 {
+            let log =
+                std::fs::read_to_string(dir.join(format!("process{i}.log"))).unwrap_or_default();
+            eprintln!("--- process {i} ---\n{log}");
+        }
+        panic!("the cluster did not drain");
+    }
+    assert_outputs(&cfg, &oracle(msgs.iter().filter_map(|m| m.event)), wm);
+    let want = expected_dead_letters(&msgs, &BTreeSet::new());
+    assert_eq!(
+        dead_letters(&cfg, want.len()),
+        want,
+        "dead letters from both processes"
+    );
+}
