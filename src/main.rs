@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use eddy::pipeline::{DemoSetup, Mode, RunOptions, demo_dead_letters, run};
 use eddy_core::{Config, MemoryStore, Metrics};
-use eddy_load_gen::{GenConfig, Generator};
+use eddy_load_gen::GenConfig;
+use eddy_load_gen::runner::RunConfig;
 use eddy_query_server::{AppState, LambdaBackend, MemoryBackend, ServerQueryLimits};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,23 +120,57 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
-    /// Produce generated events to Kafka (deterministic from a seed).
+    /// Produce generated events to Kafka, open loop at a target rate, measuring produce
+    /// latency and end-to-end freshness; `--verify` checks the answers over HTTP.
     LoadGen {
-        /// Messages to produce.
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
+        /// Target messages per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// Stop after this many messages.
+        #[arg(long)]
+        events: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Event-time density: events per second of event time.
-        #[arg(long, default_value_t = 10_000.0)]
-        events_per_sec: f64,
+        /// Run id, part of every event_id (default: the current time).
+        #[arg(long)]
+        run_id: Option<u64>,
+        /// Distinct users and campaigns.
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Distinct campaigns.
+        #[arg(long, default_value_t = 1_000)]
+        campaigns: u64,
+        /// Zipf exponent of campaign popularity.
+        #[arg(long, default_value_t = 1.1)]
+        campaign_zipf: f64,
         /// Fraction of malformed messages.
         #[arg(long, default_value_t = 0.0)]
         malformed_fraction: f64,
         /// Fraction of late events.
         #[arg(long, default_value_t = 0.0)]
         late_fraction: f64,
+        /// Query server for freshness probes and --verify (default: http://{server.listen}).
+        #[arg(long)]
+        query_url: Option<String>,
+        /// Skip the freshness probes (no query server needed).
+        #[arg(long)]
+        no_probes: bool,
+        /// Milliseconds between freshness probes.
+        #[arg(long, default_value_t = 100)]
+        probe_interval_ms: u64,
+        /// Check the pipeline's answers against the expected totals; exit non-zero on a diff.
+        #[arg(long)]
+        verify: bool,
+        /// Seconds --verify waits for the pipeline to drain.
+        #[arg(long, default_value_t = 120)]
+        verify_timeout: u64,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -299,25 +334,59 @@ fn main() -> Result<()> {
             );
         }
         Command::LoadGen {
+            rate,
             events,
+            duration,
             seed,
-            events_per_sec,
+            run_id,
+            users,
+            campaigns,
+            campaign_zipf,
             malformed_fraction,
             late_fraction,
+            query_url,
+            no_probes,
+            probe_interval_ms,
+            verify,
+            verify_timeout,
+            report,
         } => {
-            let generator = Generator::new(GenConfig {
-                seed,
-                events_per_sec,
-                malformed_fraction,
-                late_fraction,
-                ..GenConfig::default()
-            });
+            let query_url = (!no_probes || verify)
+                .then(|| query_url.unwrap_or_else(|| format!("http://{}", cfg.server.listen)));
+            let run = RunConfig {
+                brokers: cfg.kafka.brokers.clone(),
+                topic: cfg.kafka.topic.clone(),
+                dlq_topic: cfg.kafka.dlq_topic.clone(),
+                rate,
+                events,
+                duration: duration.map(std::time::Duration::from_secs_f64),
+                generator: GenConfig {
+                    seed,
+                    run_id: run_id.unwrap_or_else(|| eddy_core::now_ms() as u64),
+                    users,
+                    campaigns,
+                    campaign_zipf,
+                    malformed_fraction,
+                    late_fraction,
+                    max_disorder_ms: cfg.pipeline.lateness_ms / 2,
+                    late_by_ms: cfg.pipeline.window_ms + cfg.pipeline.lateness_ms * 2,
+                    ..GenConfig::default()
+                },
+                query_url,
+                probe_interval: std::time::Duration::from_millis(probe_interval_ms),
+                window_ms: cfg.pipeline.window_ms,
+                verify,
+                verify_timeout: std::time::Duration::from_secs(verify_timeout),
+            };
             let rt = tokio::runtime::Runtime::new()?;
-            let n = rt.block_on(eddy::kafka::produce(
-                &cfg.kafka,
-                generator.take(events as usize),
-            ))?;
-            println!("produced {n} messages to {}", cfg.kafka.topic);
+            let result = rt.block_on(eddy_load_gen::runner::run(run));
+            eprintln!();
+            let r = result?;
+            print!("{}", r.table());
+            if let Some(path) = report {
+                std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
         }
     }
     Ok(())

@@ -281,6 +281,32 @@ fn oracle(events: impl Iterator<Item = eddy_core::Event>) -> Oracle {
     WindowTotals::of(events, WindowSpec::new(WINDOW))
 }
 
+/// Query-server state over the test's Redis and ClickHouse.
+fn lambda_state(cfg: &Config) -> eddy_query_server::AppState {
+    let backend = eddy_query_server::LambdaBackend::new(&cfg.redis, &cfg.clickhouse).unwrap();
+    eddy_query_server::AppState::new(
+        Arc::new(backend),
+        Metrics::new(),
+        eddy_query_server::ServerQueryLimits::from_config(cfg),
+    )
+}
+
+/// Serves `state` on a free loopback port; the server lives as long as the runtime.
+fn serve(state: eddy_query_server::AppState) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(eddy_query_server::serve(listener, state));
+        addr
+    });
+    (runtime, addr)
+}
+
 /// Asserts ClickHouse holds exactly the final windows, Redis exactly the open ones, and the
 /// query server merges both into the oracle's series.
 fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
@@ -367,21 +393,9 @@ fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
     }
 
     // HTTP: the query server merges both layers into the oracle's series.
-    let backend = eddy_query_server::LambdaBackend::new(&cfg.redis, &cfg.clickhouse).unwrap();
-    let state = eddy_query_server::AppState::new(
-        Arc::new(backend),
-        Metrics::new(),
-        eddy_query_server::ServerQueryLimits::from_config(cfg),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let state = lambda_state(cfg);
+    let (runtime, addr) = serve(state);
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(eddy_query_server::serve(listener, state));
         let client = reqwest::Client::new();
         for t in EventType::ALL {
             let url = format!(
@@ -681,4 +695,71 @@ fn two_process_cluster_matches_the_oracle() {
         want,
         "dead letters from both processes"
     );
+}
+
+/// `eddy load-gen` end to end: open-loop production with late and malformed messages,
+/// freshness probes seen over HTTP, and `--verify` reconciling the answers with the expected
+/// totals; a wrong expectation is reported as a diff.
+#[test]
+fn load_gen_measures_freshness_and_verifies_answers() {
+    use eddy_load_gen::runner::{RunConfig, RunError, run as load, verify};
+    let cfg = config("loadgen");
+    let worker = start(&cfg);
+    let (runtime, addr) = serve(lambda_state(&cfg));
+    let url = format!("http://{addr}");
+    let run = RunConfig {
+        brokers: cfg.kafka.brokers.clone(),
+        topic: cfg.kafka.topic.clone(),
+        dlq_topic: cfg.kafka.dlq_topic.clone(),
+        rate: 3_000.0,
+        events: Some(6_000),
+        duration: None,
+        generator: eddy_load_gen::GenConfig {
+            seed: 7,
+            run_id: eddy_core::now_ms() as u64,
+            users: 1_000,
+            campaigns: 50,
+            max_disorder_ms: 1_000,
+            late_fraction: 0.01,
+            late_by_ms: WINDOW + 2 * LATENESS,
+            malformed_fraction: 0.01,
+            ..eddy_load_gen::GenConfig::default()
+        },
+        query_url: Some(url.clone()),
+        probe_interval: Duration::from_millis(100),
+        window_ms: WINDOW,
+        verify: true,
+        verify_timeout: Duration::from_secs(60),
+    };
+    let report = runtime.block_on(load(run)).expect("load-gen run verifies");
+    eprintln!("{}", report.table());
+    assert_eq!(report.verified, Some(true));
+    assert!(report.probes_sent >= 15, "{report:?}");
+    assert_eq!(
+        report.probes_seen, report.probes_sent,
+        "every probe became visible"
+    );
+    assert_eq!(
+        report.freshness_ms.as_ref().map(|f| f.count),
+        Some(report.probes_sent)
+    );
+    assert!(
+        report.late_events.is_some_and(|n| n > 0),
+        "some events were ruled late"
+    );
+    assert_eq!(report.produce_latency_us.count, report.produced);
+    // A wrong expectation: one event more than the pipeline saw in a window it holds.
+    let extra = eddy_core::Event {
+        ts_ms: eddy_core::now_ms() - 5_000,
+        user_id: 1,
+        campaign_id: 1,
+        event_type: EventType::Click,
+        amount_micros: None,
+    };
+    let wrong = WindowTotals::of([extra], WindowSpec::new(WINDOW));
+    match runtime.block_on(verify(&url, &wrong, WINDOW, Duration::from_millis(500))) {
+        Err(RunError::Mismatch(diff)) => assert!(diff.contains("expected"), "{diff}"),
+        other => panic!("verify accepted a wrong expectation: {other:?}"),
+    }
+    worker.stop();
 }

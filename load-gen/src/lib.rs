@@ -4,6 +4,8 @@
 //! benchmarks and (later) the Kafka load generator.
 
 pub mod expected;
+#[cfg(feature = "runner")]
+pub mod runner;
 
 use eddy_core::{Event, EventType};
 use rand::{Rng, SeedableRng};
@@ -39,6 +41,8 @@ pub struct GenConfig {
     pub late_by_ms: i64,
     /// Fraction of messages that are malformed.
     pub malformed_fraction: f64,
+    /// Distinguishes the event ids of one run from another's (`"{run_id}-{seed}-{n}"`).
+    pub run_id: u64,
 }
 
 impl Default for GenConfig {
@@ -57,6 +61,7 @@ impl Default for GenConfig {
             late_fraction: 0.0,
             late_by_ms: 120_000,
             malformed_fraction: 0.0,
+            run_id: 0,
         }
     }
 }
@@ -138,6 +143,11 @@ impl Generator {
         self.cfg.start_ts_ms + (self.n as f64 * 1000.0 / self.cfg.events_per_sec) as i64
     }
 
+    /// The `event_id` the generator gave the `n`-th message (1-based) of a run.
+    pub fn event_id(&self, n: u64) -> String {
+        format!("{}-{}-{}", self.cfg.run_id, self.cfg.seed, n)
+    }
+
     /// Generates the next message.
     pub fn next_message(&mut self) -> Generated {
         let nominal = self.next_nominal_ts();
@@ -181,7 +191,8 @@ impl Generator {
         self.buf.clear();
         let _ = write!(
             self.buf,
-            "{{\"event_id\":\"{}-{}\",\"ts\":{},\"user_id\":{},\"campaign_id\":{},\"event_type\":\"{}\",\"product_id\":\"p{}\"",
+            "{{\"event_id\":\"{}-{}-{}\",\"ts\":{},\"user_id\":{},\"campaign_id\":{},\"event_type\":\"{}\",\"product_id\":\"p{}\"",
+            self.cfg.run_id,
             self.cfg.seed,
             self.n,
             ts,
