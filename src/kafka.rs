@@ -129,7 +129,7 @@ impl KafkaReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string())
             .create()
             .map_err(|source| KafkaIoError::Client {
                 op: "consumer",

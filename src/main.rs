@@ -162,6 +162,9 @@ enum Command {
         /// Milliseconds between freshness probes.
         #[arg(long, default_value_t = 100)]
         probe_interval_ms: u64,
+        /// Producer linger.ms (batching: fewer broker requests, more latency).
+        #[arg(long, default_value_t = 5)]
+        linger_ms: u64,
         /// Check the pipeline's answers against the expected totals; exit non-zero on a diff.
         #[arg(long)]
         verify: bool,
@@ -347,6 +350,7 @@ fn main() -> Result<()> {
             query_url,
             no_probes,
             probe_interval_ms,
+            linger_ms,
             verify,
             verify_timeout,
             report,
@@ -374,6 +378,7 @@ fn main() -> Result<()> {
                 },
                 query_url,
                 probe_interval: std::time::Duration::from_millis(probe_interval_ms),
+                linger_ms,
                 window_ms: cfg.pipeline.window_ms,
                 verify,
                 verify_timeout: std::time::Duration::from_secs(verify_timeout),

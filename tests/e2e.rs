@@ -727,6 +727,7 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         },
         query_url: Some(url.clone()),
         probe_interval: Duration::from_millis(100),
+        linger_ms: 5,
         window_ms: WINDOW,
         verify: true,
         verify_timeout: Duration::from_secs(60),

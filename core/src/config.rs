@@ -55,6 +55,9 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// A caught-up partition with no new record for this long stops holding the watermark back.
     pub idle_timeout_ms: u64,
+    /// Consumer `fetch.wait.max.ms`: how long the broker may hold a fetch with no new data.
+    /// Lower is fresher on a quiet topic; higher puts less load on the broker.
+    pub fetch_wait_max_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -66,6 +69,7 @@ impl Default for KafkaConfig {
             group_id: "eddy".into(),
             partitions: 4,
             idle_timeout_ms: 2_000,
+            fetch_wait_max_ms: 10,
         }
     }
 }
