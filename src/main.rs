@@ -95,6 +95,9 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Minutes of windows the in-memory layers keep (older ones are dropped).
+        #[arg(long, default_value_t = 60)]
+        retention_minutes: i64,
     },
     /// Worker: Kafka → dataflow → Redis + ClickHouse.
     Run {
@@ -219,6 +222,7 @@ fn main() -> Result<()> {
             late_fraction,
             listen,
             seconds,
+            retention_minutes,
         } => {
             cfg.pipeline.window_ms = window_ms;
             cfg.pipeline.lateness_ms = lateness_ms;
@@ -227,7 +231,9 @@ fn main() -> Result<()> {
                 cfg.server.listen = l;
             }
             cfg.validate()?;
-            let store = Arc::new(RwLock::new(MemoryStore::default()));
+            let store = Arc::new(RwLock::new(MemoryStore::with_retention(
+                retention_minutes * 60_000,
+            )));
             let generator = GenConfig {
                 start_ts_ms: eddy_core::now_ms(),
                 max_disorder_ms: lateness_ms / 2,

@@ -22,7 +22,10 @@ fn main() {
         Some("gen") => {
             let n: usize = args[3].parse().expect("N");
             let mut out = std::io::BufWriter::new(std::fs::File::create(&args[2]).expect("FILE"));
-            let cfg = GenConfig { events_per_sec: 50_000.0, ..GenConfig::default() };
+            let cfg = GenConfig {
+                events_per_sec: 50_000.0,
+                ..GenConfig::default()
+            };
             for g in Generator::new(cfg).take(n) {
                 out.write_all(g.bytes()).expect("write");
                 out.write_all(b"\n").expect("write");
