@@ -1,6 +1,7 @@
 //! Backend over the production stores: ClickHouse (batch layer) and Redis (speed layer), laid
 //! out as in `docs/storage.md`.
 
+use super::batch_cache::BatchCache;
 use super::{
     Amounts, Backend, BackendAnswer, BackendError, BoxFuture, LayerStatus, StoreHealth,
     WindowQuery, WindowRow,
@@ -36,6 +37,8 @@ pub struct LambdaBackend {
     prefix: String,
     ch: clickhouse::Client,
     timeout: Duration,
+    /// Finalized windows already read from ClickHouse (they never change).
+    batch_cache: std::sync::Mutex<BatchCache>,
 }
 
 impl std::fmt::Debug for LambdaBackend {
@@ -103,6 +106,7 @@ impl LambdaBackend {
             prefix: redis_cfg.prefix.clone(),
             ch,
             timeout: DEFAULT_TIMEOUT,
+            batch_cache: std::sync::Mutex::default(),
         })
     }
 
@@ -303,6 +307,33 @@ impl LambdaBackend {
         }
     }
 
+    /// Finalized windows with `from_ms <= start < to_ms`: from the cache, reading ClickHouse
+    /// only for the part of the range the cache lacks (see `batch_cache`).
+    async fn batch_windows(
+        &self,
+        q: WindowQuery,
+        to_ms: i64,
+    ) -> clickhouse::error::Result<Vec<WindowRow>> {
+        let key = (q.campaign_id, q.event_type);
+        let gaps = self.cache().gaps(key, q.from_ms, to_ms);
+        for (from, to) in gaps {
+            let rows = self
+                .ch_windows(WindowQuery { from_ms: from, ..q }, to)
+                .await?;
+            self.cache().insert(key, from, to, rows);
+        }
+        let cached = self.cache().rows(key, q.from_ms, to_ms);
+        match cached {
+            Some(rows) => Ok(rows),
+            // Another request replaced the span meanwhile: read the range directly.
+            None => self.ch_windows(q, to_ms).await,
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, BatchCache> {
+        self.batch_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Watermark of the latest checkpoint recorded in ClickHouse, if any.
     async fn ch_boundary(&self) -> clickhouse::error::Result<Option<i64>> {
         let b: ChBoundary = self
@@ -332,7 +363,7 @@ impl LambdaBackend {
         let batch_fut = async {
             match batch_to {
                 Some(to) if q.from_ms < to => {
-                    Some(self.timed("clickhouse", self.ch_windows(q, to)).await)
+                    Some(self.timed("clickhouse", self.batch_windows(q, to)).await)
                 }
                 _ => None,
             }

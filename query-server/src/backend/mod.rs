@@ -1,5 +1,6 @@
 //! Where the query server reads windows from: the [`Backend`] trait and its implementations.
 
+pub mod batch_cache;
 mod lambda;
 mod memory;
 

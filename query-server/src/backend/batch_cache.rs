@@ -1,0 +1,136 @@
+//! Cache of finalized (batch-layer) windows.
+//!
+//! A window that ends at or before the batch/speed boundary is final: eddy writes it to
+//! ClickHouse once, and any rewrite on replay carries the same values. So the rows ClickHouse
+//! returned for a span of window starts stay valid. Per series (campaign, event type) the cache
+//! keeps one contiguous span `[from, to)` with its rows. A query asks only for the gaps at the
+//! span's edges, so a dashboard polling "the last N minutes" reads ClickHouse only for the
+//! windows that became final since its last poll.
+
+use super::WindowRow;
+use eddy_core::EventType;
+use std::collections::{BTreeMap, HashMap};
+
+/// Series key: campaign (or per-type windows) and event-type filter.
+pub type SeriesKey = (Option<u64>, Option<EventType>);
+
+/// Most series kept; past this the cache starts over.
+const MAX_SERIES: usize = 4_096;
+/// Most rows kept per series; past this the series starts over.
+const MAX_ROWS: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Span {
+    from: i64,
+    to: i64,
+    rows: BTreeMap<(i64, EventType), WindowRow>,
+}
+
+/// Finalized windows by series (see the module docs).
+#[derive(Debug, Default)]
+pub struct BatchCache {
+    series: HashMap<SeriesKey, Span>,
+}
+
+impl BatchCache {
+    /// The sub-ranges of `[from, to)` the cache does not hold for `key`.
+    pub fn gaps(&self, key: SeriesKey, from: i64, to: i64) -> Vec<(i64, i64)> {
+        if from >= to {
+            return Vec::new();
+        }
+        let Some(span) = self.series.get(&key) else {
+            return vec![(from, to)];
+        };
+        if to <= span.from || from >= span.to {
+            return vec![(from, to)];
+        }
+        let mut gaps = Vec::new();
+        if from < span.from {
+            gaps.push((from, span.from));
+        }
+        if to > span.to {
+            gaps.push((span.to, to));
+        }
+        gaps
+    }
+
+    /// Records that `rows` are all the finalized windows of `key` in `[from, to)`.
+    pub fn insert(&mut self, key: SeriesKey, from: i64, to: i64, rows: Vec<WindowRow>) {
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
+            self.series.clear();
+        }
+        let span = self.series.entry(key).or_default();
+        let touches = !span.rows.is_empty() || span.from < span.to;
+        if !touches || to < span.from || from > span.to || span.rows.len() >= MAX_ROWS {
+            *span = Span {
+                from,
+                to,
+                rows: BTreeMap::new(),
+            };
+        } else {
+            span.from = span.from.min(from);
+            span.to = span.to.max(to);
+        }
+        for r in rows {
+            span.rows.insert((r.window_start_ms, r.event_type), r);
+        }
+    }
+
+    /// The cached rows of `key` in `[from, to)`, if the cache holds that whole range.
+    pub fn rows(&self, key: SeriesKey, from: i64, to: i64) -> Option<Vec<WindowRow>> {
+        let span = self.series.get(&key)?;
+        if from < span.from || to > span.to {
+            return None;
+        }
+        let lo = (from, EventType::View);
+        Some(
+            span.rows
+                .range(lo..)
+                .take_while(|((start, _), _)| *start < to)
+                .map(|(_, r)| *r)
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: i64) -> WindowRow {
+        WindowRow {
+            window_start_ms: start,
+            event_type: EventType::Click,
+            campaign_id: None,
+            count: start as u64,
+            amounts: None,
+            is_final: true,
+            source: "clickhouse",
+        }
+    }
+
+    const K: SeriesKey = (None, Some(EventType::Click));
+
+    #[test]
+    fn asks_only_for_the_edges_it_lacks() {
+        let mut c = BatchCache::default();
+        assert_eq!(c.gaps(K, 0, 100), vec![(0, 100)]);
+        c.insert(K, 0, 100, vec![row(0), row(60)]);
+        assert_eq!(c.gaps(K, 10, 90), Vec::<(i64, i64)>::new());
+        assert_eq!(c.gaps(K, 60, 160), vec![(100, 160)]);
+        assert_eq!(c.gaps(K, -60, 160), vec![(-60, 0), (100, 160)]);
+        assert_eq!(c.gaps(K, 200, 300), vec![(200, 300)]);
+        assert_eq!(c.rows(K, 0, 100).unwrap(), vec![row(0), row(60)]);
+        assert_eq!(c.rows(K, 30, 100).unwrap(), vec![row(60)]);
+        assert!(c.rows(K, 30, 130).is_none());
+        // Extending at the edge keeps one span.
+        c.insert(K, 100, 160, vec![row(120)]);
+        assert_eq!(c.rows(K, 60, 160).unwrap(), vec![row(60), row(120)]);
+        // A disjoint range replaces the span.
+        c.insert(K, 500, 600, vec![row(540)]);
+        assert!(c.rows(K, 0, 100).is_none());
+        assert_eq!(c.rows(K, 500, 600).unwrap(), vec![row(540)]);
+        // Other series are independent.
+        assert_eq!(c.gaps((Some(1), None), 500, 600), vec![(500, 600)]);
+    }
+}
