@@ -12,8 +12,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,20 +27,7 @@ fn repo() -> PathBuf {
 }
 
 fn services() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let out = std::process::Command::new(repo().join("scripts/services"))
-            .arg("up")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("cannot run scripts/services");
-        assert!(
-            out.status.success(),
-            "scripts/services up failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    eddy_testkit::services(&[]);
 }
 
 /// Waits for `pred` to hold, polling, or panics after `secs` with `what`.

@@ -20,23 +20,9 @@ const M: i64 = 60_000;
 /// Held by the tests that set up and drop the shared database and key prefix.
 static SHARED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Starts Redis and ClickHouse once per test binary, panicking with the script's output.
+/// Starts Redis and ClickHouse once per test binary.
 fn services() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
-        let out = std::process::Command::new(script)
-            .args(["up", "redis", "clickhouse"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("cannot run scripts/services");
-        assert!(
-            out.status.success(),
-            "scripts/services up redis clickhouse failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    eddy_testkit::services(&["redis", "clickhouse"]);
 }
 
 /// A store URL: the variable if set, else the loopback service started by the script.

@@ -6,7 +6,6 @@
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
 use eddy_core::{CampaignWindowCount, EventType, SinkBatch, TypeWindowStats};
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -14,23 +13,9 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Starts Redis and ClickHouse (idempotent), panicking with the script's output on failure.
+/// Starts Redis and ClickHouse (idempotent).
 pub fn services() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let out = std::process::Command::new(repo().join("scripts/services"))
-            .args(["up", "redis", "clickhouse"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("cannot run scripts/services");
-        assert!(
-            out.status.success(),
-            "scripts/services up redis clickhouse failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    eddy_testkit::services(&["redis", "clickhouse"]);
 }
 
 /// A Redis config with its own prefix; every key under it is deleted first.

@@ -1,0 +1,35 @@
+//! Test support shared by eddy's integration tests.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Starts `services` (`"redis"`, `"clickhouse"`, `"kafka"`; empty for all) with
+/// `scripts/services up`, once per set per test binary, panicking with the script's output if
+/// it fails. The script installs what is missing and waits until each service answers.
+pub fn services(services: &[&str]) {
+    static STARTED: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
+    let wanted: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if started.contains(&wanted) {
+        return;
+    }
+    let out = std::process::Command::new(repo().join("scripts/services"))
+        .arg("up")
+        .args(services)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run scripts/services");
+    assert!(
+        out.status.success(),
+        "scripts/services up {services:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.push(wanted);
+}
