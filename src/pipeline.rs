@@ -227,7 +227,12 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
     let cfg = &opts.config;
     let window = WindowSpec::new(cfg.pipeline.window_ms);
     let floor = restore.as_ref().map_or(i64::MIN, |cp| cp.watermark_ms);
-    let watermark = WatermarkHandle::new(floor);
+    // Only the coordinating worker takes checkpoints, so only it records candidates.
+    let watermark = if commit.is_some() {
+        WatermarkHandle::recording_checkpoints(floor)
+    } else {
+        WatermarkHandle::new(floor)
+    };
     let durable: ProbeHandle<Epoch> = ProbeHandle::new();
     let settings = SourceSettings {
         window,

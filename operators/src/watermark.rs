@@ -77,19 +77,34 @@ struct Log {
     /// All reports of epochs `< known_before` are applied.
     known_before: Epoch,
     watermark: i64,
-    /// Checkpoint candidates not yet taken, by epoch.
+    /// Checkpoint candidates not yet taken, by epoch (kept only on the coordinating worker).
     checkpoints: BTreeMap<Epoch, EpochCheckpoint>,
+    /// Whether this worker takes checkpoints (and so records candidates).
+    records_checkpoints: bool,
 }
+
+/// Most checkpoint candidates kept. Dropping the oldest only delays a checkpoint: the newest
+/// durable candidate subsumes older ones.
+const MAX_CANDIDATES: usize = 4_096;
 
 /// Per-worker shared view of the watermark (read by the source and the checkpoint committer).
 #[derive(Debug, Clone, Default)]
 pub struct WatermarkHandle(Rc<RefCell<Log>>);
 
 impl WatermarkHandle {
-    /// A handle whose epoch-0 watermark is `floor_ms`.
+    /// A handle whose epoch-0 watermark is `floor_ms`. It records no checkpoint candidates.
     pub fn new(floor_ms: i64) -> Self {
         Self(Rc::new(RefCell::new(Log {
             watermark: floor_ms,
+            ..Log::default()
+        })))
+    }
+    /// A handle that also records checkpoint candidates, for the worker that takes them
+    /// ([`WatermarkHandle::take_checkpoint`]).
+    pub fn recording_checkpoints(floor_ms: i64) -> Self {
+        Self(Rc::new(RefCell::new(Log {
+            watermark: floor_ms,
+            records_checkpoints: true,
             ..Log::default()
         })))
     }
@@ -245,7 +260,7 @@ fn drain(
         st.first_offsets = open;
     }
     let epoch = known_before;
-    if policy.partitions.iter().all(|p| parts.contains_key(p)) {
+    if log.records_checkpoints && policy.partitions.iter().all(|p| parts.contains_key(p)) {
         let mut partitions: Vec<PartitionCheckpoint> = policy
             .partitions
             .iter()
@@ -273,9 +288,82 @@ fn drain(
                 partitions,
             },
         );
+        while log.checkpoints.len() > MAX_CANDIDATES {
+            log.checkpoints.pop_first();
+        }
     }
     if w != before {
         let cap = cap.delayed(&epoch);
         output.session(&cap).give(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timely::dataflow::operators::ToStream;
+
+    /// Feeds two partitions' reports at epoch 0 and returns, for epoch 1, the checkpoint the
+    /// handle gives (if any) and its latest watermark.
+    fn run(recording: bool) -> (Option<EpochCheckpoint>, i64) {
+        timely::execute_directly(move |worker| {
+            let handle = if recording {
+                WatermarkHandle::recording_checkpoints(i64::MIN)
+            } else {
+                WatermarkHandle::new(i64::MIN)
+            };
+            let h = handle.clone();
+            worker.dataflow::<Epoch, _, _>(move |scope| {
+                let report =
+                    |partition, ts, next_offset, first: Vec<(i64, i64)>| PartitionProgress {
+                        partition,
+                        max_ts_ms: Some(ts),
+                        idle: false,
+                        next_offset,
+                        first_offsets: first,
+                    };
+                let policy = WatermarkPolicy {
+                    window: WindowSpec::new(1_000),
+                    lateness_ms: 100,
+                    partitions: vec![0, 1],
+                    floor_ms: i64::MIN,
+                };
+                vec![
+                    report(0, 5_000, 10, vec![(4_000, 3), (5_000, 7)]),
+                    report(1, 3_000, 4, vec![(3_000, 0)]),
+                ]
+                .to_stream(scope)
+                .track_watermark(policy, h);
+            });
+            while worker.step() {}
+            let cp = handle.take_checkpoint(1);
+            assert!(handle.take_checkpoint(1).is_none(), "taken once");
+            (cp, handle.latest())
+        })
+    }
+
+    #[test]
+    fn only_the_recording_handle_keeps_checkpoints() {
+        let (cp, latest) = run(true);
+        let cp = cp.expect("a checkpoint for epoch 1");
+        // W(1) = min(5000, 3000) - 100 = 2900: every window seen is still open, so each
+        // partition resumes at the first offset of its oldest window.
+        assert_eq!((cp.watermark_ms, latest), (2_900, 2_900));
+        assert_eq!(
+            cp.partitions,
+            vec![
+                PartitionCheckpoint {
+                    partition: 0,
+                    resume_offset: 3,
+                    high_offset: 10
+                },
+                PartitionCheckpoint {
+                    partition: 1,
+                    resume_offset: 0,
+                    high_offset: 4
+                },
+            ]
+        );
+        assert_eq!(run(false), (None, 2_900));
     }
 }
