@@ -37,6 +37,86 @@ pub struct Config {
     pub server: ServerConfig,
     /// Sink batching and retries.
     pub sink: SinkConfig,
+    /// Campaign engagement over the sliding window.
+    pub engagement: EngagementConfig,
+    /// User similarity and recommendations.
+    pub similarity: SimilarityConfig,
+}
+
+/// Campaign engagement settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngagementConfig {
+    /// Sliding window length, ms (a multiple of `pipeline.window_ms`: the window advances one
+    /// tumbling window at a time).
+    pub sliding_ms: i64,
+    /// Score weight of a view.
+    pub weight_view: f64,
+    /// Score weight of a click.
+    pub weight_click: f64,
+    /// Score weight of a conversion.
+    pub weight_conversion: f64,
+    /// Length of the live top list of campaigns by score.
+    pub top_k: usize,
+}
+
+impl Default for EngagementConfig {
+    fn default() -> Self {
+        Self {
+            sliding_ms: 86_400_000,
+            weight_view: 1.0,
+            weight_click: 5.0,
+            weight_conversion: 25.0,
+            top_k: 100,
+        }
+    }
+}
+
+impl EngagementConfig {
+    /// The score weights.
+    pub fn weights(&self) -> crate::Weights {
+        crate::Weights {
+            view: self.weight_view,
+            click: self.weight_click,
+            conversion: self.weight_conversion,
+        }
+    }
+}
+
+/// User similarity and recommendation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimilarityConfig {
+    /// `minhash` (bounded: MinHash + LSH banding) or `exact` (all pairs sharing a campaign:
+    /// O(audience²) per campaign, for small data and tests).
+    pub mode: String,
+    /// Whether views count as interest (by default only clicks and conversions do).
+    pub views_are_interest: bool,
+    /// Similar users kept per user.
+    pub k: usize,
+    /// LSH bands.
+    pub bands: usize,
+    /// MinHash values per band.
+    pub rows_per_band: usize,
+    /// Target LSH bucket size: larger buckets are split into sub-buckets of about this size,
+    /// so a popular campaign costs O(bucket_size) per change, not O(audience).
+    pub bucket_size: usize,
+    /// Recommendations kept per user.
+    pub recommendations: usize,
+}
+
+impl Default for SimilarityConfig {
+    fn default() -> Self {
+        Self {
+            mode: "minhash".into(),
+            views_are_interest: false,
+            k: 10,
+            bands: 8,
+            rows_per_band: 2,
+            bucket_size: 32,
+            recommendations: 10,
+        }
+    }
 }
 
 /// Kafka settings.
@@ -272,6 +352,20 @@ impl Config {
         }
         if self.pipeline.max_inflight_epochs == 0 || self.sink.queue_depth == 0 {
             return bad("pipeline.max_inflight_epochs and sink.queue_depth must be > 0");
+        }
+        let e = &self.engagement;
+        if e.sliding_ms < self.pipeline.window_ms || e.sliding_ms % self.pipeline.window_ms != 0 {
+            return bad("engagement.sliding_ms must be a positive multiple of pipeline.window_ms");
+        }
+        if e.top_k == 0 {
+            return bad("engagement.top_k must be > 0");
+        }
+        let s = &self.similarity;
+        if s.mode != "minhash" && s.mode != "exact" {
+            return bad("similarity.mode must be \"minhash\" or \"exact\"");
+        }
+        if s.k == 0 || s.bands == 0 || s.rows_per_band == 0 || s.bucket_size < 2 || s.recommendations == 0 {
+            return bad("similarity.k, bands, rows_per_band, recommendations must be > 0 and bucket_size >= 2");
         }
         if self.kafka.partitions <= 0 {
             return bad("kafka.partitions must be > 0");

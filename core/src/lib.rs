@@ -5,6 +5,7 @@
 //! Everything here is plain data with no I/O, so every other crate can depend on it.
 
 pub mod config;
+pub mod engagement;
 pub mod event;
 pub mod memory;
 pub mod metrics;
@@ -12,6 +13,10 @@ pub mod rows;
 pub mod window;
 
 pub use config::{Config, ConfigError};
+pub use engagement::{
+    CampaignEngagement, Neighbor, PaneEngagement, Recommendation, Score, SimilarUsers,
+    UserRecommendations, Weights, recommendation_score,
+};
 pub use event::{Event, EventType, ParseError, parse_event};
 pub use memory::MemoryStore;
 pub use metrics::Metrics;

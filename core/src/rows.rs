@@ -3,6 +3,7 @@
 //! The storage layout built from these rows (Redis keys, ClickHouse tables) is documented in
 //! `docs/storage.md` at the repository root.
 
+use crate::engagement::{CampaignEngagement, PaneEngagement, SimilarUsers, UserRecommendations};
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,21 @@ pub struct SinkBatch {
     pub final_types: Vec<TypeWindowStats>,
     /// Campaign windows that became final in this epoch, with their final values.
     pub final_campaigns: Vec<CampaignWindowCount>,
+    /// Sliding-window length of the engagement scores, ms (for TTLs and readers).
+    pub sliding_ms: i64,
+    /// Sliding-window engagement of the campaigns whose values changed in this epoch.
+    pub engagement: Vec<CampaignEngagement>,
+    /// Campaigns that left the sliding window in this epoch (no event in it any more).
+    pub engagement_removed: Vec<u64>,
+    /// Per-window engagement of the panes (tumbling windows) that became final in this epoch.
+    pub final_engagement: Vec<PaneEngagement>,
+    /// The new top list of campaigns by score, best first, when it changed in this epoch
+    /// (one worker holds the list; `Some(vec![])` when no campaign is left).
+    pub top_campaigns: Option<Vec<CampaignEngagement>>,
+    /// Users whose similar users changed in this epoch (empty `neighbors`: none any more).
+    pub similar: Vec<SimilarUsers>,
+    /// Users whose recommendations changed in this epoch (empty `items`: none any more).
+    pub recommendations: Vec<UserRecommendations>,
 }
 
 impl SinkBatch {
@@ -64,6 +80,12 @@ impl SinkBatch {
             && self.open_campaigns.is_empty()
             && self.final_types.is_empty()
             && self.final_campaigns.is_empty()
+            && self.engagement.is_empty()
+            && self.engagement_removed.is_empty()
+            && self.final_engagement.is_empty()
+            && self.top_campaigns.is_none()
+            && self.similar.is_empty()
+            && self.recommendations.is_empty()
     }
 }
 

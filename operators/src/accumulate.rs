@@ -9,18 +9,17 @@
 //! final value up to epoch `e - 1` and vanishes at `e`, so differential's arrangements stay
 //! bounded by the number of open windows.
 //!
+//! The special case of [`PaneAccumulate`](crate::PaneAccumulate) with tumbling panes.
+//!
 //! Invariant required from upstream: no event of a window closed by the watermark of epoch `e`
 //! arrives at an epoch `>= e` (eddy's source rejects such events as late).
 
-use crate::{Epoch, EpochStash};
+use crate::{Epoch, PaneAccumulate, PaneSpec};
 use differential_dataflow::difference::Semigroup;
-use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use differential_dataflow::{ExchangeData, VecCollection};
 use eddy_core::WindowSpec;
-use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
 
 /// A per-window, per-key local state that turns inputs into differential updates.
 pub trait Accumulator: Default + 'static {
@@ -189,69 +188,13 @@ impl<'scope, E: Clone + 'static> WindowedAccumulate<'scope, E> for StreamVec<'sc
         watermarks: StreamVec<'scope, Epoch, i64>,
         window: WindowSpec,
         name: &str,
-        mut logic: L,
+        logic: L,
     ) -> Windowed<'scope, K, A>
     where
         K: ExchangeData + Hash + Eq,
         A: Accumulator,
         L: FnMut(&E) -> Option<(i64, K, A::Input)> + 'static,
     {
-        self.binary_frontier(watermarks, Pipeline, Pipeline, name, move |_cap, _info| {
-            // window start -> key -> local accumulator, for open windows only.
-            let mut open: BTreeMap<i64, HashMap<K, A>> = BTreeMap::new();
-            // watermarks not yet applied, by epoch.
-            let mut pending = EpochStash::<i64>::default();
-            let mut touched: Vec<(i64, K)> = Vec::new();
-            move |(events, events_frontier), (marks, _), output| {
-                events.for_each(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    let mut session = output.session(&cap);
-                    for event in data.iter() {
-                        if let Some((ts, key, input)) = logic(event) {
-                            let start = window.start(ts);
-                            let slot = open.entry(start).or_default();
-                            if let Some(acc) = slot.get_mut(&key) {
-                                if acc.add(input) {
-                                    touched.push((start, key));
-                                }
-                            } else {
-                                let mut acc = A::default();
-                                acc.add(input);
-                                slot.insert(key.clone(), acc);
-                                touched.push((start, key));
-                            }
-                        }
-                    }
-                    for (start, key) in touched.drain(..) {
-                        if let Some(acc) = open.get_mut(&start).and_then(|s| s.get_mut(&key)) {
-                            acc.flush(&mut |d, r| {
-                                session.give((((start, key.clone()), d), time, r));
-                            });
-                        }
-                    }
-                });
-                marks.for_each(|cap, data| pending.absorb(cap, data));
-                // Apply watermarks once every event of earlier epochs has been folded in.
-                while let Some((cap, marks)) = pending.pop_if(|t| !events_frontier.less_than(t)) {
-                    let time = *cap.time();
-                    let Some(w) = marks.into_iter().max() else {
-                        continue;
-                    };
-                    let mut session = output.session(&cap);
-                    while let Some((&start, _)) = open.first_key_value() {
-                        if start + window.size_ms > w {
-                            break;
-                        }
-                        let (_, keys) = open.pop_first().expect("checked");
-                        for (key, acc) in keys {
-                            acc.retract(&mut |d, r| {
-                                session.give((((start, key.clone()), d), time, r));
-                            });
-                        }
-                    }
-                }
-            }
-        })
-        .as_collection()
+        self.pane_accumulate::<K, A, L>(watermarks, PaneSpec::tumbling(window), name, logic)
     }
 }

@@ -6,10 +6,12 @@
 //! reports, identically on every worker.
 
 pub mod accumulate;
+pub mod panes;
 pub mod stash;
 pub mod watermark;
 
 pub use accumulate::{Accumulator, MinMax, Sum, WindowedAccumulate};
+pub use panes::{Emit, PaneAccumulate, PaneSpec, Panes};
 pub use stash::EpochStash;
 pub use watermark::{
     EpochCheckpoint, PartitionProgress, TrackWatermark, WatermarkHandle, WatermarkPolicy,
