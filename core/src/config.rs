@@ -364,8 +364,15 @@ impl Config {
         if s.mode != "minhash" && s.mode != "exact" {
             return bad("similarity.mode must be \"minhash\" or \"exact\"");
         }
-        if s.k == 0 || s.bands == 0 || s.rows_per_band == 0 || s.bucket_size < 2 || s.recommendations == 0 {
-            return bad("similarity.k, bands, rows_per_band, recommendations must be > 0 and bucket_size >= 2");
+        if s.k == 0
+            || s.bands == 0
+            || s.rows_per_band == 0
+            || s.bucket_size < 2
+            || s.recommendations == 0
+        {
+            return bad(
+                "similarity.k, bands, rows_per_band, recommendations must be > 0 and bucket_size >= 2",
+            );
         }
         if self.kafka.partitions <= 0 {
             return bad("kafka.partitions must be > 0");

@@ -68,7 +68,9 @@ impl Weights {
     /// bit-identical scores everywhere).
     pub fn score(&self, views: u64, clicks: u64, conversions: u64) -> Score {
         Score(
-            views as f64 * self.view + clicks as f64 * self.click + conversions as f64 * self.conversion,
+            views as f64 * self.view
+                + clicks as f64 * self.click
+                + conversions as f64 * self.conversion,
         )
     }
 }

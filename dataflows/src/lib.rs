@@ -1,6 +1,17 @@
 //! eddy's dataflows. Each is one function from collections to collections, in its own file,
 //! with the query it computes in its doc comment and an oracle test beside it.
 
+pub mod engagement;
+pub mod interactions;
+pub mod recommendations;
+pub mod similarity;
 pub mod windowed_counts;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement};
+pub use interactions::{InteractionParams, interactions};
+pub use recommendations::recommendations;
+pub use similarity::{ByUser, Sets, SimilarityMode, SimilarityParams, similar_users};
 pub use windowed_counts::{CountSum, WindowedCounts, windowed_counts};
