@@ -15,11 +15,14 @@ use crate::demo::GeneratorReader;
 use crate::kafka::{KafkaCommitter, KafkaDeadLetters, KafkaReader, topic_partitions};
 use crate::reader::PartitionReader;
 use crate::sink_op::{
-    DeadLetterWriter, MemoryDeadLetters, sink_dead_letters, sink_windowed_counts,
+    DeadLetterWriter, MemoryDeadLetters, SinkInputs, sink_dead_letters, sink_outputs,
 };
 use crate::source::{SourceSettings, source};
 use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
-use eddy_dataflows::windowed_counts;
+use eddy_dataflows::{
+    EngagementParams, InteractionParams, SimilarityMode, SimilarityParams, engagement,
+    interactions, recommendations, similar_users, windowed_counts,
+};
 use eddy_load_gen::GenConfig;
 use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
 use eddy_sinks::{
@@ -234,8 +237,10 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
         WatermarkHandle::new(floor)
     };
     let durable: ProbeHandle<Epoch> = ProbeHandle::new();
+    let sliding_ms = cfg.engagement.sliding_ms;
     let settings = SourceSettings {
         window,
+        retain_ms: sliding_ms,
         epoch: Duration::from_millis(cfg.pipeline.epoch_ms),
         max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
@@ -244,6 +249,7 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
     };
     let policy = WatermarkPolicy {
         window,
+        retain_ms: sliding_ms,
         lateness_ms: cfg.pipeline.lateness_ms,
         partitions: all.to_vec(),
         floor_ms: floor,
@@ -259,9 +265,51 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
             metrics,
         );
         let marks = src.progress.track_watermark(policy, watermark.clone());
+        // Sliding-window state also takes the replayed history of final windows.
+        let sliding_events = src.events.clone().concat(src.history);
         let counts = windowed_counts(src.events, marks.clone(), window);
-        sink_windowed_counts(counts.types, counts.campaigns, marks, window, sinks)
-            .probe_with(&durable);
+        let scores = engagement(
+            sliding_events.clone(),
+            marks.clone(),
+            EngagementParams {
+                pane: window,
+                sliding_ms,
+                weights: cfg.engagement.weights(),
+                top_k: cfg.engagement.top_k,
+            },
+        );
+        let pairs = interactions(
+            sliding_events,
+            marks.clone(),
+            InteractionParams {
+                pane: window,
+                sliding_ms,
+                views_are_interest: cfg.similarity.views_are_interest,
+            },
+        );
+        // One arrangement of the interactions by user, shared by the interaction sets, the
+        // candidate generation and the recommendations join.
+        let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
+        let sets = eddy_dataflows::similarity::sets(by_user.clone());
+        let similar = similar_users(by_user.clone(), sets, similarity_params(&cfg.similarity));
+        let recs = recommendations(
+            similar.clone(),
+            by_user,
+            pairs,
+            scores.settled,
+            cfg.similarity.recommendations,
+        );
+        let inputs = SinkInputs {
+            types: counts.types,
+            campaigns: counts.campaigns,
+            engagement: scores.campaigns,
+            top: scores.top,
+            panes: scores.panes,
+            similar,
+            recommendations: recs,
+            sliding_ms,
+        };
+        sink_outputs(inputs, marks, window, sinks).probe_with(&durable);
         sink_dead_letters(src.dead_letters, dlq).probe_with(&durable);
     });
     let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);
@@ -301,6 +349,22 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
         worker.drop_dataflow(id);
     }
     Ok(())
+}
+
+/// The similarity parameters of a configuration (validated by `Config::validate`).
+pub fn similarity_params(cfg: &eddy_core::config::SimilarityConfig) -> SimilarityParams {
+    SimilarityParams {
+        k: cfg.k,
+        mode: if cfg.mode == "exact" {
+            SimilarityMode::Exact
+        } else {
+            SimilarityMode::MinHash {
+                bands: cfg.bands,
+                rows: cfg.rows_per_band,
+                bucket_size: cfg.bucket_size,
+            }
+        },
+    }
 }
 
 /// Collects dead letters for tests and the demo.

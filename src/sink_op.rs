@@ -4,7 +4,10 @@
 
 use crate::source::DeadLetter;
 use differential_dataflow::VecCollection;
-use eddy_core::{CampaignWindowCount, EventType, SinkBatch, TypeWindowStats, WindowSpec};
+use eddy_core::{
+    CampaignEngagement, CampaignWindowCount, EventType, PaneEngagement, SimilarUsers, SinkBatch,
+    TypeWindowStats, UserRecommendations, WindowSpec,
+};
 use eddy_operators::{Epoch, EpochStash};
 use eddy_sinks::SinkWorker;
 use std::collections::{BTreeMap, HashMap};
@@ -20,27 +23,78 @@ use timely::dataflow::operators::{Capability, Concat, Operator};
 enum Update {
     Type(TypeWindowStats, isize),
     Campaign(CampaignWindowCount, isize),
+    Engagement(CampaignEngagement, isize),
+    Top(Vec<CampaignEngagement>, isize),
+    Pane(PaneEngagement, isize),
+    Similar(SimilarUsers, isize),
+    Recs(UserRecommendations, isize),
     Watermark(i64),
 }
 
-/// Writes the windowed counts to `sinks` (see the module docs). The returned stream carries no
-/// data; probe it to learn which epochs are durable.
-pub fn sink_windowed_counts<'scope>(
-    types: VecCollection<'scope, Epoch, TypeWindowStats, isize>,
-    campaigns: VecCollection<'scope, Epoch, CampaignWindowCount, isize>,
+/// Everything the sinks write, as collections of the current values.
+pub struct SinkInputs<'scope> {
+    /// Open type windows (`windowed_counts`).
+    pub types: VecCollection<'scope, Epoch, TypeWindowStats, isize>,
+    /// Open campaign windows (`windowed_counts`).
+    pub campaigns: VecCollection<'scope, Epoch, CampaignWindowCount, isize>,
+    /// Live sliding engagement per campaign.
+    pub engagement: VecCollection<'scope, Epoch, CampaignEngagement, isize>,
+    /// The top list (one row).
+    pub top: VecCollection<'scope, Epoch, Vec<CampaignEngagement>, isize>,
+    /// Finalized panes (inserted when a pane closes).
+    pub panes: VecCollection<'scope, Epoch, PaneEngagement, isize>,
+    /// Similar users per user.
+    pub similar: VecCollection<'scope, Epoch, SimilarUsers, isize>,
+    /// Recommendations per user.
+    pub recommendations: VecCollection<'scope, Epoch, UserRecommendations, isize>,
+    /// Sliding window length, ms.
+    pub sliding_ms: i64,
+}
+
+/// Writes the dataflows' outputs to `sinks` (see the module docs). The returned stream carries
+/// no data; probe it to learn which epochs are durable.
+pub fn sink_outputs<'scope>(
+    inputs: SinkInputs<'scope>,
     watermarks: StreamVec<'scope, Epoch, i64>,
     window: WindowSpec,
     sinks: Vec<SinkWorker>,
 ) -> StreamVec<'scope, Epoch, ()> {
     let scope = watermarks.scope();
-    let updates = types
+    let sliding_ms = inputs.sliding_ms;
+    let updates = inputs
+        .types
         .inner
         .map(|(row, _, r)| Update::Type(row, r))
-        .concat(campaigns.inner.map(|(row, _, r)| Update::Campaign(row, r)))
+        .concat(
+            inputs
+                .campaigns
+                .inner
+                .map(|(row, _, r)| Update::Campaign(row, r)),
+        )
+        .concat(
+            inputs
+                .engagement
+                .inner
+                .map(|(row, _, r)| Update::Engagement(row, r)),
+        )
+        .concat(inputs.top.inner.map(|(row, _, r)| Update::Top(row, r)))
+        .concat(inputs.panes.inner.map(|(row, _, r)| Update::Pane(row, r)))
+        .concat(
+            inputs
+                .similar
+                .inner
+                .map(|(row, _, r)| Update::Similar(row, r)),
+        )
+        .concat(
+            inputs
+                .recommendations
+                .inner
+                .map(|(row, _, r)| Update::Recs(row, r)),
+        )
         .concat(watermarks.map(Update::Watermark));
     updates.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Pipeline,
-        "SinkWindowedCounts",
+        "SinkOutputs",
         move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
             let mut pending = EpochStash::<Update>::default();
@@ -60,6 +114,7 @@ pub fn sink_windowed_counts<'scope>(
                     let mut batch = SinkBatch {
                         epoch: time,
                         window_size_ms: window.size_ms,
+                        sliding_ms,
                         ..SinkBatch::default()
                     };
                     let before = watermark;
@@ -84,6 +139,12 @@ pub fn sink_windowed_counts<'scope>(
                         let (_, rows) = camps.pop_first().expect("checked");
                         batch.final_campaigns.extend(rows.into_values());
                     }
+                    // Keyed current values: the positive update of a key is its new value; a key
+                    // with only a retraction is gone.
+                    let mut engagement: BTreeMap<u64, Option<CampaignEngagement>> = BTreeMap::new();
+                    let mut top: Option<Option<Vec<CampaignEngagement>>> = None;
+                    let mut similar: BTreeMap<u64, Option<SimilarUsers>> = BTreeMap::new();
+                    let mut recs: BTreeMap<u64, Option<UserRecommendations>> = BTreeMap::new();
                     let mut changed_types: HashMap<(i64, EventType), Option<TypeWindowStats>> =
                         HashMap::new();
                     let mut changed_camps: HashMap<
@@ -112,9 +173,62 @@ pub fn sink_windowed_counts<'scope>(
                                     *slot = Some(row);
                                 }
                             }
+                            Update::Engagement(row, r) => {
+                                let slot = engagement.entry(row.campaign_id).or_default();
+                                if r > 0 {
+                                    *slot = Some(row);
+                                }
+                            }
+                            Update::Top(rows, r) => {
+                                let slot = top.get_or_insert(None);
+                                if r > 0 {
+                                    *slot = Some(rows);
+                                }
+                            }
+                            // A pane is inserted when it closes (final) and retracted when it
+                            // slides out; only the former is written.
+                            Update::Pane(row, r) if r > 0 => batch.final_engagement.push(row),
+                            Update::Similar(row, r) => {
+                                let slot = similar.entry(row.user_id).or_default();
+                                if r > 0 {
+                                    *slot = Some(row);
+                                }
+                            }
+                            Update::Recs(row, r) => {
+                                let slot = recs.entry(row.user_id).or_default();
+                                if r > 0 {
+                                    *slot = Some(row);
+                                }
+                            }
                             _ => {}
                         }
                     }
+                    for (campaign_id, row) in engagement {
+                        match row {
+                            Some(row) => batch.engagement.push(row),
+                            None => batch.engagement_removed.push(campaign_id),
+                        }
+                    }
+                    batch.top_campaigns = top.map(Option::unwrap_or_default);
+                    batch.similar = similar
+                        .into_iter()
+                        .map(|(user_id, row)| {
+                            row.unwrap_or(SimilarUsers {
+                                user_id,
+                                neighbors: Vec::new(),
+                            })
+                        })
+                        .collect();
+                    batch.recommendations = recs
+                        .into_iter()
+                        .map(|(user_id, row)| {
+                            row.unwrap_or(UserRecommendations {
+                                user_id,
+                                items: Vec::new(),
+                            })
+                        })
+                        .collect();
+                    batch.final_engagement.sort();
                     for ((start, t), row) in changed_types {
                         let held = types.entry(start).or_default();
                         match row {

@@ -9,7 +9,8 @@
 //!    - below the restored checkpoint's high offset, and malformed or in a window already
 //!      final under the restored watermark → skipped (it was dead-lettered or counted before
 //!      the restart; every record late before the restart is in such a window, as the
-//!      watermark only grows);
+//!      watermark only grows), except that a valid event of a final window still inside the
+//!      retention (the sliding window) goes to `history`: it rebuilds sliding state only;
 //!    - malformed → dead letter with its reason;
 //!    - in a window closed under `W(e)` → dead letter `late`;
 //!    - otherwise an on-time event at time `e`.
@@ -50,6 +51,9 @@ pub struct DeadLetter {
 pub struct SourceSettings {
     /// Tumbling window (decides lateness).
     pub window: WindowSpec,
+    /// How long after its start a window's events still feed some state (the sliding window's
+    /// length; at least the tumbling window's).
+    pub retain_ms: i64,
     /// Epoch length.
     pub epoch: Duration,
     /// Most records per epoch per worker.
@@ -62,10 +66,13 @@ pub struct SourceSettings {
     pub restore: Option<Checkpoint>,
 }
 
-/// The source's three output streams.
+/// The source's output streams.
 pub struct SourceStreams<'scope> {
     /// On-time events (insert-only).
     pub events: VecCollection<'scope, Epoch, Event, isize>,
+    /// Replayed events of windows final before a restart but still inside the retention: they
+    /// rebuild sliding-window state only (insert-only).
+    pub history: VecCollection<'scope, Epoch, Event, isize>,
     /// Progress reports, for `TrackWatermark`.
     pub progress: StreamVec<'scope, Epoch, PartitionProgress>,
     /// Dead letters.
@@ -98,10 +105,13 @@ pub fn source<'scope, R: PartitionReader>(
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
     let (events_out, events) = builder.new_output();
+    let (history_out, history) = builder.new_output();
     let (progress_out, progress) = builder.new_output();
     let (dead_out, dead_letters) = builder.new_output();
     let mut events_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<(Event, Epoch, isize)>>>::from(events_out);
+    let mut history_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Event, Epoch, isize)>>>::from(history_out);
     let mut progress_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<PartitionProgress>>>::from(progress_out);
     let mut dead_out =
@@ -110,8 +120,10 @@ pub fn source<'scope, R: PartitionReader>(
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut progress_cap = caps.pop();
+        let mut history_cap = caps.pop();
         let mut events_cap = caps.pop();
         let window = settings.window;
+        let retain = settings.retain_ms.max(window.size_ms);
         let (restore_wm, restore_high): (i64, HashMap<i32, i64>) = match &settings.restore {
             Some(cp) => (
                 cp.watermark_ms,
@@ -148,6 +160,9 @@ pub fn source<'scope, R: PartitionReader>(
                 let mut events = events.session(cap);
                 let mut dead = dead_out.activate();
                 let mut dead = dead.session(dead_cap.as_ref().expect("held with events_cap"));
+                let mut history = history_out.activate();
+                let mut history =
+                    history.session(history_cap.as_ref().expect("held with events_cap"));
                 let budget = settings.max_records_per_epoch - read_this_epoch;
                 let result = reader.poll(budget, &mut |rec: Record<'_>| {
                     let st = parts.entry(rec.partition).or_default();
@@ -172,7 +187,15 @@ pub fn source<'scope, R: PartitionReader>(
                         }
                         Ok(ev) => {
                             if replayed && window.is_closed(ev.ts_ms, restore_wm) {
-                                metrics.replay_skipped.inc();
+                                let start = window.start(ev.ts_ms);
+                                if start.saturating_add(retain) > restore_wm {
+                                    if st.seen_windows.insert(start) {
+                                        st.first_offsets.push((start, rec.offset));
+                                    }
+                                    history.give((ev, epoch, 1));
+                                } else {
+                                    metrics.replay_skipped.inc();
+                                }
                                 return;
                             }
                             st.max_ts = st.max_ts.max(Some(ev.ts_ms));
@@ -231,8 +254,8 @@ pub fn source<'scope, R: PartitionReader>(
                         st.idle = idle;
                         st.changed = false;
                         st.reported = true;
-                        // Windows closed under the watermark never need their first offset.
-                        let keep = st.seen_windows.split_off(&(wm.saturating_sub(window.size_ms).saturating_add(1)));
+                        // Windows past the retention never need their first offset.
+                        let keep = st.seen_windows.split_off(&(wm.saturating_sub(retain).saturating_add(1)));
                         st.seen_windows = keep;
                         progress.give(PartitionProgress {
                             partition,
@@ -245,7 +268,7 @@ pub fn source<'scope, R: PartitionReader>(
                 }
             }
             epoch += 1;
-            for c in [&mut events_cap, &mut progress_cap, &mut dead_cap].into_iter().flatten() {
+            for c in [&mut events_cap, &mut history_cap, &mut progress_cap, &mut dead_cap].into_iter().flatten() {
                 c.downgrade(&epoch);
             }
             epoch_started = None;
@@ -255,6 +278,7 @@ pub fn source<'scope, R: PartitionReader>(
     });
     SourceStreams {
         events: events.as_collection(),
+        history: history.as_collection(),
         progress,
         dead_letters,
     }

@@ -18,7 +18,8 @@
 //! changes, for the windowed operators and the sinks.
 //!
 //! The checkpoint of epoch `e` ([`EpochCheckpoint`]) gives, per partition, the first offset that
-//! still feeds a window open under `W(e)` (resume here to rebuild open windows) and the next
+//! still feeds a window open under `W(e)`, or still inside the retention (`retain_ms`, the
+//! sliding window) (resume here to rebuild open windows and sliding state) and the next
 //! offset after everything read before `e` (records below it whose window is closed are skipped
 //! on replay). It is valid once every sink has written epoch `e`.
 
@@ -53,6 +54,10 @@ pub struct PartitionProgress {
 pub struct WatermarkPolicy {
     /// Tumbling windows whose closing the watermark decides.
     pub window: WindowSpec,
+    /// How long after its start a window's records are still needed to rebuild state on a
+    /// restart: the longest window any dataflow keeps (a sliding window's length; at least
+    /// `window.size_ms`). The resume offset is the first offset of a window younger than this.
+    pub retain_ms: i64,
     /// Allowed lateness, ms.
     pub lateness_ms: i64,
     /// Every partition of the source (across all workers).
@@ -150,7 +155,7 @@ pub trait TrackWatermark<'scope> {
     ///         partition, max_ts_ms: Some(ts), idle: false, next_offset: 1, first_offsets: vec![],
     ///     };
     ///     let policy = WatermarkPolicy {
-    ///         window: WindowSpec::new(1_000), lateness_ms: 100, partitions: vec![0, 1],
+    ///         window: WindowSpec::new(1_000), retain_ms: 1_000, lateness_ms: 100, partitions: vec![0, 1],
     ///         floor_ms: i64::MIN,
     ///     };
     ///     vec![report(0, 5_000), report(1, 3_000)]
@@ -253,10 +258,11 @@ fn drain(
     log.watermark = log.watermark.max(policy.floor_ms);
     let w = log.watermark;
     for st in parts.values_mut() {
-        // Closed windows no longer hold the resume offset back.
+        // Windows past the retention no longer hold the resume offset back.
+        let retain = policy.retain_ms.max(policy.window.size_ms);
         let open = st
             .first_offsets
-            .split_off(&w.saturating_sub(policy.window.size_ms).saturating_add(1));
+            .split_off(&w.saturating_sub(retain).saturating_add(1));
         st.first_offsets = open;
     }
     let epoch = known_before;
@@ -324,6 +330,7 @@ mod tests {
                     };
                 let policy = WatermarkPolicy {
                     window: WindowSpec::new(1_000),
+                    retain_ms: 1_000,
                     lateness_ms: 100,
                     partitions: vec![0, 1],
                     floor_ms: i64::MIN,
