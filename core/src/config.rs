@@ -357,6 +357,12 @@ impl Config {
         if e.sliding_ms < self.pipeline.window_ms || e.sliding_ms % self.pipeline.window_ms != 0 {
             return bad("engagement.sliding_ms must be a positive multiple of pipeline.window_ms");
         }
+        if ![e.weight_view, e.weight_click, e.weight_conversion]
+            .iter()
+            .all(|w| w.is_finite())
+        {
+            return bad("engagement weights must be finite numbers");
+        }
         if e.top_k == 0 {
             return bad("engagement.top_k must be > 0");
         }

@@ -1,6 +1,8 @@
 //! The in-memory store behind `eddy demo`: both layers (open and finalized windows) in one
-//! process, fed by the same sink batches and checkpoints as Redis and ClickHouse.
+//! process, fed by the same sink batches and checkpoints as Redis and ClickHouse, plus the
+//! current campaign engagement, top list, similar users and recommendations.
 
+use crate::engagement::{CampaignEngagement, Neighbor, Recommendation};
 use crate::event::EventType;
 use crate::rows::{CampaignWindowCount, Checkpoint, SinkBatch, TypeWindowStats};
 use std::collections::BTreeMap;
@@ -14,11 +16,28 @@ pub struct Stored<T> {
     pub is_final: bool,
 }
 
+/// A value with the event-time watermark of the sink batch that wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsOf<T> {
+    /// The value.
+    pub value: T,
+    /// Watermark (event time, epoch ms) of the batch that wrote `value`.
+    pub as_of_ms: i64,
+}
+
 /// In-memory view of eddy's outputs, updated per sink batch (see [`SinkBatch`]).
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     types: BTreeMap<(EventType, i64), Stored<TypeWindowStats>>,
     campaigns: BTreeMap<(u64, EventType, i64), Stored<CampaignWindowCount>>,
+    /// Sliding-window engagement per campaign (removed when the campaign leaves the window).
+    engagement: BTreeMap<u64, AsOf<CampaignEngagement>>,
+    /// The latest top list, best first (`None` until a batch carried one).
+    top: Option<AsOf<Vec<CampaignEngagement>>>,
+    /// Similar users per user (absent when the list is empty).
+    similar: BTreeMap<u64, AsOf<Vec<Neighbor>>>,
+    /// Recommendations per user (absent when the list is empty).
+    recommendations: BTreeMap<u64, AsOf<Vec<Recommendation>>>,
     /// Highest watermark seen in a sink batch.
     pub watermark_ms: Option<i64>,
     /// Batch/speed boundary from the last checkpoint.
@@ -38,6 +57,10 @@ impl Default for MemoryStore {
         Self {
             types: BTreeMap::new(),
             campaigns: BTreeMap::new(),
+            engagement: BTreeMap::new(),
+            top: None,
+            similar: BTreeMap::new(),
+            recommendations: BTreeMap::new(),
             watermark_ms: None,
             boundary_ms: None,
             epoch: 0,
@@ -70,8 +93,53 @@ impl MemoryStore {
         }
     }
 
-    /// Applies one sink batch (idempotent: values are absolute).
+    /// Applies one sink batch (idempotent: values are absolute). Engagement, top list, similar
+    /// users and recommendations are stored with the batch's watermark as their `as_of_ms`;
+    /// within a batch, `engagement_removed` is applied after `engagement`, and an empty list
+    /// of similar users or recommendations removes the user's entry.
     pub fn apply(&mut self, batch: &SinkBatch) {
+        let as_of = |value| AsOf {
+            value,
+            as_of_ms: batch.watermark_ms,
+        };
+        for e in &batch.engagement {
+            self.engagement.insert(e.campaign_id, as_of(*e));
+        }
+        for c in &batch.engagement_removed {
+            self.engagement.remove(c);
+        }
+        if let Some(top) = &batch.top_campaigns {
+            self.top = Some(AsOf {
+                value: top.clone(),
+                as_of_ms: batch.watermark_ms,
+            });
+        }
+        for s in &batch.similar {
+            if s.neighbors.is_empty() {
+                self.similar.remove(&s.user_id);
+            } else {
+                self.similar.insert(
+                    s.user_id,
+                    AsOf {
+                        value: s.neighbors.clone(),
+                        as_of_ms: batch.watermark_ms,
+                    },
+                );
+            }
+        }
+        for r in &batch.recommendations {
+            if r.items.is_empty() {
+                self.recommendations.remove(&r.user_id);
+            } else {
+                self.recommendations.insert(
+                    r.user_id,
+                    AsOf {
+                        value: r.items.clone(),
+                        as_of_ms: batch.watermark_ms,
+                    },
+                );
+            }
+        }
         for r in &batch.open_types {
             self.types.insert(
                 (r.event_type, r.window_start_ms),
@@ -163,6 +231,39 @@ impl MemoryStore {
         }
         out
     }
+
+    /// The current sliding-window engagement of `campaign_id`, with the watermark of the batch
+    /// that wrote it; `None` when the campaign is not in the sliding window.
+    pub fn campaign_engagement(&self, campaign_id: u64) -> Option<AsOf<CampaignEngagement>> {
+        self.engagement.get(&campaign_id).cloned()
+    }
+
+    /// Number of campaigns currently in the sliding window.
+    pub fn engaged_campaigns(&self) -> usize {
+        self.engagement.len()
+    }
+
+    /// The first `k` campaigns of the latest top list (best first, as the dataflow ranked
+    /// them), with the watermark of the batch that wrote the list; `None` until a batch carried
+    /// a top list (`Some` with an empty list when no campaign is left).
+    pub fn top_campaigns(&self, k: usize) -> Option<AsOf<Vec<CampaignEngagement>>> {
+        self.top.as_ref().map(|t| AsOf {
+            value: t.value.iter().take(k).copied().collect(),
+            as_of_ms: t.as_of_ms,
+        })
+    }
+
+    /// The similar users of `user_id`, best first, with the watermark of the batch that wrote
+    /// them; `None` when the user has none (never had, or none any more).
+    pub fn similar_users(&self, user_id: u64) -> Option<&AsOf<Vec<Neighbor>>> {
+        self.similar.get(&user_id)
+    }
+
+    /// The recommendations of `user_id`, best first, with the watermark of the batch that wrote
+    /// them; `None` when the user has none (never had, or none any more).
+    pub fn recommendations(&self, user_id: u64) -> Option<&AsOf<Vec<Recommendation>>> {
+        self.recommendations.get(&user_id)
+    }
 }
 
 #[cfg(test)]
@@ -219,5 +320,97 @@ mod tests {
         keep_all.apply(&batch(50, &[0, 10]));
         keep_all.apply(&batch(10_000, &[9_990]));
         assert_eq!(keep_all.type_windows(None, 0, 100_000).len(), 3);
+    }
+
+    #[test]
+    fn engagement_top_similar_and_recommendations() {
+        use crate::engagement::{Score, SimilarUsers, UserRecommendations};
+        let e = |campaign_id, views| CampaignEngagement {
+            campaign_id,
+            views,
+            clicks: 0,
+            conversions: 0,
+            revenue_micros: 0,
+            score: Score(views as f64),
+        };
+        let n = |user_id| Neighbor {
+            user_id,
+            shared: 1,
+            union: 2,
+        };
+        let rec = |campaign_id| Recommendation {
+            campaign_id,
+            score: Score(1.0),
+            campaign_score: Score(2.0),
+            because: vec![n(9)],
+        };
+        let mut store = MemoryStore::default();
+        assert_eq!(store.top_campaigns(10), None);
+        store.apply(&SinkBatch {
+            watermark_ms: 100,
+            engagement: vec![e(1, 5), e(2, 3)],
+            top_campaigns: Some(vec![e(1, 5), e(2, 3)]),
+            similar: vec![SimilarUsers {
+                user_id: 7,
+                neighbors: vec![n(8), n(9)],
+            }],
+            recommendations: vec![UserRecommendations {
+                user_id: 7,
+                items: vec![rec(3)],
+            }],
+            ..SinkBatch::default()
+        });
+        assert_eq!(
+            store.campaign_engagement(1),
+            Some(AsOf {
+                value: e(1, 5),
+                as_of_ms: 100
+            })
+        );
+        assert_eq!(store.engaged_campaigns(), 2);
+        assert_eq!(
+            store.top_campaigns(1),
+            Some(AsOf {
+                value: vec![e(1, 5)],
+                as_of_ms: 100
+            })
+        );
+        assert_eq!(store.similar_users(7).unwrap().value, vec![n(8), n(9)]);
+        assert_eq!(store.recommendations(7).unwrap().value, vec![rec(3)]);
+
+        // Later: campaign 1 leaves, 2 changes, the top list empties, user 7 loses both lists.
+        store.apply(&SinkBatch {
+            watermark_ms: 200,
+            engagement: vec![e(2, 4)],
+            engagement_removed: vec![1],
+            top_campaigns: Some(vec![]),
+            similar: vec![SimilarUsers {
+                user_id: 7,
+                neighbors: vec![],
+            }],
+            recommendations: vec![UserRecommendations {
+                user_id: 7,
+                items: vec![],
+            }],
+            ..SinkBatch::default()
+        });
+        assert_eq!(store.campaign_engagement(1), None);
+        assert_eq!(store.campaign_engagement(2).unwrap().as_of_ms, 200);
+        assert_eq!(store.campaign_engagement(2).unwrap().value, e(2, 4));
+        assert_eq!(
+            store.top_campaigns(10),
+            Some(AsOf {
+                value: vec![],
+                as_of_ms: 200
+            })
+        );
+        assert_eq!(store.similar_users(7), None);
+        assert_eq!(store.recommendations(7), None);
+        // A batch without a top list keeps the previous one.
+        store.apply(&SinkBatch {
+            watermark_ms: 300,
+            ..SinkBatch::default()
+        });
+        assert_eq!(store.top_campaigns(10).unwrap().as_of_ms, 200);
     }
 }

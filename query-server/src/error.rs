@@ -15,6 +15,10 @@ pub enum AppError {
     /// No such route (404, code `not_found`).
     #[error("no route for {0}")]
     NotFound(String),
+    /// The route exists but no store knows the campaign, user or list asked for (404, code
+    /// `not_found`; the message says what is missing).
+    #[error("{0}")]
+    Missing(String),
     /// The route exists but not for this method (405, code `method_not_allowed`).
     #[error("method {0} not allowed here")]
     MethodNotAllowed(String),
@@ -31,7 +35,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::NotFound(_) | AppError::Missing(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -42,7 +46,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "bad_request",
-            AppError::NotFound(_) => "not_found",
+            AppError::NotFound(_) | AppError::Missing(_) => "not_found",
             AppError::MethodNotAllowed(_) => "method_not_allowed",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",

@@ -2,6 +2,9 @@
 //! (ClickHouse: finalized windows) and the speed layer (Redis: open and recently closed windows),
 //! or, in the embedded demo, an in-memory [`MemoryStore`](eddy_core::MemoryStore).
 //!
+//! It also serves campaign engagement over a sliding window, the top campaigns, similar users
+//! and recommendations.
+//!
 //! Build the router with [`app`] from an [`AppState`], and run it with [`serve`] or
 //! [`serve_with_shutdown`]. Storage is behind the [`Backend`] trait, implemented by
 //! [`MemoryBackend`] and [`LambdaBackend`]. The storage layout read here is the contract in
@@ -71,6 +74,41 @@
 //! only (stale but correct), with ClickHouse down the windows Redis still holds. With both down:
 //! 503.
 //!
+//! ## Engagement, similar users, recommendations
+//!
+//! | route | `k` (optional) |
+//! |---|---|
+//! | `GET /v1/campaigns/top?k=` | default 10 (at most `engagement.top_k`), `1..=engagement.top_k` |
+//! | `GET /v1/campaigns/{id}` | none (no query parameter accepted) |
+//! | `GET /v1/users/{id}/similar?k=` | default and maximum `similarity.k` |
+//! | `GET /v1/users/{id}/recommendations?k=` | default and maximum `similarity.recommendations` |
+//!
+//! `{id}` must be a u64, `k` an integer in range; anything else (or an unknown or repeated
+//! parameter) is a 400. Every answer carries `as_of_ms` (the event-time watermark the values
+//! reflect), `freshness_ms` (as in `/v1/counts`: wall-clock ms since the store was last
+//! updated, `null` if unknown) and `source` (`redis`, `clickhouse` or `memory`). Campaigns
+//! (one, or each of `campaigns` of the top list, best first):
+//!
+//! ```json
+//! {"campaign_id": 42, "views": 10, "clicks": 2, "conversions": 1, "revenue": 5.5,
+//!  "revenue_micros": 5500000, "ctr": 0.2, "conversion_rate": 0.5, "score": 45.0,
+//!  "as_of_ms": 1700000180000, "freshness_ms": 35, "source": "redis"}
+//! ```
+//!
+//! `ctr` = clicks / views (`null` without views), `conversion_rate` = conversions / clicks
+//! (`null` without clicks), `score` the weighted engagement score. The top list is
+//! `{"k", "as_of_ms", "freshness_ms", "source", "campaigns": [...]}`; similar users
+//! `{"user_id", "k", ..., "similar": [{"user_id", "jaccard", "shared", "union"}]}`;
+//! recommendations `{"user_id", "k", ..., "recommendations": [{"campaign_id", "score",
+//! "campaign_score", "because": [{"user_id", "jaccard"}]}]}`.
+//!
+//! 404 (`not_found`) when no store knows the campaign (no event in the sliding window), the
+//! user has no similar users or recommendations (never had, or none any more), or there is no
+//! top list yet. [`LambdaBackend`] reads Redis first and, on a miss or a Redis failure,
+//! ClickHouse (then `source` is `clickhouse`: campaigns recomputed from the finalized panes of
+//! the sliding window ending at the batch/speed boundary, users from their latest snapshot);
+//! 503 when ClickHouse is needed and fails.
+//!
 //! ## `GET /healthz`
 //!
 //! 200 `{"status": "ok", "stores": {"clickhouse": "ok", "redis": "ok"}}` when every store
@@ -86,51 +124,72 @@
 //! ## Errors
 //!
 //! Every error is JSON `{"error": {"code": "...", "message": "..."}}` ([`AppError`]):
-//! `bad_request` (400), `not_found` (404, unknown route), `method_not_allowed` (405),
-//! `unavailable` (503, no store answered), `internal` (500).
+//! `bad_request` (400), `not_found` (404, unknown route, campaign or user),
+//! `method_not_allowed` (405), `unavailable` (503, no store answered), `internal` (500).
 
 mod backend;
+mod engagement;
 mod error;
 mod query;
 mod routes;
 
 pub use backend::Backend;
 pub use backend::{
-    Amounts, BackendAnswer, BackendError, BoxFuture, LambdaBackend, LayerStatus, MemoryBackend,
-    StoreHealth, WindowQuery, WindowRow,
+    Amounts, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LambdaBackend, LayerStatus,
+    MemoryBackend, Sourced, StoreHealth, WindowQuery, WindowRow,
+};
+pub use engagement::{
+    BecauseJson, CampaignJson, CampaignResponse, RecommendationJson, RecommendationsResponse,
+    SimilarUserJson, SimilarUsersResponse, TopCampaignsResponse,
 };
 pub use error::AppError;
 pub use query::{CountsParams, Granularity};
 pub use routes::{CountsResponse, LayerJson, LayersJson, QueryEcho, SeriesPoint};
 
-use eddy_core::Metrics;
+use eddy_core::{Metrics, Weights};
 use std::sync::Arc;
 
 /// Limits and settings the server applies to queries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServerQueryLimits {
     /// Widest `to - from` one query may ask for, ms (`server.max_range_ms`).
     pub max_range_ms: i64,
     /// The pipeline's tumbling window length, ms (`pipeline.window_ms`): window ends are
     /// `start + window_ms`, and it decides which windows lie before the batch/speed boundary.
     pub window_ms: i64,
+    /// Sliding window of the engagement scores, ms (`engagement.sliding_ms`).
+    pub sliding_ms: i64,
+    /// Engagement score weights (`engagement.weight_*`), for scores recomputed from the batch
+    /// layer.
+    pub weights: Weights,
+    /// Length of the top list (`engagement.top_k`): the largest `k` of `/v1/campaigns/top`.
+    pub top_k: usize,
+    /// Similar users kept per user (`similarity.k`): default and largest `k` of
+    /// `/v1/users/{id}/similar`.
+    pub similar_k: usize,
+    /// Recommendations kept per user (`similarity.recommendations`): default and largest `k`
+    /// of `/v1/users/{id}/recommendations`.
+    pub recommendations: usize,
 }
 
 impl Default for ServerQueryLimits {
     fn default() -> Self {
-        Self {
-            max_range_ms: 31 * 24 * 3_600_000,
-            window_ms: 60_000,
-        }
+        Self::from_config(&eddy_core::Config::default())
     }
 }
 
 impl ServerQueryLimits {
-    /// Takes `server.max_range_ms` and `pipeline.window_ms` from eddy's configuration.
+    /// Takes `server.max_range_ms`, `pipeline.window_ms`, the `[engagement]` settings and
+    /// `similarity.k` / `similarity.recommendations` from eddy's configuration.
     pub fn from_config(config: &eddy_core::Config) -> Self {
         Self {
             max_range_ms: config.server.max_range_ms,
             window_ms: config.pipeline.window_ms,
+            sliding_ms: config.engagement.sliding_ms,
+            weights: config.engagement.weights(),
+            top_k: config.engagement.top_k,
+            similar_k: config.similarity.k,
+            recommendations: config.similarity.recommendations,
         }
     }
 }

@@ -148,6 +148,7 @@ mod tests {
             &ServerQueryLimits {
                 max_range_ms: 1000,
                 window_ms: 10,
+                ..ServerQueryLimits::default()
             },
         )
     }

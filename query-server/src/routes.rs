@@ -122,6 +122,16 @@ pub struct CountsResponse {
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/counts", get(counts))
+        .route("/v1/campaigns/top", get(crate::engagement::top_campaigns))
+        .route("/v1/campaigns/{id}", get(crate::engagement::campaign))
+        .route(
+            "/v1/users/{id}/similar",
+            get(crate::engagement::similar_users),
+        )
+        .route(
+            "/v1/users/{id}/recommendations",
+            get(crate::engagement::recommendations),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -4,11 +4,13 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use eddy_core::{
-    CampaignWindowCount, Checkpoint, EventType, MemoryStore, Metrics, SinkBatch, TypeWindowStats,
+    CampaignEngagement, CampaignWindowCount, Checkpoint, EventType, MemoryStore, Metrics, Neighbor,
+    Recommendation, Score, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations, Weights,
+    recommendation_score,
 };
 use eddy_query_server::{
-    AppState, Backend, BackendAnswer, BackendError, BoxFuture, LayerStatus, MemoryBackend,
-    ServerQueryLimits, StoreHealth, WindowQuery, WindowRow, app,
+    AppState, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
+    MemoryBackend, ServerQueryLimits, Sourced, StoreHealth, WindowQuery, WindowRow, app,
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -81,6 +83,7 @@ fn store() -> Arc<RwLock<MemoryStore>> {
             tw(H + M, Click, 2, 2_000_000, Some(500_000), Some(1_500_000)),
         ],
         final_campaigns: vec![cw(H, 42, Click, 2), cw(H, 42, View, 7), cw(H, 43, Click, 1)],
+        ..Default::default()
     });
     s.apply_checkpoint(&Checkpoint {
         topic: "events".into(),
@@ -98,6 +101,11 @@ fn state_with(backend: Arc<dyn Backend>) -> AppState {
         ServerQueryLimits {
             max_range_ms: 24 * 3_600_000,
             window_ms: M,
+            sliding_ms: 10 * M,
+            top_k: 5,
+            similar_k: 3,
+            recommendations: 2,
+            ..ServerQueryLimits::default()
         },
     )
 }
@@ -441,6 +449,14 @@ struct Scripted {
     health: Vec<StoreHealth>,
 }
 
+impl Scripted {
+    /// Engagement reads: the scripted error, or nothing found.
+    fn nothing<T: Send + 'static>(&self) -> BoxFuture<'_, Result<Option<T>, BackendError>> {
+        let a = self.answer.clone().map(|_| None);
+        Box::pin(async move { a })
+    }
+}
+
 impl Backend for Scripted {
     fn counts(&self, _q: WindowQuery) -> BoxFuture<'_, Result<BackendAnswer, BackendError>> {
         let a = self.answer.clone();
@@ -449,6 +465,32 @@ impl Backend for Scripted {
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>> {
         let h = self.health.clone();
         Box::pin(async move { h })
+    }
+    fn campaign(
+        &self,
+        _q: EngagementQuery,
+        _id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<CampaignEngagement>>, BackendError>> {
+        self.nothing()
+    }
+    fn top_campaigns(
+        &self,
+        _q: EngagementQuery,
+        _k: usize,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<CampaignEngagement>>>, BackendError>> {
+        self.nothing()
+    }
+    fn similar_users(
+        &self,
+        _id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Neighbor>>>, BackendError>> {
+        self.nothing()
+    }
+    fn recommendations(
+        &self,
+        _id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
+        self.nothing()
     }
 }
 
@@ -562,4 +604,343 @@ async fn serves_over_tcp_and_shuts_down() {
         .expect("server stops")
         .unwrap()
         .unwrap();
+}
+
+// ---- Campaign engagement, similar users, recommendations ----
+
+fn eng(
+    campaign_id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue: i64,
+) -> CampaignEngagement {
+    CampaignEngagement {
+        campaign_id,
+        views,
+        clicks,
+        conversions,
+        revenue_micros: revenue,
+        score: Weights::default().score(views, clicks, conversions),
+    }
+}
+
+fn nb(user_id: u64, shared: u32, union: u32) -> Neighbor {
+    Neighbor {
+        user_id,
+        shared,
+        union,
+    }
+}
+
+fn rec(campaign_id: u64, campaign_score: f64, because: Vec<Neighbor>) -> Recommendation {
+    Recommendation {
+        campaign_id,
+        score: recommendation_score(&because, Score(campaign_score)),
+        campaign_score: Score(campaign_score),
+        because,
+    }
+}
+
+/// Engagement at watermark H+3m (campaigns 42..=45, users 7 and 8), then at H+4m campaign 44
+/// leaves the window, 47 enters it and the top list is rewritten.
+fn engagement_state() -> AppState {
+    let mut s = MemoryStore::default();
+    let top = vec![
+        eng(42, 10, 2, 1, 5_500_000),
+        eng(45, 3, 1, 0, 0),
+        eng(43, 4, 0, 0, 0),
+        eng(44, 0, 0, 0, 1_000_000),
+    ];
+    s.apply(&SinkBatch {
+        epoch: 3,
+        watermark_ms: H + 3 * M,
+        window_size_ms: M,
+        sliding_ms: 10 * M,
+        engagement: top.clone(),
+        top_campaigns: Some(top),
+        similar: vec![
+            SimilarUsers {
+                user_id: 7,
+                neighbors: vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
+            },
+            SimilarUsers {
+                user_id: 8,
+                neighbors: vec![nb(7, 2, 3)],
+            },
+        ],
+        recommendations: vec![UserRecommendations {
+            user_id: 7,
+            items: vec![
+                rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
+                rec(43, 4.0, vec![nb(8, 1, 2)]),
+                rec(46, 1.0, vec![nb(9, 1, 4)]),
+            ],
+        }],
+        ..Default::default()
+    });
+    s.apply(&SinkBatch {
+        epoch: 4,
+        watermark_ms: H + 4 * M,
+        window_size_ms: M,
+        sliding_ms: 10 * M,
+        engagement: vec![eng(47, 0, 0, 0, 2_000_000)],
+        engagement_removed: vec![44],
+        top_campaigns: Some(vec![
+            eng(42, 10, 2, 1, 5_500_000),
+            eng(45, 3, 1, 0, 0),
+            eng(43, 4, 0, 0, 0),
+        ]),
+        ..Default::default()
+    });
+    state_with(Arc::new(MemoryBackend::new(Arc::new(RwLock::new(s)))))
+}
+
+/// GETs `uri` expecting 200, checks and strips `freshness_ms`.
+async fn ok_json(state: &AppState, uri: &str) -> Value {
+    let (status, mut v) = get_json(state, uri).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {v}");
+    let fresh = v["freshness_ms"].as_i64().expect("freshness_ms set");
+    assert!((0..60_000).contains(&fresh), "{v}");
+    v.as_object_mut().unwrap().remove("freshness_ms");
+    v
+}
+
+/// `v` as the tests read it back: serde_json's default float parsing may differ from the exact
+/// value in the last bit, so expected values go through the same text round trip.
+fn as_read(v: Value) -> Value {
+    serde_json::from_str(&v.to_string()).unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn campaign_json(
+    id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue: f64,
+    revenue_micros: i64,
+    ctr: Value,
+    conversion_rate: Value,
+    score: f64,
+) -> Value {
+    as_read(json!({
+        "campaign_id": id, "views": views, "clicks": clicks, "conversions": conversions,
+        "revenue": revenue, "revenue_micros": revenue_micros, "ctr": ctr,
+        "conversion_rate": conversion_rate, "score": score,
+    }))
+}
+
+#[tokio::test]
+async fn campaign_engagement_from_memory() {
+    let st = engagement_state();
+    let mut expected = campaign_json(42, 10, 2, 1, 5.5, 5_500_000, json!(0.2), json!(0.5), 45.0);
+    expected["as_of_ms"] = json!(H + 3 * M);
+    expected["source"] = json!("memory");
+    assert_eq!(ok_json(&st, "/v1/campaigns/42").await, expected);
+    // No clicks: conversion_rate null.
+    let v = ok_json(&st, "/v1/campaigns/43").await;
+    assert_eq!(
+        (&v["ctr"], &v["conversion_rate"], &v["score"]),
+        (&json!(0.0), &Value::Null, &json!(4.0))
+    );
+    // No views either: ctr null too. Written by the later batch.
+    let mut expected = campaign_json(47, 0, 0, 0, 2.0, 2_000_000, Value::Null, Value::Null, 0.0);
+    expected["as_of_ms"] = json!(H + 4 * M);
+    expected["source"] = json!("memory");
+    assert_eq!(ok_json(&st, "/v1/campaigns/47").await, expected);
+
+    let (status, v) = get_json(&st, "/v1/campaigns/44").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        v,
+        json!({"error": {"code": "not_found",
+                         "message": "campaign 44 has no engagement in the sliding window"}})
+    );
+    for (uri, needle) in [
+        (
+            "/v1/campaigns/abc",
+            "campaign id must be an unsigned integer",
+        ),
+        ("/v1/campaigns/-1", "campaign id"),
+        ("/v1/campaigns/18446744073709551616", "campaign id"),
+        ("/v1/campaigns/4.2", "campaign id"),
+        ("/v1/campaigns/42?k=1", "unknown query parameter"),
+    ] {
+        let (status, v) = get_json(&st, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{uri}: {msg:?} lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
+async fn top_campaigns_from_memory() {
+    let st = engagement_state();
+    let c42 = campaign_json(42, 10, 2, 1, 5.5, 5_500_000, json!(0.2), json!(0.5), 45.0);
+    let c45 = campaign_json(45, 3, 1, 0, 0.0, 0, json!(1.0 / 3.0), json!(0.0), 8.0);
+    let c43 = campaign_json(43, 4, 0, 0, 0.0, 0, json!(0.0), Value::Null, 4.0);
+    // Default k = 10, capped at engagement.top_k (5): the whole list.
+    assert_eq!(
+        ok_json(&st, "/v1/campaigns/top").await,
+        json!({"k": 5, "as_of_ms": H + 4 * M, "source": "memory",
+               "campaigns": [c42.clone(), c45.clone(), c43]})
+    );
+    assert_eq!(
+        ok_json(&st, "/v1/campaigns/top?k=2").await,
+        json!({"k": 2, "as_of_ms": H + 4 * M, "source": "memory", "campaigns": [c42, c45]})
+    );
+    for qs in [
+        "k=0", "k=6", "k=-1", "k=two", "k=", "k=1&k=2", "limit=3", "k=2&x=1",
+    ] {
+        let (status, v) = get_json(&st, &format!("/v1/campaigns/top?{qs}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{qs}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request", "{qs}");
+    }
+    // No top list yet: 404.
+    let (status, v) = get_json(&memory_state(), "/v1/campaigns/top").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["message"], "no top list of campaigns yet");
+}
+
+#[tokio::test]
+async fn similar_users_and_recommendations_from_memory() {
+    let st = engagement_state();
+    let sim = |user_id: u64, shared: u32, union: u32| {
+        as_read(
+            json!({"user_id": user_id, "jaccard": shared as f64 / union as f64,
+               "shared": shared, "union": union}),
+        )
+    };
+    // Default k = similarity.k (3).
+    assert_eq!(
+        ok_json(&st, "/v1/users/7/similar").await,
+        json!({"user_id": 7, "k": 3, "as_of_ms": H + 3 * M, "source": "memory",
+               "similar": [sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)]})
+    );
+    assert_eq!(
+        ok_json(&st, "/v1/users/8/similar?k=1").await["similar"],
+        json!([sim(7, 2, 3)])
+    );
+    assert_eq!(
+        ok_json(&st, "/v1/users/7/similar?k=1").await["similar"],
+        json!([sim(8, 2, 3)])
+    );
+
+    // Default k = similarity.recommendations (2).
+    assert_eq!(
+        ok_json(&st, "/v1/users/7/recommendations").await,
+        json!({"user_id": 7, "k": 2, "as_of_ms": H + 3 * M, "source": "memory",
+        "recommendations": [
+            {"campaign_id": 45, "score": 6.0, "campaign_score": 8.0,
+             "because": [{"user_id": 8, "jaccard": 0.5}, {"user_id": 9, "jaccard": 0.25}]},
+            {"campaign_id": 43, "score": 2.0, "campaign_score": 4.0,
+             "because": [{"user_id": 8, "jaccard": 0.5}]},
+        ]})
+    );
+    assert_eq!(
+        ok_json(&st, "/v1/users/7/recommendations?k=1").await["recommendations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    for (uri, status, needle) in [
+        (
+            "/v1/users/9/similar",
+            StatusCode::NOT_FOUND,
+            "user 9 has no similar users",
+        ),
+        (
+            "/v1/users/8/recommendations",
+            StatusCode::NOT_FOUND,
+            "user 8 has no recommendations",
+        ),
+        (
+            "/v1/users/x/similar",
+            StatusCode::BAD_REQUEST,
+            "user id must be an unsigned integer",
+        ),
+        (
+            "/v1/users/-7/recommendations",
+            StatusCode::BAD_REQUEST,
+            "user id",
+        ),
+        (
+            "/v1/users/7/similar?k=4",
+            StatusCode::BAD_REQUEST,
+            "from 1 to 3",
+        ),
+        (
+            "/v1/users/7/similar?k=0",
+            StatusCode::BAD_REQUEST,
+            "from 1 to 3",
+        ),
+        (
+            "/v1/users/7/recommendations?k=3",
+            StatusCode::BAD_REQUEST,
+            "from 1 to 2",
+        ),
+        (
+            "/v1/users/7/recommendations?n=1",
+            StatusCode::BAD_REQUEST,
+            "unknown query parameter",
+        ),
+        ("/v1/users/7", StatusCode::NOT_FOUND, "no route"),
+    ] {
+        let (s, v) = get_json(&st, uri).await;
+        assert_eq!(s, status, "{uri}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{uri}: {msg:?} lacks {needle:?}");
+    }
+
+    // Counted per route template.
+    let (_, _, body) = call(&st, "GET", "/metrics").await;
+    assert!(
+        body.contains(r#"eddy_http_requests_total{route="/v1/users/{id}/similar",status="200"} 3"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"eddy_http_requests_total{route="/v1/users/{id}/recommendations",status="400"} 3"#
+        ),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn engagement_routes_report_unavailable_and_missing() {
+    let down = state_with(Arc::new(Scripted {
+        answer: Err(BackendError::Unavailable("both down".into())),
+        health: vec![],
+    }));
+    let empty = state_with(Arc::new(Scripted {
+        answer: Ok(BackendAnswer {
+            watermark_ms: None,
+            boundary_ms: None,
+            as_of_ms: None,
+            batch: LayerStatus::skipped("clickhouse"),
+            speed: LayerStatus::skipped("redis"),
+            rows: vec![],
+        }),
+        health: vec![],
+    }));
+    for uri in [
+        "/v1/campaigns/top",
+        "/v1/campaigns/1",
+        "/v1/users/1/similar",
+        "/v1/users/1/recommendations",
+    ] {
+        let (status, v) = get_json(&down, uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {v}");
+        assert_eq!(
+            v,
+            json!({"error": {"code": "unavailable", "message": "no store available: both down"}})
+        );
+        let (status, v) = get_json(&empty, uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {v}");
+        assert_eq!(v["error"]["code"], "not_found");
+    }
 }

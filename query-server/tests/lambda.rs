@@ -241,6 +241,7 @@ fn state(redis_url: &str, ch_url: &str, timeout: Duration) -> AppState {
         ServerQueryLimits {
             max_range_ms: 24 * 3_600_000,
             window_ms: M,
+            ..ServerQueryLimits::default()
         },
     )
 }
@@ -504,4 +505,452 @@ async fn redis_connection_recovers_after_restart() {
     .await;
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+// ---- Engagement, similar users, recommendations: cache-aside over the real sinks ----
+
+mod engagement {
+    use super::*;
+    use eddy_core::{
+        CampaignEngagement, Checkpoint, Neighbor, PaneEngagement, PartitionCheckpoint,
+        Recommendation, Score, SimilarUsers, SinkBatch, UserRecommendations, Weights,
+        recommendation_score,
+    };
+    use eddy_sinks::{
+        CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
+    };
+
+    fn names() -> (String, String) {
+        let id = std::process::id();
+        (format!("eddy_qse_{id}"), format!("qse{id}"))
+    }
+
+    fn cfgs(redis_url: &str, ch_url: &str) -> (RedisConfig, ClickHouseConfig) {
+        let (db, prefix) = names();
+        (
+            RedisConfig {
+                url: redis_url.into(),
+                prefix,
+                window_ttl_secs: 7200,
+            },
+            ClickHouseConfig {
+                url: ch_url.into(),
+                database: db,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn state(redis_url: &str, ch_url: &str) -> AppState {
+        let (r, c) = cfgs(redis_url, ch_url);
+        let backend = LambdaBackend::new(&r, &c)
+            .unwrap()
+            .with_timeout(Duration::from_secs(2));
+        AppState::new(
+            Arc::new(backend),
+            Metrics::new(),
+            ServerQueryLimits {
+                max_range_ms: 24 * 3_600_000,
+                window_ms: M,
+                sliding_ms: 3 * M,
+                weights: Weights::default(),
+                top_k: 5,
+                similar_k: 3,
+                recommendations: 2,
+            },
+        )
+    }
+
+    async fn redis_del(keys: &[String]) {
+        let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
+        let mut r = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+
+    async fn redis_keys(prefix: &str) -> Vec<String> {
+        let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
+        let mut r = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut r)
+            .await
+            .unwrap()
+    }
+
+    async fn clean() {
+        let (db, p) = names();
+        clickhouse::Client::default()
+            .with_url(env("EDDY_TEST_CLICKHOUSE_URL"))
+            .query(&format!("DROP DATABASE IF EXISTS {db}"))
+            .execute()
+            .await
+            .unwrap();
+        let keys = redis_keys(&p).await;
+        if !keys.is_empty() {
+            redis_del(&keys).await;
+        }
+    }
+
+    fn eng(id: u64, views: u64, clicks: u64, conversions: u64, revenue: i64) -> CampaignEngagement {
+        CampaignEngagement {
+            campaign_id: id,
+            views,
+            clicks,
+            conversions,
+            revenue_micros: revenue,
+            score: Weights::default().score(views, clicks, conversions),
+        }
+    }
+
+    fn pane(
+        start: i64,
+        id: u64,
+        views: u64,
+        clicks: u64,
+        conv: u64,
+        revenue: i64,
+    ) -> PaneEngagement {
+        PaneEngagement {
+            window_start_ms: start,
+            campaign_id: id,
+            views,
+            clicks,
+            conversions: conv,
+            revenue_micros: revenue,
+        }
+    }
+
+    fn nb(user_id: u64, shared: u32, union: u32) -> Neighbor {
+        Neighbor {
+            user_id,
+            shared,
+            union,
+        }
+    }
+
+    fn rec(campaign_id: u64, campaign_score: f64, because: Vec<Neighbor>) -> Recommendation {
+        Recommendation {
+            campaign_id,
+            score: recommendation_score(&because, Score(campaign_score)),
+            campaign_score: Score(campaign_score),
+            because,
+        }
+    }
+
+    fn batch(epoch: u64, watermark_ms: i64) -> SinkBatch {
+        SinkBatch {
+            epoch,
+            watermark_ms,
+            window_size_ms: M,
+            sliding_ms: 3 * M,
+            ..Default::default()
+        }
+    }
+
+    /// Writes `b` with both real sinks, as the pipeline does.
+    fn write(cfg: &(RedisConfig, ClickHouseConfig), b: &SinkBatch) {
+        RedisSink::connect(&cfg.0).unwrap().write(b).unwrap();
+        ClickHouseSink::connect(&cfg.1).unwrap().write(b).unwrap();
+    }
+
+    /// GETs `uri` expecting `status`; checks `freshness_ms` is set (`fresh`) or null, and strips it.
+    async fn get_ok(st: &AppState, uri: &str, fresh: bool) -> Value {
+        let (s, mut v) = get(st, uri).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+        if fresh {
+            let f = v["freshness_ms"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{uri}: {v}"));
+            assert!((0..60_000).contains(&f), "{uri}: {v}");
+        } else {
+            assert_eq!(v["freshness_ms"], Value::Null, "{uri}: {v}");
+        }
+        v.as_object_mut().unwrap().remove("freshness_ms");
+        v
+    }
+
+    /// `v` as the tests read it back: serde_json's default float parsing may differ from the
+    /// exact value in the last bit, so expected values go through the same text round trip.
+    fn as_read(v: Value) -> Value {
+        serde_json::from_str(&v.to_string()).unwrap()
+    }
+
+    fn campaign(id: u64, v: u64, c: u64, cv: u64, revenue_micros: i64, score: f64) -> Value {
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                Value::Null
+            } else {
+                json!(a as f64 / b as f64)
+            }
+        };
+        as_read(json!({
+            "campaign_id": id, "views": v, "clicks": c, "conversions": cv,
+            "revenue": revenue_micros as f64 / 1e6, "revenue_micros": revenue_micros,
+            "ctr": ratio(c, v), "conversion_rate": ratio(cv, c), "score": score,
+        }))
+    }
+
+    fn with(mut v: Value, as_of: i64, source: &str) -> Value {
+        v["as_of_ms"] = json!(as_of);
+        v["source"] = json!(source);
+        v
+    }
+
+    fn sim(user_id: u64, shared: u32, union: u32) -> Value {
+        as_read(
+            json!({"user_id": user_id, "jaccard": shared as f64 / union as f64,
+               "shared": shared, "union": union}),
+        )
+    }
+
+    fn recs_json() -> Value {
+        json!([
+            {"campaign_id": 45, "score": 6.0, "campaign_score": 8.0,
+             "because": [{"user_id": 8, "jaccard": 0.5}, {"user_id": 9, "jaccard": 0.25}]},
+            {"campaign_id": 43, "score": 2.0, "campaign_score": 4.0,
+             "because": [{"user_id": 8, "jaccard": 0.5}]},
+        ])
+    }
+
+    async fn status(st: &AppState, uri: &str) -> (StatusCode, String) {
+        let (s, v) = get(st, uri).await;
+        (s, v["error"]["code"].as_str().unwrap_or("").to_owned())
+    }
+
+    #[tokio::test]
+    async fn engagement_reads_are_cache_aside() {
+        let redis_url = env("EDDY_TEST_REDIS_URL");
+        let ch_url = env("EDDY_TEST_CLICKHOUSE_URL");
+        clean().await;
+        let cfg = cfgs(&redis_url, &ch_url);
+        let p = cfg.0.prefix.clone();
+        let applied =
+            eddy_sinks::apply_schema(&cfg.1, &eddy_testkit::repo().join("clickhouse/schema"))
+                .unwrap();
+        assert!(applied.contains(&"005_engagement.sql".to_owned()));
+
+        // Epoch 1, watermark H+2m: panes H and H+1m final; the live engagement also holds
+        // the open pane (campaign 42 has one more view there).
+        let mut b1 = batch(1, H + 2 * M);
+        b1.final_engagement = vec![
+            pane(H, 42, 10, 2, 1, 5_500_000),
+            pane(H, 43, 4, 0, 0, 0),
+            pane(H + M, 42, 2, 1, 0, 500_000),
+            pane(H + M, 45, 3, 1, 0, 0),
+        ];
+        let live = vec![
+            eng(42, 13, 3, 1, 6_000_000),
+            eng(45, 3, 1, 0, 0),
+            eng(43, 4, 0, 0, 0),
+        ];
+        b1.engagement = live.clone();
+        b1.top_campaigns = Some(live);
+        b1.similar = vec![SimilarUsers {
+            user_id: 7,
+            neighbors: vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
+        }];
+        b1.recommendations = vec![UserRecommendations {
+            user_id: 7,
+            items: vec![
+                rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
+                rec(43, 4.0, vec![nb(8, 1, 2)]),
+                rec(46, 1.0, vec![nb(9, 1, 4)]),
+            ],
+        }];
+        write(&cfg, &b1);
+        RedisSink::connect(&cfg.0)
+            .unwrap()
+            .write_boundary(H + 2 * M)
+            .unwrap();
+        // Epoch 2, watermark H+3m: pane H+2m final (ClickHouse), checkpointed at H+3m. Redis's
+        // boundary stays at H+2m, so the two boundaries can be told apart below.
+        let mut b2 = batch(2, H + 3 * M);
+        b2.final_engagement = vec![pane(H + 2 * M, 42, 1, 0, 0, 0)];
+        write(&cfg, &b2);
+        ClickHouseCheckpoints::connect(&cfg.1)
+            .unwrap()
+            .save(&Checkpoint {
+                topic: "events".into(),
+                epoch: 2,
+                watermark_ms: H + 3 * M,
+                partitions: vec![PartitionCheckpoint {
+                    partition: 0,
+                    resume_offset: 0,
+                    high_offset: 0,
+                }],
+            })
+            .unwrap();
+
+        // 1. Both up: Redis answers (the live values).
+        let st = state(&redis_url, &ch_url);
+        let r42 = campaign(42, 13, 3, 1, 6_000_000, 53.0);
+        let r45 = campaign(45, 3, 1, 0, 0, 8.0);
+        let r43 = campaign(43, 4, 0, 0, 0, 4.0);
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/42", true).await,
+            with(r42.clone(), H + 2 * M, "redis")
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/top", true).await,
+            json!({"k": 5, "as_of_ms": H + 2 * M, "source": "redis",
+                   "campaigns": [r42.clone(), r45.clone(), r43.clone()]})
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/top?k=2", true).await["campaigns"],
+            json!([r42.clone(), r45.clone()])
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/users/7/similar", true).await,
+            json!({"user_id": 7, "k": 3, "as_of_ms": H + 2 * M, "source": "redis",
+                   "similar": [sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)]})
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/users/7/recommendations", true).await,
+            json!({"user_id": 7, "k": 2, "as_of_ms": H + 2 * M, "source": "redis",
+                   "recommendations": recs_json()})
+        );
+        for uri in [
+            "/v1/campaigns/99",
+            "/v1/users/99/similar",
+            "/v1/users/99/recommendations",
+        ] {
+            assert_eq!(
+                status(&st, uri).await,
+                (StatusCode::NOT_FOUND, "not_found".into()),
+                "{uri}"
+            );
+        }
+        // ClickHouse down: cache hits still answer; a miss cannot be settled (503).
+        let ch_down = state(&redis_url, CH_DOWN);
+        assert_eq!(
+            get_ok(&ch_down, "/v1/campaigns/42", true).await["source"],
+            "redis"
+        );
+        assert_eq!(
+            status(&ch_down, "/v1/campaigns/99").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+        );
+
+        // 2. Redis misses: ClickHouse answers, at Redis's boundary H+2m (panes H and H+1m).
+        redis_del(&[
+            format!("{p}:campaign:42"),
+            format!("{p}:campaign:43"),
+            format!("{p}:campaign:45"),
+            format!("{p}:campaigns:top"),
+            format!("{p}:campaigns:top:as_of"),
+            format!("{p}:user:7:similar"),
+            format!("{p}:user:7:recs"),
+        ])
+        .await;
+        let c42 = campaign(42, 12, 3, 1, 6_000_000, 52.0);
+        let c45 = campaign(45, 3, 1, 0, 0, 8.0);
+        let c43 = campaign(43, 4, 0, 0, 0, 4.0);
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/42", true).await,
+            with(c42.clone(), H + 2 * M, "clickhouse")
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/43", true).await,
+            with(c43.clone(), H + 2 * M, "clickhouse")
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/top", true).await,
+            json!({"k": 5, "as_of_ms": H + 2 * M, "source": "clickhouse",
+                   "campaigns": [c42.clone(), c45.clone(), c43.clone()]})
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/top?k=1", true).await["campaigns"],
+            json!([c42.clone()])
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/users/7/similar?k=2", true).await,
+            json!({"user_id": 7, "k": 2, "as_of_ms": H + 2 * M, "source": "clickhouse",
+                   "similar": [sim(8, 2, 3), sim(9, 1, 4)]})
+        );
+        assert_eq!(
+            get_ok(&st, "/v1/users/7/recommendations", true).await,
+            json!({"user_id": 7, "k": 2, "as_of_ms": H + 2 * M, "source": "clickhouse",
+                   "recommendations": recs_json()})
+        );
+        assert_eq!(
+            status(&st, "/v1/campaigns/99").await,
+            (StatusCode::NOT_FOUND, "not_found".into())
+        );
+        // Without a boundary in Redis: the latest checkpoint's (H+3m: panes H+1m and H+2m).
+        redis_del(&[format!("{p}:boundary")]).await;
+        let d42 = campaign(42, 3, 1, 0, 500_000, 8.0);
+        assert_eq!(
+            get_ok(&st, "/v1/campaigns/42", true).await,
+            with(d42.clone(), H + 3 * M, "clickhouse")
+        );
+
+        // 3. Redis unavailable: ClickHouse at the latest checkpoint, freshness unknown.
+        let down = state(DOWN, &ch_url);
+        assert_eq!(
+            get_ok(&down, "/v1/campaigns/42", false).await,
+            with(d42.clone(), H + 3 * M, "clickhouse")
+        );
+        // Pane H retired: campaign 43 left the window; 42 and 45 tie on score 8 (lower id first).
+        assert_eq!(
+            status(&down, "/v1/campaigns/43").await,
+            (StatusCode::NOT_FOUND, "not_found".into())
+        );
+        assert_eq!(
+            get_ok(&down, "/v1/campaigns/top", false).await,
+            json!({"k": 5, "as_of_ms": H + 3 * M, "source": "clickhouse",
+                   "campaigns": [d42, c45]})
+        );
+        assert_eq!(
+            get_ok(&down, "/v1/users/7/similar", false).await,
+            json!({"user_id": 7, "k": 3, "as_of_ms": H + 2 * M, "source": "clickhouse",
+                   "similar": [sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)]})
+        );
+        assert_eq!(
+            get_ok(&down, "/v1/users/7/recommendations?k=1", false).await["recommendations"],
+            json!([recs_json()[0]])
+        );
+
+        // 4. User 7 loses both lists: Redis keys deleted, empty snapshots in ClickHouse: 404.
+        let mut b3 = batch(3, H + 4 * M);
+        b3.similar = vec![SimilarUsers {
+            user_id: 7,
+            neighbors: vec![],
+        }];
+        b3.recommendations = vec![UserRecommendations {
+            user_id: 7,
+            items: vec![],
+        }];
+        write(&cfg, &b3);
+        for st in [&st, &down] {
+            for uri in ["/v1/users/7/similar", "/v1/users/7/recommendations"] {
+                assert_eq!(
+                    status(st, uri).await,
+                    (StatusCode::NOT_FOUND, "not_found".into()),
+                    "{uri}"
+                );
+            }
+        }
+
+        // 5. Both down: 503.
+        let both = state(DOWN, CH_DOWN);
+        for uri in [
+            "/v1/campaigns/42",
+            "/v1/campaigns/top",
+            "/v1/users/7/similar",
+            "/v1/users/7/recommendations",
+        ] {
+            let (s, v) = get(&both, uri).await;
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.contains("redis: ") && msg.contains("clickhouse: "),
+                "{uri}: {msg}"
+            );
+        }
+        clean().await;
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tables (and views) `check_schema` requires in the configured database.
-pub const REQUIRED_TABLES: [&str; 7] = [
+pub const REQUIRED_TABLES: [&str; 10] = [
     "type_windows",
     "campaign_windows",
     "type_windows_hourly",
@@ -24,6 +24,9 @@ pub const REQUIRED_TABLES: [&str; 7] = [
     "campaign_windows_hourly",
     "campaign_windows_hourly_mv",
     "source_checkpoints",
+    "campaign_engagement",
+    "user_similar",
+    "user_recommendations",
 ];
 
 /// Hourly type rollups with `from_ms <= hour_start_ms < to_ms`, for every event type.
@@ -83,6 +86,38 @@ struct CampaignWindowRow {
     campaign_id: u64,
     event_type: String,
     count: u64,
+    version: u64,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct PaneEngagementRow {
+    window_start_ms: i64,
+    campaign_id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue_micros: i64,
+    version: u64,
+}
+
+/// A `user_similar` snapshot: parallel arrays, one entry per neighbor, best first.
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct UserSimilarRow {
+    user_id: u64,
+    as_of_ms: i64,
+    neighbors: Vec<u64>,
+    shared: Vec<u32>,
+    union_size: Vec<u32>,
+    version: u64,
+}
+
+/// A `user_recommendations` snapshot: `items` is the JSON array of the recommendations.
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct UserRecommendationsRow {
+    user_id: u64,
+    as_of_ms: i64,
+    campaign_ids: Vec<u64>,
+    items: String,
     version: u64,
 }
 
@@ -233,12 +268,14 @@ pub fn check_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
     }
 }
 
-/// Writes finalized windows to ClickHouse: `final_types` into `type_windows` and
-/// `final_campaigns` into `campaign_windows`, one INSERT per table per batch, every row tagged
-/// with a fresh, strictly increasing `version` (wall-clock microseconds). Open windows are the
-/// speed layer's only. Each INSERT is atomic; a batch whose second INSERT fails is retried
-/// whole, which is harmless (ReplacingMergeTree keeps one row per key, the hourly rollups count
-/// each minute once).
+/// Writes finalized windows to ClickHouse: `final_types` into `type_windows`,
+/// `final_campaigns` into `campaign_windows`, `final_engagement` into `campaign_engagement`, and
+/// snapshots of `similar` / `recommendations` (with `as_of_ms` = the batch watermark) into
+/// `user_similar` / `user_recommendations`: one INSERT per table per batch, every row tagged
+/// with a fresh, strictly increasing `version` (wall-clock microseconds). Open windows and the
+/// live engagement are the speed layer's only. Each INSERT is atomic; a batch whose later
+/// INSERT fails is retried whole, which is harmless (ReplacingMergeTree keeps one row per key,
+/// the hourly rollups count each minute once).
 pub struct ClickHouseSink {
     client: Client,
     rt: Blocking,
@@ -272,10 +309,31 @@ impl EpochSink for ClickHouseSink {
     }
 
     fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
-        if batch.final_types.is_empty() && batch.final_campaigns.is_empty() {
+        if batch.final_types.is_empty()
+            && batch.final_campaigns.is_empty()
+            && batch.final_engagement.is_empty()
+            && batch.similar.is_empty()
+            && batch.recommendations.is_empty()
+        {
             return Ok(());
         }
         let version = next_version(&mut self.last_version);
+        let as_of_ms = batch.watermark_ms;
+        let recommendations = batch
+            .recommendations
+            .iter()
+            .map(|r| {
+                Ok(UserRecommendationsRow {
+                    user_id: r.user_id,
+                    as_of_ms,
+                    campaign_ids: r.items.iter().map(|i| i.campaign_id).collect(),
+                    items: serde_json::to_string(&r.items).map_err(|e| {
+                        SinkError::Data(format!("cannot encode recommendations: {e}"))
+                    })?,
+                    version,
+                })
+            })
+            .collect::<Result<Vec<_>, SinkError>>()?;
         let client = &self.client;
         self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
             if !batch.final_types.is_empty() {
@@ -312,12 +370,59 @@ impl EpochSink for ClickHouseSink {
                 }
                 insert.end().await?;
             }
+            if !batch.final_engagement.is_empty() {
+                let mut insert = client
+                    .insert::<PaneEngagementRow>("campaign_engagement")
+                    .await?;
+                for r in &batch.final_engagement {
+                    insert
+                        .write(&PaneEngagementRow {
+                            window_start_ms: r.window_start_ms,
+                            campaign_id: r.campaign_id,
+                            views: r.views,
+                            clicks: r.clicks,
+                            conversions: r.conversions,
+                            revenue_micros: r.revenue_micros,
+                            version,
+                        })
+                        .await?;
+                }
+                insert.end().await?;
+            }
+            if !batch.similar.is_empty() {
+                let mut insert = client.insert::<UserSimilarRow>("user_similar").await?;
+                for s in &batch.similar {
+                    insert
+                        .write(&UserSimilarRow {
+                            user_id: s.user_id,
+                            as_of_ms,
+                            neighbors: s.neighbors.iter().map(|n| n.user_id).collect(),
+                            shared: s.neighbors.iter().map(|n| n.shared).collect(),
+                            union_size: s.neighbors.iter().map(|n| n.union).collect(),
+                            version,
+                        })
+                        .await?;
+                }
+                insert.end().await?;
+            }
+            if !recommendations.is_empty() {
+                let mut insert = client
+                    .insert::<UserRecommendationsRow>("user_recommendations")
+                    .await?;
+                for r in &recommendations {
+                    insert.write(r).await?;
+                }
+                insert.end().await?;
+            }
             Ok(())
         })?;
         tracing::debug!(
             epoch = batch.epoch,
             types = batch.final_types.len(),
             campaigns = batch.final_campaigns.len(),
+            panes = batch.final_engagement.len(),
+            similar = batch.similar.len(),
+            recommendations = batch.recommendations.len(),
             version,
             "clickhouse batch written"
         );

@@ -5,7 +5,9 @@ use eddy_core::{Checkpoint, MemoryStore, SinkBatch};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-/// Applies sink batches to a shared [`MemoryStore`] (both layers in one process).
+/// Applies sink batches to a shared [`MemoryStore`] (both layers in one process, plus the
+/// current campaign engagement, top list, similar users and recommendations; see
+/// [`MemoryStore::apply`]).
 pub struct MemorySink {
     store: Arc<RwLock<MemoryStore>>,
 }

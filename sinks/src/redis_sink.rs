@@ -1,9 +1,10 @@
 //! The Redis (speed layer) sink. Key layout: `docs/storage.md`.
 
 use crate::{EpochSink, SinkError};
-use eddy_core::SinkBatch;
 use eddy_core::config::RedisConfig;
+use eddy_core::{Neighbor, Recommendation, SinkBatch};
 use redis::{Client, Connection, Pipeline};
+use serde::Serialize;
 use std::time::Duration;
 
 /// Time limit to establish a connection.
@@ -11,11 +12,56 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time limit for one request/response (a whole `MULTI … EXEC`).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Value of `{p}:user:{id}:similar` (`docs/storage.md`).
+#[derive(Serialize)]
+struct SimilarJson<'a> {
+    as_of: i64,
+    neighbors: &'a [Neighbor],
+}
+
+/// Value of `{p}:user:{id}:recs` (`docs/storage.md`).
+#[derive(Serialize)]
+struct RecsJson<'a> {
+    as_of: i64,
+    items: &'a [Recommendation],
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, SinkError> {
+    serde_json::to_string(value).map_err(|e| SinkError::Data(format!("cannot encode json: {e}")))
+}
+
+/// Checks every score of `batch` is finite: Redis rejects a non-finite `ZADD` score inside
+/// `EXEC` while applying the rest of the transaction, and JSON has no such numbers.
+fn check_scores(batch: &SinkBatch) -> Result<(), SinkError> {
+    let engagement = batch
+        .engagement
+        .iter()
+        .chain(batch.top_campaigns.iter().flatten())
+        .map(|e| (e.campaign_id, e.score.0));
+    let recs = batch.recommendations.iter().flat_map(|r| {
+        r.items.iter().flat_map(|i| {
+            [
+                (i.campaign_id, i.score.0),
+                (i.campaign_id, i.campaign_score.0),
+            ]
+        })
+    });
+    match engagement.chain(recs).find(|(_, s)| !s.is_finite()) {
+        None => Ok(()),
+        Some((campaign, score)) => Err(SinkError::Data(format!(
+            "non-finite score {score} for campaign {campaign} (check the engagement weights)"
+        ))),
+    }
+}
+
 /// Writes sink batches to Redis, one `MULTI … EXEC` transaction per batch.
 ///
 /// Every value is absolute: each window hash is deleted and rewritten in full (so fields that
-/// no longer apply disappear), then given the TTL `redis.window_ttl_secs`. The connection is
-/// re-established on the next write after any failure.
+/// no longer apply disappear), then given the TTL `redis.window_ttl_secs`. Campaign
+/// engagement hashes are rewritten the same way, the top list is replaced whole, and the
+/// similar users and recommendations of a user are one JSON string each; those keys live
+/// `sliding_ms / 1000 + redis.window_ttl_secs` seconds. The connection is re-established on the
+/// next write after any failure.
 pub struct RedisSink {
     client: Client,
     conn: Option<Connection>,
@@ -64,7 +110,8 @@ impl RedisSink {
     }
 
     /// The transaction that writes `batch`.
-    fn transaction(&self, batch: &SinkBatch) -> Pipeline {
+    fn transaction(&self, batch: &SinkBatch) -> Result<Pipeline, SinkError> {
+        check_scores(batch)?;
         let p = &self.prefix;
         let ttl = self.ttl_secs as i64;
         // Zset members whose window starts more than the TTL before the batch's watermark are
@@ -138,9 +185,71 @@ impl RedisSink {
             pipe.expire(set, ttl).ignore();
         }
 
+        self.engagement(&mut pipe, batch)?;
+
         pipe.set(format!("{p}:watermark"), batch.watermark_ms)
             .ignore();
-        pipe
+        Ok(pipe)
+    }
+
+    /// Adds the engagement, top list, similar users and recommendations of `batch` to `pipe`.
+    fn engagement(&self, pipe: &mut Pipeline, batch: &SinkBatch) -> Result<(), SinkError> {
+        let p = &self.prefix;
+        let ttl = (batch.sliding_ms.max(0) / 1000).saturating_add(self.ttl_secs as i64);
+        let as_of = batch.watermark_ms;
+        for e in &batch.engagement {
+            let key = format!("{p}:campaign:{}", e.campaign_id);
+            pipe.del(&key).ignore();
+            let fields: [(&str, String); 7] = [
+                ("views", e.views.to_string()),
+                ("clicks", e.clicks.to_string()),
+                ("conversions", e.conversions.to_string()),
+                ("revenue", e.revenue_micros.to_string()),
+                ("score", e.score.0.to_string()),
+                ("as_of", as_of.to_string()),
+                ("epoch", batch.epoch.to_string()),
+            ];
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl).ignore();
+        }
+        for c in &batch.engagement_removed {
+            pipe.del(format!("{p}:campaign:{c}")).ignore();
+        }
+        if let Some(top) = &batch.top_campaigns {
+            let key = format!("{p}:campaigns:top");
+            pipe.del(&key).ignore();
+            if !top.is_empty() {
+                let members: Vec<(f64, u64)> =
+                    top.iter().map(|e| (e.score.0, e.campaign_id)).collect();
+                pipe.zadd_multiple(&key, &members).ignore();
+            }
+            pipe.set(format!("{p}:campaigns:top:as_of"), as_of).ignore();
+        }
+        for s in &batch.similar {
+            let key = format!("{p}:user:{}:similar", s.user_id);
+            if s.neighbors.is_empty() {
+                pipe.del(&key).ignore();
+            } else {
+                let value = to_json(&SimilarJson {
+                    as_of,
+                    neighbors: &s.neighbors,
+                })?;
+                pipe.set_ex(&key, value, ttl as u64).ignore();
+            }
+        }
+        for r in &batch.recommendations {
+            let key = format!("{p}:user:{}:recs", r.user_id);
+            if r.items.is_empty() {
+                pipe.del(&key).ignore();
+            } else {
+                let value = to_json(&RecsJson {
+                    as_of,
+                    items: &r.items,
+                })?;
+                pipe.set_ex(&key, value, ttl as u64).ignore();
+            }
+        }
+        Ok(())
     }
 
     fn conn(&mut self) -> Result<&mut Connection, SinkError> {
@@ -170,7 +279,7 @@ impl EpochSink for RedisSink {
     }
 
     fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
-        let pipe = self.transaction(batch);
+        let pipe = self.transaction(batch)?;
         self.exec(&pipe)?;
         tracing::debug!(
             epoch = batch.epoch,
@@ -178,6 +287,8 @@ impl EpochSink for RedisSink {
                 + batch.final_types.len()
                 + batch.open_campaigns.len()
                 + batch.final_campaigns.len(),
+            engagement = batch.engagement.len() + batch.engagement_removed.len(),
+            users = batch.similar.len() + batch.recommendations.len(),
             "redis batch written"
         );
         Ok(())

@@ -3,7 +3,10 @@
 use crate::EpochSink;
 use eddy_core::config::SinkConfig;
 use eddy_core::metrics::SinkLabel;
-use eddy_core::{CampaignWindowCount, EventType, Metrics, SinkBatch, TypeWindowStats};
+use eddy_core::{
+    CampaignEngagement, CampaignWindowCount, EventType, Metrics, Neighbor, PaneEngagement,
+    Recommendation, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations,
+};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,8 +176,18 @@ struct Run {
     carry: Option<Arc<SinkBatch>>,
 }
 
+/// Rows of a batch, for the `sink.max_batch_rows` limit of merged writes.
 fn rows(b: &SinkBatch) -> usize {
-    b.open_types.len() + b.open_campaigns.len() + b.final_types.len() + b.final_campaigns.len()
+    b.open_types.len()
+        + b.open_campaigns.len()
+        + b.final_types.len()
+        + b.final_campaigns.len()
+        + b.engagement.len()
+        + b.engagement_removed.len()
+        + b.final_engagement.len()
+        + b.top_campaigns.as_ref().map_or(0, Vec::len)
+        + b.similar.len()
+        + b.recommendations.len()
 }
 
 impl Run {
@@ -288,12 +301,25 @@ impl Run {
 }
 
 /// Merges two consecutive batches into one equivalent write: `later`'s rows win over
-/// `earlier`'s for the same window (so a window that became final in `later` is final), epoch
-/// and watermark are the larger ones.
+/// `earlier`'s for the same key, epoch and watermark are the larger ones, `window_size_ms` and
+/// `sliding_ms` are `later`'s.
+///
+/// * Windows (by type or campaign, event type and start): the later row wins, so a window that
+///   became final in `later` is final.
+/// * Campaign engagement (by campaign id): the later of update and removal wins (within one
+///   batch a removal counts after an update, as the sinks apply them).
+/// * `final_engagement` by `(window_start_ms, campaign_id)`, `similar` and `recommendations`
+///   by user id: the later row wins (an empty list, "none any more", included).
+/// * `top_campaigns`: `later`'s when `Some`, else `earlier`'s.
 pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
     let mut types: BTreeMap<(EventType, i64), (TypeWindowStats, bool)> = BTreeMap::new();
     let mut campaigns: BTreeMap<(u64, EventType, i64), (CampaignWindowCount, bool)> =
         BTreeMap::new();
+    // Campaign id -> Some(new engagement) or None (removed).
+    let mut engagement: BTreeMap<u64, Option<CampaignEngagement>> = BTreeMap::new();
+    let mut panes: BTreeMap<(i64, u64), PaneEngagement> = BTreeMap::new();
+    let mut similar: BTreeMap<u64, Vec<Neighbor>> = BTreeMap::new();
+    let mut recommendations: BTreeMap<u64, Vec<Recommendation>> = BTreeMap::new();
     for b in [earlier, later] {
         for (list, fin) in [(&b.open_types, false), (&b.final_types, true)] {
             for r in list {
@@ -305,11 +331,40 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
                 campaigns.insert((r.campaign_id, r.event_type, r.window_start_ms), (*r, fin));
             }
         }
+        for e in &b.engagement {
+            engagement.insert(e.campaign_id, Some(*e));
+        }
+        for &c in &b.engagement_removed {
+            engagement.insert(c, None);
+        }
+        for p in &b.final_engagement {
+            panes.insert((p.window_start_ms, p.campaign_id), *p);
+        }
+        for s in &b.similar {
+            similar.insert(s.user_id, s.neighbors.clone());
+        }
+        for r in &b.recommendations {
+            recommendations.insert(r.user_id, r.items.clone());
+        }
     }
     let mut out = SinkBatch {
         epoch: earlier.epoch.max(later.epoch),
         watermark_ms: earlier.watermark_ms.max(later.watermark_ms),
         window_size_ms: later.window_size_ms,
+        sliding_ms: later.sliding_ms,
+        top_campaigns: later
+            .top_campaigns
+            .clone()
+            .or_else(|| earlier.top_campaigns.clone()),
+        final_engagement: panes.into_values().collect(),
+        similar: similar
+            .into_iter()
+            .map(|(user_id, neighbors)| SimilarUsers { user_id, neighbors })
+            .collect(),
+        recommendations: recommendations
+            .into_iter()
+            .map(|(user_id, items)| UserRecommendations { user_id, items })
+            .collect(),
         ..SinkBatch::default()
     };
     for (r, fin) in types.into_values() {
@@ -326,5 +381,142 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
             out.open_campaigns.push(r)
         }
     }
+    for (c, e) in engagement {
+        match e {
+            Some(e) => out.engagement.push(e),
+            None => out.engagement_removed.push(c),
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_core::{Score, Weights};
+
+    fn eng(campaign_id: u64, views: u64) -> CampaignEngagement {
+        CampaignEngagement {
+            campaign_id,
+            views,
+            clicks: 1,
+            conversions: 0,
+            revenue_micros: 0,
+            score: Weights::default().score(views, 1, 0),
+        }
+    }
+
+    fn pane(window_start_ms: i64, campaign_id: u64, views: u64) -> PaneEngagement {
+        PaneEngagement {
+            window_start_ms,
+            campaign_id,
+            views,
+            clicks: 0,
+            conversions: 0,
+            revenue_micros: 0,
+        }
+    }
+
+    fn nb(user_id: u64) -> Neighbor {
+        Neighbor {
+            user_id,
+            shared: 1,
+            union: 3,
+        }
+    }
+
+    fn sim(user_id: u64, neighbors: &[u64]) -> SimilarUsers {
+        SimilarUsers {
+            user_id,
+            neighbors: neighbors.iter().map(|&u| nb(u)).collect(),
+        }
+    }
+
+    fn recs(user_id: u64, campaigns: &[u64]) -> UserRecommendations {
+        UserRecommendations {
+            user_id,
+            items: campaigns
+                .iter()
+                .map(|&campaign_id| Recommendation {
+                    campaign_id,
+                    score: Score(1.5),
+                    campaign_score: Score(4.5),
+                    because: vec![nb(9)],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merge_coalesces_engagement_similarity_and_recommendations() {
+        let earlier = SinkBatch {
+            epoch: 1,
+            watermark_ms: 100,
+            window_size_ms: 10,
+            sliding_ms: 40,
+            // 1: updated, then removed later. 2: removed, then updated later. 3: earlier only.
+            // 4: updated in both. 5: removed only.
+            engagement: vec![eng(1, 1), eng(3, 3), eng(4, 4)],
+            engagement_removed: vec![2, 5],
+            final_engagement: vec![pane(0, 1, 1), pane(0, 2, 2), pane(10, 1, 3)],
+            top_campaigns: Some(vec![eng(4, 4), eng(3, 3)]),
+            similar: vec![sim(7, &[8, 9]), sim(8, &[7])],
+            recommendations: vec![recs(7, &[1, 2]), recs(8, &[3])],
+            ..SinkBatch::default()
+        };
+        let later = SinkBatch {
+            epoch: 2,
+            watermark_ms: 110,
+            window_size_ms: 10,
+            sliding_ms: 50,
+            engagement: vec![eng(2, 20), eng(4, 40)],
+            engagement_removed: vec![1],
+            final_engagement: vec![pane(0, 2, 22), pane(20, 3, 5)],
+            top_campaigns: None,
+            similar: vec![sim(7, &[]), sim(9, &[7])],
+            recommendations: vec![recs(8, &[]), recs(9, &[4])],
+            ..SinkBatch::default()
+        };
+        let m = merge_batches(&earlier, &later);
+        assert_eq!(
+            (m.epoch, m.watermark_ms, m.window_size_ms, m.sliding_ms),
+            (2, 110, 10, 50)
+        );
+        assert_eq!(m.engagement, vec![eng(2, 20), eng(3, 3), eng(4, 40)]);
+        assert_eq!(m.engagement_removed, vec![1, 5]);
+        assert_eq!(
+            m.final_engagement,
+            vec![
+                pane(0, 1, 1),
+                pane(0, 2, 22),
+                pane(10, 1, 3),
+                pane(20, 3, 5)
+            ]
+        );
+        // No top list later: the earlier one stays.
+        assert_eq!(m.top_campaigns, Some(vec![eng(4, 4), eng(3, 3)]));
+        assert_eq!(m.similar, vec![sim(7, &[]), sim(8, &[7]), sim(9, &[7])]);
+        assert_eq!(
+            m.recommendations,
+            vec![recs(7, &[1, 2]), recs(8, &[]), recs(9, &[4])]
+        );
+        assert_eq!(rows(&m), 3 + 2 + 4 + 2 + 3 + 3);
+
+        // A later top list wins, also an empty one.
+        let newer = SinkBatch {
+            epoch: 3,
+            watermark_ms: 120,
+            top_campaigns: Some(vec![]),
+            ..SinkBatch::default()
+        };
+        assert_eq!(merge_batches(&m, &newer).top_campaigns, Some(vec![]));
+        assert_eq!(
+            merge_batches(&newer, &later).top_campaigns,
+            Some(vec![]),
+            "a later None keeps the earlier Some"
+        );
+        // Merging a batch with itself changes nothing (idempotent).
+        let again = merge_batches(&m, &m);
+        assert_eq!(again, m);
+    }
 }

@@ -92,7 +92,7 @@ fn schema_applies_twice_and_is_checked() {
     check_schema(&cfg).unwrap();
     // Idempotent.
     let again = apply_schema(&cfg, &repo().join("clickhouse/schema")).unwrap();
-    assert_eq!(again.len(), 4);
+    assert_eq!(again.len(), 5);
     check_schema(&cfg).unwrap();
 
     services();
@@ -354,4 +354,236 @@ fn checkpoints_round_trip_latest_version() {
     let cp3 = Checkpoint { epoch: 30, ..cp2 };
     fresh.save(&cp3).unwrap();
     assert_eq!(store.load("events").unwrap(), Some(cp3));
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct PaneRow {
+    window_start_ms: i64,
+    campaign_id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue_micros: i64,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct SimilarRow {
+    user_id: u64,
+    as_of_ms: i64,
+    neighbors: Vec<u64>,
+    shared: Vec<u32>,
+    union_size: Vec<u32>,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct RecsRow {
+    user_id: u64,
+    as_of_ms: i64,
+    campaign_ids: Vec<u64>,
+    items: String,
+}
+
+fn pane_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<PaneRow> {
+    ch_fetch(
+        cfg,
+        "SELECT window_start_ms, campaign_id, views, clicks, conversions, revenue_micros \
+         FROM campaign_engagement FINAL ORDER BY campaign_id, window_start_ms",
+        |q| q,
+    )
+}
+
+fn similar_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<SimilarRow> {
+    ch_fetch(
+        cfg,
+        "SELECT user_id, as_of_ms, neighbors, shared, union_size FROM user_similar FINAL \
+         ORDER BY user_id, as_of_ms",
+        |q| q,
+    )
+}
+
+fn recs_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<RecsRow> {
+    ch_fetch(
+        cfg,
+        "SELECT user_id, as_of_ms, campaign_ids, items FROM user_recommendations FINAL \
+         ORDER BY user_id, as_of_ms",
+        |q| q,
+    )
+}
+
+fn prow(start: i64, id: u64, v: u64, c: u64, cv: u64, r: i64) -> PaneRow {
+    PaneRow {
+        window_start_ms: start,
+        campaign_id: id,
+        views: v,
+        clicks: c,
+        conversions: cv,
+        revenue_micros: r,
+    }
+}
+
+#[test]
+fn writes_engagement_panes_and_user_snapshots() {
+    let cfg = clickhouse_db("engagement");
+    check_schema(&cfg).unwrap();
+    let mut sink = ClickHouseSink::connect(&cfg).unwrap();
+    let w1 = HOUR + 2 * MIN;
+    let mut b1 = batch(3, w1);
+    b1.sliding_ms = 2 * MIN;
+    // Live engagement and the top list are Redis-only.
+    b1.engagement = vec![eng(42, 99, 0, 0, 0)];
+    b1.top_campaigns = Some(vec![eng(42, 99, 0, 0, 0)]);
+    b1.final_engagement = vec![
+        pane(HOUR, 42, 10, 2, 1, 5_000_000),
+        pane(HOUR, 43, 3, 0, 0, 0),
+        pane(HOUR + MIN, 42, 1, 1, 0, 0),
+    ];
+    b1.similar = vec![similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)])];
+    b1.recommendations = vec![recs(
+        7,
+        vec![
+            rec(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
+            rec(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
+        ],
+    )];
+    sink.write(&b1).unwrap();
+
+    // Every row of one write carries the same version.
+    let versions: Vec<u64> = ch_fetch(
+        &cfg,
+        "SELECT DISTINCT version FROM (SELECT version FROM campaign_engagement \
+         UNION ALL SELECT version FROM user_similar \
+         UNION ALL SELECT version FROM user_recommendations)",
+        |q| q,
+    );
+    assert_eq!(versions.len(), 1, "{versions:?}");
+
+    let panes1 = vec![
+        prow(HOUR, 42, 10, 2, 1, 5_000_000),
+        prow(HOUR + MIN, 42, 1, 1, 0, 0),
+        prow(HOUR, 43, 3, 0, 0, 0),
+    ];
+    let similar1 = SimilarRow {
+        user_id: 7,
+        as_of_ms: w1,
+        neighbors: vec![8, 9],
+        shared: vec![2, 1],
+        union_size: vec![3, 4],
+    };
+    let items1 = r#"[{"campaign_id":43,"score":0.30000000000000004,"campaign_score":3.0,"because":[{"user_id":8,"shared":2,"union":3}]},{"campaign_id":44,"score":0.25,"campaign_score":1.0,"because":[{"user_id":8,"shared":2,"union":3},{"user_id":9,"shared":1,"union":4}]}]"#;
+    let recs1 = RecsRow {
+        user_id: 7,
+        as_of_ms: w1,
+        campaign_ids: vec![43, 44],
+        items: items1.into(),
+    };
+    assert_eq!(pane_rows(&cfg), panes1);
+    assert_eq!(similar_rows(&cfg), vec![similar1]);
+    assert_eq!(recs_rows(&cfg), vec![recs1]);
+    let parsed: Vec<eddy_core::Recommendation> = serde_json::from_str(items1).unwrap();
+    assert_eq!(parsed, b1.recommendations[0].items);
+
+    // Replays (also from a fresh sink) converge to the same rows.
+    sink.write(&b1).unwrap();
+    ClickHouseSink::connect(&cfg).unwrap().write(&b1).unwrap();
+    assert_eq!(pane_rows(&cfg), panes1);
+    assert_eq!(similar_rows(&cfg).len(), 1);
+    assert_eq!(recs_rows(&cfg).len(), 1);
+
+    // Later: a pane rewritten, user 7 loses both lists (an empty snapshot each).
+    let w2 = HOUR + 3 * MIN;
+    let mut b2 = batch(4, w2);
+    b2.final_engagement = vec![
+        pane(HOUR, 43, 4, 0, 0, 0),
+        pane(HOUR + 2 * MIN, 43, 1, 0, 0, 7),
+    ];
+    b2.similar = vec![similar(7, vec![]), similar(9, vec![nb(7, 1, 4)])];
+    b2.recommendations = vec![recs(7, vec![])];
+    sink.write(&b2).unwrap();
+    sink.write(&b2).unwrap();
+    assert_eq!(
+        pane_rows(&cfg),
+        vec![
+            prow(HOUR, 42, 10, 2, 1, 5_000_000),
+            prow(HOUR + MIN, 42, 1, 1, 0, 0),
+            prow(HOUR, 43, 4, 0, 0, 0),
+            prow(HOUR + 2 * MIN, 43, 1, 0, 0, 7),
+        ]
+    );
+    // The latest snapshot, as readers query it (docs/storage.md).
+    let latest = |user: u64| -> Vec<SimilarRow> {
+        ch_fetch(
+            &cfg,
+            "SELECT user_id, as_of_ms, neighbors, shared, union_size FROM user_similar FINAL \
+             WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1",
+            |q| q.bind(user),
+        )
+    };
+    assert_eq!(
+        latest(7),
+        vec![SimilarRow {
+            user_id: 7,
+            as_of_ms: w2,
+            neighbors: vec![],
+            shared: vec![],
+            union_size: vec![],
+        }]
+    );
+    assert_eq!(latest(9)[0].neighbors, vec![7]);
+    assert_eq!(latest(1), vec![]);
+    assert_eq!(similar_rows(&cfg).len(), 3, "snapshots are kept as history");
+    let r: Vec<RecsRow> = ch_fetch(
+        &cfg,
+        "SELECT user_id, as_of_ms, campaign_ids, items FROM user_recommendations FINAL \
+         WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1",
+        |q| q.bind(7u64),
+    );
+    assert_eq!(
+        r,
+        vec![RecsRow {
+            user_id: 7,
+            as_of_ms: w2,
+            campaign_ids: vec![],
+            items: "[]".into(),
+        }]
+    );
+
+    // The sliding-window sum of docs/storage.md, at boundary B = HOUR + 3 min with a 3-minute
+    // sliding window of 1-minute panes: the closed panes not yet retired start at HOUR + 1 min
+    // and HOUR + 2 min (the pane at HOUR retired at B; the one at B is still open).
+    #[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
+    struct Sum {
+        campaign_id: u64,
+        views: u64,
+        clicks: u64,
+        conversions: u64,
+        revenue_micros: i64,
+    }
+    let b = HOUR + 3 * MIN;
+    let sums: Vec<Sum> = ch_fetch(
+        &cfg,
+        "SELECT campaign_id, sum(views), sum(clicks), sum(conversions), sum(revenue_micros) \
+         FROM campaign_engagement FINAL \
+         WHERE window_start_ms <= ? AND window_start_ms > ? \
+         GROUP BY campaign_id ORDER BY campaign_id",
+        |q| q.bind(b - MIN).bind(b - 3 * MIN),
+    );
+    assert_eq!(
+        sums,
+        vec![
+            Sum {
+                campaign_id: 42,
+                views: 1,
+                clicks: 1,
+                conversions: 0,
+                revenue_micros: 0
+            },
+            Sum {
+                campaign_id: 43,
+                views: 1,
+                clicks: 0,
+                conversions: 0,
+                revenue_micros: 7
+            },
+        ]
+    );
 }

@@ -218,3 +218,184 @@ fn connect_fails_clearly_when_redis_is_down() {
     };
     assert!(!RedisSink::lazy(&bad).err().unwrap().is_retryable());
 }
+
+fn string(con: &mut redis::Connection, key: &str) -> Option<String> {
+    con.get(key).unwrap()
+}
+
+fn zset_f(con: &mut redis::Connection, key: &str) -> Vec<(String, f64)> {
+    con.zrange_withscores(key, 0, -1).unwrap()
+}
+
+#[test]
+fn writes_engagement_top_list_and_user_lists() {
+    let cfg = redis_cfg("engagement");
+    let p = cfg.prefix.clone();
+    let mut sink = RedisSink::connect(&cfg).unwrap();
+    let w1 = HOUR + 5 * MIN;
+    let mut b1 = batch(3, w1);
+    b1.sliding_ms = 10 * MIN;
+    b1.engagement = vec![eng(42, 10, 2, 1, 5_000_000), eng(43, 3, 0, 0, 0)];
+    b1.top_campaigns = Some(vec![eng(42, 10, 2, 1, 5_000_000), eng(43, 3, 0, 0, 0)]);
+    b1.similar = vec![
+        similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)]),
+        similar(8, vec![nb(7, 2, 3)]),
+    ];
+    b1.recommendations = vec![recs(
+        7,
+        vec![
+            rec(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
+            rec(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
+        ],
+    )];
+    sink.write(&b1).unwrap();
+    sink.write(&b1).unwrap();
+
+    let mut con = redis_conn(&cfg);
+    let as_of = w1.to_string();
+    assert_eq!(
+        hash(&mut con, &format!("{p}:campaign:42")),
+        h(&[
+            ("views", "10"),
+            ("clicks", "2"),
+            ("conversions", "1"),
+            ("revenue", "5000000"),
+            ("score", "45"),
+            ("as_of", &as_of),
+            ("epoch", "3")
+        ])
+    );
+    assert_eq!(
+        hash(&mut con, &format!("{p}:campaign:43")),
+        h(&[
+            ("views", "3"),
+            ("clicks", "0"),
+            ("conversions", "0"),
+            ("revenue", "0"),
+            ("score", "3"),
+            ("as_of", &as_of),
+            ("epoch", "3")
+        ])
+    );
+    assert_eq!(
+        zset_f(&mut con, &format!("{p}:campaigns:top")),
+        vec![("43".to_owned(), 3.0), ("42".to_owned(), 45.0)]
+    );
+    assert_eq!(
+        string(&mut con, &format!("{p}:campaigns:top:as_of")),
+        Some(as_of.clone())
+    );
+    assert_eq!(
+        string(&mut con, &format!("{p}:user:7:similar")).unwrap(),
+        format!(
+            r#"{{"as_of":{w1},"neighbors":[{{"user_id":8,"shared":2,"union":3}},{{"user_id":9,"shared":1,"union":4}}]}}"#
+        )
+    );
+    assert_eq!(
+        string(&mut con, &format!("{p}:user:8:similar")).unwrap(),
+        format!(r#"{{"as_of":{w1},"neighbors":[{{"user_id":7,"shared":2,"union":3}}]}}"#)
+    );
+    assert_eq!(
+        string(&mut con, &format!("{p}:user:7:recs")).unwrap(),
+        format!(
+            r#"{{"as_of":{w1},"items":[{{"campaign_id":43,"score":0.30000000000000004,"campaign_score":3.0,"because":[{{"user_id":8,"shared":2,"union":3}}]}},{{"campaign_id":44,"score":0.25,"campaign_score":1.0,"because":[{{"user_id":8,"shared":2,"union":3}},{{"user_id":9,"shared":1,"union":4}}]}}]}}"#
+        )
+    );
+    // TTLs: sliding_ms / 1000 + window_ttl_secs on campaign and user keys; none on the top list.
+    let long = 600 + cfg.window_ttl_secs as i64;
+    for key in [
+        format!("{p}:campaign:42"),
+        format!("{p}:user:7:similar"),
+        format!("{p}:user:7:recs"),
+    ] {
+        let t: i64 = con.ttl(&key).unwrap();
+        assert!(t > long - 60 && t <= long, "{key}: ttl {t}");
+    }
+    for key in [
+        format!("{p}:campaigns:top"),
+        format!("{p}:campaigns:top:as_of"),
+    ] {
+        let t: i64 = con.ttl(&key).unwrap();
+        assert_eq!(t, -1, "{key}");
+    }
+
+    // Later: 42 leaves the window, 43 changes, user 7 loses both lists, 8 is untouched.
+    let w2 = HOUR + 6 * MIN;
+    let mut b2 = batch(4, w2);
+    b2.sliding_ms = 10 * MIN;
+    b2.engagement = vec![eng(43, 5, 1, 0, 1)];
+    b2.engagement_removed = vec![42];
+    b2.top_campaigns = Some(vec![eng(43, 5, 1, 0, 1)]);
+    b2.similar = vec![similar(7, vec![])];
+    b2.recommendations = vec![recs(7, vec![])];
+    sink.write(&b2).unwrap();
+    sink.write(&b2).unwrap();
+    // A batch without a top list leaves it alone.
+    let mut b3 = batch(5, HOUR + 7 * MIN);
+    b3.sliding_ms = 10 * MIN;
+    sink.write(&b3).unwrap();
+
+    assert!(hash(&mut con, &format!("{p}:campaign:42")).is_empty());
+    assert_eq!(
+        hash(&mut con, &format!("{p}:campaign:43")),
+        h(&[
+            ("views", "5"),
+            ("clicks", "1"),
+            ("conversions", "0"),
+            ("revenue", "1"),
+            ("score", "10"),
+            ("as_of", &w2.to_string()),
+            ("epoch", "4")
+        ])
+    );
+    assert_eq!(
+        zset_f(&mut con, &format!("{p}:campaigns:top")),
+        vec![("43".to_owned(), 10.0)]
+    );
+    assert_eq!(
+        string(&mut con, &format!("{p}:campaigns:top:as_of")),
+        Some(w2.to_string())
+    );
+    let mut keys: Vec<String> = con.keys(format!("{p}:*")).unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            format!("{p}:campaign:43"),
+            format!("{p}:campaigns:top"),
+            format!("{p}:campaigns:top:as_of"),
+            format!("{p}:user:8:similar"),
+            format!("{p}:watermark"),
+        ]
+    );
+
+    // An empty top list: the sorted set disappears, its as_of says when.
+    let mut b4 = batch(6, HOUR + 8 * MIN);
+    b4.engagement_removed = vec![43];
+    b4.top_campaigns = Some(vec![]);
+    sink.write(&b4).unwrap();
+    assert!(zset_f(&mut con, &format!("{p}:campaigns:top")).is_empty());
+    assert!(hash(&mut con, &format!("{p}:campaign:43")).is_empty());
+    assert_eq!(
+        string(&mut con, &format!("{p}:campaigns:top:as_of")),
+        Some((HOUR + 8 * MIN).to_string())
+    );
+}
+
+#[test]
+fn rejects_non_finite_scores_without_writing() {
+    let cfg = redis_cfg("nan");
+    let p = cfg.prefix.clone();
+    let mut sink = RedisSink::connect(&cfg).unwrap();
+    let mut b = batch(1, HOUR);
+    let mut e = eng(1, 1, 0, 0, 0);
+    e.score = eddy_core::Score(f64::NAN);
+    b.engagement = vec![eng(2, 1, 0, 0, 0)];
+    b.top_campaigns = Some(vec![e]);
+    let err = sink.write(&b).unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("non-finite score"), "{err}");
+    let mut con = redis_conn(&cfg);
+    let keys: Vec<String> = con.keys(format!("{p}:*")).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}

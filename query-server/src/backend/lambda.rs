@@ -1,13 +1,15 @@
 //! Backend over the production stores: ClickHouse (batch layer) and Redis (speed layer), laid
 //! out as in `docs/storage.md`.
 
+mod engagement;
+
 use super::batch_cache::BatchCache;
 use super::{
-    Amounts, Backend, BackendAnswer, BackendError, BoxFuture, LayerStatus, StoreHealth,
-    WindowQuery, WindowRow,
+    Amounts, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
+    Sourced, StoreHealth, WindowQuery, WindowRow,
 };
-use eddy_core::EventType;
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
+use eddy_core::{CampaignEngagement, EventType, Neighbor, Recommendation};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -28,6 +30,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// boundary (or all of them when ClickHouse failed). With Redis down, ClickHouse answers alone
 /// (every finalized window it holds, boundary from `source_checkpoints`). Each store round is
 /// bounded by a timeout (2 s by default, see [`LambdaBackend::with_timeout`]).
+///
+/// Campaign engagement, the top list, similar users and recommendations are read
+/// cache-aside: Redis first; on a miss or a Redis failure, ClickHouse, and the answer says so
+/// (`source: "clickhouse"`). A campaign or the top list is then recomputed from the
+/// `campaign_engagement` panes of the sliding window ending at the batch/speed boundary
+/// (`{p}:boundary`, or with Redis down the latest checkpoint's watermark), scored with the
+/// configured weights; similar users and recommendations come from the user's latest
+/// snapshot (an empty one: none). Neither store knowing the value is `Ok(None)`; ClickHouse
+/// failing after Redis missed or failed is [`BackendError::Unavailable`].
 ///
 /// Connections are made lazily on first use (the constructor does no I/O) and the Redis
 /// connection reconnects by itself after a failure.
@@ -460,5 +471,35 @@ impl Backend for LambdaBackend {
 
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>> {
         Box::pin(self.check())
+    }
+
+    fn campaign(
+        &self,
+        query: EngagementQuery,
+        campaign_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<CampaignEngagement>>, BackendError>> {
+        Box::pin(self.campaign_answer(query, campaign_id))
+    }
+
+    fn top_campaigns(
+        &self,
+        query: EngagementQuery,
+        k: usize,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<CampaignEngagement>>>, BackendError>> {
+        Box::pin(self.top_answer(query, k))
+    }
+
+    fn similar_users(
+        &self,
+        user_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Neighbor>>>, BackendError>> {
+        Box::pin(self.similar_answer(user_id))
+    }
+
+    fn recommendations(
+        &self,
+        user_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
+        Box::pin(self.recommendations_answer(user_id))
     }
 }

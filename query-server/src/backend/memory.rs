@@ -1,10 +1,11 @@
 //! Backend over the in-process [`MemoryStore`] (embedded demo, tests).
 
 use super::{
-    Amounts, Backend, BackendAnswer, BackendError, BoxFuture, LayerStatus, StoreHealth,
-    WindowQuery, WindowRow,
+    Amounts, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
+    Sourced, StoreHealth, WindowQuery, WindowRow,
 };
-use eddy_core::MemoryStore;
+use eddy_core::memory::AsOf;
+use eddy_core::{CampaignEngagement, MemoryStore, Neighbor, Recommendation};
 use std::sync::{Arc, RwLock};
 
 /// Reads an in-memory store shared with the embedded pipeline. Windows ending at or before the
@@ -19,6 +20,18 @@ impl MemoryBackend {
     /// A backend reading `store` (a poisoned lock is read anyway: the store is plain data).
     pub fn new(store: Arc<RwLock<MemoryStore>>) -> Self {
         Self { store }
+    }
+
+    /// Reads the store with `f`, tagging its result with source `memory` and the store's last
+    /// update time.
+    fn read<T>(&self, f: impl FnOnce(&MemoryStore) -> Option<AsOf<T>>) -> Option<Sourced<T>> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        f(&store).map(|a| Sourced {
+            value: a.value,
+            as_of_ms: a.as_of_ms,
+            updated_at_ms: store.updated_at_ms,
+            source: "memory",
+        })
     }
 
     fn answer(&self, q: WindowQuery) -> BackendAnswer {
@@ -100,5 +113,39 @@ impl Backend for MemoryBackend {
                 status: Ok(()),
             }]
         })
+    }
+
+    fn campaign(
+        &self,
+        _query: EngagementQuery,
+        campaign_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<CampaignEngagement>>, BackendError>> {
+        let answer = self.read(|s| s.campaign_engagement(campaign_id));
+        Box::pin(async move { Ok(answer) })
+    }
+
+    fn top_campaigns(
+        &self,
+        _query: EngagementQuery,
+        k: usize,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<CampaignEngagement>>>, BackendError>> {
+        let answer = self.read(|s| s.top_campaigns(k));
+        Box::pin(async move { Ok(answer) })
+    }
+
+    fn similar_users(
+        &self,
+        user_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Neighbor>>>, BackendError>> {
+        let answer = self.read(|s| s.similar_users(user_id).cloned());
+        Box::pin(async move { Ok(answer) })
+    }
+
+    fn recommendations(
+        &self,
+        user_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
+        let answer = self.read(|s| s.recommendations(user_id).cloned());
+        Box::pin(async move { Ok(answer) })
     }
 }

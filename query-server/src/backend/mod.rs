@@ -7,7 +7,7 @@ mod memory;
 pub use lambda::LambdaBackend;
 pub use memory::MemoryBackend;
 
-use eddy_core::EventType;
+use eddy_core::{CampaignEngagement, EventType, Neighbor, Recommendation, Weights};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -138,6 +138,33 @@ pub struct StoreHealth {
     pub status: Result<(), String>,
 }
 
+/// What engagement reads need to know about the pipeline (from its configuration): the
+/// sliding window, made of panes of `window_ms`, and the score weights. Used when the
+/// engagement is recomputed from the batch layer's panes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngagementQuery {
+    /// Pane (tumbling window) length, ms (`pipeline.window_ms`).
+    pub window_ms: i64,
+    /// Sliding window length, ms (`engagement.sliding_ms`).
+    pub sliding_ms: i64,
+    /// Score weights (`engagement.weight_*`).
+    pub weights: Weights,
+}
+
+/// A value read from a store, with the watermark it reflects and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// The event-time watermark (epoch ms) the value reflects.
+    pub as_of_ms: i64,
+    /// Wall-clock ms of the last update of the store, as for [`BackendAnswer::as_of_ms`]
+    /// (`freshness_ms = now - updated_at_ms`), if known.
+    pub updated_at_ms: Option<i64>,
+    /// The store that answered (`redis`, `clickhouse`, `memory`).
+    pub source: &'static str,
+}
+
 /// Backend failures that prevent any answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -153,4 +180,28 @@ pub trait Backend: Send + Sync + 'static {
     fn counts(&self, query: WindowQuery) -> BoxFuture<'_, Result<BackendAnswer, BackendError>>;
     /// One entry per store behind this backend.
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>>;
+    /// The sliding-window engagement of `campaign_id`; `None` when no store knows it (the
+    /// campaign has no event in the sliding window).
+    fn campaign(
+        &self,
+        query: EngagementQuery,
+        campaign_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<CampaignEngagement>>, BackendError>>;
+    /// The first `k` campaigns by engagement score, best first; `None` when no store holds a
+    /// top list.
+    fn top_campaigns(
+        &self,
+        query: EngagementQuery,
+        k: usize,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<CampaignEngagement>>>, BackendError>>;
+    /// The similar users of `user_id`, best first; `None` when the user has none.
+    fn similar_users(
+        &self,
+        user_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Neighbor>>>, BackendError>>;
+    /// The recommendations of `user_id`, best first; `None` when the user has none.
+    fn recommendations(
+        &self,
+        user_id: u64,
+    ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>>;
 }

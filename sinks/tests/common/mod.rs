@@ -4,7 +4,10 @@
 #![allow(dead_code)]
 
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
-use eddy_core::{CampaignWindowCount, EventType, SinkBatch, TypeWindowStats};
+use eddy_core::{
+    CampaignEngagement, CampaignWindowCount, EventType, Neighbor, PaneEngagement, Recommendation,
+    Score, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations, Weights,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -59,7 +62,8 @@ pub fn clickhouse_db(name: &str) -> ClickHouseConfig {
             "001_database.sql",
             "002_windows.sql",
             "003_rollups.sql",
-            "004_checkpoints.sql"
+            "004_checkpoints.sql",
+            "005_engagement.sql"
         ]
     );
     cfg
@@ -155,4 +159,75 @@ pub fn batch(epoch: u64, watermark_ms: i64) -> SinkBatch {
         window_size_ms: MIN,
         ..SinkBatch::default()
     }
+}
+
+/// Campaign engagement with the default weights' score.
+pub fn eng(
+    campaign_id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue: i64,
+) -> CampaignEngagement {
+    CampaignEngagement {
+        campaign_id,
+        views,
+        clicks,
+        conversions,
+        revenue_micros: revenue,
+        score: Weights::default().score(views, clicks, conversions),
+    }
+}
+
+/// Engagement of one finalized pane.
+pub fn pane(
+    window_start_ms: i64,
+    campaign_id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue: i64,
+) -> PaneEngagement {
+    PaneEngagement {
+        window_start_ms,
+        campaign_id,
+        views,
+        clicks,
+        conversions,
+        revenue_micros: revenue,
+    }
+}
+
+/// A similar user.
+pub fn nb(user_id: u64, shared: u32, union: u32) -> Neighbor {
+    Neighbor {
+        user_id,
+        shared,
+        union,
+    }
+}
+
+/// A user's similar users.
+pub fn similar(user_id: u64, neighbors: Vec<Neighbor>) -> SimilarUsers {
+    SimilarUsers { user_id, neighbors }
+}
+
+/// A recommendation.
+pub fn rec(
+    campaign_id: u64,
+    score: f64,
+    campaign_score: f64,
+    because: Vec<Neighbor>,
+) -> Recommendation {
+    Recommendation {
+        campaign_id,
+        score: Score(score),
+        campaign_score: Score(campaign_score),
+        because,
+    }
+}
+
+/// A user's recommendations.
+pub fn recs(user_id: u64, items: Vec<Recommendation>) -> UserRecommendations {
+    UserRecommendations { user_id, items }
 }

@@ -1,0 +1,50 @@
+-- Campaign engagement panes and user similarity / recommendation snapshots.
+-- Layout and semantics: docs/storage.md, "Engagement, similarity and recommendations".
+-- ReplacingMergeTree(version): a replayed row (same key, higher version) replaces the old one;
+-- read with FINAL. No PARTITION BY: one INSERT of a sink batch is one part, hence atomic.
+-- No TTL (ClickHouse 18.16): snapshots are kept as history.
+
+-- Per-pane engagement of finalized tumbling windows. The sliding-window engagement as of a
+-- boundary B is the sum over panes with window_start_ms + window_ms <= B and
+-- window_start_ms + sliding_ms > B; the reader computes the score with its weights.
+CREATE TABLE IF NOT EXISTS {database}.campaign_engagement
+(
+    window_start_ms Int64,
+    campaign_id UInt64,
+    views UInt64,
+    clicks UInt64,
+    conversions UInt64,
+    revenue_micros Int64,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (campaign_id, window_start_ms);
+
+-- One snapshot per user per batch in which the user's similar users changed; the arrays are
+-- parallel (neighbor i has shared[i] campaigns in common out of union_size[i]); empty arrays:
+-- no similar user any more. Latest: FINAL WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1.
+CREATE TABLE IF NOT EXISTS {database}.user_similar
+(
+    user_id UInt64,
+    as_of_ms Int64,
+    neighbors Array(UInt64),
+    shared Array(UInt32),
+    union_size Array(UInt32),
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (user_id, as_of_ms);
+
+-- One snapshot per user per batch in which the user's recommendations changed: `items` is the
+-- JSON array of recommendations (as in Redis), campaign_ids the recommended campaigns in order
+-- (empty: none any more).
+CREATE TABLE IF NOT EXISTS {database}.user_recommendations
+(
+    user_id UInt64,
+    as_of_ms Int64,
+    campaign_ids Array(UInt64),
+    items String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (user_id, as_of_ms);

@@ -1,0 +1,439 @@
+//! Engagement, similar users and recommendations of [`LambdaBackend`], cache-aside: Redis
+//! first (`docs/storage.md`: `{p}:campaign:*`, `{p}:campaigns:top`, `{p}:user:*`); on a miss
+//! or a Redis failure, ClickHouse (`campaign_engagement` panes summed over the sliding window
+//! ending at the batch/speed boundary, or the latest `user_similar` / `user_recommendations`
+//! snapshot). Every value is bound with `?`; the SQL text is fixed.
+
+use super::{LambdaBackend, Meta, parse_i64};
+use crate::backend::{BackendError, EngagementQuery, Sourced};
+use eddy_core::{CampaignEngagement, Neighbor, Recommendation, Score};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Sliding-window engagement per campaign as of a boundary `B`: finalized panes with
+/// `window_start_ms + window_ms <= B` and `window_start_ms + sliding_ms > B`.
+/// Binds: `B - window_ms`, `B - sliding_ms`.
+const ENGAGEMENT_SQL: &str = "\
+SELECT campaign_id, sum(views) AS v, sum(clicks) AS c, sum(conversions) AS cv, \
+sum(revenue_micros) AS r FROM campaign_engagement FINAL \
+WHERE window_start_ms <= ? AND window_start_ms > ? GROUP BY campaign_id";
+
+/// As [`ENGAGEMENT_SQL`] for one campaign. Binds: campaign id, `B - window_ms`,
+/// `B - sliding_ms`.
+const CAMPAIGN_ENGAGEMENT_SQL: &str = "\
+SELECT campaign_id, sum(views) AS v, sum(clicks) AS c, sum(conversions) AS cv, \
+sum(revenue_micros) AS r FROM campaign_engagement FINAL \
+WHERE campaign_id = ? AND window_start_ms <= ? AND window_start_ms > ? GROUP BY campaign_id";
+
+/// The latest similar-users snapshot of a user. Bind: user id.
+const SIMILAR_SQL: &str = "\
+SELECT as_of_ms, neighbors, shared, union_size FROM user_similar FINAL \
+WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1";
+
+/// The latest recommendations snapshot of a user. Bind: user id.
+const RECOMMENDATIONS_SQL: &str = "\
+SELECT as_of_ms, items FROM user_recommendations FINAL \
+WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1";
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ChEngagement {
+    campaign_id: u64,
+    views: u64,
+    clicks: u64,
+    conversions: u64,
+    revenue_micros: i64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ChSimilar {
+    as_of_ms: i64,
+    neighbors: Vec<u64>,
+    shared: Vec<u32>,
+    union_size: Vec<u32>,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ChRecommendations {
+    as_of_ms: i64,
+    items: String,
+}
+
+/// Value of `{p}:user:{id}:similar`.
+#[derive(Debug, Deserialize)]
+struct SimilarJson {
+    as_of: i64,
+    neighbors: Vec<Neighbor>,
+}
+
+/// Value of `{p}:user:{id}:recs`.
+#[derive(Debug, Deserialize)]
+struct RecsJson {
+    as_of: i64,
+    items: Vec<Recommendation>,
+}
+
+/// A value found in Redis: the value and the watermark it reflects.
+type Hit<T> = Option<(T, i64)>;
+
+/// Orders campaigns best first: higher score, then lower campaign id.
+fn rank(list: &mut [CampaignEngagement]) {
+    list.sort_by(|a, b| {
+        b.score
+            .cmp(&a.score)
+            .then(a.campaign_id.cmp(&b.campaign_id))
+    });
+}
+
+/// A campaign hash (`views`, `clicks`, `conversions`, `revenue`, `score`, `as_of`); `None`
+/// when it is empty (absent) or malformed.
+fn parse_campaign(campaign_id: u64, h: &HashMap<String, String>) -> Hit<CampaignEngagement> {
+    if h.is_empty() {
+        return None;
+    }
+    let u = |k: &str| h.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+    let parsed = (|| {
+        Some((
+            CampaignEngagement {
+                campaign_id,
+                views: u("views")?,
+                clicks: u("clicks")?,
+                conversions: u("conversions")?,
+                revenue_micros: parse_i64(h.get("revenue"))?,
+                score: Score(h.get("score")?.trim().parse::<f64>().ok()?),
+            },
+            parse_i64(h.get("as_of"))?,
+        ))
+    })();
+    if parsed.is_none() {
+        tracing::warn!(campaign_id, "ignoring a malformed campaign hash in redis");
+    }
+    parsed
+}
+
+/// A JSON string value; `None` when absent or malformed (logged).
+fn parse_json<J: serde::de::DeserializeOwned>(key: &str, raw: Option<String>) -> Option<J> {
+    let raw = raw?;
+    match serde_json::from_str(&raw) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "ignoring malformed json in redis");
+            None
+        }
+    }
+}
+
+/// Why the cache could not answer, for error messages.
+fn redis_reason(redis_err: &Option<String>) -> &str {
+    redis_err.as_deref().unwrap_or("redis: no cached value")
+}
+
+impl LambdaBackend {
+    /// `cmd`'s reply and the speed-layer metadata (`{p}:boundary`, `{p}:watermark`,
+    /// `{p}:as_of`), in one round trip.
+    async fn redis_with_meta<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> redis::RedisResult<(T, Meta)> {
+        let mut conn = self.redis_conn().await?;
+        let p = &self.prefix;
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        pipe.cmd("MGET")
+            .arg(format!("{p}:boundary"))
+            .arg(format!("{p}:watermark"))
+            .arg(format!("{p}:as_of"));
+        let (value, meta): (T, Vec<Option<String>>) = pipe.query_async(&mut conn).await?;
+        Ok((
+            value,
+            Meta {
+                boundary: parse_i64(meta.first().and_then(Option::as_ref)),
+                watermark: parse_i64(meta.get(1).and_then(Option::as_ref)),
+                as_of: parse_i64(meta.get(2).and_then(Option::as_ref)),
+            },
+        ))
+    }
+
+    async fn redis_campaign(&self, id: u64) -> redis::RedisResult<(Hit<CampaignEngagement>, Meta)> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(format!("{}:campaign:{id}", self.prefix));
+        let (h, meta): (HashMap<String, String>, Meta) = self.redis_with_meta(cmd).await?;
+        Ok((parse_campaign(id, &h), meta))
+    }
+
+    /// The top list: members of `{p}:campaigns:top` ranked by score (ties: lower id first),
+    /// each read from its campaign hash (members whose hash is gone, having left the window
+    /// since the list was written, are skipped), the first `k`. A miss when
+    /// `{p}:campaigns:top:as_of` is absent.
+    async fn redis_top(
+        &self,
+        k: usize,
+    ) -> redis::RedisResult<(Hit<Vec<CampaignEngagement>>, Meta)> {
+        let p = &self.prefix;
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(format!("{p}:campaigns:top:as_of"));
+        let (as_of, meta): (Vec<Option<String>>, Meta) = self.redis_with_meta(cmd).await?;
+        let Some(as_of) = parse_i64(as_of.first().and_then(Option::as_ref)) else {
+            return Ok((None, meta));
+        };
+        let mut conn = self.redis_conn().await?;
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{p}:campaigns:top"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let mut ranked: Vec<(u64, f64)> = members
+            .into_iter()
+            .filter_map(|(m, s)| m.parse::<u64>().ok().map(|id| (id, s)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if ranked.is_empty() {
+            return Ok((Some((Vec::new(), as_of)), meta));
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &ranked {
+            pipe.cmd("HGETALL").arg(format!("{p}:campaign:{id}"));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let list = ranked
+            .iter()
+            .zip(&hashes)
+            .filter_map(|((id, _), h)| parse_campaign(*id, h).map(|(e, _)| e))
+            .take(k)
+            .collect();
+        Ok((Some((list, as_of)), meta))
+    }
+
+    async fn redis_user<J: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+    ) -> redis::RedisResult<(Option<J>, Meta)> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(&key);
+        let (raw, meta): (Option<String>, Meta) = self.redis_with_meta(cmd).await?;
+        Ok((parse_json(&key, raw), meta))
+    }
+
+    /// The batch/speed boundary for a ClickHouse answer: Redis's `{p}:boundary` when Redis
+    /// answered and holds one, else the latest checkpoint's watermark in ClickHouse.
+    async fn fallback_boundary(
+        &self,
+        meta: Option<&Meta>,
+        redis_err: &Option<String>,
+    ) -> Result<Option<i64>, BackendError> {
+        if let Some(b) = meta.and_then(|m| m.boundary) {
+            return Ok(Some(b));
+        }
+        self.timed("clickhouse", self.ch_boundary())
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("{}; {e}", redis_reason(redis_err))))
+    }
+
+    /// Sliding-window engagement as of boundary `b` from ClickHouse (one campaign or all),
+    /// scored with `q.weights`, best first.
+    async fn ch_engagement(
+        &self,
+        q: EngagementQuery,
+        b: i64,
+        campaign_id: Option<u64>,
+    ) -> clickhouse::error::Result<Vec<CampaignEngagement>> {
+        let last_start = b.saturating_sub(q.window_ms);
+        let after_start = b.saturating_sub(q.sliding_ms);
+        let query = match campaign_id {
+            Some(c) => self.ch.query(CAMPAIGN_ENGAGEMENT_SQL).bind(c),
+            None => self.ch.query(ENGAGEMENT_SQL),
+        };
+        let rows: Vec<ChEngagement> = query.bind(last_start).bind(after_start).fetch_all().await?;
+        let mut list: Vec<CampaignEngagement> = rows
+            .into_iter()
+            .map(|r| CampaignEngagement {
+                campaign_id: r.campaign_id,
+                views: r.views,
+                clicks: r.clicks,
+                conversions: r.conversions,
+                revenue_micros: r.revenue_micros,
+                score: q.weights.score(r.views, r.clicks, r.conversions),
+            })
+            .collect();
+        rank(&mut list);
+        Ok(list)
+    }
+
+    async fn ch_similar(&self, user_id: u64) -> Result<Hit<Vec<Neighbor>>, String> {
+        let row: Option<ChSimilar> = self
+            .ch
+            .query(SIMILAR_SQL)
+            .bind(user_id)
+            .fetch_optional()
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(r) = row else { return Ok(None) };
+        if r.shared.len() != r.neighbors.len() || r.union_size.len() != r.neighbors.len() {
+            return Err(format!(
+                "user_similar snapshot of user {user_id} has arrays of different lengths"
+            ));
+        }
+        let neighbors: Vec<Neighbor> = r
+            .neighbors
+            .iter()
+            .zip(&r.shared)
+            .zip(&r.union_size)
+            .map(|((&user_id, &shared), &union)| Neighbor {
+                user_id,
+                shared,
+                union,
+            })
+            .collect();
+        Ok((!neighbors.is_empty()).then_some((neighbors, r.as_of_ms)))
+    }
+
+    async fn ch_recommendations(&self, user_id: u64) -> Result<Hit<Vec<Recommendation>>, String> {
+        let row: Option<ChRecommendations> = self
+            .ch
+            .query(RECOMMENDATIONS_SQL)
+            .bind(user_id)
+            .fetch_optional()
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(r) = row else { return Ok(None) };
+        let items: Vec<Recommendation> = serde_json::from_str(&r.items).map_err(|e| {
+            format!("user_recommendations snapshot of user {user_id}: bad items json: {e}")
+        })?;
+        Ok((!items.is_empty()).then_some((items, r.as_of_ms)))
+    }
+
+    /// Cache-aside for a value Redis may hold: `redis` gives the cached value (and metadata);
+    /// on a miss or failure `clickhouse(meta, redis_err)` gives the batch layer's.
+    async fn cache_aside<T, R, C, CF>(
+        &self,
+        what: &str,
+        redis: R,
+        clickhouse: C,
+    ) -> Result<Option<Sourced<T>>, BackendError>
+    where
+        R: std::future::Future<Output = redis::RedisResult<(Hit<T>, Meta)>>,
+        C: FnOnce(Option<Meta>, Option<String>) -> CF,
+        CF: std::future::Future<Output = Result<Hit<T>, BackendError>>,
+    {
+        let (meta, redis_err) = match self.timed("redis", redis).await {
+            Ok((Some((value, as_of_ms)), meta)) => {
+                return Ok(Some(Sourced {
+                    value,
+                    as_of_ms,
+                    updated_at_ms: meta.as_of,
+                    source: "redis",
+                }));
+            }
+            Ok((None, meta)) => {
+                tracing::debug!(what, "redis miss: reading clickhouse");
+                (Some(meta), None)
+            }
+            Err(e) => {
+                tracing::warn!(what, error = %e, "redis failed: reading clickhouse");
+                (None, Some(e))
+            }
+        };
+        let updated_at_ms = meta.as_ref().and_then(|m| m.as_of);
+        let found = clickhouse(meta, redis_err).await?;
+        Ok(found.map(|(value, as_of_ms)| Sourced {
+            value,
+            as_of_ms,
+            updated_at_ms,
+            source: "clickhouse",
+        }))
+    }
+
+    pub(super) async fn campaign_answer(
+        &self,
+        q: EngagementQuery,
+        id: u64,
+    ) -> Result<Option<Sourced<CampaignEngagement>>, BackendError> {
+        self.cache_aside(
+            "campaign",
+            self.redis_campaign(id),
+            |meta, redis_err| async move {
+                let Some(b) = self.fallback_boundary(meta.as_ref(), &redis_err).await? else {
+                    return Ok(None);
+                };
+                let list = self
+                    .timed("clickhouse", self.ch_engagement(q, b, Some(id)))
+                    .await
+                    .map_err(|e| {
+                        BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
+                    })?;
+                Ok(list.into_iter().next().map(|e| (e, b)))
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn top_answer(
+        &self,
+        q: EngagementQuery,
+        k: usize,
+    ) -> Result<Option<Sourced<Vec<CampaignEngagement>>>, BackendError> {
+        self.cache_aside(
+            "top campaigns",
+            self.redis_top(k),
+            |meta, redis_err| async move {
+                let Some(b) = self.fallback_boundary(meta.as_ref(), &redis_err).await? else {
+                    return Ok(None);
+                };
+                let mut list = self
+                    .timed("clickhouse", self.ch_engagement(q, b, None))
+                    .await
+                    .map_err(|e| {
+                        BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
+                    })?;
+                list.truncate(k);
+                Ok(Some((list, b)))
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn similar_answer(
+        &self,
+        user_id: u64,
+    ) -> Result<Option<Sourced<Vec<Neighbor>>>, BackendError> {
+        let key = format!("{}:user:{user_id}:similar", self.prefix);
+        let redis = async {
+            let (json, meta) = self.redis_user::<SimilarJson>(key).await?;
+            let hit = json
+                .filter(|j| !j.neighbors.is_empty())
+                .map(|j| (j.neighbors, j.as_of));
+            Ok((hit, meta))
+        };
+        self.cache_aside("similar users", redis, |_, redis_err| async move {
+            self.timed("clickhouse", self.ch_similar(user_id))
+                .await
+                .map_err(|e| {
+                    BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
+                })
+        })
+        .await
+    }
+
+    pub(super) async fn recommendations_answer(
+        &self,
+        user_id: u64,
+    ) -> Result<Option<Sourced<Vec<Recommendation>>>, BackendError> {
+        let key = format!("{}:user:{user_id}:recs", self.prefix);
+        let redis = async {
+            let (json, meta) = self.redis_user::<RecsJson>(key).await?;
+            let hit = json
+                .filter(|j| !j.items.is_empty())
+                .map(|j| (j.items, j.as_of));
+            Ok((hit, meta))
+        };
+        self.cache_aside("recommendations", redis, |_, redis_err| async move {
+            self.timed("clickhouse", self.ch_recommendations(user_id))
+                .await
+                .map_err(|e| {
+                    BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
+                })
+        })
+        .await
+    }
+}
