@@ -15,7 +15,7 @@ use differential_dataflow::input::Input;
 use eddy_core::{EventType, Neighbor, SimilarUsers};
 use eddy_dataflows::similarity::sets;
 use eddy_dataflows::{SimilarityMode, SimilarityParams, similar_users};
-use eddy_load_gen::{GenConfig, Generator, Generated};
+use eddy_load_gen::{GenConfig, Generated, Generator};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -35,7 +35,10 @@ fn main() {
     let mut specs: Vec<(usize, usize, usize)> = std::env::args()
         .skip(3)
         .map(|s| {
-            let v: Vec<usize> = s.split(':').map(|x| x.parse().expect("bands:rows:bucket")).collect();
+            let v: Vec<usize> = s
+                .split(':')
+                .map(|x| x.parse().expect("bands:rows:bucket"))
+                .collect();
             (v[0], v[1], v[2])
         })
         .collect();
@@ -131,7 +134,9 @@ fn bounded(
         let mine = got.get(u).map(Vec::as_slice).unwrap_or(&[]);
         let good = mine
             .iter()
-            .filter(|n| n.shared as u64 * tenth.union as u64 >= tenth.shared as u64 * n.union as u64)
+            .filter(|n| {
+                n.shared as u64 * tenth.union as u64 >= tenth.shared as u64 * n.union as u64
+            })
             .count();
         hits += good.min(want.len());
         strict += mine
