@@ -751,3 +751,237 @@ fn load_gen_measures_freshness_and_verifies_answers() {
     }
     worker.stop();
 }
+
+/// A Redis server of this test's own on a free loopback port, so stopping it disturbs no
+/// other test. Killed on drop.
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // `scripts/services up` (run by `config`) installed redis-server.
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let url = format!("redis://127.0.0.1:{port}/");
+        let client = redis::Client::open(url.as_str()).unwrap();
+        wait_for(20, "the private redis to answer", || {
+            client
+                .get_connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        Self { child, url }
+    }
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    rt().block_on(async {
+        let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    })
+}
+
+fn interaction(i: usize, user: u64, campaign: u64, t: EventType, ts: i64, amount: &str) -> Msg {
+    let json = format!(
+        r#"{{"event_id":"k-{i}","ts":{ts},"user_id":{user},"campaign_id":{campaign},"event_type":"{}"{amount}}}"#,
+        t.as_str()
+    );
+    Msg {
+        partition: 0,
+        event: Some(eddy_core::parse_event(json.as_bytes()).unwrap()),
+        bytes: json.into_bytes(),
+    }
+}
+
+/// Asserts the engagement, similarity and recommendation answers of the known event set of
+/// `engagement_similarity_and_recommendations_over_http`, served from `source`.
+fn assert_known_answers(addr: std::net::SocketAddr, source: &str, wm: i64) {
+    let close = |a: &serde_json::Value, b: f64| {
+        let a = a.as_f64().unwrap();
+        assert!((a - b).abs() < 1e-9, "{a} != {b}");
+    };
+    let (status, c) = get_json(addr, "/v1/campaigns/300");
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["source"], source);
+    assert_eq!(c["as_of_ms"], wm);
+    assert_eq!(
+        (
+            &c["views"],
+            &c["clicks"],
+            &c["conversions"],
+            &c["revenue_micros"]
+        ),
+        (&2.into(), &2.into(), &1.into(), &12_500_000.into())
+    );
+    close(&c["score"], 37.0);
+    close(&c["ctr"], 1.0);
+    close(&c["conversion_rate"], 0.5);
+    let (_, c) = get_json(addr, "/v1/campaigns/100");
+    assert_eq!((&c["views"], &c["clicks"]), (&10.into(), &3.into()));
+    close(&c["score"], 25.0);
+    assert!(c["conversion_rate"].as_f64() == Some(0.0));
+
+    let (status, top) = get_json(addr, "/v1/campaigns/top?k=3");
+    assert_eq!(status, 200, "{top}");
+    assert_eq!(top["source"], source);
+    let ids: Vec<u64> = top["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["campaign_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![300, 100, 200]);
+
+    // Sets: u1 {100,200}, u2 {100,200,300}, u3 {100,400}, u4 {300}.
+    let similar = |user: u64| {
+        let (status, s) = get_json(addr, &format!("/v1/users/{user}/similar"));
+        assert_eq!(status, 200, "{s}");
+        assert_eq!(s["source"], source);
+        assert_eq!(s["as_of_ms"], wm);
+        s["similar"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["user_id"].as_u64().unwrap(),
+                    n["shared"].as_u64().unwrap(),
+                    n["union"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(similar(1), vec![(2, 2, 3), (3, 1, 3)]);
+    assert_eq!(similar(2), vec![(1, 2, 3), (4, 1, 3), (3, 1, 4)]);
+    assert_eq!(similar(3), vec![(1, 1, 3), (2, 1, 4)]);
+    assert_eq!(similar(4), vec![(2, 1, 3)]);
+
+    // Settled scores (the closed window): 100: 25, 200: 14, 300: 37, 400: 6.
+    let recs = |user: u64| {
+        let (status, r) = get_json(addr, &format!("/v1/users/{user}/recommendations"));
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["source"], source);
+        r["recommendations"].as_array().unwrap().clone()
+    };
+    let check = |items: Vec<serde_json::Value>, want: &[(u64, f64, f64, &[u64])]| {
+        assert_eq!(items.len(), want.len(), "{items:?}");
+        for (item, (campaign, score, campaign_score, because)) in items.iter().zip(want) {
+            assert_eq!(item["campaign_id"].as_u64(), Some(*campaign), "{item}");
+            close(&item["score"], *score);
+            close(&item["campaign_score"], *campaign_score);
+            let by: Vec<u64> = item["because"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["user_id"].as_u64().unwrap())
+                .collect();
+            assert_eq!(by, *because);
+        }
+    };
+    check(
+        recs(1),
+        &[
+            (300, 2.0 / 3.0 * 37.0, 37.0, &[2]),
+            (400, 1.0 / 3.0 * 6.0, 6.0, &[3]),
+        ],
+    );
+    check(recs(2), &[(400, 0.25 * 6.0, 6.0, &[3])]);
+    check(
+        recs(3),
+        &[
+            (300, 0.25 * 37.0, 37.0, &[2]),
+            (200, (1.0 / 3.0 + 0.25) * 14.0, 14.0, &[1, 2]),
+        ],
+    );
+    check(
+        recs(4),
+        &[
+            (100, 1.0 / 3.0 * 25.0, 25.0, &[2]),
+            (200, 1.0 / 3.0 * 14.0, 14.0, &[2]),
+        ],
+    );
+
+    // Unknown ids are 404, bad parameters 400, both with JSON bodies.
+    let (status, body) = get_json(addr, "/v1/campaigns/12345");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get_json(addr, "/v1/users/77/similar");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get_json(addr, "/v1/users/1/recommendations?k=0");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get_json(addr, "/v1/campaigns/top?k=abc");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn engagement_similarity_and_recommendations_over_http() {
+    let mut cfg = config("engagement");
+    let mut redis = PrivateRedis::start();
+    cfg.redis.url = redis.url.clone();
+    cfg.engagement.sliding_ms = 4 * WINDOW;
+    cfg.similarity.mode = "exact".into();
+    // One closed window [T0, T0 + 10 s) of known interactions (views are not interest).
+    let mut msgs = Vec::new();
+    let mut add = |user, campaign, t, amount: &str| {
+        let ts = T0 + 100 * msgs.len() as i64;
+        msgs.push(interaction(msgs.len(), user, campaign, t, ts, amount));
+    };
+    for (user, campaigns) in [
+        (1, &[100, 200][..]),
+        (2, &[100, 200, 300]),
+        (3, &[100, 400]),
+        (4, &[300]),
+    ] {
+        for c in campaigns {
+            add(user, *c, EventType::Click, "");
+        }
+    }
+    add(2, 300, EventType::Conversion, r#","amount":12.5"#);
+    for (campaign, views) in [(100, 10), (200, 4), (300, 2), (400, 1)] {
+        for _ in 0..views {
+            add(9, campaign, EventType::View, "");
+        }
+    }
+    // A view in the next window moves the watermark to T0 + 15 s, closing the first window.
+    let clock = T0 + 17_000;
+    msgs.push(interaction(99, 9, 999, EventType::View, clock, ""));
+    let wm = clock - LATENESS;
+    let worker = start(&cfg);
+    produce(&cfg, &msgs);
+    wait_drained(&cfg, &msgs, wm);
+
+    // From Redis (the speed layer).
+    let (_rt, addr) = serve(lambda_state(&cfg));
+    assert_known_answers(addr, "redis", wm);
+    let (_, c) = get_json(addr, "/v1/campaigns/999");
+    assert_eq!(c["views"], 1, "the open window counts live: {c}");
+
+    // Redis stopped: the same answers from ClickHouse (the batch layer, as of the boundary),
+    // where the open window's campaign 999 is not final yet.
+    worker.stop();
+    redis.stop();
+    assert_known_answers(addr, "clickhouse", wm);
+    let (status, c) = get_json(addr, "/v1/campaigns/999");
+    assert_eq!(status, 404, "{c}");
+}

@@ -318,9 +318,11 @@ impl LambdaBackend {
     {
         let (meta, redis_err) = match self.timed("redis", redis).await {
             Ok((Some((value, as_of_ms)), meta)) => {
+                // A value unchanged since it was written still holds at the boundary: every
+                // worker wrote every change up to the checkpoint.
                 return Ok(Some(Sourced {
                     value,
-                    as_of_ms,
+                    as_of_ms: meta.boundary.map_or(as_of_ms, |b| b.max(as_of_ms)),
                     updated_at_ms: meta.as_of,
                     source: "redis",
                 }));
@@ -405,12 +407,21 @@ impl LambdaBackend {
                 .map(|j| (j.neighbors, j.as_of));
             Ok((hit, meta))
         };
-        self.cache_aside("similar users", redis, |_, redis_err| async move {
-            self.timed("clickhouse", self.ch_similar(user_id))
+        self.cache_aside("similar users", redis, |meta, redis_err| async move {
+            let found = self
+                .timed("clickhouse", self.ch_similar(user_id))
                 .await
                 .map_err(|e| {
                     BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
-                })
+                })?;
+            // The latest snapshot still holds at the boundary (a later change would have
+            // written a newer one before the checkpoint).
+            let b = self
+                .fallback_boundary(meta.as_ref(), &redis_err)
+                .await
+                .ok()
+                .flatten();
+            Ok(found.map(|(v, a)| (v, b.map_or(a, |b| b.max(a)))))
         })
         .await
     }
@@ -427,12 +438,21 @@ impl LambdaBackend {
                 .map(|j| (j.items, j.as_of));
             Ok((hit, meta))
         };
-        self.cache_aside("recommendations", redis, |_, redis_err| async move {
-            self.timed("clickhouse", self.ch_recommendations(user_id))
+        self.cache_aside("recommendations", redis, |meta, redis_err| async move {
+            let found = self
+                .timed("clickhouse", self.ch_recommendations(user_id))
                 .await
                 .map_err(|e| {
                     BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
-                })
+                })?;
+            // The latest snapshot still holds at the boundary (a later change would have
+            // written a newer one before the checkpoint).
+            let b = self
+                .fallback_boundary(meta.as_ref(), &redis_err)
+                .await
+                .ok()
+                .flatten();
+            Ok(found.map(|(v, a)| (v, b.map_or(a, |b| b.max(a)))))
         })
         .await
     }
