@@ -83,6 +83,10 @@ enum Command {
         /// Allowed lateness, ms.
         #[arg(long, default_value_t = 2_000)]
         lateness_ms: i64,
+        /// Sliding window of the engagement scores and interaction sets, ms (a multiple of
+        /// the window; the demo defaults to 10 minutes so events visibly slide out).
+        #[arg(long, default_value_t = 600_000)]
+        sliding_ms: i64,
         /// Fraction of malformed messages (they go to the in-memory dead-letter log).
         #[arg(long, default_value_t = 0.001)]
         malformed_fraction: f64,
@@ -218,6 +222,7 @@ fn main() -> Result<()> {
             partitions,
             window_ms,
             lateness_ms,
+            sliding_ms,
             malformed_fraction,
             late_fraction,
             listen,
@@ -226,6 +231,7 @@ fn main() -> Result<()> {
         } => {
             cfg.pipeline.window_ms = window_ms;
             cfg.pipeline.lateness_ms = lateness_ms;
+            cfg.engagement.sliding_ms = sliding_ms;
             cfg.kafka.idle_timeout_ms = 500;
             if let Some(l) = listen {
                 cfg.server.listen = l;
@@ -266,6 +272,10 @@ fn main() -> Result<()> {
             println!("  curl 'http://{l}/v1/counts?event_type=click&from={from}&to={to}'");
             println!(
                 "  curl 'http://{l}/v1/counts?campaign_id=0&from={from}&to={to}&granularity=hour'"
+            );
+            println!("  curl 'http://{l}/v1/campaigns/top?k=5' ; curl http://{l}/v1/campaigns/0");
+            println!(
+                "  curl http://{l}/v1/users/0/similar ; curl http://{l}/v1/users/0/recommendations"
             );
             println!("  curl http://{l}/healthz ; curl http://{l}/metrics");
             stop_on_signal_or_timeout(stop.clone(), seconds);

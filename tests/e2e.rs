@@ -576,21 +576,27 @@ fn kafka_to_clickhouse_redis_and_http_exact() {
 fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let mut cfg = config("restart");
     cfg.pipeline.max_records_per_epoch = 20;
+    // A 30 s sliding window: panes slide out during the run, and the restart must rebuild the
+    // sliding state from re-read records of windows already final.
+    cfg.engagement.sliding_ms = 3 * WINDOW;
+    cfg.similarity.mode = "exact".into();
     let phase1: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 0, 600)).collect();
     produce(&cfg, &phase1);
     let total: i64 = phase1.len() as i64;
     let worker = start(&cfg);
     // Stop abruptly once a checkpoint is durable with windows both final and still open, so
     // the restart must rebuild open windows from their first offsets and skip final ones.
+    // Stopping past T0 + 50 s leaves the final window [T0 + 40 s, T0 + 50 s) inside the
+    // sliding window at the end (T0 + 63 s): only its re-read history can rebuild it.
     wait_for(120, "a checkpoint with final and open windows", || {
         checkpoint(&cfg).is_some_and(|(w, parts)| {
-            w > T0 + WINDOW && parts.values().any(|(resume, high)| resume < high)
+            w > T0 + 5 * WINDOW && parts.values().any(|(resume, high)| resume < high)
         })
     });
     worker.stop();
     let (wm_at_stop, parts_at_stop) = checkpoint(&cfg).unwrap();
     let read: i64 = parts_at_stop.values().map(|(_, h)| h).sum();
-    assert!(wm_at_stop > T0 + WINDOW && read <= total);
+    assert!(wm_at_stop > T0 + 5 * WINDOW && read <= total);
     eprintln!("stopped at watermark {wm_at_stop} after {read} of {total} messages");
     // More events arrive while the worker is down.
     let phase2: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 600, 50)).collect();
@@ -600,6 +606,7 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let wm = max_ts(&all) - LATENESS;
     wait_drained(&cfg, &all, wm);
     assert_outputs(&cfg, &oracle(all.iter().filter_map(|m| m.event)), wm);
+    assert_sliding_state(&cfg, &all, wm);
     let want = expected_dead_letters(&all, &BTreeSet::new());
     // Dead letters are at-least-once across a crash: a letter written after the last durable
     // checkpoint is written again when its record is re-read. Each expected letter is there,
@@ -619,6 +626,90 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
         }
     }
     worker.stop();
+}
+
+/// Asserts the live engagement of every campaign and the similar users of every user (exact
+/// mode) over HTTP equal a from-scratch computation over the events still in the sliding window.
+fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
+    let window = WindowSpec::new(WINDOW);
+    let weights = cfg.engagement.weights();
+    let inside: Vec<eddy_core::Event> = all
+        .iter()
+        .filter_map(|m| m.event)
+        .filter(|e| window.start(e.ts_ms) + cfg.engagement.sliding_ms > wm)
+        .collect();
+    assert!(
+        inside.len() < all.len() / 2,
+        "events slid out of the window"
+    );
+    let mut per_campaign: BTreeMap<u64, [i64; 4]> = BTreeMap::new();
+    let mut sets: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for e in &inside {
+        let s = per_campaign.entry(e.campaign_id).or_default();
+        match e.event_type {
+            EventType::View => s[0] += 1,
+            EventType::Click => s[1] += 1,
+            EventType::Conversion => {
+                s[2] += 1;
+                s[3] += e.amount_micros.unwrap_or(0);
+            }
+        }
+        if e.event_type != EventType::View {
+            sets.entry(e.user_id).or_default().insert(e.campaign_id);
+        }
+    }
+    let (_rt, addr) = serve(lambda_state(cfg));
+    for campaign in 0..6u64 {
+        let (status, c) = get_json(addr, &format!("/v1/campaigns/{campaign}"));
+        let Some(s) = per_campaign.get(&campaign) else {
+            assert_eq!(status, 404, "campaign {campaign}: {c}");
+            continue;
+        };
+        assert_eq!(status, 200, "{c}");
+        let got = [
+            &c["views"],
+            &c["clicks"],
+            &c["conversions"],
+            &c["revenue_micros"],
+        ]
+        .map(|v| v.as_i64().unwrap());
+        assert_eq!(&got, s, "campaign {campaign}");
+        let score = weights.score(s[0] as u64, s[1] as u64, s[2] as u64).0;
+        assert_eq!(c["score"].as_f64(), Some(score), "campaign {campaign}");
+    }
+    let k = cfg.similarity.k;
+    for (u, su) in &sets {
+        let mut want: Vec<(u64, u64, u64)> = sets
+            .iter()
+            .filter(|(v, _)| *v != u)
+            .map(|(v, sv)| {
+                let shared = su.intersection(sv).count() as u64;
+                (*v, shared, (su.len() + sv.len()) as u64 - shared)
+            })
+            .filter(|(_, shared, _)| *shared > 0)
+            .collect();
+        want.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
+        want.truncate(k);
+        let (status, s) = get_json(addr, &format!("/v1/users/{u}/similar"));
+        if want.is_empty() {
+            assert_eq!(status, 404, "user {u}: {s}");
+            continue;
+        }
+        assert_eq!(status, 200, "user {u}: {s}");
+        let got: Vec<(u64, u64, u64)> = s["similar"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["user_id"].as_u64().unwrap(),
+                    n["shared"].as_u64().unwrap(),
+                    n["union"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "user {u}");
+    }
 }
 
 /// Two `eddy run` processes form one timely cluster over loopback (`-n 2 -p i -H hosts`), each
