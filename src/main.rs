@@ -396,6 +396,7 @@ fn main() -> Result<()> {
                 probe_interval: std::time::Duration::from_millis(probe_interval_ms),
                 linger_ms,
                 window_ms: cfg.pipeline.window_ms,
+                sliding_ms: cfg.engagement.sliding_ms,
                 verify,
                 verify_timeout: std::time::Duration::from_secs(verify_timeout),
             };

@@ -780,7 +780,7 @@ fn two_process_cluster_matches_the_oracle() {
 /// totals; a wrong expectation is reported as a diff.
 #[test]
 fn load_gen_measures_freshness_and_verifies_answers() {
-    use eddy_load_gen::runner::{RunConfig, RunError, run as load, verify};
+    use eddy_load_gen::runner::{RunConfig, RunError, run as load, verify, verify_engagement};
     let cfg = config("loadgen");
     let worker = start(&cfg);
     let (runtime, addr) = serve(lambda_state(&cfg));
@@ -807,6 +807,7 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         probe_interval: Duration::from_millis(100),
         linger_ms: 5,
         window_ms: WINDOW,
+        sliding_ms: cfg.engagement.sliding_ms,
         verify: true,
         verify_timeout: Duration::from_secs(60),
     };
@@ -839,6 +840,18 @@ fn load_gen_measures_freshness_and_verifies_answers() {
     match runtime.block_on(verify(&url, &wrong, WINDOW, Duration::from_millis(500))) {
         Err(RunError::Mismatch(diff)) => assert!(diff.contains("expected"), "{diff}"),
         other => panic!("verify accepted a wrong expectation: {other:?}"),
+    }
+    let wrong_engagement = vec![extra; 3];
+    let verdict = runtime.block_on(verify_engagement(
+        &url,
+        &wrong_engagement,
+        WindowSpec::new(WINDOW),
+        cfg.engagement.sliding_ms,
+        Duration::from_millis(500),
+    ));
+    match verdict {
+        Err(RunError::Mismatch(diff)) => assert!(diff.contains("engagement"), "{diff}"),
+        other => panic!("verify accepted a wrong engagement expectation: {other:?}"),
     }
     worker.stop();
 }

@@ -71,3 +71,40 @@ impl WindowTotals {
         self.campaigns.retain(|(ws, _, _), _| keep(*ws));
     }
 }
+
+/// Sliding-window engagement per campaign, from scratch: `[views, clicks, conversions,
+/// revenue_micros]` over the events whose window (pane) starts after `as_of - sliding_ms`,
+/// i.e. those still inside the sliding window under watermark `as_of`.
+///
+/// ```
+/// use eddy_core::{Event, EventType, WindowSpec};
+/// use eddy_load_gen::expected::engagement;
+/// let e = |ts, t| Event { ts_ms: ts, user_id: 1, campaign_id: 7, event_type: t, amount_micros: Some(3) };
+/// let events = [e(500, EventType::View), e(1_500, EventType::Conversion), e(2_500, EventType::Click)];
+/// // Window 1 s, sliding 2 s, watermark 3 s: the pane [0, 1 s) has slid out.
+/// let got = engagement(&events, WindowSpec::new(1_000), 2_000, 3_000);
+/// assert_eq!(got[&7], [0, 1, 1, 3]);
+/// ```
+pub fn engagement(
+    events: &[Event],
+    window: WindowSpec,
+    sliding_ms: i64,
+    as_of: i64,
+) -> BTreeMap<u64, [i64; 4]> {
+    let mut out: BTreeMap<u64, [i64; 4]> = BTreeMap::new();
+    for e in events {
+        if window.start(e.ts_ms).saturating_add(sliding_ms) <= as_of {
+            continue;
+        }
+        let s = out.entry(e.campaign_id).or_default();
+        match e.event_type {
+            EventType::View => s[0] += 1,
+            EventType::Click => s[1] += 1,
+            EventType::Conversion => {
+                s[2] += 1;
+                s[3] += e.amount_micros.unwrap_or(0);
+            }
+        }
+    }
+    out
+}

@@ -12,7 +12,9 @@
 //! - **Verify.** The runner keeps every valid event it produced. After the run it reads the
 //!   dead-letter topic and drops the events eddy ruled late there. It then waits until the
 //!   query server's per-type series, and the busiest campaigns' series, equal a from-scratch
-//!   recomputation ([`WindowTotals`]). On timeout it fails with a readable diff. This assumes
+//!   recomputation ([`WindowTotals`]), and the busiest campaigns' sliding-window engagement
+//!   equals a recomputation over the events still in the window at the answer's `as_of`
+//!   ([`crate::expected::engagement`]). On timeout it fails with a readable diff. This assumes
 //!   the run is the only producer for its event-time range.
 
 use crate::expected::WindowTotals;
@@ -57,6 +59,8 @@ pub struct RunConfig {
     pub linger_ms: u64,
     /// Window length of the pipeline (for `verify`).
     pub window_ms: i64,
+    /// Sliding-window length of the pipeline's engagement scores (for `verify`).
+    pub sliding_ms: i64,
     /// Check the pipeline's answers against the expected totals.
     pub verify: bool,
     /// How long `verify` waits for the pipeline to drain.
@@ -356,10 +360,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
                 Some(e)
             }
         });
-        let expected = WindowTotals::of(kept, window);
+        let kept: Vec<Event> = kept.collect();
+        let expected = WindowTotals::of(kept.iter().copied(), window);
         report.late_events = Some(ruled_late);
         let url = cfg.query_url.as_deref().expect("checked above");
         verify(url, &expected, cfg.window_ms, cfg.verify_timeout).await?;
+        verify_engagement(url, &kept, window, cfg.sliding_ms, cfg.verify_timeout).await?;
         report.verified = Some(true);
     }
     Ok(report)
@@ -630,6 +636,71 @@ pub async fn verify(
                     report.push_str(&diff(&format!("campaign {c}"), &want_campaign(c), &got))
                 }
                 Err(e) => report.push_str(&format!("  query failed: {e}\n")),
+            }
+        }
+        if report.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::Mismatch(report));
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until the sliding-window engagement of the five busiest campaigns
+/// of `events` (views, clicks, conversions, revenue), as served by `GET /v1/campaigns/{id}`,
+/// equals a from-scratch recomputation at the answer's `as_of_ms`; fails with a diff otherwise.
+pub async fn verify_engagement(
+    url: &str,
+    events: &[Event],
+    window: WindowSpec,
+    sliding_ms: i64,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    let mut volume: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.campaign_id != PROBE_CAMPAIGN) {
+        *volume.entry(e.campaign_id).or_default() += 1;
+    }
+    let mut busiest: Vec<(u64, u64)> = volume.into_iter().collect();
+    busiest.sort_by_key(|(c, n)| (std::cmp::Reverse(*n), *c));
+    let campaigns: Vec<u64> = busiest.into_iter().take(5).map(|(c, _)| c).collect();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let mut report = String::new();
+        for &c in &campaigns {
+            let answer: Result<serde_json::Value, String> = async {
+                let resp = client
+                    .get(format!("{url}/v1/campaigns/{c}"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                resp.json().await.map_err(|e| e.to_string())
+            }
+            .await;
+            let body = match answer {
+                Ok(b) => b,
+                Err(e) => {
+                    report.push_str(&format!("  campaign {c}: query failed: {e}\n"));
+                    continue;
+                }
+            };
+            let Some(as_of) = body["as_of_ms"].as_i64() else {
+                report.push_str(&format!("  campaign {c}: no answer: {body}\n"));
+                continue;
+            };
+            let want = crate::expected::engagement(events, window, sliding_ms, as_of)
+                .get(&c)
+                .copied()
+                .unwrap_or_default();
+            let got = ["views", "clicks", "conversions", "revenue_micros"]
+                .map(|f| body[f].as_i64().unwrap_or(-1));
+            if got != want {
+                report.push_str(&format!(
+                    "  campaign {c} engagement as of {as_of}: expected [views, clicks, conversions, revenue_micros] {want:?}, got {got:?}\n"
+                ));
             }
         }
         if report.is_empty() {
