@@ -81,8 +81,8 @@ impl WindowTotals {
 /// use eddy_load_gen::expected::engagement;
 /// let e = |ts, t| Event { ts_ms: ts, user_id: 1, campaign_id: 7, event_type: t, amount_micros: Some(3) };
 /// let events = [e(500, EventType::View), e(1_500, EventType::Conversion), e(2_500, EventType::Click)];
-/// // Window 1 s, sliding 2 s, watermark 3 s: the pane [0, 1 s) has slid out.
-/// let got = engagement(&events, WindowSpec::new(1_000), 2_000, 3_000);
+/// // Window 1 s, sliding 2 s, watermark 2.5 s: the pane [0, 1 s) has slid out (0 + 2 s <= 2.5 s).
+/// let got = engagement(&events, WindowSpec::new(1_000), 2_000, 2_500);
 /// assert_eq!(got[&7], [0, 1, 1, 3]);
 /// ```
 pub fn engagement(
