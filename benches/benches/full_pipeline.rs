@@ -6,12 +6,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use differential_dataflow::input::Input;
-use eddy_core::{Config, WindowSpec, parse_event};
-use eddy_dataflows::similarity::sets;
-use eddy_dataflows::{
-    EngagementParams, InteractionParams, SimilarityMode, SimilarityParams, engagement,
-    interactions, recommendations, similar_users, windowed_counts,
-};
+use eddy_core::{Config, parse_event};
 use eddy_load_gen::{GenConfig, Generator};
 use std::sync::Arc;
 use timely::dataflow::InputHandle;
@@ -54,59 +49,11 @@ pub fn full(input_data: BenchInput, workers: usize) {
     let cfg = Config::default();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let window = WindowSpec::new(cfg.pipeline.window_ms);
-        let sliding_ms = cfg.engagement.sliding_ms;
         let mut marks = InputHandle::new();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection();
             let watermarks = scope.input_from(&mut marks);
-            let counts = windowed_counts(events.clone(), watermarks.clone(), window);
-            let scores = engagement(
-                events.clone(),
-                watermarks.clone(),
-                EngagementParams {
-                    pane: window,
-                    sliding_ms,
-                    weights: cfg.engagement.weights(),
-                    top_k: cfg.engagement.top_k,
-                },
-            );
-            let pairs = interactions(
-                events,
-                watermarks,
-                InteractionParams {
-                    pane: window,
-                    sliding_ms,
-                    views_are_interest: false,
-                },
-            );
-            let by_user = pairs.clone().arrange_by_key();
-            let similar = similar_users(
-                by_user.clone(),
-                sets(by_user.clone()),
-                SimilarityParams {
-                    k: cfg.similarity.k,
-                    mode: SimilarityMode::MinHash {
-                        bands: cfg.similarity.bands,
-                        rows: cfg.similarity.rows_per_band,
-                        bucket_size: cfg.similarity.bucket_size,
-                    },
-                },
-            );
-            let recs = recommendations(
-                similar.clone(),
-                by_user,
-                pairs,
-                scores.settled,
-                cfg.similarity.recommendations,
-            );
-            let (probe, _) = counts.types.probe();
-            counts.campaigns.probe_with(&probe);
-            scores.campaigns.probe_with(&probe);
-            scores.top.probe_with(&probe);
-            scores.panes.probe_with(&probe);
-            similar.probe_with(&probe);
-            recs.probe_with(&probe);
+            let probe = eddy_benches::full_dataflow(&cfg, events, watermarks);
             (input, probe)
         });
         let (messages, watermarks) = &*input_data;

@@ -111,7 +111,7 @@ impl Default for SimilarityConfig {
             mode: "minhash".into(),
             views_are_interest: false,
             k: 10,
-            bands: 8,
+            bands: 16,
             rows_per_band: 2,
             bucket_size: 32,
             recommendations: 10,

@@ -2,7 +2,7 @@
 //! generated interactions of ≥ 100k users with Zipf-skewed campaign popularity.
 //!
 //! `cargo run --release -p eddy-benches --bin similarity_recall -- [events] [workers] [bands:rows:bucket_size ...]`
-//! (default: 6 000 000 events, 2 workers, the default configuration 8:2:32).
+//! (default: 6 000 000 events, 2 workers, the default configuration 16:2:32).
 //!
 //! The interactions (click/conversion pairs) of `events` generated events are fed in one epoch
 //! through `similar_users` in MinHash mode; the exact top-10 of every user is computed from
@@ -43,7 +43,7 @@ fn main() {
         })
         .collect();
     if specs.is_empty() {
-        specs.push((8, 2, 32));
+        specs.push((16, 2, 32));
     }
     let cfg = GenConfig {
         users: 200_000,

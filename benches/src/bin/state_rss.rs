@@ -1,0 +1,90 @@
+//! Memory of the full dataflow over a long run at constant key cardinality: state must stop
+//! growing once the sliding window is full (events leave it as retractions and arrangements
+//! compact), so RSS plateaus.
+//!
+//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers]`
+//! (default 60 minutes of event time at 5 000 events/s, a 10-minute sliding window, 1-minute
+//! windows, 2 workers). Generated events (100 000 users, 1 000 campaigns, Zipf) are fed in
+//! epochs of 2 s of event time with the watermark (max event time - 10 s) every epoch; RSS is
+//! printed every 5 minutes of event time.
+
+use differential_dataflow::input::Input;
+use eddy_benches::{full_dataflow, rss_bytes};
+use eddy_core::Config;
+use eddy_load_gen::{GenConfig, Generated, Generator};
+use std::time::Instant;
+use timely::dataflow::InputHandle;
+use timely::dataflow::operators::Input as _;
+
+fn arg(i: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(i)
+        .map(|a| a.parse().expect("numeric argument"))
+        .unwrap_or(default)
+}
+
+fn main() {
+    let minutes = arg(1, 60);
+    let rate = arg(2, 5_000);
+    let sliding_min = arg(3, 10);
+    let workers = arg(4, 2) as usize;
+    let mut cfg = Config::default();
+    cfg.engagement.sliding_ms = sliding_min as i64 * 60_000;
+    println!(
+        "state_rss: {minutes} min of event time at {rate} events/s, sliding {sliding_min} min, windows {} s, {workers} workers, similarity {} {}x{} bucket {}",
+        cfg.pipeline.window_ms / 1000,
+        cfg.similarity.mode,
+        cfg.similarity.bands,
+        cfg.similarity.rows_per_band,
+        cfg.similarity.bucket_size
+    );
+    println!("| event minute | events | wall s | RSS MB |");
+    println!("|---|---|---|---|");
+    let started = Instant::now();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut marks = InputHandle::new();
+        let cfg2 = cfg.clone();
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, events) = scope.new_collection();
+            let watermarks = scope.input_from(&mut marks);
+            (input, full_dataflow(&cfg2, events, watermarks))
+        });
+        // Every worker runs the same generator and keeps its share, so all agree on the
+        // watermark without exchanging anything.
+        let mut generator = Generator::new(GenConfig {
+            events_per_sec: rate as f64,
+            ..GenConfig::default()
+        });
+        let per_epoch = rate * 2;
+        let epochs = minutes * 30;
+        let mut max_ts = i64::MIN;
+        let mut n = 0u64;
+        for epoch in 0..epochs {
+            for _ in 0..per_epoch {
+                if let Generated::Valid(e, _) = generator.next_message() {
+                    max_ts = max_ts.max(e.ts_ms);
+                    if n % peers as u64 == index as u64 {
+                        input.insert(e);
+                    }
+                }
+                n += 1;
+            }
+            marks.send(max_ts - cfg.pipeline.lateness_ms);
+            input.advance_to(epoch + 1);
+            marks.advance_to(epoch + 1);
+            input.flush();
+            worker.step_while(|| probe.less_than(input.time()));
+            if index == 0 && (epoch + 1) % 150 == 0 {
+                println!(
+                    "| {} | {} | {:.0} | {:.1} |",
+                    (epoch + 1) / 30,
+                    n,
+                    started.elapsed().as_secs_f64(),
+                    rss_bytes() as f64 / 1e6
+                );
+            }
+        }
+    })
+    .expect("timely runs");
+}
