@@ -285,6 +285,8 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
                 pane: window,
                 sliding_ms,
                 views_are_interest: cfg.similarity.views_are_interest,
+                // Settled sets: similarity and recommendations change at most once per pane.
+                emit: eddy_operators::Emit::OnClose,
             },
         );
         // One arrangement of the interactions by user, shared by the interaction sets, the

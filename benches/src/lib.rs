@@ -38,6 +38,8 @@ pub fn full_dataflow<'scope>(
             pane: window,
             sliding_ms,
             views_are_interest: cfg.similarity.views_are_interest,
+            // Settled sets: similarity and recommendations change at most once per pane.
+            emit: eddy_operators::Emit::OnClose,
         },
     );
     let by_user = pairs.clone().arrange_by_key();

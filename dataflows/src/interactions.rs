@@ -14,6 +14,10 @@ pub struct InteractionParams {
     pub sliding_ms: i64,
     /// Whether views count as interest (clicks and conversions always do).
     pub views_are_interest: bool,
+    /// [`Emit::Live`]: every pane inside the window counts, open ones included.
+    /// [`Emit::OnClose`]: only closed panes count (*settled* sets, which change at most once
+    /// per pane: what the similarity and recommendation dataflows use, see `similarity`).
+    pub emit: Emit,
 }
 
 impl InteractionParams {
@@ -29,6 +33,7 @@ impl InteractionParams {
 /// ```sql
 /// SELECT DISTINCT user_id, campaign_id FROM events
 /// WHERE tumble_start(ts, :S) + :L > watermark()
+///   AND (NOT :settled OR tumble_start(ts, :S) + :S <= watermark())  -- Emit::OnClose
 ///   AND (event_type IN ('click', 'conversion') OR (:views_are_interest AND event_type = 'view'));
 /// ```
 ///
@@ -44,7 +49,7 @@ pub fn interactions<'scope>(
         .inner
         .pane_accumulate::<_, Sum<isize>, _>(
             watermarks,
-            PaneSpec::sliding(params.pane, params.sliding_ms, Emit::Live),
+            PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
             "Interactions",
             move |(e, _, d): &(Event, Epoch, isize)| {
                 params.is_interest(e.event_type).then_some((
@@ -63,11 +68,12 @@ mod tests {
     use super::*;
     use crate::testing::{StreamShape, accept, as_of, oracle_sets, run, stream};
 
-    fn check(seed: u64, workers: usize, views_are_interest: bool) {
+    fn check(seed: u64, workers: usize, views_are_interest: bool, emit: Emit) {
         let params = InteractionParams {
             pane: WindowSpec::new(1_000),
             sliding_ms: 3_000,
             views_are_interest,
+            emit,
         };
         let shape = StreamShape {
             users: 30,
@@ -90,6 +96,7 @@ mod tests {
                 params.pane,
                 params.sliding_ms,
                 views_are_interest,
+                emit == Emit::OnClose,
             );
             let want: Vec<(u64, u64)> = sets
                 .iter()
@@ -110,9 +117,11 @@ mod tests {
     #[test]
     fn matches_oracle() {
         for seed in 0..3 {
-            check(seed, 1, false);
-            check(seed + 100, 3, false);
+            check(seed, 1, false, Emit::Live);
+            check(seed + 100, 3, false, Emit::Live);
+            check(seed + 200, 2, false, Emit::OnClose);
         }
-        check(7, 2, true);
+        check(7, 2, true, Emit::Live);
+        check(8, 3, true, Emit::OnClose);
     }
 }

@@ -99,7 +99,7 @@ mod tests {
     /// From scratch: settled scores, exact similarity, then the ranking.
     fn oracle(events: &[Event], w: i64) -> Vec<UserRecommendations> {
         let pane = WindowSpec::new(PANE);
-        let sets = oracle_sets(events, w, pane, SLIDING, false);
+        let sets = oracle_sets(events, w, pane, SLIDING, false, true);
         let similar = oracle_similar(&sets, K);
         let mut counts: BTreeMap<u64, [u64; 3]> = BTreeMap::new();
         for e in events {
@@ -177,6 +177,7 @@ mod tests {
                     pane,
                     sliding_ms: SLIDING,
                     views_are_interest: false,
+                    emit: eddy_operators::Emit::OnClose,
                 },
             );
             let scores = engagement(

@@ -150,7 +150,7 @@ pub fn similar_users<'scope>(
                 .count_total()
                 .map(move |(k, n)| (k, sub_buckets(n as i64, bucket_size)));
             let buckets = members
-                .join_map(splits, |k, u, subs| ((*k, mix(*u ^ k) & (subs - 1)), *u))
+                .join_map(splits, |k, u, subs| ((*k, mix(*u) & (subs - 1)), *u))
                 .arrange_by_key_named("LshBuckets");
             buckets
                 .clone()
@@ -185,6 +185,7 @@ mod tests {
             pane: WindowSpec::new(PANE),
             sliding_ms: SLIDING,
             views_are_interest: false,
+            emit: eddy_operators::Emit::OnClose,
         };
         let (accepted, marks) = accept(&stream(seed, 60, shape), ip.pane, 400);
         let updates = run(workers, &accepted, &marks, move |events, marks| {
@@ -196,7 +197,7 @@ mod tests {
         let mut compared = 0;
         for (epoch, batch) in accepted.iter().enumerate() {
             all.extend(batch.iter().copied());
-            let sets = oracle_sets(&all, marks[epoch], ip.pane, SLIDING, false);
+            let sets = oracle_sets(&all, marks[epoch], ip.pane, SLIDING, false, true);
             let exact = oracle_similar(&sets, params.k);
             let got = as_of(&updates, epoch as Epoch);
             match params.mode {

@@ -161,17 +161,20 @@ pub fn as_of<D: Ord + Clone + std::fmt::Debug>(updates: &[(D, Epoch, isize)], at
         .collect()
 }
 
-/// From scratch: each user's interest campaigns in the sliding window under `w`.
+/// From scratch: each user's interest campaigns in the sliding window under `w` (only in
+/// closed panes when `closed_only`).
 pub fn oracle_sets(
     events: &[Event],
     w: i64,
     pane: WindowSpec,
     sliding_ms: i64,
     views_are_interest: bool,
+    closed_only: bool,
 ) -> BTreeMap<u64, Vec<u64>> {
     let mut sets: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
     for e in events {
         if pane.start(e.ts_ms) + sliding_ms > w
+            && (!closed_only || pane.end(e.ts_ms) <= w)
             && (e.event_type != EventType::View || views_are_interest)
         {
             sets.entry(e.user_id).or_default().insert(e.campaign_id);

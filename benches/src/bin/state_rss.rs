@@ -6,7 +6,8 @@
 //! (default 60 minutes of event time at 5 000 events/s, a 10-minute sliding window, 1-minute
 //! windows, 2 workers). Generated events (100 000 users, 1 000 campaigns, Zipf) are fed in
 //! epochs of 2 s of event time with the watermark (max event time - 10 s) every epoch; RSS is
-//! printed every 5 minutes of event time.
+//! printed every 5 minutes of event time. `EDDY_*` environment variables override the
+//! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`).
 
 use differential_dataflow::input::Input;
 use eddy_benches::{full_dataflow, rss_bytes};
@@ -28,7 +29,8 @@ fn main() {
     let rate = arg(2, 5_000);
     let sliding_min = arg(3, 10);
     let workers = arg(4, 2) as usize;
-    let mut cfg = Config::default();
+    // Defaults, then EDDY_* environment overrides (e.g. EDDY_SIMILARITY__BUCKET_SIZE=16).
+    let mut cfg = Config::load(None, std::env::vars()).expect("valid EDDY_* overrides");
     cfg.engagement.sliding_ms = sliding_min as i64 * 60_000;
     println!(
         "state_rss: {minutes} min of event time at {rate} events/s, sliding {sliding_min} min, windows {} s, {workers} workers, similarity {} {}x{} bucket {}",
