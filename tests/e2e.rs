@@ -628,8 +628,9 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     worker.stop();
 }
 
-/// Asserts the live engagement of every campaign and the similar users of every user (exact
-/// mode) over HTTP equal a from-scratch computation over the events still in the sliding window.
+/// Asserts the live engagement of every campaign, and the similar users of every user (exact
+/// mode, settled sets: closed windows), over HTTP equal a from-scratch computation over the
+/// events still in the sliding window.
 fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
     let window = WindowSpec::new(WINDOW);
     let weights = cfg.engagement.weights();
@@ -654,7 +655,8 @@ fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
                 s[3] += e.amount_micros.unwrap_or(0);
             }
         }
-        if e.event_type != EventType::View {
+        // Similarity runs on settled sets: closed windows only.
+        if e.event_type != EventType::View && window.end(e.ts_ms) <= wm {
             sets.entry(e.user_id).or_default().insert(e.campaign_id);
         }
     }
