@@ -191,17 +191,28 @@ impl LambdaBackend {
         if ranked.is_empty() {
             return Ok((Some((Vec::new(), as_of)), meta));
         }
-        let mut pipe = redis::pipe();
-        for (id, _) in &ranked {
-            pipe.cmd("HGETALL").arg(format!("{p}:campaign:{id}"));
+        // Read the first k hashes; only if some are gone, read the rest of the list.
+        let mut list = Vec::with_capacity(k);
+        for chunk in [
+            &ranked[..k.min(ranked.len())],
+            &ranked[k.min(ranked.len())..],
+        ] {
+            if list.len() >= k || chunk.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in chunk {
+                pipe.cmd("HGETALL").arg(format!("{p}:campaign:{id}"));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            list.extend(
+                chunk
+                    .iter()
+                    .zip(&hashes)
+                    .filter_map(|((id, _), h)| parse_campaign(*id, h).map(|(e, _)| e))
+                    .take(k - list.len()),
+            );
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        let list = ranked
-            .iter()
-            .zip(&hashes)
-            .filter_map(|((id, _), h)| parse_campaign(*id, h).map(|(e, _)| e))
-            .take(k)
-            .collect();
         Ok((Some((list, as_of)), meta))
     }
 
