@@ -18,6 +18,7 @@ use crate::sink_op::{
     DeadLetterWriter, MemoryDeadLetters, SinkInputs, sink_dead_letters, sink_outputs,
 };
 use crate::source::{SourceSettings, source};
+use differential_dataflow::AsCollection;
 use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
 use eddy_dataflows::{
     EngagementParams, InteractionParams, SimilarityMode, SimilarityParams, engagement,
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::ToStream;
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
@@ -278,29 +280,37 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
                 top_k: cfg.engagement.top_k,
             },
         );
-        let pairs = interactions(
-            sliding_events,
-            marks.clone(),
-            InteractionParams {
-                pane: window,
-                sliding_ms,
-                views_are_interest: cfg.similarity.views_are_interest,
-                // Settled sets: similarity and recommendations change at most once per pane.
-                emit: eddy_operators::Emit::OnClose,
-            },
-        );
-        // One arrangement of the interactions by user, shared by the interaction sets, the
-        // candidate generation and the recommendations join.
-        let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
-        let sets = eddy_dataflows::similarity::sets(by_user.clone());
-        let similar = similar_users(by_user.clone(), sets, similarity_params(&cfg.similarity));
-        let recs = recommendations(
-            similar.clone(),
-            by_user,
-            pairs,
-            scores.settled,
-            cfg.similarity.recommendations,
-        );
+        let (similar, recs) = if cfg.similarity.enabled {
+            let pairs = interactions(
+                sliding_events,
+                marks.clone(),
+                InteractionParams {
+                    pane: window,
+                    sliding_ms,
+                    views_are_interest: cfg.similarity.views_are_interest,
+                    // Settled sets: similarity and recommendations change at most once per pane.
+                    emit: eddy_operators::Emit::OnClose,
+                },
+            );
+            // One arrangement of the interactions by user, shared by the interaction sets, the
+            // candidate generation and the recommendations join.
+            let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
+            let sets = eddy_dataflows::similarity::sets(by_user.clone());
+            let similar = similar_users(by_user.clone(), sets, similarity_params(&cfg.similarity));
+            let recs = recommendations(
+                similar.clone(),
+                by_user,
+                pairs,
+                scores.settled,
+                cfg.similarity.recommendations,
+            );
+            (similar, recs)
+        } else {
+            (
+                Vec::new().to_stream(scope).as_collection(),
+                Vec::new().to_stream(scope).as_collection(),
+            )
+        };
         let inputs = SinkInputs {
             types: counts.types,
             campaigns: counts.campaigns,

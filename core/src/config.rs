@@ -87,6 +87,8 @@ impl EngagementConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimilarityConfig {
+    /// Whether similarity and recommendations run at all (counts and engagement always do).
+    pub enabled: bool,
     /// `minhash` (bounded: MinHash + LSH banding) or `exact` (all pairs sharing a campaign:
     /// O(audience²) per campaign, for small data and tests).
     pub mode: String,
@@ -108,6 +110,7 @@ pub struct SimilarityConfig {
 impl Default for SimilarityConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             mode: "minhash".into(),
             views_are_interest: false,
             k: 10,
