@@ -288,8 +288,11 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
                     pane: window,
                     sliding_ms,
                     views_are_interest: cfg.similarity.views_are_interest,
-                    // Settled sets: similarity and recommendations change at most once per pane.
-                    emit: eddy_operators::Emit::OnClose,
+                    // Settled sets: similarity and recommendations change at most once per
+                    // pane, spread over a few epochs after the close.
+                    emit: eddy_operators::Emit::OnCloseSpread {
+                        epochs: cfg.similarity.close_spread_epochs,
+                    },
                 },
             );
             // One arrangement of the interactions by user, shared by the interaction sets, the

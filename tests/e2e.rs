@@ -61,6 +61,9 @@ fn config(name: &str) -> Config {
     cfg.pipeline.max_records_per_epoch = 100;
     cfg.pipeline.workers = 2;
     cfg.redis.prefix = format!("e2e_{unique}");
+    // Settled interactions reach similarity at the close itself, so a drained checkpoint
+    // implies final similarity answers.
+    cfg.similarity.close_spread_epochs = 1;
     cfg.clickhouse.database = format!("eddy_e2e_{name}");
     ch(
         &cfg,

@@ -105,6 +105,9 @@ pub struct SimilarityConfig {
     pub bucket_size: usize,
     /// Recommendations kept per user.
     pub recommendations: usize,
+    /// When a window closes, its settled interactions reach the similarity dataflow spread
+    /// over this many epochs (by user), so later epochs do not wait behind one large batch.
+    pub close_spread_epochs: u64,
 }
 
 impl Default for SimilarityConfig {
@@ -118,6 +121,7 @@ impl Default for SimilarityConfig {
             rows_per_band: 2,
             bucket_size: 32,
             recommendations: 10,
+            close_spread_epochs: 1,
         }
     }
 }

@@ -36,6 +36,24 @@ pub enum Emit {
     Live,
     /// Once, when the watermark closes the pane.
     OnClose,
+    /// Once per key, in the `epochs` epochs starting with the one whose watermark closes the
+    /// pane: key `k` at `close + hash(k) % epochs`. This spreads the downstream work of a pane
+    /// close (one large batch) over several epochs, so later epochs do not wait behind it.
+    OnCloseSpread {
+        /// Epochs to spread over (1 = [`Emit::OnClose`]).
+        epochs: u64,
+    },
+}
+
+/// Which of `spread` epochs after a close key `k` is emitted in (deterministic).
+fn spread_slot<K: Hash>(key: &K, spread: u64) -> u64 {
+    if spread <= 1 {
+        return 0;
+    }
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish() % spread
 }
 
 /// Panes of a sliding window.
@@ -151,11 +169,17 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
         assert!(spec.retire_after_ms >= spec.pane.size_ms);
         let window = spec.pane;
         let live = spec.emit == Emit::Live;
+        let spread = match spec.emit {
+            Emit::OnCloseSpread { epochs } => epochs.max(1),
+            _ => 1,
+        };
         self.binary_frontier(watermarks, Pipeline, Pipeline, name, move |_cap, _info| {
             // pane start -> key -> local accumulator, for panes not yet retired.
             let mut panes: BTreeMap<i64, HashMap<K, A>> = BTreeMap::new();
             // OnClose: panes starting at or before this have been emitted.
             let mut closed_through = i64::MIN;
+            // Spread closes: the epoch each pane's close began at.
+            let mut closed_at: BTreeMap<i64, Epoch> = BTreeMap::new();
             // watermarks not yet applied, by epoch.
             let mut pending = EpochStash::<i64>::default();
             let mut touched: Vec<(i64, K)> = Vec::new();
@@ -197,7 +221,9 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
                     let Some(w) = marks.into_iter().max() else {
                         continue;
                     };
-                    let mut session = output.session(&cap);
+                    // Updates by the epoch they are emitted at (`time`, or later for a pane
+                    // close spread over several epochs).
+                    let mut out: BTreeMap<Epoch, Vec<_>> = BTreeMap::new();
                     // Retire panes that slid out of the window (never emitted if they retire
                     // as they close).
                     while let Some((&start, _)) = panes.first_key_value() {
@@ -205,32 +231,133 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
                             break;
                         }
                         let (_, keys) = panes.pop_first().expect("checked");
+                        // Never before the pane's spread emission has completed.
+                        let at = closed_at
+                            .remove(&start)
+                            .map_or(time, |c: Epoch| time.max(c + spread - 1));
                         if live || start <= closed_through {
+                            let slot = out.entry(at).or_default();
                             for (key, acc) in keys {
                                 acc.retract(&mut |d, r| {
-                                    session.give((((start, key.clone()), d), time, r));
+                                    slot.push((((start, key.clone()), d), at, r));
                                 });
                             }
                         }
                     }
                     if !live {
-                        // Emit panes this watermark closes.
+                        // Emit panes this watermark closes, each key at `time + slot(key)`.
                         let through = w.saturating_sub(window.size_ms);
                         if through > closed_through {
                             let lo = closed_through.saturating_add(1);
                             for (&start, keys) in panes.range_mut(lo..=through) {
+                                if spread > 1 {
+                                    closed_at.insert(start, time);
+                                }
                                 for (key, acc) in keys.iter_mut() {
+                                    let at = time + spread_slot(key, spread);
+                                    let slot = out.entry(at).or_default();
                                     acc.flush(&mut |d, r| {
-                                        session.give((((start, key.clone()), d), time, r));
+                                        slot.push((((start, key.clone()), d), at, r));
                                     });
                                 }
                             }
                             closed_through = through;
                         }
                     }
+                    for (at, updates) in out {
+                        let delayed = cap.delayed(&at);
+                        output.session(&delayed).give_iterator(updates.into_iter());
+                    }
                 }
             }
         })
         .as_collection()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Sum;
+    use std::collections::BTreeMap;
+    use timely::dataflow::InputHandle;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, Input};
+
+    type Update = (((i64, u64), ()), Epoch, isize);
+
+    /// Runs 40 keys through one pane closed at epoch 1 and retired at epoch 3, emitted as
+    /// `emit`; returns the updates.
+    fn run(emit: Emit) -> Vec<Update> {
+        let spec = PaneSpec::sliding(WindowSpec::new(10), 30, emit);
+        timely::example(move |scope| {
+            let mut events = InputHandle::new();
+            let mut marks = InputHandle::new();
+            let out = scope
+                .input_from(&mut events)
+                .pane_accumulate::<_, Sum<isize>, _>(
+                    scope.input_from(&mut marks),
+                    spec,
+                    "Spread",
+                    |(ts, k): &(i64, u64)| Some((*ts, *k, 1isize)),
+                )
+                .inner
+                .capture();
+            for k in 0..40u64 {
+                events.send((5, k));
+            }
+            marks.send(0);
+            for (epoch, w) in [(1, 10), (2, 20), (3, 30), (4, 30), (5, 30)] {
+                events.advance_to(epoch);
+                marks.advance_to(epoch);
+                marks.send(w);
+            }
+            out
+        })
+        .extract()
+        .into_iter()
+        .flat_map(|(_, v)| v)
+        .collect()
+    }
+
+    fn as_of(updates: &[Update], at: Epoch) -> BTreeMap<u64, isize> {
+        let mut acc = BTreeMap::new();
+        for (((_, k), ()), t, r) in updates {
+            if *t <= at {
+                *acc.entry(*k).or_insert(0) += r;
+            }
+        }
+        acc.retain(|_, r| *r != 0);
+        acc
+    }
+
+    #[test]
+    fn spread_close_emits_every_key_once_within_the_spread() {
+        let plain = run(Emit::OnClose);
+        let spread = run(Emit::OnCloseSpread { epochs: 2 });
+        // Closed at epoch 1: plain emits all 40 keys then; spread emits them at 1 or 2.
+        assert_eq!(as_of(&plain, 1).len(), 40);
+        let early = as_of(&spread, 1).len();
+        assert!(early > 0 && early < 40, "{early} keys at the close epoch");
+        assert_eq!(as_of(&spread, 2), as_of(&plain, 2));
+        // Retired under watermark 30 (epoch 3): nothing left, in both.
+        assert!(as_of(&plain, 3).is_empty());
+        assert!(as_of(&spread, 3).is_empty());
+        assert!(spread.iter().all(|(_, t, _)| *t <= 3));
+        // Never negative in between.
+        for at in 0..6 {
+            assert!(as_of(&spread, at).values().all(|r| *r == 1), "epoch {at}");
+        }
+    }
+
+    #[test]
+    fn spread_retraction_waits_for_the_spread_emission() {
+        // Spread over 4 epochs from epoch 1; retirement at epoch 3 must wait until epoch 4.
+        let spread = run(Emit::OnCloseSpread { epochs: 4 });
+        assert_eq!(as_of(&spread, 4).len(), 0);
+        for at in 0..6 {
+            assert!(as_of(&spread, at).values().all(|r| *r == 1), "epoch {at}");
+        }
+        assert!(spread.iter().any(|(_, t, r)| *t == 4 && *r < 0));
     }
 }
