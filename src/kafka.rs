@@ -103,9 +103,26 @@ pub fn topic_partitions(cfg: &KafkaConfig, topic: &str) -> Result<Vec<i32>, Kafk
     Ok(parts)
 }
 
+/// The reader's librdkafka context: end-of-partition notices (eddy asks for them, to detect
+/// caught-up partitions) are not errors, so they are logged at debug level instead of error;
+/// other global errors go to `tracing` as errors.
+pub struct ReaderContext;
+
+impl rdkafka::client::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(%reason, "kafka: end of partition");
+        } else {
+            tracing::error!(%error, %reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
 /// Reads the partitions assigned to one worker.
 pub struct KafkaReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     topic: String,
     partitions: Vec<i32>,
     start: HashMap<i32, i64>,
@@ -123,14 +140,14 @@ impl KafkaReader {
         start: HashMap<i32, i64>,
         metrics: Metrics,
     ) -> Result<Self, KafkaIoError> {
-        let consumer: BaseConsumer = client(cfg)
+        let consumer: BaseConsumer<ReaderContext> = client(cfg)
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string())
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(|source| KafkaIoError::Client {
                 op: "consumer",
                 source,
