@@ -21,8 +21,8 @@ use crate::source::{SourceSettings, source};
 use differential_dataflow::AsCollection;
 use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
 use eddy_dataflows::{
-    EngagementParams, InteractionParams, SimilarityMode, SimilarityParams, engagement,
-    interactions, recommendations, similar_users, windowed_counts,
+    EngagementParams, InteractionParams, SimilarityParams, engagement, interactions,
+    recommendations, similar_users, windowed_counts,
 };
 use eddy_load_gen::GenConfig;
 use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
@@ -299,7 +299,11 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
             // candidate generation and the recommendations join.
             let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
             let sets = eddy_dataflows::similarity::sets(by_user.clone());
-            let similar = similar_users(by_user.clone(), sets, similarity_params(&cfg.similarity));
+            let similar = similar_users(
+                by_user.clone(),
+                sets,
+                SimilarityParams::from_config(&cfg.similarity),
+            );
             let recs = recommendations(
                 similar.clone(),
                 by_user,
@@ -364,22 +368,6 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
         worker.drop_dataflow(id);
     }
     Ok(())
-}
-
-/// The similarity parameters of a configuration (validated by `Config::validate`).
-pub fn similarity_params(cfg: &eddy_core::config::SimilarityConfig) -> SimilarityParams {
-    SimilarityParams {
-        k: cfg.k,
-        mode: if cfg.mode == "exact" {
-            SimilarityMode::Exact
-        } else {
-            SimilarityMode::MinHash {
-                bands: cfg.bands,
-                rows: cfg.rows_per_band,
-                bucket_size: cfg.bucket_size,
-            }
-        },
-    }
 }
 
 /// Collects dead letters for tests and the demo.

@@ -5,8 +5,8 @@ use differential_dataflow::VecCollection;
 use eddy_core::{Config, Event, WindowSpec};
 use eddy_dataflows::similarity::sets;
 use eddy_dataflows::{
-    EngagementParams, InteractionParams, SimilarityMode, SimilarityParams, engagement,
-    interactions, recommendations, similar_users, windowed_counts,
+    EngagementParams, InteractionParams, SimilarityParams, engagement, interactions,
+    recommendations, similar_users, windowed_counts,
 };
 use timely::dataflow::{ProbeHandle, StreamVec};
 
@@ -47,18 +47,7 @@ pub fn full_dataflow<'scope>(
     let similar = similar_users(
         by_user.clone(),
         sets(by_user.clone()),
-        SimilarityParams {
-            k: s.k,
-            mode: if s.mode == "exact" {
-                SimilarityMode::Exact
-            } else {
-                SimilarityMode::MinHash {
-                    bands: s.bands,
-                    rows: s.rows_per_band,
-                    bucket_size: s.bucket_size,
-                }
-            },
-        },
+        SimilarityParams::from_config(s),
     );
     let recs = recommendations(
         similar.clone(),

@@ -309,6 +309,7 @@ mod tests {
             max_per_epoch: 50,
             click: 0.3,
             conversion: 0.1,
+            other_amounts: 0.0,
         };
         let (accepted, marks) = accept(&stream(seed, 80, shape), WindowSpec::new(PANE), LATENESS);
         let updates = run(workers, &accepted, &marks, |events, marks| {

@@ -81,6 +81,7 @@ mod tests {
             max_per_epoch: 40,
             click: 0.3,
             conversion: 0.1,
+            other_amounts: 0.0,
         };
         let (accepted, marks) = accept(&stream(seed, 70, shape), params.pane, 400);
         let updates = run(workers, &accepted, &marks, move |events, marks| {

@@ -166,6 +166,7 @@ mod tests {
             max_per_epoch: 40,
             click: 0.35,
             conversion: 0.1,
+            other_amounts: 0.0,
         };
         let (accepted, marks) = accept(&stream(seed, 70, shape), WindowSpec::new(PANE), 400);
         let updates = run(workers, &accepted, &marks, |events, marks| {

@@ -40,6 +40,24 @@ pub struct SimilarityParams {
     pub mode: SimilarityMode,
 }
 
+impl SimilarityParams {
+    /// The parameters of a configuration (`mode = "exact"`, else MinHash with its settings).
+    pub fn from_config(cfg: &eddy_core::config::SimilarityConfig) -> Self {
+        Self {
+            k: cfg.k,
+            mode: if cfg.mode == "exact" {
+                SimilarityMode::Exact
+            } else {
+                SimilarityMode::MinHash {
+                    bands: cfg.bands,
+                    rows: cfg.rows_per_band,
+                    bucket_size: cfg.bucket_size,
+                }
+            },
+        }
+    }
+}
+
 /// A 64-bit mixer (splitmix64's finalizer): the hash family of the signatures and buckets.
 pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -265,6 +283,7 @@ mod tests {
             max_per_epoch: 40,
             click: 0.3,
             conversion: 0.1,
+            other_amounts: 0.0,
         }
     }
 

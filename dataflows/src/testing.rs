@@ -22,6 +22,8 @@ pub struct StreamShape {
     /// Probability of a click, and of a conversion.
     pub click: f64,
     pub conversion: f64,
+    /// Probability that a view or click also carries an amount (conversions always do).
+    pub other_amounts: f64,
 }
 
 /// Seeded stream split in epochs: event times advance ~150 ms per epoch, shuffled within
@@ -51,8 +53,9 @@ pub fn stream(seed: u64, epochs: usize, shape: StreamShape) -> Vec<Vec<Event>> {
                         user_id: rng.random_range(0..shape.users),
                         campaign_id: rng.random_range(0..shape.campaigns),
                         event_type,
-                        amount_micros: (event_type == EventType::Conversion)
-                            .then(|| rng.random_range(0..5_000_000)),
+                        amount_micros: (event_type == EventType::Conversion
+                            || rng.random_bool(shape.other_amounts))
+                        .then(|| rng.random_range(0..5_000_000)),
                     }
                 })
                 .collect()

@@ -171,10 +171,9 @@ pub fn windowed_counts<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::StreamShape;
     use differential_dataflow::input::Input;
     use eddy_load_gen::expected::WindowTotals;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
     use timely::dataflow::InputHandle;
@@ -185,58 +184,23 @@ mod tests {
 
     type Updates<D> = Arc<Mutex<Vec<(D, Epoch, isize)>>>;
 
-    /// Seeded stream split in epochs: event times advance ~150 ms per epoch, shuffled within
-    /// 600 ms (so some exceed the lateness), with some far-late events.
+    /// Seeded stream: ~150 ms of event time per epoch, shuffled within 600 ms (some beyond
+    /// the lateness), some far-late events, amounts on conversions and 10% of the others.
     fn stream(seed: u64, epochs: usize) -> Vec<Vec<Event>> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let base = 1_700_000_000_000i64;
-        (0..epochs)
-            .map(|epoch| {
-                let n = rng.random_range(0..60);
-                (0..n)
-                    .map(|_| {
-                        let mut ts = base + epoch as i64 * 150 + rng.random_range(-600..200);
-                        if rng.random_bool(0.03) {
-                            ts -= 5_000;
-                        }
-                        let event_type = EventType::ALL[rng.random_range(0..3)];
-                        Event {
-                            ts_ms: ts,
-                            user_id: rng.random_range(0..50),
-                            campaign_id: rng.random_range(0..4),
-                            event_type,
-                            amount_micros: (event_type == EventType::Conversion
-                                || rng.random_bool(0.1))
-                            .then(|| rng.random_range(0..5_000_000)),
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
+        let shape = StreamShape {
+            users: 50,
+            campaigns: 4,
+            max_per_epoch: 60,
+            click: 1.0 / 3.0,
+            conversion: 1.0 / 3.0,
+            other_amounts: 0.1,
+        };
+        crate::testing::stream(seed, epochs, shape)
     }
 
     /// The driver's watermark and late filter, as a source would apply them.
     fn accept(epochs: &[Vec<Event>]) -> (Vec<Vec<Event>>, Vec<i64>) {
-        let w = WindowSpec::new(WINDOW);
-        let mut max_ts = i64::MIN;
-        let mut wm = i64::MIN;
-        let mut accepted = Vec::new();
-        let mut marks = Vec::new();
-        for batch in epochs {
-            if max_ts != i64::MIN {
-                wm = wm.max(max_ts - LATENESS);
-            }
-            marks.push(wm);
-            accepted.push(
-                batch
-                    .iter()
-                    .copied()
-                    .filter(|e| !w.is_closed(e.ts_ms, wm))
-                    .collect(),
-            );
-            max_ts = max_ts.max(batch.iter().map(|e| e.ts_ms).max().unwrap_or(i64::MIN));
-        }
-        (accepted, marks)
+        crate::testing::accept(epochs, WindowSpec::new(WINDOW), LATENESS)
     }
 
     /// The oracle's rows of the windows open under `wm`.

@@ -113,7 +113,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
             Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::park_timeout(Duration::from_millis(10));
     }
 }
 

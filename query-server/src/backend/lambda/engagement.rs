@@ -411,29 +411,12 @@ impl LambdaBackend {
         user_id: u64,
     ) -> Result<Option<Sourced<Vec<Neighbor>>>, BackendError> {
         let key = format!("{}:user:{user_id}:similar", self.prefix);
-        let redis = async {
-            let (json, meta) = self.redis_user::<SimilarJson>(key).await?;
-            let hit = json
-                .filter(|j| !j.neighbors.is_empty())
-                .map(|j| (j.neighbors, j.as_of));
-            Ok((hit, meta))
-        };
-        self.cache_aside("similar users", redis, |meta, redis_err| async move {
-            let found = self
-                .timed("clickhouse", self.ch_similar(user_id))
-                .await
-                .map_err(|e| {
-                    BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
-                })?;
-            // The latest snapshot still holds at the boundary (a later change would have
-            // written a newer one before the checkpoint).
-            let b = self
-                .fallback_boundary(meta.as_ref(), &redis_err)
-                .await
-                .ok()
-                .flatten();
-            Ok(found.map(|(v, a)| (v, b.map_or(a, |b| b.max(a)))))
-        })
+        self.user_answer(
+            "similar users",
+            key,
+            |j: SimilarJson| (j.neighbors, j.as_of),
+            self.ch_similar(user_id),
+        )
         .await
     }
 
@@ -442,20 +425,36 @@ impl LambdaBackend {
         user_id: u64,
     ) -> Result<Option<Sourced<Vec<Recommendation>>>, BackendError> {
         let key = format!("{}:user:{user_id}:recs", self.prefix);
+        self.user_answer(
+            "recommendations",
+            key,
+            |j: RecsJson| (j.items, j.as_of),
+            self.ch_recommendations(user_id),
+        )
+        .await
+    }
+
+    /// Cache-aside for a per-user list: the JSON at `key` in Redis (an empty list is a miss),
+    /// else the latest ClickHouse snapshot from `clickhouse`.
+    async fn user_answer<T, J>(
+        &self,
+        what: &str,
+        key: String,
+        from_json: impl FnOnce(J) -> (Vec<T>, i64),
+        clickhouse: impl std::future::Future<Output = Result<Hit<Vec<T>>, String>>,
+    ) -> Result<Option<Sourced<Vec<T>>>, BackendError>
+    where
+        J: serde::de::DeserializeOwned,
+    {
         let redis = async {
-            let (json, meta) = self.redis_user::<RecsJson>(key).await?;
-            let hit = json
-                .filter(|j| !j.items.is_empty())
-                .map(|j| (j.items, j.as_of));
+            let (json, meta) = self.redis_user::<J>(key).await?;
+            let hit = json.map(from_json).filter(|(list, _)| !list.is_empty());
             Ok((hit, meta))
         };
-        self.cache_aside("recommendations", redis, |meta, redis_err| async move {
-            let found = self
-                .timed("clickhouse", self.ch_recommendations(user_id))
-                .await
-                .map_err(|e| {
-                    BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
-                })?;
+        self.cache_aside(what, redis, |meta, redis_err| async move {
+            let found = self.timed("clickhouse", clickhouse).await.map_err(|e| {
+                BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
+            })?;
             // The latest snapshot still holds at the boundary (a later change would have
             // written a newer one before the checkpoint).
             let b = self
