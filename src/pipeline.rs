@@ -300,7 +300,6 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
             let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
             let sets = eddy_dataflows::similarity::sets(by_user.clone());
             let similar = similar_users(
-                by_user.clone(),
                 sets,
                 SimilarityParams::from_config(&cfg.similarity),
             );

@@ -45,7 +45,6 @@ pub fn full_dataflow<'scope>(
     let by_user = pairs.clone().arrange_by_key();
     let s = &cfg.similarity;
     let similar = similar_users(
-        by_user.clone(),
         sets(by_user.clone()),
         SimilarityParams::from_config(s),
     );

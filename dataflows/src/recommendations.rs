@@ -193,7 +193,6 @@ mod tests {
             );
             let by_user = pairs.clone().arrange_by_key();
             let similar = similar_users(
-                by_user.clone(),
                 sets(by_user.clone()),
                 SimilarityParams {
                     k: K,

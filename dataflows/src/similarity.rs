@@ -139,49 +139,59 @@ pub fn sets<'scope>(by_user: ByUser<'scope>) -> Sets<'scope> {
 /// identical sets always share every band, and so are always candidates unless their bucket is
 /// split (then each still gets about `bucket_size` identical-set candidates per band). Users
 /// with no similar user have no row.
+///
+/// Plan: the members of each candidate group (an LSH bucket, or a campaign's audience in exact
+/// mode) are arranged once *with their sets*, so the self-join on the group scores each pair
+/// where it is found. A pair found in several groups is one `(user, neighbor)` value with a
+/// larger multiplicity, which the top-K reduce reads as one value: no `distinct`, and no join
+/// back to the sets. State is one arrangement of group members and one of scored pairs.
 pub fn similar_users<'scope>(
-    by_user: ByUser<'scope>,
     sets: Sets<'scope>,
     params: SimilarityParams,
 ) -> VecCollection<'scope, Epoch, SimilarUsers, isize> {
-    let candidates = match params.mode {
-        SimilarityMode::Exact => {
-            let by_campaign = by_user
-                .as_collection(|u, c| (*c, *u))
-                .arrange_by_key_named("InteractionsByCampaign");
-            by_campaign
-                .clone()
-                .join_core(by_campaign, |_c, u, v| (u != v).then_some((*u, *v)))
-        }
+    let groups = match params.mode {
+        SimilarityMode::Exact => sets
+            .flat_map_ref(|u, set| {
+                let (u, set) = (*u, set.clone());
+                set.clone().into_iter().map(move |c| ((c, 0), (u, set.clone())))
+            })
+            .arrange_by_key_named("AudienceByCampaign"),
         SimilarityMode::MinHash {
             bands,
             rows,
             bucket_size,
         } => {
-            let members = sets.clone().flat_map_ref(move |u, set| {
-                let u = *u;
-                band_keys(set, bands, rows).into_iter().map(move |k| (k, u))
+            let members = sets.flat_map_ref(move |u, set| {
+                let (u, set) = (*u, set.clone());
+                band_keys(&set, bands, rows)
+                    .into_iter()
+                    .map(move |k| (k, (u, set.clone())))
             });
             let splits = members
                 .clone()
                 .map(|(k, _)| k)
                 .count_total()
                 .map(move |(k, n)| (k, sub_buckets(n as i64, bucket_size)));
-            let buckets = members
-                .join_map(splits, |k, u, subs| ((*k, mix(*u) & (subs - 1)), *u))
-                .arrange_by_key_named("LshBuckets");
-            buckets
-                .clone()
-                .join_core(buckets, |_b, u, v| (u != v).then_some((*u, *v)))
+            members
+                .join_map(splits, |k, (u, set), subs| {
+                    ((*k, mix(*u) & (subs - 1)), (*u, set.clone()))
+                })
+                .arrange_by_key_named("LshBuckets")
         }
-    }
-    .distinct();
+    };
     let k = params.k;
-    candidates
-        .join_core(sets.clone(), |u, v, su| Some((*v, (*u, su.clone()))))
-        .join_core(sets, |v, (u, su), sv| neighbor(*v, su, sv).map(|n| (*u, n)))
+    groups
+        .clone()
+        .join_core(groups, |_g, (u, su), (v, sv)| {
+            if u == v {
+                None
+            } else {
+                neighbor(*v, su, sv).map(|n| (*u, n))
+            }
+        })
         .reduce_named("TopSimilar", move |_u, neighbors, out| {
-            // Values arrive sorted by `Neighbor`'s order: best first.
+            // Values arrive sorted by `Neighbor`'s order, best first; a neighbor found in
+            // several groups is one value with a larger count.
             let best: Vec<Neighbor> = neighbors.iter().take(k).map(|(n, _)| **n).collect();
             out.push((best, 1isize));
         })
@@ -209,7 +219,7 @@ mod tests {
         let updates = run(workers, &accepted, &marks, move |events, marks| {
             let pairs = interactions(events, marks, ip);
             let by_user = pairs.arrange_by_key();
-            similar_users(by_user.clone(), sets(by_user), params)
+            similar_users(sets(by_user), params)
         });
         let mut all = Vec::new();
         let mut compared = 0;

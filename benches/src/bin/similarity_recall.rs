@@ -107,7 +107,7 @@ fn bounded(
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, pairs) = scope.new_collection::<(u64, u64), isize>();
             let by_user = pairs.arrange_by_key();
-            let (probe, _) = similar_users(by_user.clone(), sets(by_user), params)
+            let (probe, _) = similar_users(sets(by_user), params)
                 .inspect(move |(s, _, r): &(SimilarUsers, u64, isize)| {
                     if *r > 0 {
                         got3.lock().unwrap().insert(s.user_id, s.neighbors.clone());
