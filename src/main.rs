@@ -181,6 +181,13 @@ enum Command {
         /// Write the report as JSON here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Write an SVG chart of throughput, latency and lag over time here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The pipeline's Prometheus endpoint (`eddy run --metrics-listen`), sampled every
+        /// second for consumer lag and watermark, e.g. http://127.0.0.1:9100/metrics.
+        #[arg(long)]
+        metrics_url: Option<String>,
     },
 }
 
@@ -370,6 +377,8 @@ fn main() -> Result<()> {
             verify,
             verify_timeout,
             report,
+            plot,
+            metrics_url,
         } => {
             let query_url = (!no_probes || verify)
                 .then(|| query_url.unwrap_or_else(|| format!("http://{}", cfg.server.listen)));
@@ -393,6 +402,7 @@ fn main() -> Result<()> {
                     ..GenConfig::default()
                 },
                 query_url,
+                metrics_url,
                 probe_interval: std::time::Duration::from_millis(probe_interval_ms),
                 linger_ms,
                 window_ms: cfg.pipeline.window_ms,
@@ -407,6 +417,10 @@ fn main() -> Result<()> {
             print!("{}", r.table());
             if let Some(path) = report {
                 std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = plot {
+                std::fs::write(&path, r.plot_svg())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }

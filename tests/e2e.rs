@@ -809,6 +809,7 @@ fn load_gen_measures_freshness_and_verifies_answers() {
             ..eddy_load_gen::GenConfig::default()
         },
         query_url: Some(url.clone()),
+        metrics_url: None,
         probe_interval: Duration::from_millis(100),
         linger_ms: 5,
         window_ms: WINDOW,
@@ -828,6 +829,14 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         report.freshness_ms.as_ref().map(|f| f.count),
         Some(report.probes_sent)
     );
+    // The per-second series accounts for every message and every probe exactly once.
+    let sum = |f: fn(&eddy_load_gen::timeline::Point) -> u64| -> u64 {
+        report.timeline.iter().map(f).sum()
+    };
+    assert_eq!(sum(|p| p.sent), report.produced);
+    assert_eq!(sum(|p| p.acked), report.produced);
+    assert!(report.timeline.iter().any(|p| p.freshness_ms.is_some()));
+    assert!(report.plot_svg().contains("<polyline"));
     assert!(
         report.late_events.is_some_and(|n| n > 0),
         "some events were ruled late"

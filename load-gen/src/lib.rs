@@ -4,8 +4,11 @@
 //! benchmarks and (later) the Kafka load generator.
 
 pub mod expected;
+pub mod plot;
 #[cfg(feature = "runner")]
 pub mod runner;
+#[cfg(feature = "runner")]
+pub mod timeline;
 
 use eddy_core::{Event, EventType};
 use rand::{Rng, SeedableRng};

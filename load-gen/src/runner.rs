@@ -16,8 +16,12 @@
 //!   equals a recomputation over the events still in the window at the answer's `as_of`
 //!   ([`crate::expected::engagement`]). On timeout it fails with a readable diff. This assumes
 //!   the run is the only producer for its event-time range.
+//! - **Over time.** Every second of the run gets its throughput, latency percentiles and, with
+//!   `metrics_url` (the pipeline's `/metrics`), its consumer lag ([`crate::timeline`]); the
+//!   report carries the series and renders them as an SVG chart ([`Report::plot_svg`]).
 
 use crate::expected::WindowTotals;
+use crate::timeline::{Point, Timeline};
 use crate::{GenConfig, Generated, Generator};
 use eddy_core::{Event, WindowSpec};
 use hdrhistogram::Histogram;
@@ -53,6 +57,9 @@ pub struct RunConfig {
     pub generator: GenConfig,
     /// Query server base URL (`http://127.0.0.1:8080`) for probes and `verify`.
     pub query_url: Option<String>,
+    /// The pipeline's Prometheus endpoint (`http://127.0.0.1:9100/metrics`), sampled every
+    /// second for its consumer lag and watermark.
+    pub metrics_url: Option<String>,
     /// Time between freshness probes.
     pub probe_interval: Duration,
     /// Producer `linger.ms`: larger batches, fewer broker requests, more latency.
@@ -144,6 +151,10 @@ pub struct Report {
     pub late_events: Option<u64>,
     /// `Some(true)` when `verify` ran and passed.
     pub verified: Option<bool>,
+    /// Largest consumer lag sampled from the pipeline's metrics, messages.
+    pub max_consumer_lag: Option<i64>,
+    /// One point per second of the run, including the drain after the last message.
+    pub timeline: Vec<Point>,
 }
 
 impl Report {
@@ -190,6 +201,26 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The time series as an SVG chart: throughput, latency percentiles per second, lag.
+    pub fn plot_svg(&self) -> String {
+        let title = format!(
+            "eddy load-gen: {} msgs at {} ({:.0} msg/s achieved)",
+            self.produced,
+            if self.target_rate > 0.0 {
+                format!("{:.0}/s", self.target_rate)
+            } else {
+                "max rate".into()
+            },
+            self.achieved_rate
+        );
+        crate::plot::svg(
+            &title,
+            &crate::timeline::panels(&self.timeline, self.target_rate),
+        )
+    }
+}
+
 fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> RunError {
     move |source| RunError::Kafka { op, source }
 }
@@ -219,16 +250,24 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
 
     // Acknowledgements are awaited in order on their own task.
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("valid sigfig")));
+    let start = Instant::now();
+    let timeline = Arc::new(Mutex::new(Timeline::new(start)));
     let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, DeliveryFuture)>();
     let acks = {
         let latency = latency.clone();
+        let timeline = timeline.clone();
         tokio::spawn(async move {
             let mut failures = 0u64;
             while let Some((scheduled, delivery)) = ack_rx.recv().await {
                 match delivery.await {
                     Ok(Ok(_)) => {
-                        let us = scheduled.elapsed().as_micros() as u64;
+                        let now = Instant::now();
+                        let us = now.saturating_duration_since(scheduled).as_micros() as u64;
                         latency.lock().expect("not poisoned").record(us.max(1)).ok();
+                        timeline
+                            .lock()
+                            .expect("not poisoned")
+                            .acked(scheduled, now);
                     }
                     _ => failures += 1,
                 }
@@ -244,10 +283,17 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         let sent = probe_sent.clone();
         let producing = producing.clone();
         let from = eddy_core::now_ms() - 86_400_000;
-        tokio::spawn(poll_probes(url, sent, producing, from))
+        tokio::spawn(poll_probes(url, sent, producing, from, timeline.clone()))
     });
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = cfg.metrics_url.clone().map(|url| {
+        tokio::spawn(sample_lag(url, sampling.clone(), timeline.clone()))
+    });
+    let total = cfg
+        .events
+        .map(|e| e as f64)
+        .or(cfg.duration.map(|d| d.as_secs_f64()));
 
-    let start = Instant::now();
     let mut valid: Vec<(u64, Event)> = Vec::new();
     let (mut produced, mut malformed, mut probes) = (0u64, 0u64, 0u64);
     let mut next_probe = start;
@@ -287,6 +333,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
             )
             .await?;
             probe_sent.lock().expect("not poisoned").push(sent_at);
+            timeline.lock().expect("not poisoned").sent(sent_at);
             produced += 1;
             next_probe += cfg.probe_interval;
         }
@@ -305,13 +352,27 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
             &ack_tx,
         )
         .await?;
+        timeline.lock().expect("not poisoned").sent(scheduled);
         produced += 1;
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let secs = start.elapsed().as_secs_f64();
+            let done = match (cfg.events, total) {
+                (Some(e), _) => n as f64 / e as f64,
+                (None, Some(d)) => secs / d,
+                _ => 0.0,
+            };
+            let last = timeline.lock().expect("not poisoned").points();
+            let (acked, lag) = last
+                .iter()
+                .rev()
+                .nth(1)
+                .map_or((0, None), |p| (p.acked, p.consumer_lag));
             eprint!(
-                "\r{produced} messages in {secs:.0} s ({:.0} msg/s)   ",
-                produced as f64 / secs
+                "\r{} {produced} msgs, {secs:.0} s, {:.0} msg/s avg, {acked} acked/s{}   ",
+                progress_bar(done),
+                produced as f64 / secs,
+                lag.map(|l| format!(", lag {l}")).unwrap_or_default()
             );
         }
     }
@@ -334,6 +395,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         }
         None => (None, 0),
     };
+    // Lag is sampled through the drain until verification ends (or now, without it).
+    let stop_sampling = |report: &mut Report| {
+        sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+        report.timeline = timeline.lock().expect("not poisoned").points();
+        report.max_consumer_lag = report.timeline.iter().filter_map(|p| p.consumer_lag).max();
+    };
     let mut report = Report {
         produced,
         malformed,
@@ -346,7 +413,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         probes_seen: seen,
         late_events: None,
         verified: None,
+        max_consumer_lag: None,
+        timeline: Vec::new(),
     };
+    if !cfg.verify {
+        stop_sampling(&mut report);
+    }
     if cfg.verify {
         let late = late_event_ids(&cfg.brokers, &cfg.dlq_topic)?;
         let window = WindowSpec::new(cfg.window_ms);
@@ -364,9 +436,17 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         let expected = WindowTotals::of(kept.iter().copied(), window);
         report.late_events = Some(ruled_late);
         let url = cfg.query_url.as_deref().expect("checked above");
-        verify(url, &expected, cfg.window_ms, cfg.verify_timeout).await?;
-        verify_engagement(url, &kept, window, cfg.sliding_ms, cfg.verify_timeout).await?;
+        let checked = async {
+            verify(url, &expected, cfg.window_ms, cfg.verify_timeout).await?;
+            verify_engagement(url, &kept, window, cfg.sliding_ms, cfg.verify_timeout).await
+        }
+        .await;
+        stop_sampling(&mut report);
+        checked?;
         report.verified = Some(true);
+    }
+    if let Some(s) = sampler {
+        let _ = s.await;
     }
     Ok(report)
 }
@@ -425,11 +505,53 @@ async fn probe_count(client: &reqwest::Client, url: &str, from: i64) -> Option<u
     )
 }
 
+/// `[#####.....] 50%`.
+fn progress_bar(done: f64) -> String {
+    let filled = (done.clamp(0.0, 1.0) * 20.0).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        ".".repeat(20 - filled),
+        done.clamp(0.0, 1.0) * 100.0
+    )
+}
+
+/// Samples the pipeline's consumer lag and watermark every second while `sampling`.
+async fn sample_lag(
+    url: String,
+    sampling: Arc<std::sync::atomic::AtomicBool>,
+    timeline: Arc<Mutex<Timeline>>,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("a plain client builds");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+        tick.tick().await;
+        let Ok(resp) = client.get(&url).send().await else {
+            continue;
+        };
+        let Ok(text) = resp.text().await else {
+            continue;
+        };
+        let (lag, watermark) = crate::timeline::parse_metrics(&text);
+        let wm_lag = watermark
+            .filter(|w| *w > 0)
+            .map(|w| eddy_core::now_ms() - w);
+        timeline
+            .lock()
+            .expect("not poisoned")
+            .lag(Instant::now(), lag, wm_lag);
+    }
+}
+
 async fn poll_probes(
     url: String,
     sent: Arc<Mutex<Vec<Instant>>>,
     producing: Arc<std::sync::atomic::AtomicBool>,
     from: i64,
+    timeline: Arc<Mutex<Timeline>>,
 ) -> (Histogram<u64>, u64) {
     let client = reqwest::Client::new();
     let mut h = Histogram::<u64>::new(3).expect("valid sigfig");
@@ -451,7 +573,9 @@ async fn poll_probes(
         let now = Instant::now();
         let sent = sent.lock().expect("not poisoned");
         while seen < (count as usize).min(sent.len()) {
-            h.record((now - sent[seen]).as_millis().max(1) as u64).ok();
+            let ms = (now - sent[seen]).as_millis().max(1) as u64;
+            h.record(ms).ok();
+            timeline.lock().expect("not poisoned").fresh(sent[seen], ms);
             seen += 1;
         }
     }

@@ -151,6 +151,13 @@ fn bounded(
         hits as f64 / wanted as f64,
         strict as f64 / wanted as f64
     );
+    println!(
+        "{{\"bench\":\"similarity_recall\",\"users\":{},\"bands\":{bands},\"rows\":{rows},\"bucket_size\":{bucket},\"workers\":{workers},\"seconds\":{took:.1},\"users_with_neighbors\":{},\"recall\":{:.4},\"strict_recall\":{:.4}}}",
+        exact.len(),
+        got.len(),
+        hits as f64 / wanted as f64,
+        strict as f64 / wanted as f64
+    );
 }
 
 /// Every user's exact top-10 (Jaccard, ties by lower id), by counting co-occurrences over

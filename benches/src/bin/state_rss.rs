@@ -85,6 +85,12 @@ fn main() {
                     started.elapsed().as_secs_f64(),
                     rss_bytes() as f64 / 1e6
                 );
+                eprintln!(
+                    "{{\"bench\":\"state_rss\",\"minute\":{},\"events\":{n},\"wall_secs\":{:.1},\"rss_mb\":{:.1},\"sliding_min\":{sliding_min},\"rate\":{rate},\"workers\":{peers}}}",
+                    (epoch + 1) / 30,
+                    started.elapsed().as_secs_f64(),
+                    rss_bytes() as f64 / 1e6
+                );
             }
         }
     })
