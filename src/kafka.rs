@@ -187,10 +187,11 @@ impl KafkaReader {
         }
         self.next_lag_check = Instant::now() + Duration::from_secs(1);
         for &p in &self.partitions {
-            // The high watermark cached from the last fetch response: no broker round trip
-            // inside the worker loop (`fetch_watermarks` would block it for up to a request).
-            if let Ok((_, high)) = self.consumer.get_watermark_offsets(&self.topic, p)
-                && high >= 0
+            // A broker round trip inside the worker loop, once a second per partition: kept
+            // short so a slow broker costs the metric, not the pipeline's latency.
+            if let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_millis(50))
             {
                 let pos = self.positions.get(&p).copied().unwrap_or(0);
                 self.metrics
