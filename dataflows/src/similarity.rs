@@ -5,7 +5,7 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use eddy_core::{Neighbor, SimilarUsers};
-use eddy_operators::Epoch;
+use eddy_operators::{Epoch, TopKTotal};
 
 /// `(user_id, campaign_id)` interactions arranged by user, shared by every consumer.
 pub type ByUser<'scope> = Arranged<'scope, TraceAgent<ValSpine<u64, u64, Epoch, isize>>>;
@@ -143,8 +143,9 @@ pub fn sets<'scope>(by_user: ByUser<'scope>) -> Sets<'scope> {
 /// Plan: the members of each candidate group (an LSH bucket, or a campaign's audience in exact
 /// mode) are arranged once *with their sets*, so the self-join on the group scores each pair
 /// where it is found. A pair found in several groups is one `(user, neighbor)` value with a
-/// larger multiplicity, which the top-K reduce reads as one value: no `distinct`, and no join
-/// back to the sets. State is one arrangement of group members and one of scored pairs.
+/// larger multiplicity, which the top-K reads as one value: no `distinct`, and no join back to
+/// the sets. The top-K ([`TopKTotal`]) costs O(log n) per changed candidate instead of a
+/// re-read of the user's every candidate.
 pub fn similar_users<'scope>(
     sets: Sets<'scope>,
     params: SimilarityParams,
@@ -189,12 +190,8 @@ pub fn similar_users<'scope>(
                 neighbor(*v, su, sv).map(|n| (*u, n))
             }
         })
-        .reduce_named("TopSimilar", move |_u, neighbors, out| {
-            // Values arrive sorted by `Neighbor`'s order, best first; a neighbor found in
-            // several groups is one value with a larger count.
-            let best: Vec<Neighbor> = neighbors.iter().take(k).map(|(n, _)| **n).collect();
-            out.push((best, 1isize));
-        })
+        // Neighbors order best first; one found in several groups counts once.
+        .top_k_total("TopSimilar", k)
         .map(|(user_id, neighbors)| SimilarUsers { user_id, neighbors })
 }
 

@@ -8,11 +8,13 @@
 pub mod accumulate;
 pub mod panes;
 pub mod stash;
+pub mod top_k;
 pub mod watermark;
 
 pub use accumulate::{Accumulator, MinMax, Sum, WindowedAccumulate};
 pub use panes::{Emit, PaneAccumulate, PaneSpec, Panes};
 pub use stash::EpochStash;
+pub use top_k::TopKTotal;
 pub use watermark::{
     EpochCheckpoint, PartitionProgress, TrackWatermark, WatermarkHandle, WatermarkPolicy,
 };
