@@ -299,10 +299,7 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
             // candidate generation and the recommendations join.
             let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
             let sets = eddy_dataflows::similarity::sets(by_user.clone());
-            let similar = similar_users(
-                sets,
-                SimilarityParams::from_config(&cfg.similarity),
-            );
+            let similar = similar_users(sets, SimilarityParams::from_config(&cfg.similarity));
             let recs = recommendations(
                 similar.clone(),
                 by_user,

@@ -44,10 +44,7 @@ pub fn full_dataflow<'scope>(
     );
     let by_user = pairs.clone().arrange_by_key();
     let s = &cfg.similarity;
-    let similar = similar_users(
-        sets(by_user.clone()),
-        SimilarityParams::from_config(s),
-    );
+    let similar = similar_users(sets(by_user.clone()), SimilarityParams::from_config(s));
     let recs = recommendations(
         similar.clone(),
         by_user,

@@ -258,7 +258,11 @@ mod tests {
         let doc = svg("t", &[p]);
         assert!(doc.contains("latency &lt;ms&gt;"));
         let line = doc.lines().find(|l| l.starts_with("<polyline")).unwrap();
-        let pts = line.split("points=\"").nth(1).unwrap().trim_end_matches("\"/>");
+        let pts = line
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"/>");
         // The zero is dropped; 10 sits on the bottom decade line, 1000 on the top one.
         let pts: Vec<(f64, f64)> = pts
             .split(' ')

@@ -264,10 +264,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
                         let now = Instant::now();
                         let us = now.saturating_duration_since(scheduled).as_micros() as u64;
                         latency.lock().expect("not poisoned").record(us.max(1)).ok();
-                        timeline
-                            .lock()
-                            .expect("not poisoned")
-                            .acked(scheduled, now);
+                        timeline.lock().expect("not poisoned").acked(scheduled, now);
                     }
                     _ => failures += 1,
                 }
@@ -286,9 +283,10 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         tokio::spawn(poll_probes(url, sent, producing, from, timeline.clone()))
     });
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = cfg.metrics_url.clone().map(|url| {
-        tokio::spawn(sample_lag(url, sampling.clone(), timeline.clone()))
-    });
+    let sampler = cfg
+        .metrics_url
+        .clone()
+        .map(|url| tokio::spawn(sample_lag(url, sampling.clone(), timeline.clone())));
     let total = cfg
         .events
         .map(|e| e as f64)

@@ -152,9 +152,15 @@ pub fn panels(points: &[Point], target_rate: f64) -> Vec<Panel> {
             unit: "ms, log".into(),
             scale: Scale::Log,
             series: vec![
-                series("event→visible p50", &|p| p.freshness_ms.map(|f| f[0] as f64)),
-                series("event→visible p99", &|p| p.freshness_ms.map(|f| f[1] as f64)),
-                series("event→visible max", &|p| p.freshness_ms.map(|f| f[2] as f64)),
+                series("event→visible p50", &|p| {
+                    p.freshness_ms.map(|f| f[0] as f64)
+                }),
+                series("event→visible p99", &|p| {
+                    p.freshness_ms.map(|f| f[1] as f64)
+                }),
+                series("event→visible max", &|p| {
+                    p.freshness_ms.map(|f| f[2] as f64)
+                }),
                 series("produce→ack p50", &|p| p.produce_us.map(|f| ms(f[0]))),
                 series("produce→ack p99", &|p| p.produce_us.map(|f| ms(f[1]))),
             ],
@@ -219,7 +225,10 @@ mod tests {
         assert!((199_000..=201_000).contains(&p50), "{p50}");
         assert!((1_199_000..=1_201_000).contains(&max), "{max}");
         assert_eq!(p[1].freshness_ms, Some([40, 40, 40]));
-        assert_eq!((p[1].consumer_lag, p[1].watermark_lag_ms), (Some(7), Some(1_200)));
+        assert_eq!(
+            (p[1].consumer_lag, p[1].watermark_lag_ms),
+            (Some(7), Some(1_200))
+        );
         assert_eq!(p[2].produce_us, None);
         assert_eq!(panels(&p, 2.0).len(), 3);
     }

@@ -54,11 +54,7 @@ pub trait TopKTotal<'scope, K, V> {
     ///     ]);
     /// });
     /// ```
-    fn top_k_total(
-        self,
-        name: &str,
-        k: usize,
-    ) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize>;
+    fn top_k_total(self, name: &str, k: usize) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize>;
 }
 
 /// The `k` least values with positive multiplicity.
@@ -76,13 +72,8 @@ where
     K: ExchangeData + Hash + Ord,
     V: ExchangeData + Ord,
 {
-    fn top_k_total(
-        self,
-        name: &str,
-        k: usize,
-    ) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize> {
-        let exchange =
-            Exchange::new(|((key, _), _, _): &((K, V), Epoch, isize)| key.hashed().into());
+    fn top_k_total(self, name: &str, k: usize) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize> {
+        let exchange = Exchange::new(|((key, _), _, _): &((K, V), Epoch, isize)| key.hashed());
         self.inner
             .unary_frontier(exchange, name, move |_cap, _info| {
                 // Updates by their own time (at or after their message's), each with a
@@ -177,13 +168,17 @@ mod tests {
                 for _ in 0..next(30) {
                     let kv = (next(6) as u8, next(40) as u16);
                     let have = live.get(&kv).copied().unwrap_or(0);
-                    let r = if have > 0 && next(2) == 0 { -1 } else { 1 + next(2) as isize };
+                    let r = if have > 0 && next(2) == 0 {
+                        -1
+                    } else {
+                        1 + next(2) as isize
+                    };
                     *live.entry(kv).or_default() += r;
                     batch.push((kv, r));
                 }
                 live.retain(|_, r| *r != 0);
                 let mut top: BTreeMap<u8, Vec<u16>> = BTreeMap::new();
-                for ((k, v), _) in &live {
+                for (k, v) in live.keys() {
                     let list = top.entry(*k).or_default();
                     if list.len() < 4 {
                         list.push(*v);

@@ -245,10 +245,12 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
     targets.push((
         "windowed counts vs naive HashMap".into(),
         "within 3× (ratio ≥ 0.33)".into(),
+        counts2.zip(naive).map_or("—".into(), |(c, n)| {
+            format!("{:.2}×", c.rate() / n.rate())
+        }),
         counts2
             .zip(naive)
-            .map_or("—".into(), |(c, n)| format!("{:.2}×", c.rate() / n.rate())),
-        counts2.zip(naive).map(|(c, n)| c.rate() / n.rate() >= 1.0 / 3.0),
+            .map(|(c, n)| c.rate() / n.rate() >= 1.0 / 3.0),
     ));
     let full2 = get("full_pipeline", "eddy full pipeline, 2 worker(s)");
     targets.push((
@@ -280,7 +282,10 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
             && let Some(x) = ratio
         {
             peer_ok = Some(peer_ok.unwrap_or(true) && x > 1.0);
-            peer_ratios.push(format!("{} {w}w {x:.2}×", p["engine"].as_str().unwrap_or("?")));
+            peer_ratios.push(format!(
+                "{} {w}w {x:.2}×",
+                p["engine"].as_str().unwrap_or("?")
+            ));
         }
         writeln!(
             part,
@@ -384,7 +389,11 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
         })
         .unwrap_or_default();
     e2e_dirs.sort_by_key(|p| {
-        let n = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let n = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let mut it = n.trim_start_matches("e2e-").split('-');
         let rate: u64 = it.next().and_then(|r| r.parse().ok()).unwrap_or(0);
         (it.next().is_some(), rate)
@@ -394,7 +403,11 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
     let mut best_fresh: Option<(f64, u64)> = None;
     let mut rss_flat: Option<(f64, f64, f64)> = None;
     for dir in &e2e_dirs {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let Some(r) = json(&dir.join("report.json")) else {
             writeln!(part, "| {name} | failed (no report) | | | | | | |")?;
             continue;
@@ -518,7 +531,9 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
     targets.push((
         "query server, speed-layer reads".into(),
         "≥ 20 k req/s, p99 ≤ 5 ms".into(),
-        speed.map_or("—".into(), |(r, p)| format!("{r:.0} req/s, p99 {p:.2} ms")),
+        speed.map_or("—".into(), |(r, p)| {
+            format!("{r:.0} req/s, p99 {p:.2} ms")
+        }),
         speed.map(|(r, p)| r >= 20_000.0 && p <= 5.0),
     ));
 
