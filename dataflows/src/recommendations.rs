@@ -5,8 +5,7 @@ use differential_dataflow::VecCollection;
 use eddy_core::{
     Neighbor, Recommendation, Score, SimilarUsers, UserRecommendations, recommendation_score,
 };
-use eddy_operators::{Epoch, TopKTotal};
-use std::cmp::Reverse;
+use eddy_operators::Epoch;
 
 /// For each user `u`, the top `n` campaigns that `u`'s similar users engaged with (in their
 /// interaction sets) and `u` has not, ranked by `Σ jaccard(u, v) × score(c)` over those
@@ -28,10 +27,6 @@ use std::cmp::Reverse;
 /// it changes at most once per pane, so a popular campaign re-ranks the users who could be
 /// recommended it once per window instead of once per epoch. A campaign with no closed pane
 /// in the window yet is not recommended. Users with nothing to recommend have no row.
-///
-/// Plan: one `reduce` per (user, campaign) builds the item (its score and explanation), so a
-/// changed neighbor or campaign score re-reads only that pair's neighbors; the per-user top
-/// `n` is [`TopKTotal`], O(log n) per changed item.
 pub fn recommendations<'scope>(
     similar: VecCollection<'scope, Epoch, SimilarUsers, isize>,
     by_user: ByUser<'scope>,
@@ -47,26 +42,35 @@ pub fn recommendations<'scope>(
         .join_core(by_user, |_v, (u, nb), c| Some(((*u, *c), *nb)))
         .antijoin(interactions)
         .map(|((u, c), nb)| (c, (u, nb)))
-        .join_map(settled, |c, (u, nb), score| ((*u, *c), (*score, *nb)))
-        .reduce_named("RecommendationItems", |(_u, c), input, out| {
-            // One settled score per campaign; the neighbors arrive best first.
-            let campaign_score = input[0].0.0;
-            let because: Vec<Neighbor> = input.iter().map(|(v, _)| v.1).collect();
-            let item = Recommendation {
-                campaign_id: *c,
-                score: recommendation_score(&because, campaign_score),
-                campaign_score,
-                because,
-            };
-            out.push(((Reverse(item.score), item), 1isize));
+        .join_map(settled, |c, (u, nb), score| (*u, (*c, *score, *nb)))
+        .reduce_named("TopRecommendations", move |_u, input, out| {
+            // Values arrive sorted by (campaign, score, neighbor): group per campaign, with the
+            // neighbors best first.
+            let mut items: Vec<Recommendation> = Vec::new();
+            let mut i = 0;
+            while i < input.len() {
+                let (campaign_id, campaign_score, _) = *input[i].0;
+                let mut because: Vec<Neighbor> = Vec::new();
+                while i < input.len() && input[i].0.0 == campaign_id {
+                    because.push(input[i].0.2);
+                    i += 1;
+                }
+                items.push(Recommendation {
+                    campaign_id,
+                    score: recommendation_score(&because, campaign_score),
+                    campaign_score,
+                    because,
+                });
+            }
+            items.sort_by(|a, b| {
+                b.score
+                    .cmp(&a.score)
+                    .then(a.campaign_id.cmp(&b.campaign_id))
+            });
+            items.truncate(n);
+            out.push((items, 1isize));
         })
-        .map(|((u, _c), ranked)| (u, ranked))
-        // Best first: higher score, then lower campaign id.
-        .top_k_total("TopRecommendations", n)
-        .map(|(user_id, ranked)| UserRecommendations {
-            user_id,
-            items: ranked.into_iter().map(|(_, item)| item).collect(),
-        })
+        .map(|(user_id, items)| UserRecommendations { user_id, items })
 }
 
 #[cfg(test)]
