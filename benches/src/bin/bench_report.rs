@@ -203,6 +203,13 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
     let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     writeln!(s, "## Latest full run\n")?;
     writeln!(s, "- Command: `{command}` (commands of each part below).")?;
+    if command.split_whitespace().any(|w| !w.starts_with('-') && !w.contains("bench-all")) {
+        writeln!(
+            s,
+            "- Only the parts named were re-run by that command; the other parts are from the \
+             previous `scripts/bench-all` invocations on this machine the same day."
+        )?;
+    }
     writeln!(s, "- Date: {date}. Machine: {}.", machine())?;
     writeln!(
         s,
