@@ -203,7 +203,10 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
     let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     writeln!(s, "## Latest full run\n")?;
     writeln!(s, "- Command: `{command}` (commands of each part below).")?;
-    if command.split_whitespace().any(|w| !w.starts_with('-') && !w.contains("bench-all")) {
+    if command
+        .split_whitespace()
+        .any(|w| !w.starts_with('-') && !w.contains("bench-all"))
+    {
         writeln!(
             s,
             "- Only the parts named were re-run by that command; the other parts are from the \
@@ -457,9 +460,10 @@ fn render(raw: &Path, md: &Path, plots: &Path, command: &str) -> Result<String> 
                 let (k, v) = l.split_once('=')?;
                 match k {
                     "EDDY_SIMILARITY__ENABLED" if v == "false" => Some("similarity off".into()),
-                    "EDDY_ENGAGEMENT__SLIDING_MS" => {
-                        Some(format!("sliding window {} s", v.parse::<i64>().ok()? / 1000))
-                    }
+                    "EDDY_ENGAGEMENT__SLIDING_MS" => Some(format!(
+                        "sliding window {} s",
+                        v.parse::<i64>().ok()? / 1000
+                    )),
                     _ => None,
                 }
             })
