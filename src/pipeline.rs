@@ -161,6 +161,20 @@ fn kafka_worker(
         SinkWorker::spawn(redis, &cfg.sink, opts.metrics.clone()),
         SinkWorker::spawn(clickhouse, &cfg.sink, opts.metrics.clone()),
     ];
+    // The slow path (similar users, recommendations) has its own connections and threads, so
+    // its large pane-close batches never queue in front of the counts.
+    let slow_sinks = if cfg.similarity.enabled {
+        let redis: Box<dyn EpochSink> =
+            Box::new(RedisSink::connect(&cfg.redis).map_err(|e| e.to_string())?);
+        let clickhouse: Box<dyn EpochSink> =
+            Box::new(ClickHouseSink::connect(&cfg.clickhouse).map_err(|e| e.to_string())?);
+        vec![
+            SinkWorker::spawn(redis, &cfg.sink, opts.metrics.clone()),
+            SinkWorker::spawn(clickhouse, &cfg.sink, opts.metrics.clone()),
+        ]
+    } else {
+        Vec::new()
+    };
     let commit: Option<Commit> = if worker.index() == 0 {
         let mut store =
             ClickHouseCheckpoints::connect(&cfg.clickhouse).map_err(|e| e.to_string())?;
@@ -181,7 +195,16 @@ fn kafka_worker(
     } else {
         None
     };
-    drive(worker, opts, all, reader, dlq, sinks, commit, restore)
+    drive(
+        worker,
+        opts,
+        all,
+        reader,
+        dlq,
+        (sinks, slow_sinks),
+        commit,
+        restore,
+    )
 }
 
 fn demo_worker(
@@ -195,6 +218,12 @@ fn demo_worker(
     let sink: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
     let sinks = vec![SinkWorker::spawn(
         sink,
+        &opts.config.sink,
+        opts.metrics.clone(),
+    )];
+    let slow: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
+    let slow_sinks = vec![SinkWorker::spawn(
+        slow,
         &opts.config.sink,
         opts.metrics.clone(),
     )];
@@ -212,7 +241,7 @@ fn demo_worker(
         all,
         reader,
         demo.dead_letters.clone(),
-        sinks,
+        (sinks, slow_sinks),
         commit,
         None,
     )
@@ -225,7 +254,7 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
     all: &[i32],
     reader: R,
     dlq: W,
-    sinks: Vec<SinkWorker>,
+    (sinks, slow_sinks): (Vec<SinkWorker>, Vec<SinkWorker>),
     mut commit: Option<Commit>,
     restore: Option<Checkpoint>,
 ) -> Result<(), String> {
@@ -314,17 +343,35 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
                 Vec::new().to_stream(scope).as_collection(),
             )
         };
-        let inputs = SinkInputs {
+        // Two sink paths, both probed for durability: the fast outputs (counts, engagement)
+        // are written as soon as their epoch is complete, without waiting for similarity and
+        // recommendations, whose pane-close batches take longer.
+        let fast = SinkInputs {
             types: counts.types,
             campaigns: counts.campaigns,
             engagement: scores.campaigns,
             top: scores.top,
             panes: scores.panes,
-            similar,
-            recommendations: recs,
+            similar: Vec::new().to_stream(scope).as_collection(),
+            recommendations: Vec::new().to_stream(scope).as_collection(),
             sliding_ms,
+            as_of_only: false,
         };
-        sink_outputs(inputs, marks, window, sinks).probe_with(&durable);
+        sink_outputs(fast, marks.clone(), window, sinks).probe_with(&durable);
+        if cfg.similarity.enabled {
+            let slow = SinkInputs {
+                types: Vec::new().to_stream(scope).as_collection(),
+                campaigns: Vec::new().to_stream(scope).as_collection(),
+                engagement: Vec::new().to_stream(scope).as_collection(),
+                top: Vec::new().to_stream(scope).as_collection(),
+                panes: Vec::new().to_stream(scope).as_collection(),
+                similar,
+                recommendations: recs,
+                sliding_ms,
+                as_of_only: true,
+            };
+            sink_outputs(slow, marks, window, slow_sinks).probe_with(&durable);
+        }
         sink_dead_letters(src.dead_letters, dlq).probe_with(&durable);
     });
     let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);

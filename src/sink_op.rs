@@ -49,6 +49,9 @@ pub struct SinkInputs<'scope> {
     pub recommendations: VecCollection<'scope, Epoch, UserRecommendations, isize>,
     /// Sliding window length, ms.
     pub sliding_ms: i64,
+    /// The slow path (see [`eddy_core::SinkBatch::as_of_only`]): batches are written only
+    /// when they carry rows, and do not advance the stores' watermark.
+    pub as_of_only: bool,
 }
 
 /// Writes the dataflows' outputs to `sinks` (see the module docs). The returned stream carries
@@ -61,6 +64,7 @@ pub fn sink_outputs<'scope>(
 ) -> StreamVec<'scope, Epoch, ()> {
     let scope = watermarks.scope();
     let sliding_ms = inputs.sliding_ms;
+    let as_of_only = inputs.as_of_only;
     let updates = inputs
         .types
         .inner
@@ -115,6 +119,7 @@ pub fn sink_outputs<'scope>(
                         epoch: time,
                         window_size_ms: window.size_ms,
                         sliding_ms,
+                        as_of_only,
                         ..SinkBatch::default()
                     };
                     let before = watermark;
@@ -253,7 +258,7 @@ pub fn sink_outputs<'scope>(
                             }
                         }
                     }
-                    if batch.is_empty() && watermark == before {
+                    if batch.is_empty() && (watermark == before || as_of_only) {
                         continue;
                     }
                     batch.watermark_ms = watermark;

@@ -71,6 +71,12 @@ pub struct SinkBatch {
     pub similar: Vec<SimilarUsers>,
     /// Users whose recommendations changed in this epoch (empty `items`: none any more).
     pub recommendations: Vec<UserRecommendations>,
+    /// True for a batch of the slow path (similar users, recommendations), written by its own
+    /// sink operator and sink threads so that the fast outputs never wait for it: its
+    /// watermark stamps its values (`as_of`) but does not advance the store's watermark,
+    /// which the fast path owns.
+    #[serde(default)]
+    pub as_of_only: bool,
 }
 
 impl SinkBatch {

@@ -187,8 +187,11 @@ impl RedisSink {
 
         self.engagement(&mut pipe, batch)?;
 
-        pipe.set(format!("{p}:watermark"), batch.watermark_ms)
-            .ignore();
+        // The slow path's batches lag the fast path's: they must not move the watermark back.
+        if !batch.as_of_only {
+            pipe.set(format!("{p}:watermark"), batch.watermark_ms)
+                .ignore();
+        }
         Ok(pipe)
     }
 

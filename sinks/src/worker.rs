@@ -350,6 +350,7 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
     let mut out = SinkBatch {
         epoch: earlier.epoch.max(later.epoch),
         watermark_ms: earlier.watermark_ms.max(later.watermark_ms),
+        as_of_only: earlier.as_of_only && later.as_of_only,
         window_size_ms: later.window_size_ms,
         sliding_ms: later.sliding_ms,
         top_campaigns: later
