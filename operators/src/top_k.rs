@@ -19,6 +19,9 @@ use std::hash::Hash;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
+/// Updates applied per activation before the operator yields (at the next key boundary).
+pub const FUEL: usize = 20_000;
+
 /// Per key, the `k` least values (see the module docs).
 pub trait TopKTotal<'scope, K, V> {
     /// For each key, the list of its `k` least values in `V`'s order, least first.
@@ -54,7 +57,20 @@ pub trait TopKTotal<'scope, K, V> {
     ///     ]);
     /// });
     /// ```
-    fn top_k_total(self, name: &str, k: usize) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize>;
+    fn top_k_total(self, name: &str, k: usize) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize>
+    where
+        Self: Sized,
+    {
+        self.top_k_total_fueled(name, k, FUEL)
+    }
+
+    /// [`TopKTotal::top_k_total`] applying at most about `fuel` updates per activation.
+    fn top_k_total_fueled(
+        self,
+        name: &str,
+        k: usize,
+        fuel: usize,
+    ) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize>;
 }
 
 /// The `k` least values with positive multiplicity.
@@ -72,14 +88,28 @@ where
     K: ExchangeData + Hash + Ord,
     V: ExchangeData + Ord,
 {
-    fn top_k_total(self, name: &str, k: usize) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize> {
+    fn top_k_total_fueled(
+        self,
+        name: &str,
+        k: usize,
+        fuel_per_activation: usize,
+    ) -> VecCollection<'scope, Epoch, (K, Vec<V>), isize> {
+        let fuel_per_activation = fuel_per_activation.max(1);
         let exchange = Exchange::new(|((key, _), _, _): &((K, V), Epoch, isize)| key.hashed());
+        let scope = self.inner.scope();
         self.inner
-            .unary_frontier(exchange, name, move |_cap, _info| {
+            .unary_frontier(exchange, name, move |_cap, info| {
+                let activator = scope.activator_for(info.address.clone());
                 // Updates by their own time (at or after their message's), each with a
                 // capability for it.
                 type Pending<K, V> = BTreeMap<Epoch, (Capability<Epoch>, Vec<(K, V, isize)>)>;
+                type Current<K, V> = (
+                    Capability<Epoch>,
+                    std::iter::Peekable<std::vec::IntoIter<(K, V, isize)>>,
+                );
                 let mut pending: Pending<K, V> = BTreeMap::new();
+                // The epoch being applied, when a previous activation ran out of fuel.
+                let mut current: Option<Current<K, V>> = None;
                 let mut state: HashMap<K, BTreeMap<V, isize>> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
@@ -91,16 +121,26 @@ where
                                 .push((key, v, r));
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
+                    let mut fuel = fuel_per_activation;
+                    loop {
+                        if current.is_none() {
+                            let Some(entry) = pending.first_entry() else {
+                                break;
+                            };
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (cap, mut updates) = entry.remove();
+                            updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                            current = Some((cap, updates.into_iter().peekable()));
                         }
-                        let (cap, mut updates) = entry.remove();
+                        let (cap, updates) = current.as_mut().expect("set above");
                         let time = *cap.time();
-                        updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                        let mut session = output.session(&cap);
-                        let mut updates = updates.into_iter().peekable();
-                        while let Some((key, v, r)) = updates.next() {
+                        let mut session = output.session(&*cap);
+                        while fuel > 0 {
+                            let Some((key, v, r)) = updates.next() else {
+                                break;
+                            };
                             let values = state.entry(key.clone()).or_default();
                             let before = top(values, k);
                             let mut apply = |v: V, r: isize| match values.get_mut(&v) {
@@ -115,9 +155,12 @@ where
                                 }
                             };
                             apply(v, r);
+                            fuel -= 1;
+                            // A key's updates are applied together: output is per key.
                             while let Some((_, v, r)) = updates.next_if(|(next, _, _)| *next == key)
                             {
                                 apply(v, r);
+                                fuel = fuel.saturating_sub(1);
                             }
                             let after = top(values, k);
                             if values.is_empty() {
@@ -131,6 +174,14 @@ where
                                     session.give(((key, after), time, 1));
                                 }
                             }
+                        }
+                        drop(session);
+                        if updates.peek().is_none() {
+                            current = None; // the epoch is done: its capability is released
+                        } else {
+                            // Out of fuel: yield to the other operators, continue next time.
+                            activator.activate();
+                            break;
                         }
                     }
                 }
@@ -152,7 +203,7 @@ mod tests {
     /// accumulated input.
     #[test]
     fn matches_recomputation_after_every_epoch() {
-        for workers in [1, 3] {
+        for (workers, fuel) in [(1, FUEL), (3, FUEL), (2, 1), (1, 3)] {
             let mut rng = 0x2545_f491_4f6c_dd1du64;
             let mut next = move |n: u64| {
                 rng ^= rng << 13;
@@ -194,7 +245,7 @@ mod tests {
                 let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
                     let (input, pairs) = scope.new_collection::<(u8, u16), isize>();
                     let (probe, _) = pairs
-                        .top_k_total("Top4", 4)
+                        .top_k_total_fueled("Top4", 4, fuel)
                         .inspect(move |x| sink.lock().unwrap().push(x.clone()))
                         .probe();
                     (input, probe)
@@ -222,7 +273,7 @@ mod tests {
                 acc.retain(|_, r| *r != 0);
                 assert!(acc.values().all(|r| *r == 1), "epoch {e}: {acc:?}");
                 let got: BTreeMap<u8, Vec<u16>> = acc.into_keys().collect();
-                assert_eq!(&got, want, "{workers} workers, epoch {e}");
+                assert_eq!(&got, want, "{workers} workers, fuel {fuel}, epoch {e}");
             }
         }
     }
