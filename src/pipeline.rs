@@ -19,6 +19,7 @@ use crate::sink_op::{
 };
 use crate::source::{SourceSettings, source};
 use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
 use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
 use eddy_dataflows::{
     EngagementParams, InteractionParams, SimilarityParams, engagement, interactions,
@@ -34,9 +35,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::ToStream;
+use timely::dataflow::{ProbeHandle, Scope};
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
@@ -221,12 +222,16 @@ fn demo_worker(
         &opts.config.sink,
         opts.metrics.clone(),
     )];
-    let slow: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
-    let slow_sinks = vec![SinkWorker::spawn(
-        slow,
-        &opts.config.sink,
-        opts.metrics.clone(),
-    )];
+    let slow_sinks = if opts.config.similarity.enabled {
+        let slow: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
+        vec![SinkWorker::spawn(
+            slow,
+            &opts.config.sink,
+            opts.metrics.clone(),
+        )]
+    } else {
+        Vec::new()
+    };
     let commit: Option<Commit> = if worker.index() == 0 {
         let mut store = MemoryCheckpoints::with_store(demo.store.clone());
         Some(Box::new(move |cp: &Checkpoint| {
@@ -309,7 +314,22 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
                 top_k: cfg.engagement.top_k,
             },
         );
-        let (similar, recs) = if cfg.similarity.enabled {
+        // Two sink paths, both probed for durability: the fast outputs (counts, engagement)
+        // are written as soon as their epoch is complete, without waiting for similarity and
+        // recommendations (the slow path), whose pane-close batches take longer.
+        let fast = SinkInputs {
+            types: counts.types,
+            campaigns: counts.campaigns,
+            engagement: scores.campaigns,
+            top: scores.top,
+            panes: scores.panes,
+            similar: empty(scope),
+            recommendations: empty(scope),
+            sliding_ms,
+            as_of_only: false,
+        };
+        sink_outputs(fast, marks.clone(), window, sinks).probe_with(&durable);
+        if cfg.similarity.enabled {
             let pairs = interactions(
                 sliding_events,
                 marks.clone(),
@@ -336,35 +356,12 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
                 scores.settled,
                 cfg.similarity.recommendations,
             );
-            (similar, recs)
-        } else {
-            (
-                Vec::new().to_stream(scope).as_collection(),
-                Vec::new().to_stream(scope).as_collection(),
-            )
-        };
-        // Two sink paths, both probed for durability: the fast outputs (counts, engagement)
-        // are written as soon as their epoch is complete, without waiting for similarity and
-        // recommendations, whose pane-close batches take longer.
-        let fast = SinkInputs {
-            types: counts.types,
-            campaigns: counts.campaigns,
-            engagement: scores.campaigns,
-            top: scores.top,
-            panes: scores.panes,
-            similar: Vec::new().to_stream(scope).as_collection(),
-            recommendations: Vec::new().to_stream(scope).as_collection(),
-            sliding_ms,
-            as_of_only: false,
-        };
-        sink_outputs(fast, marks.clone(), window, sinks).probe_with(&durable);
-        if cfg.similarity.enabled {
             let slow = SinkInputs {
-                types: Vec::new().to_stream(scope).as_collection(),
-                campaigns: Vec::new().to_stream(scope).as_collection(),
-                engagement: Vec::new().to_stream(scope).as_collection(),
-                top: Vec::new().to_stream(scope).as_collection(),
-                panes: Vec::new().to_stream(scope).as_collection(),
+                types: empty(scope),
+                campaigns: empty(scope),
+                engagement: empty(scope),
+                top: empty(scope),
+                panes: empty(scope),
                 similar,
                 recommendations: recs,
                 sliding_ms,
@@ -411,6 +408,13 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
         worker.drop_dataflow(id);
     }
     Ok(())
+}
+
+/// A collection that never has data: the outputs a sink path does not carry.
+fn empty<'scope, D: Clone + 'static>(
+    scope: Scope<'scope, Epoch>,
+) -> VecCollection<'scope, Epoch, D, isize> {
+    Vec::new().to_stream(scope).as_collection()
 }
 
 /// Collects dead letters for tests and the demo.

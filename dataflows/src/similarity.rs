@@ -154,9 +154,7 @@ pub fn similar_users<'scope>(
         SimilarityMode::Exact => sets
             .flat_map_ref(|u, set| {
                 let (u, set) = (*u, set.clone());
-                set.clone()
-                    .into_iter()
-                    .map(move |c| ((c, 0), (u, set.clone())))
+                (0..set.len()).map(move |i| ((set[i], 0), (u, set.clone())))
             })
             .arrange_by_key_named("AudienceByCampaign"),
         SimilarityMode::MinHash {

@@ -8,6 +8,10 @@
 //! updates and compares the key's top `k` before and after: O(log n + k) per changed key. It
 //! emits a retraction of the old list and the new list only when the top `k` changed.
 //!
+//! Work is bounded per activation ([`FUEL`] updates, stopping at a key boundary): a large epoch
+//! is applied over several activations, holding its capability, so the worker's other
+//! operators (the counts of later epochs) run in between instead of waiting for all of it.
+//!
 //! Values count while their accumulated multiplicity is positive (a value found several times
 //! is listed once). Keys with no such value have no row.
 
