@@ -582,7 +582,7 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     // A 30 s sliding window: panes slide out during the run, and the restart must rebuild the
     // sliding state from re-read records of windows already final.
     cfg.engagement.sliding_ms = 3 * WINDOW;
-    cfg.similarity.mode = "exact".into();
+    cfg.similarity.mode = eddy_core::config::SimilarityAlgorithm::Exact;
     let phase1: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 0, 600)).collect();
     produce(&cfg, &phase1);
     let total: i64 = phase1.len() as i64;
@@ -1058,7 +1058,7 @@ fn engagement_similarity_and_recommendations_over_http() {
     let mut redis = PrivateRedis::start();
     cfg.redis.url = redis.url.clone();
     cfg.engagement.sliding_ms = 4 * WINDOW;
-    cfg.similarity.mode = "exact".into();
+    cfg.similarity.mode = eddy_core::config::SimilarityAlgorithm::Exact;
     // One closed window [T0, T0 + 10 s) of known interactions (views are not interest).
     let mut msgs = Vec::new();
     let mut add = |user, campaign, t, amount: &str| {

@@ -1,7 +1,15 @@
 //! Typed configuration: built-in defaults, then a TOML file, then `EDDY_*` environment
 //! variables (`EDDY_SECTION__FIELD=value`, e.g. `EDDY_KAFKA__BROKERS=127.0.0.1:9092`), then
 //! command-line flags (applied by the binary). `config/eddy.toml` documents every field.
+//!
+//! The layers are merged by [figment](https://docs.rs/figment). Unknown sections and fields
+//! are rejected in every layer. Numbers and booleans may also be written as strings (an
+//! environment value always is one): `"5000"`, and for booleans `true`/`false`, `yes`/`no`,
+//! `on`/`off`, `1`/`0`.
 
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Map;
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -89,9 +97,8 @@ impl EngagementConfig {
 pub struct SimilarityConfig {
     /// Whether similarity and recommendations run at all (counts and engagement always do).
     pub enabled: bool,
-    /// `minhash` (bounded: MinHash + LSH banding) or `exact` (all pairs sharing a campaign:
-    /// O(audience²) per campaign, for small data and tests).
-    pub mode: String,
+    /// How candidate pairs are found (`minhash` or `exact`).
+    pub mode: SimilarityAlgorithm,
     /// Whether views count as interest (by default only clicks and conversions do).
     pub views_are_interest: bool,
     /// Similar users kept per user.
@@ -114,7 +121,7 @@ impl Default for SimilarityConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            mode: "minhash".into(),
+            mode: SimilarityAlgorithm::MinHash,
             views_are_interest: false,
             k: 10,
             bands: 16,
@@ -123,6 +130,28 @@ impl Default for SimilarityConfig {
             recommendations: 10,
             close_spread_epochs: 1,
         }
+    }
+}
+
+/// How similar users are found (`similarity.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimilarityAlgorithm {
+    /// `minhash`: MinHash signatures + LSH banding propose candidate pairs, scored exactly
+    /// (bounded cost per change).
+    #[default]
+    MinHash,
+    /// `exact`: every pair of users sharing a campaign (O(audience²) per campaign; small data
+    /// and tests).
+    Exact,
+}
+
+impl std::fmt::Display for SimilarityAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MinHash => "minhash",
+            Self::Exact => "exact",
+        })
     }
 }
 
@@ -288,59 +317,31 @@ impl Default for SinkConfig {
 }
 
 impl Config {
-    /// Loads defaults, then `path` (if given), then `EDDY_*` variables from `env`.
+    /// Loads defaults, then `path` (if given), then `EDDY_SECTION__FIELD` variables from `env`
+    /// (others, such as `EDDY_CONFIG` or `EDDY_LOG`, are ignored), and validates the result.
+    ///
+    /// Unknown sections and fields are errors, in the file and in the environment alike; a
+    /// value of the wrong type is reported with the key or variable that gave it.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut value = toml::Value::try_from(Config::default())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            // figment treats a missing file as an empty one: opening it first keeps that an error.
+            std::fs::File::open(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
                 source,
             })?;
-            let file: toml::Value =
-                toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            merge(&mut value, file);
+            figment = figment.merge(Toml::file_exact(path));
         }
-        for (key, raw) in env {
-            let Some(rest) = key.strip_prefix("EDDY_") else {
-                continue;
-            };
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            if path.len() != 2 {
-                continue; // EDDY_CONFIG and other non-field variables
-            }
-            let table = value
-                .as_table_mut()
-                .and_then(|t| t.get_mut(&path[0]))
-                .and_then(|s| s.as_table_mut())
-                .ok_or_else(|| ConfigError::Invalid(format!("{key}: unknown section")))?;
-            let current = table
-                .get(&path[1])
-                .ok_or_else(|| ConfigError::Invalid(format!("{key}: unknown field")))?;
-            let parsed = match current {
-                toml::Value::Integer(_) => raw
-                    .parse::<i64>()
-                    .map(toml::Value::Integer)
-                    .map_err(|e| e.to_string()),
-                toml::Value::Boolean(_) => raw
-                    .parse::<bool>()
-                    .map(toml::Value::Boolean)
-                    .map_err(|e| e.to_string()),
-                toml::Value::Float(_) => raw
-                    .parse::<f64>()
-                    .map(toml::Value::Float)
-                    .map_err(|e| e.to_string()),
-                _ => Ok(toml::Value::String(raw.clone())),
-            }
-            .map_err(|e| ConfigError::Invalid(format!("{key}={raw}: {e}")))?;
-            table.insert(path[1].clone(), parsed);
-        }
-        let config: Config = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = figment
+            .merge(EnvVars::from_iter(env))
+            .extract_lossy()
+            .map_err(|e| {
+                let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+                ConfigError::Invalid(all.join("; "))
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -374,9 +375,6 @@ impl Config {
             return bad("engagement.top_k must be > 0");
         }
         let s = &self.similarity;
-        if s.mode != "minhash" && s.mode != "exact" {
-            return bad("similarity.mode must be \"minhash\" or \"exact\"");
-        }
         if s.k == 0
             || s.bands == 0
             || s.rows_per_band == 0
@@ -394,19 +392,43 @@ impl Config {
     }
 }
 
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
+/// The `EDDY_SECTION__FIELD=value` variables as a figment provider. Values stay strings
+/// (`extract_lossy` reads numbers and booleans out of them where the field wants one), so
+/// `EDDY_KAFKA__TOPIC=123` is the topic "123"; figment's own `Env` provider would parse it as a
+/// number, and it reads only the process environment.
+struct EnvVars(figment::value::Dict);
+
+impl FromIterator<(String, String)> for EnvVars {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(vars: I) -> Self {
+        let mut sections = figment::value::Dict::new();
+        for (key, value) in vars {
+            let Some((section, field)) = key
+                .strip_prefix("EDDY_")
+                .and_then(|rest| rest.split_once("__"))
+                .filter(|(s, f)| !s.is_empty() && !f.is_empty() && !f.contains("__"))
+            else {
+                continue; // EDDY_CONFIG, EDDY_LOG and other non-field variables
+            };
+            let table = sections
+                .entry(section.to_ascii_lowercase())
+                .or_insert_with(|| figment::value::Dict::new().into());
+            if let figment::value::Value::Dict(_, fields) = table {
+                fields.insert(field.to_ascii_lowercase(), value.into());
             }
         }
-        (slot, v) => *slot = v,
+        Self(sections)
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment").interpolater(|_, keys: &[&str]| {
+            format!("EDDY_{}", keys.join("__").to_ascii_uppercase())
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, figment::value::Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
     }
 }
 
@@ -416,10 +438,10 @@ mod tests {
 
     #[test]
     fn env_overrides_file_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("eddy-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
-        std::fs::write(&file, "[pipeline]\nwindow_ms = 5000\nlateness_ms = 1000\n").unwrap();
+        let file = temp_file(
+            "c.toml",
+            "[pipeline]\nwindow_ms = 5000\nlateness_ms = 1000\n",
+        );
         let env = vec![
             ("EDDY_PIPELINE__LATENESS_MS".to_string(), "250".to_string()),
             ("EDDY_KAFKA__TOPIC".to_string(), "t2".to_string()),
@@ -432,14 +454,106 @@ mod tests {
         assert_eq!(c.redis, RedisConfig::default());
     }
 
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_err(file: Option<&Path>, vars: &[(&str, &str)]) -> String {
+        Config::load(file, env(vars))
+            .expect_err("invalid configuration")
+            .to_string()
+    }
+
+    fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("eddy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
     #[test]
     fn rejects_unknown_fields_and_bad_values() {
-        let env = vec![("EDDY_PIPELINE__NOPE".to_string(), "1".to_string())];
-        assert!(Config::load(None, env).is_err());
-        let env = vec![("EDDY_PIPELINE__WINDOW_MS".to_string(), "abc".to_string())];
-        assert!(Config::load(None, env).is_err());
-        let env = vec![("EDDY_PIPELINE__WINDOW_MS".to_string(), "0".to_string())];
-        assert!(Config::load(None, env).is_err());
+        let e = load_err(None, &[("EDDY_PIPELINE__NOPE", "1")]);
+        assert!(
+            e.contains("nope") && e.contains("EDDY_PIPELINE__NOPE"),
+            "{e}"
+        );
+        let e = load_err(None, &[("EDDY_NOPE__WINDOW_MS", "1")]);
+        assert!(e.contains("unknown field") && e.contains("nope"), "{e}");
+        let e = load_err(None, &[("EDDY_PIPELINE__WINDOW_MS", "abc")]);
+        assert!(e.contains("EDDY_PIPELINE__WINDOW_MS"), "{e}");
+        let e = load_err(None, &[("EDDY_PIPELINE__WORKERS", "-2")]);
+        assert!(e.contains("EDDY_PIPELINE__WORKERS"), "{e}");
+        let e = load_err(None, &[("EDDY_SIMILARITY__ENABLED", "maybe")]);
+        assert!(e.contains("EDDY_SIMILARITY__ENABLED"), "{e}");
+        let e = load_err(None, &[("EDDY_PIPELINE__WINDOW_MS", "0")]);
+        assert!(e.contains("pipeline.window_ms must be > 0"), "{e}");
+        let e = load_err(None, &[("EDDY_ENGAGEMENT__WEIGHT_VIEW", "nan")]);
+        assert!(e.contains("EDDY_ENGAGEMENT__WEIGHT_VIEW"), "{e}");
+        let file = temp_file("nan.toml", "[engagement]\nweight_view = nan\n");
+        let e = load_err(Some(&file), &[]);
+        assert!(e.contains("engagement weights must be finite"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_types_in_the_file() {
+        let file = temp_file("unknown.toml", "[pipeline]\nwindow_msec = 5000\n");
+        let e = load_err(Some(&file), &[]);
+        assert!(
+            e.contains("window_msec") && e.contains("unknown.toml"),
+            "{e}"
+        );
+        let file = temp_file("section.toml", "[pipline]\nwindow_ms = 5000\n");
+        assert!(load_err(Some(&file), &[]).contains("pipline"));
+        let file = temp_file("type.toml", "[kafka]\npartitions = \"many\"\n");
+        let e = load_err(Some(&file), &[]);
+        assert!(e.contains("partitions") && e.contains("type.toml"), "{e}");
+        let file = temp_file("syntax.toml", "[kafka\n");
+        assert!(load_err(Some(&file), &[]).contains("syntax.toml"));
+        let missing = Path::new("/nonexistent/eddy.toml");
+        let e = Config::load(Some(missing), Vec::new()).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    }
+
+    #[test]
+    fn env_values_keep_their_text_and_other_variables_are_ignored() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("EDDY_KAFKA__TOPIC", "123"),
+                ("EDDY_CLICKHOUSE__PASSWORD", " \"true\" "),
+                ("EDDY_ENGAGEMENT__WEIGHT_VIEW", "2"),
+                ("EDDY_SIMILARITY__ENABLED", "false"),
+                ("EDDY_SIMILARITY__MODE", "exact"),
+                ("EDDY_CONFIG", "/elsewhere.toml"),
+                ("EDDY_LOG", "debug"),
+                ("EDDY_A__B__C", "1"),
+                ("eddy_pipeline__workers", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.topic, "123");
+        assert_eq!(c.clickhouse.password, " \"true\" ");
+        assert_eq!(c.engagement.weight_view, 2.0);
+        assert!(!c.similarity.enabled);
+        assert_eq!(c.similarity.mode, SimilarityAlgorithm::Exact);
+        assert_eq!(c.pipeline.workers, PipelineConfig::default().workers);
+    }
+
+    #[test]
+    fn similarity_mode_is_minhash_or_exact() {
+        let file = temp_file("mode.toml", "[similarity]\nmode = \"exact\"\n");
+        let c = Config::load(Some(&file), Vec::new()).unwrap();
+        assert_eq!(c.similarity.mode, SimilarityAlgorithm::Exact);
+        assert_eq!(c.similarity.mode.to_string(), "exact");
+        let e = load_err(None, &[("EDDY_SIMILARITY__MODE", "MinHash")]);
+        assert!(
+            e.contains("EDDY_SIMILARITY__MODE") && e.contains("minhash"),
+            "{e}"
+        );
     }
 
     #[test]

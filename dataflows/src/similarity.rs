@@ -41,18 +41,18 @@ pub struct SimilarityParams {
 }
 
 impl SimilarityParams {
-    /// The parameters of a configuration (`mode = "exact"`, else MinHash with its settings).
+    /// The parameters of a configuration (`mode = "exact"`, or MinHash with its settings).
     pub fn from_config(cfg: &eddy_core::config::SimilarityConfig) -> Self {
+        use eddy_core::config::SimilarityAlgorithm;
         Self {
             k: cfg.k,
-            mode: if cfg.mode == "exact" {
-                SimilarityMode::Exact
-            } else {
-                SimilarityMode::MinHash {
+            mode: match cfg.mode {
+                SimilarityAlgorithm::Exact => SimilarityMode::Exact,
+                SimilarityAlgorithm::MinHash => SimilarityMode::MinHash {
                     bands: cfg.bands,
                     rows: cfg.rows_per_band,
                     bucket_size: cfg.bucket_size,
-                }
+                },
             },
         }
     }
