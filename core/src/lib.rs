@@ -4,6 +4,7 @@
 //!
 //! Everything here is plain data with no I/O, so every other crate can depend on it.
 
+pub mod api;
 pub mod config;
 pub mod engagement;
 pub mod event;

@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use eddy_core::api::{ErrorBody, ErrorCode, ErrorDetail};
 
-/// Every error a request can end with. Rendered as
+/// Every error a request can end with. Rendered as an [`ErrorBody`]
 /// `{"error": {"code": <code>, "message": <display text>}}` with the matching status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppError {
-    /// Invalid query parameters (400, code `bad_request`).
+    /// Invalid path or query parameters (400, code `bad_request`).
     #[error("{0}")]
     BadRequest(String),
     /// No such route (404, code `not_found`).
@@ -43,13 +43,23 @@ impl AppError {
     }
 
     /// The machine-readable `code` of the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::BadRequest(_) => "bad_request",
-            AppError::NotFound(_) | AppError::Missing(_) => "not_found",
-            AppError::MethodNotAllowed(_) => "method_not_allowed",
-            AppError::Unavailable(_) => "unavailable",
-            AppError::Internal(_) => "internal",
+            AppError::BadRequest(_) => ErrorCode::BadRequest,
+            AppError::NotFound(_) | AppError::Missing(_) => ErrorCode::NotFound,
+            AppError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            AppError::Unavailable(_) => ErrorCode::Unavailable,
+            AppError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
         }
     }
 }
@@ -64,7 +74,6 @@ impl From<crate::backend::BackendError> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (self.status(), Json(body)).into_response()
+        (self.status(), Json(self.body())).into_response()
     }
 }

@@ -136,15 +136,10 @@ mod routes;
 pub use backend::Backend;
 pub use backend::{
     Amounts, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LambdaBackend, LayerStatus,
-    MemoryBackend, Sourced, StoreHealth, WindowQuery, WindowRow,
-};
-pub use engagement::{
-    BecauseJson, CampaignJson, CampaignResponse, RecommendationJson, RecommendationsResponse,
-    SimilarUserJson, SimilarUsersResponse, TopCampaignsResponse,
+    MemoryBackend, RowSource, Sourced, Store, StoreHealth, WindowQuery, WindowRow,
 };
 pub use error::AppError;
-pub use query::{CountsParams, Granularity};
-pub use routes::{CountsResponse, LayerJson, LayersJson, QueryEcho, SeriesPoint};
+pub use query::CountsParams;
 
 use eddy_core::{Metrics, Weights};
 use std::sync::Arc;

@@ -1,28 +1,106 @@
-//! Parsing and validation of `/v1/counts` query parameters.
+//! Path and query parameters of every route: axum extractors over the serde types of
+//! [`eddy_core::api`], with every rejection and every validation failure turned into a
+//! [`AppError::BadRequest`] (the JSON 400). Validation lives here and nowhere else.
 
-use crate::ServerQueryLimits;
 use crate::error::AppError;
+use crate::{AppState, ServerQueryLimits};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use eddy_core::EventType;
-use serde::{Deserialize, Serialize};
+use eddy_core::api::{CountsQuery, Granularity, ListQuery};
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 
-/// Time resolution of a counts answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Granularity {
-    /// The pipeline's native window (`window_ms`, one minute by default).
-    #[default]
-    Minute,
-    /// Native windows summed per hour (bucketed by window start).
-    Hour,
+/// Query parameters deserialized into `T` (unknown, repeated, missing or malformed ones are a
+/// 400 with the parameter named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Params<T>(pub T);
+
+/// The error `Query` wraps when the parameters do not deserialize.
+type DeError = serde_path_to_error::Error<serde_urlencoded::de::Error>;
+
+/// Names the parameter at fault: `invalid query parameter `from`: invalid digit found in
+/// string`, or `invalid query: unknown field `limit`, expected one of ...` (also `missing
+/// field`, `duplicate field`).
+fn query_error(e: QueryRejection) -> AppError {
+    use std::error::Error;
+    let de = match &e {
+        QueryRejection::FailedToDeserializeQueryString(r) => r
+            .source()
+            .and_then(|axum_error| axum_error.source())
+            .and_then(|inner| inner.downcast_ref::<DeError>()),
+        _ => None,
+    };
+    AppError::BadRequest(match de {
+        Some(de) if de.path().iter().next().is_some() => {
+            format!("invalid query parameter `{}`: {}", de.path(), de.inner())
+        }
+        Some(de) => format!("invalid query: {}", de.inner()),
+        None => format!("invalid query: {}", e.body_text()),
+    })
 }
 
-impl Granularity {
-    /// The wire name (`minute`, `hour`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Granularity::Minute => "minute",
-            Granularity::Hour => "hour",
-        }
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Query(t) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(query_error)?;
+        Ok(Params(t))
+    }
+}
+
+/// What an [`Id`] in the path identifies (named in error messages).
+pub(crate) trait IdKind {
+    /// E.g. `campaign id`.
+    const WHAT: &'static str;
+}
+
+/// `{id}` of `/v1/campaigns/{id}`.
+pub(crate) enum CampaignKind {}
+impl IdKind for CampaignKind {
+    const WHAT: &'static str = "campaign id";
+}
+
+/// `{id}` of `/v1/users/{id}/...`.
+pub(crate) enum UserKind {}
+impl IdKind for UserKind {
+    const WHAT: &'static str = "user id";
+}
+
+/// The u64 `{id}` of the path.
+pub(crate) struct Id<K>(pub u64, pub PhantomData<K>);
+
+/// The campaign of `/v1/campaigns/{id}`.
+pub(crate) type CampaignId = Id<CampaignKind>;
+/// The user of `/v1/users/{id}/...`.
+pub(crate) type UserId = Id<UserKind>;
+
+fn path_error(what: &str, e: PathRejection) -> AppError {
+    use axum::extract::path::ErrorKind;
+    match e {
+        PathRejection::FailedToDeserializePathParams(e) => match e.into_kind() {
+            ErrorKind::ParseError { value, .. }
+            | ErrorKind::ParseErrorAtKey { value, .. }
+            | ErrorKind::ParseErrorAtIndex { value, .. } => {
+                AppError::BadRequest(format!("{what} must be an unsigned integer, got {value:?}"))
+            }
+            kind => AppError::BadRequest(format!("invalid {what}: {kind}")),
+        },
+        e => AppError::BadRequest(format!("invalid {what}: {}", e.body_text())),
+    }
+}
+
+impl<S: Send + Sync, K: IdKind> FromRequestParts<S> for Id<K> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(id) = Path::<u64>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| path_error(K::WHAT, e))?;
+        Ok(Id(id, PhantomData))
     }
 }
 
@@ -41,96 +119,57 @@ pub struct CountsParams {
     pub granularity: Granularity,
 }
 
-const KNOWN: [&str; 5] = ["from", "to", "event_type", "campaign_id", "granularity"];
-
-fn bad(msg: impl Into<String>) -> AppError {
-    AppError::BadRequest(msg.into())
-}
-
-fn parse_ms(name: &str, raw: &str) -> Result<i64, AppError> {
-    raw.parse::<i64>().map_err(|_| {
-        bad(format!(
-            "`{name}` must be an integer number of epoch milliseconds, got {raw:?}"
-        ))
-    })
-}
-
 impl CountsParams {
-    /// Validates raw `(name, value)` pairs against `limits`: every parameter known and given
-    /// once, numbers integral, `from < to`, `to - from <= max_range_ms`.
-    pub fn parse(pairs: &[(String, String)], limits: &ServerQueryLimits) -> Result<Self, AppError> {
-        let mut seen: [Option<&str>; 5] = [None; 5];
-        for (name, value) in pairs {
-            let Some(i) = KNOWN.iter().position(|k| k == name) else {
-                return Err(bad(format!(
-                    "unknown query parameter {name:?} (expected one of: {})",
-                    KNOWN.join(", ")
-                )));
-            };
-            if seen[i].is_some() {
-                return Err(bad(format!(
-                    "query parameter {name:?} given more than once"
-                )));
-            }
-            seen[i] = Some(value.as_str());
-        }
-        let [from, to, event_type, campaign_id, granularity] = seen;
-        let from_ms = parse_ms(
-            "from",
-            from.ok_or_else(|| bad("missing required parameter `from`"))?,
-        )?;
-        let to_ms = parse_ms(
-            "to",
-            to.ok_or_else(|| bad("missing required parameter `to`"))?,
-        )?;
-        if from_ms >= to_ms {
-            return Err(bad(format!(
-                "`from` ({from_ms}) must be less than `to` ({to_ms})"
+    /// Checks `from < to` and `to - from <= max_range_ms`, and fills in the defaults.
+    pub fn validate(q: CountsQuery, limits: &ServerQueryLimits) -> Result<Self, AppError> {
+        let CountsQuery {
+            from,
+            to,
+            event_type,
+            campaign_id,
+            granularity,
+        } = q;
+        if from >= to {
+            return Err(AppError::BadRequest(format!(
+                "`from` ({from}) must be less than `to` ({to})"
             )));
         }
-        match to_ms.checked_sub(from_ms) {
+        match to.checked_sub(from) {
             Some(range) if range <= limits.max_range_ms => {}
             _ => {
-                return Err(bad(format!(
+                return Err(AppError::BadRequest(format!(
                     "range `to - from` exceeds the maximum of {} ms",
                     limits.max_range_ms
                 )));
             }
         }
-        let event_type = event_type
-            .map(|s| {
-                EventType::parse(s).ok_or_else(|| {
-                    bad(format!(
-                        "unknown event_type {s:?} (expected view, click or conversion)"
-                    ))
-                })
-            })
-            .transpose()?;
-        let campaign_id = campaign_id
-            .map(|s| {
-                s.parse::<u64>().map_err(|_| {
-                    bad(format!(
-                        "`campaign_id` must be an unsigned integer, got {s:?}"
-                    ))
-                })
-            })
-            .transpose()?;
-        let granularity = match granularity {
-            None | Some("minute") => Granularity::Minute,
-            Some("hour") => Granularity::Hour,
-            Some(other) => {
-                return Err(bad(format!(
-                    "unknown granularity {other:?} (expected minute or hour)"
-                )));
-            }
-        };
         Ok(Self {
             event_type,
             campaign_id,
-            from_ms,
-            to_ms,
-            granularity,
+            from_ms: from,
+            to_ms: to,
+            granularity: granularity.unwrap_or_default(),
         })
+    }
+}
+
+impl FromRequestParts<AppState> for CountsParams {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Params(q) = Params::<CountsQuery>::from_request_parts(parts, state).await?;
+        Self::validate(q, &state.config)
+    }
+}
+
+/// The list length `k`: `default.min(max)` when absent, else it must be in `1..=max`.
+pub(crate) fn list_len(q: ListQuery, default: usize, max: usize) -> Result<usize, AppError> {
+    match q.k {
+        None => Ok(default.min(max)),
+        Some(k) if (1..=max).contains(&k) => Ok(k),
+        Some(k) => Err(AppError::BadRequest(format!(
+            "`k` must be an integer from 1 to {max}, got {k}"
+        ))),
     }
 }
 
@@ -138,24 +177,17 @@ impl CountsParams {
 mod tests {
     use super::*;
 
-    fn parse(q: &[(&str, &str)]) -> Result<CountsParams, AppError> {
-        let pairs: Vec<(String, String)> = q
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        CountsParams::parse(
-            &pairs,
-            &ServerQueryLimits {
-                max_range_ms: 1000,
-                window_ms: 10,
-                ..ServerQueryLimits::default()
-            },
-        )
+    fn limits() -> ServerQueryLimits {
+        ServerQueryLimits {
+            max_range_ms: 1000,
+            window_ms: 10,
+            ..ServerQueryLimits::default()
+        }
     }
 
     #[test]
-    fn accepts_valid_and_defaults() {
-        let p = parse(&[("from", "0"), ("to", "1000")]).unwrap();
+    fn counts_accepts_valid_and_defaults() {
+        let p = CountsParams::validate(CountsQuery::new(0, 1000), &limits()).unwrap();
         assert_eq!(
             p,
             CountsParams {
@@ -166,13 +198,15 @@ mod tests {
                 granularity: Granularity::Minute
             }
         );
-        let p = parse(&[
-            ("granularity", "hour"),
-            ("campaign_id", "18446744073709551615"),
-            ("event_type", "conversion"),
-            ("to", "-1"),
-            ("from", "-5"),
-        ])
+        let p = CountsParams::validate(
+            CountsQuery {
+                granularity: Some(Granularity::Hour),
+                campaign_id: Some(u64::MAX),
+                event_type: Some(EventType::Conversion),
+                ..CountsQuery::new(-5, -1)
+            },
+            &limits(),
+        )
         .unwrap();
         assert_eq!(p.campaign_id, Some(u64::MAX));
         assert_eq!(p.event_type, Some(EventType::Conversion));
@@ -181,31 +215,32 @@ mod tests {
     }
 
     #[test]
-    fn rejects_every_kind_of_bad_input() {
-        for q in [
-            &[("to", "10")][..],
-            &[("from", "0")],
-            &[("from", "0"), ("to", "1001")],
-            &[("from", "10"), ("to", "10")],
-            &[("from", "1.5"), ("to", "10")],
-            &[("from", "0"), ("to", "1e3")],
-            &[("from", "0"), ("to", "")],
-            &[
-                ("from", "-9223372036854775808"),
-                ("to", "9223372036854775807"),
-            ],
-            &[("from", "0"), ("to", "99999999999999999999")],
-            &[("from", "0"), ("to", "10"), ("event_type", "like")],
-            &[("from", "0"), ("to", "10"), ("event_type", "")],
-            &[("from", "0"), ("to", "10"), ("campaign_id", "-1")],
-            &[("from", "0"), ("to", "10"), ("campaign_id", "x")],
-            &[("from", "0"), ("to", "10"), ("granularity", "day")],
-            &[("from", "0"), ("to", "10"), ("limit", "5")],
-            &[("from", "0"), ("to", "10"), ("from", "1")],
-        ] {
+    fn counts_rejects_bad_ranges() {
+        for (from, to) in [(0, 1001), (10, 10), (11, 10), (i64::MIN, i64::MAX)] {
             assert!(
-                matches!(parse(q), Err(AppError::BadRequest(_))),
-                "accepted {q:?}"
+                matches!(
+                    CountsParams::validate(CountsQuery::new(from, to), &limits()),
+                    Err(AppError::BadRequest(_))
+                ),
+                "accepted {from}..{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn k_defaults_and_bounds() {
+        let k = |k| ListQuery { k };
+        assert_eq!(list_len(k(None), 10, 100), Ok(10));
+        assert_eq!(list_len(k(None), 10, 5), Ok(5));
+        assert_eq!(list_len(k(Some(1)), 10, 100), Ok(1));
+        assert_eq!(list_len(k(Some(100)), 10, 100), Ok(100));
+        for bad in [0, 101, usize::MAX] {
+            assert!(
+                matches!(
+                    list_len(k(Some(bad)), 10, 100),
+                    Err(AppError::BadRequest(_))
+                ),
+                "accepted {bad}"
             );
         }
     }

@@ -1,123 +1,26 @@
-//! Routes, handlers, response shapes and request counting.
+//! Routes, the counts and health handlers, and request counting (response types are in
+//! [`eddy_core::api`]).
 
 use crate::AppState;
 use crate::backend::{BackendAnswer, LayerStatus, WindowQuery, WindowRow};
 use crate::error::AppError;
-use crate::query::{CountsParams, Granularity};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Query, Request, State};
+use crate::query::CountsParams;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use eddy_core::api::{
+    CountsResponse, Granularity, HealthResponse, HealthStatus, LayerJson, LayersJson, QueryEcho,
+    RowSource, SeriesPoint,
+};
 use eddy_core::event::micros_to_amount;
 use eddy_core::metrics::RouteLabel;
 use eddy_core::{EventType, Metrics};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 const HOUR_MS: i64 = 3_600_000;
-
-/// Echo of the validated query in a [`CountsResponse`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueryEcho {
-    /// Event type asked for, or `null` for all.
-    pub event_type: Option<EventType>,
-    /// Campaign asked for, or `null` for per-type stats.
-    pub campaign_id: Option<u64>,
-    /// `from` parameter, epoch ms.
-    pub from: i64,
-    /// `to` parameter, epoch ms.
-    pub to: i64,
-    /// Granularity asked for.
-    pub granularity: Granularity,
-}
-
-/// How one layer took part, as rendered in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayerJson {
-    /// Store behind the layer (`clickhouse`, `redis`, `memory`).
-    pub source: String,
-    /// `true` answered, `false` failed, `null` not consulted.
-    pub available: Option<bool>,
-    /// Native windows the layer contributed.
-    pub windows: usize,
-    /// Failure reason, or `null`.
-    pub error: Option<String>,
-}
-
-impl From<LayerStatus> for LayerJson {
-    fn from(l: LayerStatus) -> Self {
-        Self {
-            source: l.source.to_owned(),
-            available: l.available,
-            windows: l.windows,
-            error: l.error,
-        }
-    }
-}
-
-/// Both layers of a [`CountsResponse`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayersJson {
-    /// Batch layer (finalized windows up to the boundary).
-    pub batch: LayerJson,
-    /// Speed layer (windows after the boundary).
-    pub speed: LayerJson,
-}
-
-/// One point of a series (a native window, or an hour).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeriesPoint {
-    /// Start, epoch ms.
-    pub window_start_ms: i64,
-    /// End (exclusive), epoch ms.
-    pub window_end_ms: i64,
-    /// Event type.
-    pub event_type: EventType,
-    /// Campaign, or `null` for per-type rows.
-    pub campaign_id: Option<u64>,
-    /// Number of events.
-    pub count: u64,
-    /// Sum of amounts in units (`null` for campaign rows).
-    pub sum_amount: Option<f64>,
-    /// Smallest amount (`null` if none, or a campaign row).
-    pub min_amount: Option<f64>,
-    /// Largest amount (`null` if none, or a campaign row).
-    pub max_amount: Option<f64>,
-    /// True when the values will not change any more.
-    #[serde(rename = "final")]
-    pub is_final: bool,
-    /// Where the values came from (`clickhouse`, `redis`, `memory-batch`, `memory-speed`,
-    /// `mixed`).
-    pub source: String,
-}
-
-/// Body of a successful `GET /v1/counts` (see the crate docs for field semantics).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CountsResponse {
-    /// The validated query.
-    pub query: QueryEcho,
-    /// Granularity of `series`.
-    pub granularity: Granularity,
-    /// Native window length, ms.
-    pub window_ms: i64,
-    /// Event-time watermark, if known.
-    pub watermark_ms: Option<i64>,
-    /// Batch/speed boundary, if known.
-    pub boundary_ms: Option<i64>,
-    /// Wall-clock ms of the last speed-layer update, if known.
-    pub as_of_ms: Option<i64>,
-    /// `now - as_of_ms`, if known.
-    pub freshness_ms: Option<i64>,
-    /// True when a layer failed (the answer is partial).
-    pub degraded: bool,
-    /// How each layer took part.
-    pub layers: LayersJson,
-    /// The points, sorted by event type (`view`, `click`, `conversion`) then start.
-    pub series: Vec<SeriesPoint>,
-}
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -182,7 +85,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 async fn healthz(State(state): State<AppState>) -> Response {
     let checks = state.backend.health().await;
     let all_ok = checks.iter().all(|c| c.status.is_ok());
-    let stores: BTreeMap<&str, String> = checks
+    let stores = checks
         .into_iter()
         .map(|c| {
             let s = match c.status {
@@ -192,25 +95,22 @@ async fn healthz(State(state): State<AppState>) -> Response {
             (c.store, s)
         })
         .collect();
-    let status = if all_ok {
-        StatusCode::OK
+    let (status, health) = if all_ok {
+        (StatusCode::OK, HealthStatus::Ok)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, HealthStatus::Degraded)
     };
-    let body = serde_json::json!({
-        "status": if all_ok { "ok" } else { "degraded" },
-        "stores": stores,
-    });
+    let body = HealthResponse {
+        status: health,
+        stores,
+    };
     (status, Json(body)).into_response()
 }
 
 async fn counts(
     State(state): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    params: CountsParams,
 ) -> Result<Json<CountsResponse>, AppError> {
-    let Query(pairs) =
-        query.map_err(|e| AppError::BadRequest(format!("malformed query string: {e}")))?;
-    let params = CountsParams::parse(&pairs, &state.config)?;
     let window_ms = state.config.window_ms;
     if window_ms <= 0 {
         return Err(AppError::Internal("server window_ms must be > 0".into()));
@@ -247,7 +147,7 @@ fn build_response(
     let BackendAnswer {
         watermark_ms,
         boundary_ms,
-        as_of_ms,
+        updated_at_ms,
         batch,
         speed,
         rows,
@@ -273,14 +173,24 @@ fn build_response(
         window_ms,
         watermark_ms,
         boundary_ms,
-        as_of_ms,
-        freshness_ms: as_of_ms.map(|a| now_ms.saturating_sub(a)),
+        as_of_ms: horizon,
+        updated_at_ms,
+        freshness_ms: updated_at_ms.map(|a| now_ms.saturating_sub(a)),
         degraded,
         layers: LayersJson {
-            batch: batch.into(),
-            speed: speed.into(),
+            batch: layer_json(batch),
+            speed: layer_json(speed),
         },
         series,
+    }
+}
+
+fn layer_json(l: LayerStatus) -> LayerJson {
+    LayerJson {
+        source: l.source,
+        available: l.available,
+        windows: l.windows,
+        error: l.error,
     }
 }
 
@@ -310,7 +220,7 @@ fn minute_series(mut rows: Vec<WindowRow>, window_ms: i64) -> Vec<SeriesPoint> {
                 min_amount,
                 max_amount,
                 is_final: r.is_final,
-                source: r.source.to_owned(),
+                source: r.source,
             }
         })
         .collect()
@@ -324,7 +234,7 @@ fn hour_series(rows: Vec<WindowRow>, horizon: Option<i64>) -> Vec<SeriesPoint> {
         count: u64,
         amounts: Option<crate::backend::Amounts>,
         all_final: bool,
-        source: &'static str,
+        source: RowSource,
     }
     let mut hours: BTreeMap<(EventType, i64), Acc> = BTreeMap::new();
     for r in rows {
@@ -357,7 +267,7 @@ fn hour_series(rows: Vec<WindowRow>, horizon: Option<i64>) -> Vec<SeriesPoint> {
                 };
                 acc.all_final &= r.is_final;
                 if acc.source != r.source {
-                    acc.source = "mixed";
+                    acc.source = RowSource::Mixed;
                 }
             }
         }
@@ -377,7 +287,7 @@ fn hour_series(rows: Vec<WindowRow>, horizon: Option<i64>) -> Vec<SeriesPoint> {
                 min_amount,
                 max_amount,
                 is_final: acc.all_final && horizon.is_some_and(|h| end <= h),
-                source: acc.source.to_owned(),
+                source: acc.source,
             }
         })
         .collect()
@@ -395,7 +305,7 @@ mod tests {
         min: Option<i64>,
         max: Option<i64>,
         fin: bool,
-        src: &'static str,
+        src: RowSource,
     ) -> WindowRow {
         WindowRow {
             window_start_ms: start,
@@ -415,8 +325,8 @@ mod tests {
     #[test]
     fn hours_combine_min_max_and_sources() {
         let rows = vec![
-            row(-60_000, 1, 5, Some(5), Some(5), true, "a"),
-            row(0, 2, 0, None, None, true, "a"),
+            row(-60_000, 1, 5, Some(5), Some(5), true, RowSource::Redis),
+            row(0, 2, 0, None, None, true, RowSource::Redis),
             row(
                 60_000,
                 3,
@@ -424,7 +334,7 @@ mod tests {
                 Some(1_000_000),
                 Some(6_000_000),
                 true,
-                "b",
+                RowSource::Clickhouse,
             ),
             row(
                 3_540_000,
@@ -433,7 +343,7 @@ mod tests {
                 Some(500_000),
                 Some(1_000_000),
                 true,
-                "a",
+                RowSource::Redis,
             ),
         ];
         let s = hour_series(rows, Some(3_600_000));
@@ -446,10 +356,13 @@ mod tests {
         assert_eq!((s[1].window_start_ms, s[1].count), (0, 9));
         assert_eq!(s[1].sum_amount, Some(8.5));
         assert_eq!((s[1].min_amount, s[1].max_amount), (Some(0.5), Some(6.0)));
-        assert_eq!(s[1].source, "mixed");
+        assert_eq!(s[1].source, RowSource::Mixed);
         assert!(s[1].is_final);
         // Not final when the hour has not ended under the horizon.
-        let s = hour_series(vec![row(0, 1, 0, None, None, true, "a")], Some(3_599_999));
+        let s = hour_series(
+            vec![row(0, 1, 0, None, None, true, RowSource::Redis)],
+            Some(3_599_999),
+        );
         assert!(!s[0].is_final);
         assert_eq!(
             (s[0].min_amount, s[0].max_amount, s[0].sum_amount),

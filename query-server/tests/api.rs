@@ -10,7 +10,8 @@ use eddy_core::{
 };
 use eddy_query_server::{
     AppState, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
-    MemoryBackend, ServerQueryLimits, Sourced, StoreHealth, WindowQuery, WindowRow, app,
+    MemoryBackend, RowSource, ServerQueryLimits, Sourced, Store, StoreHealth, WindowQuery,
+    WindowRow, app,
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -140,15 +141,21 @@ async fn get_json(state: &AppState, uri: &str) -> (StatusCode, Value) {
     (status, serde_json::from_str(&body).unwrap())
 }
 
-/// GETs a counts query, checks and strips the wall-clock fields.
+/// GETs a counts query, checks `as_of_ms` (the later of watermark and boundary) and strips
+/// it with the wall-clock fields.
 async fn counts(state: &AppState, qs: &str) -> Value {
     let (status, mut v) = get_json(state, &format!("/v1/counts?{qs}")).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let as_of = v["as_of_ms"].as_i64().expect("as_of_ms set");
+    let wm = v["watermark_ms"].as_i64().unwrap();
+    let boundary = v["boundary_ms"].as_i64().unwrap();
+    assert_eq!(as_of, wm.max(boundary), "{v}");
+    let updated = v["updated_at_ms"].as_i64().expect("updated_at_ms set");
     let fresh = v["freshness_ms"].as_i64().expect("freshness_ms set");
-    assert!(as_of > H && (0..60_000).contains(&fresh), "{v}");
+    assert!(updated > H && (0..60_000).contains(&fresh), "{v}");
     let o = v.as_object_mut().unwrap();
     o.remove("as_of_ms");
+    o.remove("updated_at_ms");
     o.remove("freshness_ms");
     v
 }
@@ -357,37 +364,49 @@ async fn hourly_granularity_aggregates_minutes() {
 async fn bad_parameters_are_400_json() {
     let st = memory_state();
     let cases = [
-        ("".to_owned(), "from"),
-        (format!("from={H}"), "to"),
-        (format!("to={H}"), "from"),
+        ("".to_owned(), "missing field `from`"),
+        (format!("from={H}"), "missing field `to`"),
+        (format!("to={H}"), "missing field `from`"),
         (format!("from={H}&to={H}"), "less than"),
         (format!("from={}&to={H}", H + 1), "less than"),
         (format!("from={H}&to={}", H + 24 * 3_600_000 + 1), "maximum"),
-        (format!("from={H}.5&to={}", H + M), "integer"),
-        (format!("from=yesterday&to={}", H + M), "integer"),
-        (format!("from={H}&to=99999999999999999999"), "integer"),
+        (format!("from={H}.5&to={}", H + M), "`from`: invalid digit"),
+        (
+            format!("from=yesterday&to={}", H + M),
+            "`from`: invalid digit",
+        ),
+        (
+            format!("from={H}&to=99999999999999999999"),
+            "`to`: number too large",
+        ),
         (
             format!("from={H}&to={}&event_type=like", H + M),
-            "event_type",
+            "`event_type`: unknown variant `like`",
         ),
-        (format!("from={H}&to={}&event_type=", H + M), "event_type"),
+        (
+            format!("from={H}&to={}&event_type=", H + M),
+            "`event_type`: unknown variant",
+        ),
         (
             format!("from={H}&to={}&campaign_id=-3", H + M),
-            "campaign_id",
+            "`campaign_id`: invalid digit",
         ),
         (
             format!("from={H}&to={}&campaign_id=abc", H + M),
-            "campaign_id",
+            "`campaign_id`: invalid digit",
         ),
         (
             format!("from={H}&to={}&granularity=day", H + M),
-            "granularity",
+            "`granularity`: unknown variant `day`",
         ),
         (
             format!("from={H}&to={}&limit=10", H + M),
-            "unknown query parameter",
+            "unknown field `limit`",
         ),
-        (format!("from={H}&to={}&from={H}", H + M), "more than once"),
+        (
+            format!("from={H}&to={}&from={H}", H + M),
+            "duplicate field `from`",
+        ),
     ];
     for (qs, needle) in cases {
         let (status, v) = get_json(&st, &format!("/v1/counts?{qs}")).await;
@@ -499,9 +518,9 @@ async fn degraded_and_unavailable_stores() {
     let answer = BackendAnswer {
         watermark_ms: None,
         boundary_ms: Some(H + M),
-        as_of_ms: None,
-        batch: LayerStatus::ok("clickhouse", 1),
-        speed: LayerStatus::failed("redis", "redis: connection refused".into()),
+        updated_at_ms: None,
+        batch: LayerStatus::ok(Store::Clickhouse, 1),
+        speed: LayerStatus::failed(Store::Redis, "redis: connection refused".into()),
         rows: vec![WindowRow {
             window_start_ms: H,
             event_type: EventType::Conversion,
@@ -513,16 +532,16 @@ async fn degraded_and_unavailable_stores() {
                 max_micros: Some(3_000_000),
             }),
             is_final: true,
-            source: "clickhouse",
+            source: RowSource::Clickhouse,
         }],
     };
     let down = vec![
         StoreHealth {
-            store: "redis",
+            store: Store::Redis,
             status: Err("connection refused".into()),
         },
         StoreHealth {
-            store: "clickhouse",
+            store: Store::Clickhouse,
             status: Ok(()),
         },
     ];
@@ -534,9 +553,11 @@ async fn degraded_and_unavailable_stores() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["degraded"], true);
     assert_eq!(
-        (&v["as_of_ms"], &v["freshness_ms"], &v["watermark_ms"]),
+        (&v["updated_at_ms"], &v["freshness_ms"], &v["watermark_ms"]),
         (&Value::Null, &Value::Null, &Value::Null)
     );
+    // The answer reflects the batch layer up to the boundary.
+    assert_eq!(v["as_of_ms"], H + M);
     assert_eq!(
         v["layers"],
         json!({
@@ -696,12 +717,14 @@ fn engagement_state() -> AppState {
     state_with(Arc::new(MemoryBackend::new(Arc::new(RwLock::new(s)))))
 }
 
-/// GETs `uri` expecting 200, checks and strips `freshness_ms`.
+/// GETs `uri` expecting 200, checks and strips `updated_at_ms` and `freshness_ms`.
 async fn ok_json(state: &AppState, uri: &str) -> Value {
     let (status, mut v) = get_json(state, uri).await;
     assert_eq!(status, StatusCode::OK, "{uri}: {v}");
+    let updated = v["updated_at_ms"].as_i64().expect("updated_at_ms set");
     let fresh = v["freshness_ms"].as_i64().expect("freshness_ms set");
-    assert!((0..60_000).contains(&fresh), "{v}");
+    assert!(updated > H && (0..60_000).contains(&fresh), "{v}");
+    v.as_object_mut().unwrap().remove("updated_at_ms");
     v.as_object_mut().unwrap().remove("freshness_ms");
     v
 }
@@ -765,7 +788,7 @@ async fn campaign_engagement_from_memory() {
         ("/v1/campaigns/-1", "campaign id"),
         ("/v1/campaigns/18446744073709551616", "campaign id"),
         ("/v1/campaigns/4.2", "campaign id"),
-        ("/v1/campaigns/42?k=1", "unknown query parameter"),
+        ("/v1/campaigns/42?k=1", "unknown field `k`"),
     ] {
         let (status, v) = get_json(&st, uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {v}");
@@ -886,7 +909,7 @@ async fn similar_users_and_recommendations_from_memory() {
         (
             "/v1/users/7/recommendations?n=1",
             StatusCode::BAD_REQUEST,
-            "unknown query parameter",
+            "unknown field `n`",
         ),
         ("/v1/users/7", StatusCode::NOT_FOUND, "no route"),
     ] {
@@ -920,9 +943,9 @@ async fn engagement_routes_report_unavailable_and_missing() {
         answer: Ok(BackendAnswer {
             watermark_ms: None,
             boundary_ms: None,
-            as_of_ms: None,
-            batch: LayerStatus::skipped("clickhouse"),
-            speed: LayerStatus::skipped("redis"),
+            updated_at_ms: None,
+            batch: LayerStatus::skipped(Store::Clickhouse),
+            speed: LayerStatus::skipped(Store::Redis),
             rows: vec![],
         }),
         health: vec![],

@@ -105,7 +105,7 @@ mod tests {
             count: start as u64,
             amounts: None,
             is_final: true,
-            source: "clickhouse",
+            source: crate::backend::RowSource::Clickhouse,
         }
     }
 

@@ -6,7 +6,7 @@ mod engagement;
 use super::batch_cache::BatchCache;
 use super::{
     Amounts, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
-    Sourced, StoreHealth, WindowQuery, WindowRow,
+    RowSource, Sourced, Store, StoreHealth, WindowQuery, WindowRow,
 };
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
 use eddy_core::{CampaignEngagement, EventType, Neighbor, Recommendation};
@@ -240,7 +240,7 @@ impl LambdaBackend {
                 count,
                 amounts,
                 is_final: h.get("final").is_some_and(|f| f.trim() == "1"),
-                source: "redis",
+                source: RowSource::Redis,
             });
         }
         Ok(rows)
@@ -284,7 +284,7 @@ impl LambdaBackend {
                                 max_micros: r.max_micros,
                             }),
                             is_final: true,
-                            source: "clickhouse",
+                            source: RowSource::Clickhouse,
                         })
                     })
                     .collect())
@@ -310,7 +310,7 @@ impl LambdaBackend {
                             count: r.count,
                             amounts: None,
                             is_final: true,
-                            source: "clickhouse",
+                            source: RowSource::Clickhouse,
                         })
                     })
                     .collect())
@@ -387,12 +387,12 @@ impl LambdaBackend {
             Some(Ok(r)) => {
                 let n = r.len();
                 rows.extend(r);
-                LayerStatus::ok("clickhouse", n)
+                LayerStatus::ok(Store::Clickhouse, n)
             }
-            Some(Err(e)) => LayerStatus::failed("clickhouse", e),
+            Some(Err(e)) => LayerStatus::failed(Store::Clickhouse, e),
             None => match boundary_err {
-                Some(e) => LayerStatus::failed("clickhouse", e),
-                None => LayerStatus::skipped("clickhouse"),
+                Some(e) => LayerStatus::failed(Store::Clickhouse, e),
+                None => LayerStatus::skipped(Store::Clickhouse),
             },
         };
         let batch_ok = batch.available == Some(true);
@@ -403,20 +403,20 @@ impl LambdaBackend {
                     r.into_iter()
                         .filter(|row| !(batch_ok && is_batch(row.window_start_ms))),
                 );
-                LayerStatus::ok("redis", rows.len() - before)
+                LayerStatus::ok(Store::Redis, rows.len() - before)
             }
             Err(e) => {
                 if !batch_ok {
                     let why = batch.error.as_deref().unwrap_or("clickhouse not consulted");
                     return Err(BackendError::Unavailable(format!("{e}; {why}")));
                 }
-                LayerStatus::failed("redis", e)
+                LayerStatus::failed(Store::Redis, e)
             }
         };
         Ok(BackendAnswer {
             watermark_ms: meta.watermark,
             boundary_ms: boundary,
-            as_of_ms: meta.as_of,
+            updated_at_ms: meta.as_of,
             batch,
             speed,
             rows,
@@ -437,9 +437,9 @@ impl LambdaBackend {
         Ok(BackendAnswer {
             watermark_ms: None,
             boundary_ms: boundary.ok().flatten(),
-            as_of_ms: None,
-            batch: LayerStatus::ok("clickhouse", rows.len()),
-            speed: LayerStatus::failed("redis", redis_err),
+            updated_at_ms: None,
+            batch: LayerStatus::ok(Store::Clickhouse, rows.len()),
+            speed: LayerStatus::failed(Store::Redis, redis_err),
             rows,
         })
     }
@@ -453,11 +453,11 @@ impl LambdaBackend {
         let (r, c) = tokio::join!(self.timed("redis", redis), self.timed("clickhouse", ch));
         vec![
             StoreHealth {
-                store: "redis",
+                store: Store::Redis,
                 status: r.map(drop),
             },
             StoreHealth {
-                store: "clickhouse",
+                store: Store::Clickhouse,
                 status: c.map(drop),
             },
         ]

@@ -2,7 +2,7 @@
 
 use super::{
     Amounts, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
-    Sourced, StoreHealth, WindowQuery, WindowRow,
+    RowSource, Sourced, Store, StoreHealth, WindowQuery, WindowRow,
 };
 use eddy_core::memory::AsOf;
 use eddy_core::{CampaignEngagement, MemoryStore, Neighbor, Recommendation};
@@ -30,7 +30,7 @@ impl MemoryBackend {
             value: a.value,
             as_of_ms: a.as_of_ms,
             updated_at_ms: store.updated_at_ms,
-            source: "memory",
+            source: Store::Memory,
         })
     }
 
@@ -41,9 +41,9 @@ impl MemoryBackend {
             |start: i64| boundary.is_some_and(|b| start.saturating_add(q.window_ms) <= b);
         let source = |start: i64| {
             if is_batch(start) {
-                "memory-batch"
+                RowSource::MemoryBatch
             } else {
-                "memory-speed"
+                RowSource::MemorySpeed
             }
         };
         let mut rows = Vec::new();
@@ -88,13 +88,16 @@ impl MemoryBackend {
                 }
             }
         }
-        let batch = rows.iter().filter(|r| r.source == "memory-batch").count();
+        let batch = rows
+            .iter()
+            .filter(|r| r.source == RowSource::MemoryBatch)
+            .count();
         BackendAnswer {
             watermark_ms: store.watermark_ms,
             boundary_ms: boundary,
-            as_of_ms: store.updated_at_ms,
-            batch: LayerStatus::ok("memory", batch),
-            speed: LayerStatus::ok("memory", rows.len() - batch),
+            updated_at_ms: store.updated_at_ms,
+            batch: LayerStatus::ok(Store::Memory, batch),
+            speed: LayerStatus::ok(Store::Memory, rows.len() - batch),
             rows,
         }
     }
@@ -109,7 +112,7 @@ impl Backend for MemoryBackend {
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>> {
         Box::pin(async {
             vec![StoreHealth {
-                store: "memory",
+                store: Store::Memory,
                 status: Ok(()),
             }]
         })

@@ -7,6 +7,7 @@ mod memory;
 pub use lambda::LambdaBackend;
 pub use memory::MemoryBackend;
 
+pub use eddy_core::api::{RowSource, Store};
 use eddy_core::{CampaignEngagement, EventType, Neighbor, Recommendation, Weights};
 use std::future::Future;
 use std::pin::Pin;
@@ -65,15 +66,15 @@ pub struct WindowRow {
     pub amounts: Option<Amounts>,
     /// True when the window is final.
     pub is_final: bool,
-    /// Where the row came from (`clickhouse`, `redis`, `memory-batch`, `memory-speed`).
-    pub source: &'static str,
+    /// Where the row came from (never [`RowSource::Mixed`]).
+    pub source: RowSource,
 }
 
 /// How one layer took part in an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerStatus {
-    /// The store behind the layer (`clickhouse`, `redis`, `memory`).
-    pub source: &'static str,
+    /// The store behind the layer.
+    pub source: Store,
     /// `Some(true)` answered, `Some(false)` failed, `None` not consulted.
     pub available: Option<bool>,
     /// Native windows this layer contributed to the answer.
@@ -84,7 +85,7 @@ pub struct LayerStatus {
 
 impl LayerStatus {
     /// A layer that answered with `windows` rows.
-    pub fn ok(source: &'static str, windows: usize) -> Self {
+    pub fn ok(source: Store, windows: usize) -> Self {
         Self {
             source,
             available: Some(true),
@@ -93,7 +94,7 @@ impl LayerStatus {
         }
     }
     /// A layer that was not needed for this query.
-    pub fn skipped(source: &'static str) -> Self {
+    pub fn skipped(source: Store) -> Self {
         Self {
             source,
             available: None,
@@ -102,7 +103,7 @@ impl LayerStatus {
         }
     }
     /// A layer that failed.
-    pub fn failed(source: &'static str, error: String) -> Self {
+    pub fn failed(source: Store, error: String) -> Self {
         Self {
             source,
             available: Some(false),
@@ -120,7 +121,7 @@ pub struct BackendAnswer {
     /// Batch/speed boundary (watermark of the last checkpoint), if known.
     pub boundary_ms: Option<i64>,
     /// Wall-clock ms of the last speed-layer update, if known.
-    pub as_of_ms: Option<i64>,
+    pub updated_at_ms: Option<i64>,
     /// The batch layer's part.
     pub batch: LayerStatus,
     /// The speed layer's part.
@@ -132,8 +133,8 @@ pub struct BackendAnswer {
 /// Health of one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreHealth {
-    /// Store name (`redis`, `clickhouse`, `memory`).
-    pub store: &'static str,
+    /// The store.
+    pub store: Store,
     /// `Ok` when it answered, else the reason.
     pub status: Result<(), String>,
 }
@@ -158,11 +159,11 @@ pub struct Sourced<T> {
     pub value: T,
     /// The event-time watermark (epoch ms) the value reflects.
     pub as_of_ms: i64,
-    /// Wall-clock ms of the last update of the store, as for [`BackendAnswer::as_of_ms`]
-    /// (`freshness_ms = now - updated_at_ms`), if known.
+    /// Wall-clock ms of the last update of the store, as for
+    /// [`BackendAnswer::updated_at_ms`] (`freshness_ms = now - updated_at_ms`), if known.
     pub updated_at_ms: Option<i64>,
-    /// The store that answered (`redis`, `clickhouse`, `memory`).
-    pub source: &'static str,
+    /// The store that answered.
+    pub source: Store,
 }
 
 /// Backend failures that prevent any answer.

@@ -5,7 +5,7 @@
 //! snapshot). Every value is bound with `?`; the SQL text is fixed.
 
 use super::{LambdaBackend, Meta, parse_i64};
-use crate::backend::{BackendError, EngagementQuery, Sourced};
+use crate::backend::{BackendError, EngagementQuery, Sourced, Store};
 use eddy_core::{CampaignEngagement, Neighbor, Recommendation, Score};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -335,7 +335,7 @@ impl LambdaBackend {
                     value,
                     as_of_ms: meta.boundary.map_or(as_of_ms, |b| b.max(as_of_ms)),
                     updated_at_ms: meta.as_of,
-                    source: "redis",
+                    source: Store::Redis,
                 }));
             }
             Ok((None, meta)) => {
@@ -353,7 +353,7 @@ impl LambdaBackend {
             value,
             as_of_ms,
             updated_at_ms,
-            source: "clickhouse",
+            source: Store::Clickhouse,
         }))
     }
 
