@@ -1,6 +1,7 @@
 //! eddy's runtime: the source operator, Kafka plumbing, sink operators and the pipeline that
 //! wires them to the dataflows on timely workers. The `eddy` binary is a thin CLI over it.
 
+pub mod cli;
 pub mod demo;
 pub mod kafka;
 pub mod pipeline;

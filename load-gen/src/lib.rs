@@ -5,6 +5,7 @@
 
 pub mod expected;
 pub mod plot;
+pub mod report;
 #[cfg(feature = "runner")]
 pub mod runner;
 #[cfg(feature = "runner")]

@@ -6,9 +6,10 @@
 //! so a stall shows at the moment it hit the traffic, not when it cleared. Acknowledgements are
 //! filed under the second they arrived: that is the throughput the broker sustained.
 
-use crate::plot::{Panel, Scale, Series};
+pub use crate::report::Point;
+#[cfg(test)]
+use crate::report::panels;
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -32,25 +33,6 @@ impl Second {
             watermark_lag_ms: None,
         }
     }
-}
-
-/// One second of a run, as reported.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Point {
-    /// Seconds since the start.
-    pub second: u32,
-    /// Messages handed to the producer in this second.
-    pub sent: u64,
-    /// Messages acknowledged by the broker in this second.
-    pub acked: u64,
-    /// Produce→ack latency of the messages scheduled in this second, µs: p50, p99, max.
-    pub produce_us: Option<[u64; 3]>,
-    /// Freshness of the probes sent in this second, ms: p50, p99, max.
-    pub freshness_ms: Option<[u64; 3]>,
-    /// The pipeline's consumer lag (messages, summed over partitions), sampled in this second.
-    pub consumer_lag: Option<i64>,
-    /// Wall clock minus the pipeline's event-time watermark, ms, sampled in this second.
-    pub watermark_lag_ms: Option<i64>,
 }
 
 /// Per-second measurements since `start`.
@@ -121,62 +103,6 @@ impl Timeline {
             })
             .collect()
     }
-}
-
-/// The report's chart panels: throughput, latency percentiles (log scale) and lag.
-pub fn panels(points: &[Point], target_rate: f64) -> Vec<Panel> {
-    let series = |name: &str, f: &dyn Fn(&Point) -> Option<f64>| Series {
-        name: name.into(),
-        points: points
-            .iter()
-            .filter_map(|p| f(p).map(|y| (p.second as f64 + 0.5, y)))
-            .collect(),
-    };
-    let mut throughput = vec![
-        series("acked/s", &|p| Some(p.acked as f64)),
-        series("sent/s", &|p| Some(p.sent as f64)),
-    ];
-    if target_rate > 0.0 {
-        throughput.push(series("target", &|_| Some(target_rate)));
-    }
-    let ms = |v: u64| v as f64 / 1000.0;
-    vec![
-        Panel {
-            title: "throughput".into(),
-            unit: "msg/s".into(),
-            scale: Scale::Linear,
-            series: throughput,
-        },
-        Panel {
-            title: "latency by second".into(),
-            unit: "ms, log".into(),
-            scale: Scale::Log,
-            series: vec![
-                series("event→visible p50", &|p| {
-                    p.freshness_ms.map(|f| f[0] as f64)
-                }),
-                series("event→visible p99", &|p| {
-                    p.freshness_ms.map(|f| f[1] as f64)
-                }),
-                series("event→visible max", &|p| {
-                    p.freshness_ms.map(|f| f[2] as f64)
-                }),
-                series("produce→ack p50", &|p| p.produce_us.map(|f| ms(f[0]))),
-                series("produce→ack p99", &|p| p.produce_us.map(|f| ms(f[1]))),
-            ],
-        },
-        Panel {
-            title: "pipeline lag".into(),
-            unit: "messages / ms".into(),
-            scale: Scale::Linear,
-            series: vec![
-                series("consumer lag (msgs)", &|p| p.consumer_lag.map(|l| l as f64)),
-                series("wall − watermark (ms)", &|p| {
-                    p.watermark_lag_ms.map(|l| l as f64)
-                }),
-            ],
-        },
-    ]
 }
 
 /// The pipeline's lag from its Prometheus text: the sum of `eddy_consumer_lag` over partitions

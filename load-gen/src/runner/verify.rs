@@ -1,0 +1,314 @@
+//! `--verify`: the runner keeps every valid event it produced. After the run it reads the
+//! dead-letter topic and drops the events eddy ruled late there. It then waits until the query
+//! server's per-type series, and the busiest campaigns' series, equal a from-scratch
+//! recomputation ([`WindowTotals`]), and the busiest campaigns' sliding-window engagement
+//! equals a recomputation over the events still in the window at the answer's `as_of`
+//! ([`crate::expected::engagement`]). On timeout it fails with a readable diff. This assumes
+//! the run is the only producer for its event-time range.
+
+use super::probe::PROBE_CAMPAIGN;
+use super::{RunConfig, RunError, kafka};
+use crate::expected::WindowTotals;
+use eddy_core::{Event, WindowSpec};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+/// Checks the pipeline's answers for the `valid` events of a run (generator index, event; 0 for
+/// probes); returns how many events the pipeline ruled late.
+pub(super) async fn check(cfg: &RunConfig, valid: Vec<(u64, Event)>) -> Result<u64, RunError> {
+    let url = cfg
+        .query_url
+        .as_deref()
+        .ok_or_else(|| RunError::Config("--verify needs a query server URL".into()))?;
+    let late = late_event_ids(&cfg.brokers, &cfg.dlq_topic)?;
+    let window = WindowSpec::new(cfg.window_ms);
+    let run_prefix = format!("{}-{}-", cfg.generator.run_id, cfg.generator.seed);
+    let mut ruled_late = 0;
+    let kept: Vec<Event> = valid
+        .into_iter()
+        .filter_map(|(id, e)| {
+            if id > 0 && late.contains(&format!("{run_prefix}{id}")) {
+                ruled_late += 1;
+                None
+            } else {
+                Some(e)
+            }
+        })
+        .collect();
+    let expected = WindowTotals::of(kept.iter().copied(), window);
+    verify(url, &expected, cfg.window_ms, cfg.verify_timeout).await?;
+    verify_engagement(url, &kept, window, cfg.sliding_ms, cfg.verify_timeout).await?;
+    Ok(ruled_late)
+}
+
+/// Event ids of the dead letters with reason `late`.
+fn late_event_ids(brokers: &str, dlq_topic: &str) -> Result<HashSet<String>, RunError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("eddy-load-gen-verify-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(kafka("dlq consumer"))?;
+    let md = consumer
+        .fetch_metadata(Some(dlq_topic), Duration::from_secs(10))
+        .map_err(kafka("dlq metadata"))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut partitions = 0;
+    for t in md.topics().iter().filter(|t| t.name() == dlq_topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(dlq_topic, p.id(), rdkafka::Offset::Beginning)
+                .map_err(kafka("dlq assignment"))?;
+            partitions += 1;
+        }
+    }
+    consumer.assign(&tpl).map_err(kafka("dlq assign"))?;
+    let mut ids = HashSet::new();
+    let mut at_end = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < partitions && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                let late = m.headers().is_some_and(|h| {
+                    h.iter()
+                        .any(|h| h.key == "eddy-reason" && h.value == Some(b"late".as_slice()))
+                });
+                if late
+                    && let Some(id) = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                        .and_then(|v| v["event_id"].as_str().map(str::to_owned))
+                {
+                    ids.insert(id);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(source)) => {
+                return Err(RunError::Kafka {
+                    op: "dlq poll",
+                    source,
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(ids)
+}
+
+/// One window's values as compared: `(count, sum, min, max)` in micro-units.
+type Values = (u64, i64, Option<i64>, Option<i64>);
+
+/// Series keyed by `(event_type, window_start_ms)`.
+type Series = BTreeMap<(String, i64), Values>;
+
+async fn series(
+    client: &reqwest::Client,
+    url: &str,
+    params: &[(&str, String)],
+) -> Result<Series, String> {
+    let resp = client
+        .get(format!("{url}/v1/counts"))
+        .query(params)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    let points = body["series"]
+        .as_array()
+        .ok_or_else(|| format!("no series in {body}"))?;
+    let micros = |v: &serde_json::Value| v.as_f64().map(|a| (a * 1_000_000.0).round() as i64);
+    Ok(points
+        .iter()
+        .map(|p| {
+            let key = (
+                p["event_type"].as_str().unwrap_or_default().to_owned(),
+                p["window_start_ms"].as_i64().unwrap_or_default(),
+            );
+            let values = (
+                p["count"].as_u64().unwrap_or_default(),
+                micros(&p["sum_amount"]).unwrap_or(0),
+                micros(&p["min_amount"]),
+                micros(&p["max_amount"]),
+            );
+            (key, values)
+        })
+        .collect())
+}
+
+fn diff(what: &str, want: &Series, got: &Series) -> String {
+    let mut out = String::new();
+    let keys: BTreeSet<_> = want.keys().chain(got.keys()).collect();
+    for k in keys {
+        let (w, g) = (want.get(k), got.get(k));
+        if w != g {
+            out.push_str(&format!(
+                "  {what} {} window {}: expected {w:?}, got {g:?}\n",
+                k.0, k.1
+            ));
+        }
+    }
+    out
+}
+
+/// The five campaigns with the most events (ties: lower id first).
+fn busiest(counts: impl IntoIterator<Item = (u64, u64)>) -> Vec<u64> {
+    let mut volume: BTreeMap<u64, u64> = BTreeMap::new();
+    for (campaign, n) in counts {
+        *volume.entry(campaign).or_default() += n;
+    }
+    let mut busiest: Vec<(u64, u64)> = volume.into_iter().collect();
+    busiest.sort_by_key(|(c, n)| (std::cmp::Reverse(*n), *c));
+    busiest.into_iter().take(5).map(|(c, _)| c).collect()
+}
+
+/// Calls `differences` every 200 ms until it reports none (`Ok`) or `timeout` has passed
+/// (`Mismatch` with the last report).
+async fn until_no_difference<F: AsyncFnMut() -> String>(
+    timeout: Duration,
+    mut differences: F,
+) -> Result<(), RunError> {
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let report = differences().await;
+        if report.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::Mismatch(report));
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until the query server's per-type series, and those of the five
+/// busiest campaigns, equal `expected`; fails with a diff otherwise.
+pub async fn verify(
+    url: &str,
+    expected: &WindowTotals,
+    window_ms: i64,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    let (Some(from), Some(to)) = (
+        expected.types.keys().map(|k| k.0).min(),
+        expected.types.keys().map(|k| k.0).max(),
+    ) else {
+        return Ok(());
+    };
+    let to = to + window_ms;
+    let want_types: Series = expected
+        .types
+        .values()
+        .map(|r| {
+            let key = (r.event_type.to_string(), r.window_start_ms);
+            (key, (r.count, r.sum_micros, r.min_micros, r.max_micros))
+        })
+        .collect();
+    let campaigns = busiest(
+        expected
+            .campaigns
+            .values()
+            .map(|c| (c.campaign_id, c.count)),
+    );
+    let want_campaign = |c: u64| -> Series {
+        expected
+            .campaigns
+            .values()
+            .filter(|r| r.campaign_id == c)
+            .map(|r| {
+                (
+                    (r.event_type.to_string(), r.window_start_ms),
+                    (r.count, 0, None, None),
+                )
+            })
+            .collect()
+    };
+    let client = reqwest::Client::new();
+    let range = [("from", from.to_string()), ("to", to.to_string())];
+    until_no_difference(timeout, async || {
+        let mut report = String::new();
+        match series(&client, url, &range).await {
+            Ok(got) => report.push_str(&diff("type", &want_types, &got)),
+            Err(e) => report.push_str(&format!("  query failed: {e}\n")),
+        }
+        for &c in &campaigns {
+            let mut params = range.to_vec();
+            params.push(("campaign_id", c.to_string()));
+            match series(&client, url, &params).await {
+                Ok(got) => {
+                    report.push_str(&diff(&format!("campaign {c}"), &want_campaign(c), &got))
+                }
+                Err(e) => report.push_str(&format!("  query failed: {e}\n")),
+            }
+        }
+        report
+    })
+    .await
+}
+
+/// Waits (up to `timeout`) until the sliding-window engagement of the five busiest campaigns
+/// of `events` (views, clicks, conversions, revenue), as served by `GET /v1/campaigns/{id}`,
+/// equals a from-scratch recomputation at the answer's `as_of_ms`; fails with a diff otherwise.
+pub async fn verify_engagement(
+    url: &str,
+    events: &[Event],
+    window: WindowSpec,
+    sliding_ms: i64,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    let campaigns = busiest(
+        events
+            .iter()
+            .filter(|e| e.campaign_id != PROBE_CAMPAIGN)
+            .map(|e| (e.campaign_id, 1)),
+    );
+    let client = reqwest::Client::new();
+    until_no_difference(timeout, async || {
+        let mut report = String::new();
+        for &c in &campaigns {
+            let answer: Result<serde_json::Value, String> = async {
+                let resp = client
+                    .get(format!("{url}/v1/campaigns/{c}"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                resp.json().await.map_err(|e| e.to_string())
+            }
+            .await;
+            let body = match answer {
+                Ok(b) => b,
+                Err(e) => {
+                    report.push_str(&format!("  campaign {c}: query failed: {e}\n"));
+                    continue;
+                }
+            };
+            let Some(as_of) = body["as_of_ms"].as_i64() else {
+                report.push_str(&format!("  campaign {c}: no answer: {body}\n"));
+                continue;
+            };
+            let want = crate::expected::engagement(events, window, sliding_ms, as_of)
+                .get(&c)
+                .copied()
+                .unwrap_or_default();
+            let got = ["views", "clicks", "conversions", "revenue_micros"]
+                .map(|f| body[f].as_i64().unwrap_or(-1));
+            if got != want {
+                report.push_str(&format!(
+                    "  campaign {c} engagement as of {as_of}: expected [views, clicks, conversions, revenue_micros] {want:?}, got {got:?}\n"
+                ));
+            }
+        }
+        report
+    })
+    .await
+}
