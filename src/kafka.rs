@@ -3,10 +3,9 @@
 //! commit that follows a durable checkpoint.
 
 use crate::reader::{PartitionReader, Record};
-use crate::sink_op::DeadLetterWriter;
-use crate::source::DeadLetter;
 use eddy_core::config::KafkaConfig;
-use eddy_core::{Checkpoint, Metrics};
+use eddy_core::{Checkpoint, DeadLetterBatch, Metrics};
+use eddy_sinks::{EpochSink, SinkError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -278,14 +277,20 @@ impl KafkaDeadLetters {
     }
 }
 
-impl DeadLetterWriter for KafkaDeadLetters {
-    fn write(&mut self, letters: &[DeadLetter]) -> Result<(), String> {
+impl EpochSink<DeadLetterBatch> for KafkaDeadLetters {
+    fn name(&self) -> &'static str {
+        "kafka-dlq"
+    }
+
+    /// Produces every letter (key `"{partition}:{offset}"`, the original payload, the reason
+    /// and source position in headers) and waits for all acknowledgements.
+    fn write(&mut self, batch: &DeadLetterBatch) -> Result<(), SinkError> {
         let producer = &self.producer;
         let topic = &self.topic;
         let source_topic = &self.source_topic;
         self.runtime.block_on(async {
-            let mut deliveries = Vec::with_capacity(letters.len());
-            for l in letters {
+            let mut deliveries = Vec::with_capacity(batch.letters.len());
+            for l in &batch.letters {
                 let key = format!("{}:{}", l.partition, l.offset);
                 let partition = l.partition.to_string();
                 let offset = l.offset.to_string();
@@ -314,16 +319,14 @@ impl DeadLetterWriter for KafkaDeadLetters {
                     .key(&key)
                     .payload(&l.payload)
                     .headers(headers);
-                // Enqueue now; a full queue fails the batch, which the caller retries.
-                let delivery = producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e.to_string())?;
+                // Enqueue now; a full queue fails the batch, which the sink worker retries.
+                let delivery = producer.send_result(record).map_err(|(e, _)| e)?;
                 deliveries.push(delivery);
             }
             for d in deliveries {
                 d.await
-                    .map_err(|_| "delivery cancelled".to_string())?
-                    .map_err(|(e, _)| e.to_string())?;
+                    .map_err(|_| KafkaError::Canceled)?
+                    .map_err(|(e, _)| e)?;
             }
             Ok(())
         })

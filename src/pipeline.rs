@@ -12,43 +12,35 @@
 //! records of windows already final. Sinks are idempotent, so replayed output is harmless.
 
 use crate::demo::GeneratorReader;
-use crate::kafka::{KafkaCommitter, KafkaDeadLetters, KafkaReader, topic_partitions};
+use crate::kafka::{KafkaCommitter, KafkaDeadLetters, KafkaIoError, KafkaReader, topic_partitions};
 use crate::reader::PartitionReader;
-use crate::sink_op::{
-    DeadLetterWriter, MemoryDeadLetters, SinkInputs, sink_dead_letters, sink_outputs,
-};
+use crate::sink_op::{sink_counts, sink_dead_letters, sink_similarity};
 use crate::source::{SourceSettings, source};
-use differential_dataflow::AsCollection;
-use differential_dataflow::VecCollection;
-use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
-use eddy_dataflows::{
-    EngagementParams, InteractionParams, SimilarityParams, engagement, interactions,
-    recommendations, similar_users, windowed_counts,
-};
+use eddy_core::{Checkpoint, Config, DeadLetterBatch, MemoryStore, Metrics, WindowSpec};
+use eddy_dataflows::Inputs;
 use eddy_load_gen::GenConfig;
 use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
 use eddy_sinks::{
-    CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, MemoryCheckpoints,
-    MemorySink, RedisSink, SinkWorker,
+    Batch, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, MemoryCheckpoints,
+    MemoryDeadLetters, MemorySink, RedisSink, SinkError, SinkWorker,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
-use timely::dataflow::operators::vec::ToStream;
-use timely::dataflow::{ProbeHandle, Scope};
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// Kafka set-up failed.
+    /// Kafka set-up or a broker call failed.
     #[error(transparent)]
-    Kafka(#[from] crate::kafka::KafkaIoError),
-    /// A store failed at set-up.
+    Kafka(#[from] KafkaIoError),
+    /// A store failed.
     #[error(transparent)]
-    Sink(#[from] eddy_sinks::SinkError),
-    /// A worker failed.
+    Sink(#[from] SinkError),
+    /// A worker thread failed to start or panicked.
     #[error("worker failed: {0}")]
     Worker(String),
 }
@@ -119,9 +111,17 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
             .copied()
             .filter(|p| *p as usize % peers == index)
             .collect();
+        let lead = index == 0;
         let result = match &*mode {
-            Mode::Kafka => kafka_worker(worker, &opts, &partitions, mine, restore.clone()),
-            Mode::Demo(d) => demo_worker(worker, &opts, &partitions, mine, d),
+            Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead)
+                .and_then(|io| drive(worker, &opts, &partitions, io, restore.clone())),
+            Mode::Demo(d) => drive(
+                worker,
+                &opts,
+                &partitions,
+                demo_io(&opts, mine, d, lead),
+                None,
+            ),
         };
         if let Err(e) = &result {
             tracing::error!(worker = index, error = %e, "worker failed");
@@ -131,58 +131,60 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
     })
     .map_err(PipelineError::Worker)?;
     for r in guards.join() {
-        r.map_err(PipelineError::Worker)?
-            .map_err(PipelineError::Worker)?;
+        r.map_err(PipelineError::Worker)??;
     }
     Ok(())
 }
 
-type Commit = Box<dyn FnMut(&Checkpoint) -> Result<(), String>>;
+/// Saves a durable checkpoint (and what follows it); the coordinating worker's only.
+type Commit = Box<dyn FnMut(&Checkpoint) -> Result<(), PipelineError>>;
 
-fn kafka_worker(
-    worker: &mut timely::worker::Worker,
+/// One worker's connections to the outside: where its records come from and where each sink
+/// path writes.
+struct WorkerIo<R> {
+    reader: R,
+    /// Fast path: windowed counts, engagement, top list.
+    counts: Vec<SinkWorker>,
+    /// Slow path: similar users, recommendations (empty when similarity is off).
+    similarity: Vec<SinkWorker>,
+    dead_letters: Vec<SinkWorker<DeadLetterBatch>>,
+    /// Worker 0 only: takes checkpoints.
+    commit: Option<Commit>,
+}
+
+/// Starts one sink thread per store.
+fn spawn<B: Batch>(opts: &RunOptions, stores: Vec<Box<dyn EpochSink<B>>>) -> Vec<SinkWorker<B>> {
+    stores
+        .into_iter()
+        .map(|s| SinkWorker::spawn(s, &opts.config.sink, opts.metrics.clone()))
+        .collect()
+}
+
+/// Kafka in; Redis and ClickHouse out, each sink path with its own connections and threads
+/// (so the slow path's large pane-close batches never queue in front of the counts).
+fn kafka_io(
     opts: &RunOptions,
-    all: &[i32],
     mine: Vec<i32>,
-    restore: Option<Checkpoint>,
-) -> Result<(), String> {
+    restore: Option<&Checkpoint>,
+    lead: bool,
+) -> Result<WorkerIo<KafkaReader>, PipelineError> {
     let cfg = &opts.config;
     let start: HashMap<i32, i64> = restore
         .iter()
         .flat_map(|cp| cp.partitions.iter().map(|p| (p.partition, p.resume_offset)))
         .collect();
-    let reader = KafkaReader::new(&cfg.kafka, mine, start, opts.metrics.clone())
-        .map_err(|e| e.to_string())?;
-    let dlq = KafkaDeadLetters::new(&cfg.kafka).map_err(|e| e.to_string())?;
-    let redis: Box<dyn EpochSink> =
-        Box::new(RedisSink::connect(&cfg.redis).map_err(|e| e.to_string())?);
-    let clickhouse: Box<dyn EpochSink> =
-        Box::new(ClickHouseSink::connect(&cfg.clickhouse).map_err(|e| e.to_string())?);
-    let sinks = vec![
-        SinkWorker::spawn(redis, &cfg.sink, opts.metrics.clone()),
-        SinkWorker::spawn(clickhouse, &cfg.sink, opts.metrics.clone()),
-    ];
-    // The slow path (similar users, recommendations) has its own connections and threads, so
-    // its large pane-close batches never queue in front of the counts.
-    let slow_sinks = if cfg.similarity.enabled {
-        let redis: Box<dyn EpochSink> =
-            Box::new(RedisSink::connect(&cfg.redis).map_err(|e| e.to_string())?);
-        let clickhouse: Box<dyn EpochSink> =
-            Box::new(ClickHouseSink::connect(&cfg.clickhouse).map_err(|e| e.to_string())?);
-        vec![
-            SinkWorker::spawn(redis, &cfg.sink, opts.metrics.clone()),
-            SinkWorker::spawn(clickhouse, &cfg.sink, opts.metrics.clone()),
-        ]
-    } else {
-        Vec::new()
+    let stores = || -> Result<Vec<Box<dyn EpochSink>>, PipelineError> {
+        Ok(vec![
+            Box::new(RedisSink::connect(&cfg.redis)?),
+            Box::new(ClickHouseSink::connect(&cfg.clickhouse)?),
+        ])
     };
-    let commit: Option<Commit> = if worker.index() == 0 {
-        let mut store =
-            ClickHouseCheckpoints::connect(&cfg.clickhouse).map_err(|e| e.to_string())?;
-        let mut boundary = RedisSink::connect(&cfg.redis).map_err(|e| e.to_string())?;
-        let committer = KafkaCommitter::new(&cfg.kafka).map_err(|e| e.to_string())?;
+    let commit: Option<Commit> = if lead {
+        let mut store = ClickHouseCheckpoints::connect(&cfg.clickhouse)?;
+        let mut boundary = RedisSink::connect(&cfg.redis)?;
+        let committer = KafkaCommitter::new(&cfg.kafka)?;
         Some(Box::new(move |cp: &Checkpoint| {
-            store.save(cp).map_err(|e| e.to_string())?;
+            store.save(cp)?;
             // The boundary and the broker offsets follow the durable checkpoint; failing them
             // only delays freshness and lag reporting, so they are logged, not fatal.
             if let Err(e) = boundary.write_boundary(cp.watermark_ms) {
@@ -196,74 +198,69 @@ fn kafka_worker(
     } else {
         None
     };
-    drive(
-        worker,
-        opts,
-        all,
-        reader,
-        dlq,
-        (sinks, slow_sinks),
+    Ok(WorkerIo {
+        reader: KafkaReader::new(&cfg.kafka, mine, start, opts.metrics.clone())?,
+        counts: spawn(opts, stores()?),
+        similarity: spawn(
+            opts,
+            if cfg.similarity.enabled {
+                stores()?
+            } else {
+                Vec::new()
+            },
+        ),
+        dead_letters: spawn(opts, vec![Box::new(KafkaDeadLetters::new(&cfg.kafka)?)]),
         commit,
-        restore,
-    )
+    })
 }
 
-fn demo_worker(
-    worker: &mut timely::worker::Worker,
+/// Generated records in; the demo's in-memory layers out.
+fn demo_io(
     opts: &RunOptions,
-    all: &[i32],
     mine: Vec<i32>,
     demo: &DemoSetup,
-) -> Result<(), String> {
-    let reader = GeneratorReader::new(&demo.generator, mine, demo.rate_per_partition);
-    let sink: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
-    let sinks = vec![SinkWorker::spawn(
-        sink,
-        &opts.config.sink,
-        opts.metrics.clone(),
-    )];
-    let slow_sinks = if opts.config.similarity.enabled {
-        let slow: Box<dyn EpochSink> = Box::new(MemorySink::new(demo.store.clone()));
-        vec![SinkWorker::spawn(
-            slow,
-            &opts.config.sink,
-            opts.metrics.clone(),
-        )]
-    } else {
-        Vec::new()
-    };
-    let commit: Option<Commit> = if worker.index() == 0 {
+    lead: bool,
+) -> WorkerIo<GeneratorReader> {
+    let memory =
+        || -> Vec<Box<dyn EpochSink>> { vec![Box::new(MemorySink::new(demo.store.clone()))] };
+    let commit: Option<Commit> = lead.then(|| {
         let mut store = MemoryCheckpoints::with_store(demo.store.clone());
-        Some(Box::new(move |cp: &Checkpoint| {
-            store.save(cp).map_err(|e| e.to_string())
-        }))
-    } else {
-        None
-    };
-    drive(
-        worker,
-        opts,
-        all,
-        reader,
-        demo.dead_letters.clone(),
-        (sinks, slow_sinks),
+        Box::new(move |cp: &Checkpoint| Ok(store.save(cp)?)) as Commit
+    });
+    WorkerIo {
+        reader: GeneratorReader::new(&demo.generator, mine, demo.rate_per_partition),
+        counts: spawn(opts, memory()),
+        similarity: spawn(
+            opts,
+            if opts.config.similarity.enabled {
+                memory()
+            } else {
+                Vec::new()
+            },
+        ),
+        dead_letters: spawn(opts, vec![Box::new(demo.dead_letters.clone())]),
         commit,
-        None,
-    )
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn drive<R: PartitionReader, W: DeadLetterWriter>(
+/// Builds the dataflow on this worker (source, watermark, [`eddy_dataflows::build`], the
+/// sink paths, all probed for durability) and steps it until `opts.stop`; worker 0 saves a
+/// checkpoint every `pipeline.checkpoint_ms` once the sinks hold everything before it.
+fn drive<R: PartitionReader>(
     worker: &mut timely::worker::Worker,
     opts: &RunOptions,
     all: &[i32],
-    reader: R,
-    dlq: W,
-    (sinks, slow_sinks): (Vec<SinkWorker>, Vec<SinkWorker>),
-    mut commit: Option<Commit>,
+    io: WorkerIo<R>,
     restore: Option<Checkpoint>,
-) -> Result<(), String> {
+) -> Result<(), PipelineError> {
     let cfg = &opts.config;
+    let WorkerIo {
+        reader,
+        counts: counts_sinks,
+        similarity: similarity_sinks,
+        dead_letters: dlq_sinks,
+        mut commit,
+    } = io;
     let window = WindowSpec::new(cfg.pipeline.window_ms);
     let floor = restore.as_ref().map_or(i64::MIN, |cp| cp.watermark_ms);
     // Only the coordinating worker takes checkpoints, so only it records candidates.
@@ -301,75 +298,29 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
             metrics,
         );
         let marks = src.progress.track_watermark(policy, watermark.clone());
-        // Sliding-window state also takes the replayed history of final windows.
-        let sliding_events = src.events.clone().concat(src.history);
-        let counts = windowed_counts(src.events, marks.clone(), window);
-        let scores = engagement(
-            sliding_events.clone(),
-            marks.clone(),
-            EngagementParams {
-                pane: window,
-                sliding_ms,
-                weights: cfg.engagement.weights(),
-                top_k: cfg.engagement.top_k,
+        let out = eddy_dataflows::build(
+            cfg,
+            Inputs {
+                events: src.events,
+                history: Some(src.history),
+                watermarks: marks.clone(),
             },
         );
-        // Two sink paths, both probed for durability: the fast outputs (counts, engagement)
-        // are written as soon as their epoch is complete, without waiting for similarity and
-        // recommendations (the slow path), whose pane-close batches take longer.
-        let fast = SinkInputs {
-            types: counts.types,
-            campaigns: counts.campaigns,
-            engagement: scores.campaigns,
-            top: scores.top,
-            panes: scores.panes,
-            similar: empty(scope),
-            recommendations: empty(scope),
+        // Every sink path is probed for durability: an epoch is durable once all hold it.
+        sink_counts(
+            &out.counts,
+            &out.engagement,
+            marks.clone(),
+            window,
             sliding_ms,
-            as_of_only: false,
-        };
-        sink_outputs(fast, marks.clone(), window, sinks).probe_with(&durable);
-        if cfg.similarity.enabled {
-            let pairs = interactions(
-                sliding_events,
-                marks.clone(),
-                InteractionParams {
-                    pane: window,
-                    sliding_ms,
-                    views_are_interest: cfg.similarity.views_are_interest,
-                    // Settled sets: similarity and recommendations change at most once per
-                    // pane, spread over a few epochs after the close.
-                    emit: eddy_operators::Emit::OnCloseSpread {
-                        epochs: cfg.similarity.close_spread_epochs,
-                    },
-                },
-            );
-            // One arrangement of the interactions by user, shared by the interaction sets, the
-            // candidate generation and the recommendations join.
-            let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
-            let sets = eddy_dataflows::similarity::sets(by_user.clone());
-            let similar = similar_users(sets, SimilarityParams::from_config(&cfg.similarity));
-            let recs = recommendations(
-                similar.clone(),
-                by_user,
-                pairs,
-                scores.settled,
-                cfg.similarity.recommendations,
-            );
-            let slow = SinkInputs {
-                types: empty(scope),
-                campaigns: empty(scope),
-                engagement: empty(scope),
-                top: empty(scope),
-                panes: empty(scope),
-                similar,
-                recommendations: recs,
-                sliding_ms,
-                as_of_only: true,
-            };
-            sink_outputs(slow, marks, window, slow_sinks).probe_with(&durable);
+            counts_sinks,
+        )
+        .probe_with(&durable);
+        if let Some(similarity) = &out.similarity {
+            sink_similarity(similarity, marks, window, sliding_ms, similarity_sinks)
+                .probe_with(&durable);
         }
-        sink_dead_letters(src.dead_letters, dlq).probe_with(&durable);
+        sink_dead_letters(src.dead_letters, dlq_sinks).probe_with(&durable);
     });
     let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);
     let mut next_checkpoint = Instant::now() + every;
@@ -408,16 +359,4 @@ fn drive<R: PartitionReader, W: DeadLetterWriter>(
         worker.drop_dataflow(id);
     }
     Ok(())
-}
-
-/// A collection that never has data: the outputs a sink path does not carry.
-fn empty<'scope, D: Clone + 'static>(
-    scope: Scope<'scope, Epoch>,
-) -> VecCollection<'scope, Epoch, D, isize> {
-    Vec::new().to_stream(scope).as_collection()
-}
-
-/// Collects dead letters for tests and the demo.
-pub fn demo_dead_letters() -> MemoryDeadLetters {
-    MemoryDeadLetters(Arc::new(Mutex::new(Vec::new())))
 }

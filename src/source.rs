@@ -21,30 +21,15 @@
 
 use crate::reader::{PartitionReader, Record};
 use differential_dataflow::{AsCollection, VecCollection};
+pub use eddy_core::DeadLetter;
 use eddy_core::{Checkpoint, Event, Metrics, WindowSpec, parse_event};
 use eddy_operators::{Epoch, PartitionProgress, WatermarkHandle};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
-
-/// A record that could not be counted, with why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// Short reason (`bad_json`, `late`, ...).
-    pub reason: String,
-    /// Human-readable error.
-    pub error: String,
-    /// The original message bytes.
-    pub payload: Vec<u8>,
-}
 
 /// Source settings.
 #[derive(Debug, Clone)]

@@ -95,6 +95,31 @@ impl SinkBatch {
     }
 }
 
+/// A record that could not be counted, with why; written to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Short reason (`bad_json`, `late`, ...).
+    pub reason: String,
+    /// Human-readable error.
+    pub error: String,
+    /// The original message bytes.
+    pub payload: Vec<u8>,
+}
+
+/// The dead letters of one worker for one dataflow epoch (or several consecutive epochs
+/// merged), written by the dead-letter sink in the order the source produced them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterBatch {
+    /// The (latest) dataflow epoch the batch completes.
+    pub epoch: u64,
+    /// The letters, in source order.
+    pub letters: Vec<DeadLetter>,
+}
+
 /// Where one partition's reading stands at a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PartitionCheckpoint {

@@ -1,6 +1,7 @@
 //! eddy's dataflows. Each is one function from collections to collections, in its own file,
 //! with the query it computes in its doc comment and an oracle test beside it.
 
+pub mod build;
 pub mod engagement;
 pub mod interactions;
 pub mod recommendations;
@@ -10,6 +11,7 @@ pub mod windowed_counts;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use build::{Inputs, Outputs, SimilarityOutputs, build};
 pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement};
 pub use interactions::{InteractionParams, interactions};
 pub use recommendations::recommendations;

@@ -4,7 +4,7 @@ use differential_dataflow::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use eddy_core::{CampaignWindowCount, Event, EventType, TypeWindowStats, WindowSpec};
-use eddy_operators::{Epoch, MinMax, Sum, WindowedAccumulate};
+use eddy_operators::{ClosedWindows, Epoch, MinMax, Sum, WindowedAccumulate};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
@@ -40,12 +40,18 @@ impl Abelian for CountSum {
     }
 }
 
-/// Output of [`windowed_counts`]: the current aggregates of every *open* window.
+/// Output of [`windowed_counts`]: the current aggregates of every *open* window, and the
+/// final aggregates of each window as it closes.
 pub struct WindowedCounts<'scope> {
     /// One row per `(window_start, event_type)` with events, open windows only.
     pub types: VecCollection<'scope, Epoch, TypeWindowStats, isize>,
     /// One row per `(window_start, campaign_id, event_type)` with events, open windows only.
     pub campaigns: VecCollection<'scope, Epoch, CampaignWindowCount, isize>,
+    /// The final row of each type window, inserted at the epoch whose watermark closes it and
+    /// never retracted (see [`ClosedWindows`]).
+    pub closed_types: VecCollection<'scope, Epoch, TypeWindowStats, isize>,
+    /// The final row of each campaign window, inserted at the epoch that closes it.
+    pub closed_campaigns: VecCollection<'scope, Epoch, CampaignWindowCount, isize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -74,9 +80,16 @@ enum Part {
 /// HAVING window_start + :window > watermark();
 /// ```
 ///
-/// When the watermark closes a window, its rows are retracted at that epoch, so their value at
-/// the previous epoch is final (the sinks record it then) and differential's state stays
-/// bounded by the open windows. Each worker pre-aggregates its own events per message before
+/// When the watermark closes a window, its rows are retracted at that epoch, so differential's
+/// state stays bounded by the open windows; at the same epoch `closed_types` and
+/// `closed_campaigns` insert the window's final rows (its value at the previous epoch):
+///
+/// ```sql
+/// -- closed_types at epoch e: the windows that W(e) closes and W(e-1) did not
+/// SELECT ... FROM events GROUP BY window_start, event_type
+/// HAVING window_start + :window <= watermark(e) AND window_start + :window > watermark(e - 1);
+/// ```
+/// Each worker pre-aggregates its own events per message before
 /// anything is exchanged.
 pub fn windowed_counts<'scope>(
     events: VecCollection<'scope, Epoch, Event, isize>,
@@ -147,7 +160,7 @@ pub fn windowed_counts<'scope>(
     let campaigns = events
         .inner
         .windowed_accumulate::<_, Sum<isize>, _>(
-            watermarks,
+            watermarks.clone(),
             window,
             "CampaignCounts",
             |(e, _, d): &(Event, Epoch, isize)| Some((e.ts_ms, (e.campaign_id, e.event_type), *d)),
@@ -162,9 +175,24 @@ pub fn windowed_counts<'scope>(
                 count: count as u64,
             },
         );
+    let types = types.map(|(_, row)| row);
+    let closed_types = types.clone().closed_windows(
+        watermarks.clone(),
+        window,
+        |r: &TypeWindowStats| r.window_start_ms,
+        "ClosedTypeWindows",
+    );
+    let closed_campaigns = campaigns.clone().closed_windows(
+        watermarks,
+        window,
+        |r: &CampaignWindowCount| r.window_start_ms,
+        "ClosedCampaignWindows",
+    );
     WindowedCounts {
-        types: types.map(|(_, row)| row),
+        types,
         campaigns,
+        closed_types,
+        closed_campaigns,
     }
 }
 
@@ -203,15 +231,35 @@ mod tests {
         crate::testing::accept(epochs, WindowSpec::new(WINDOW), LATENESS)
     }
 
-    /// The oracle's rows of the windows open under `wm`.
-    fn oracle(accepted: &[Event], wm: i64) -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
+    /// The oracle's rows of the windows whose start passes `keep`.
+    fn oracle(
+        accepted: &[Event],
+        keep: impl Fn(i64) -> bool,
+    ) -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
         let w = WindowSpec::new(WINDOW);
         let mut t = WindowTotals::of(accepted.iter().copied(), w);
-        t.retain_windows(|ws| ws + WINDOW > wm);
+        t.retain_windows(keep);
         (
             t.types.into_values().collect(),
             t.campaigns.into_values().collect(),
         )
+    }
+
+    /// The updates at exactly epoch `at`, each of which must be an insertion.
+    fn inserted_at<D: Ord + Clone + std::fmt::Debug>(
+        updates: &[(D, Epoch, isize)],
+        at: Epoch,
+    ) -> Vec<D> {
+        let mut out: Vec<D> = updates
+            .iter()
+            .filter(|(_, t, _)| *t == at)
+            .map(|(d, _, r)| {
+                assert_eq!(*r, 1, "closed windows are only inserted: {d:?}");
+                d.clone()
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     fn accumulate<D: Ord + Clone>(updates: &[(D, Epoch, isize)], at: Epoch) -> Vec<D> {
@@ -239,12 +287,16 @@ mod tests {
         let marks = Arc::new(marks);
         let types: Updates<TypeWindowStats> = Arc::default();
         let camps: Updates<CampaignWindowCount> = Arc::default();
+        let closed_types: Updates<TypeWindowStats> = Arc::default();
+        let closed_camps: Updates<CampaignWindowCount> = Arc::default();
         let (t2, c2) = (types.clone(), camps.clone());
+        let (ct2, cc2) = (closed_types.clone(), closed_camps.clone());
         let (acc2, marks2) = (accepted.clone(), marks.clone());
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let peers = worker.peers();
             let (t3, c3) = (t2.clone(), c2.clone());
+            let (ct3, cc3) = (ct2.clone(), cc2.clone());
             let mut wm_input = InputHandle::new();
             let (mut events, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
                 let (events_in, events) = scope.new_collection::<Event, isize>();
@@ -257,6 +309,12 @@ mod tests {
                     .probe();
                 out.campaigns
                     .inspect(move |x| c3.lock().unwrap().push(*x))
+                    .probe_with(&probe);
+                out.closed_types
+                    .inspect(move |x| ct3.lock().unwrap().push(*x))
+                    .probe_with(&probe);
+                out.closed_campaigns
+                    .inspect(move |x| cc3.lock().unwrap().push(*x))
                     .probe_with(&probe);
                 (events_in, probe)
             });
@@ -280,11 +338,34 @@ mod tests {
         .expect("timely runs");
         let types = types.lock().unwrap();
         let camps = camps.lock().unwrap();
+        let closed_types = closed_types.lock().unwrap();
+        let closed_camps = closed_camps.lock().unwrap();
+        let everything: Vec<Event> = accepted.iter().flatten().copied().collect();
         let mut all = Vec::new();
         let mut rows_checked = 0;
+        let mut closed_checked = 0;
         for (epoch, batch) in accepted.iter().enumerate() {
             all.extend(batch.iter().copied());
-            let (want_types, want_camps) = oracle(&all, marks[epoch]);
+            // Windows closed by this epoch's watermark and not by the previous one: their rows
+            // over the whole stream (nothing arrives for them later) are inserted now.
+            let (was, now) = (
+                epoch.checked_sub(1).map_or(i64::MIN, |p| marks[p]),
+                marks[epoch],
+            );
+            let (want_ct, want_cc) =
+                oracle(&everything, |ws| ws + WINDOW <= now && ws + WINDOW > was);
+            assert_eq!(
+                inserted_at(&closed_types, epoch as Epoch),
+                want_ct,
+                "closed types at epoch {epoch}"
+            );
+            assert_eq!(
+                inserted_at(&closed_camps, epoch as Epoch),
+                want_cc,
+                "closed campaigns at epoch {epoch}"
+            );
+            closed_checked += want_ct.len();
+            let (want_types, want_camps) = oracle(&all, |ws| ws + WINDOW > marks[epoch]);
             assert_eq!(
                 accumulate(&types, epoch as Epoch),
                 want_types,
@@ -298,6 +379,7 @@ mod tests {
             rows_checked += want_types.len();
         }
         assert!(rows_checked > 50, "the stream exercises windows");
+        assert!(closed_checked > 10, "the stream closes windows");
     }
 
     #[test]

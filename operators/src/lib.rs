@@ -6,12 +6,14 @@
 //! reports, identically on every worker.
 
 pub mod accumulate;
+pub mod closed;
 pub mod panes;
 pub mod stash;
 pub mod top_k;
 pub mod watermark;
 
 pub use accumulate::{Accumulator, MinMax, Sum, WindowedAccumulate};
+pub use closed::ClosedWindows;
 pub use panes::{Emit, PaneAccumulate, PaneSpec, Panes};
 pub use stash::EpochStash;
 pub use top_k::TopKTotal;

@@ -70,8 +70,28 @@ impl<D> EpochStash<D> {
         self.pending.pop_first().map(|(_, held)| held)
     }
 
+    /// The earliest epoch held, if any.
+    pub fn first_epoch(&self) -> Option<Epoch> {
+        self.pending.first_key_value().map(|(t, _)| *t)
+    }
+
     /// The latest epoch held, if any.
     pub fn last_epoch(&self) -> Option<Epoch> {
         self.pending.last_key_value().map(|(t, _)| *t)
+    }
+}
+
+impl<X, R> EpochStash<(X, R)> {
+    /// Takes the differential updates `(data, time, diff)` of one received message (leaving
+    /// `data` empty), each under its own time as a `(data, diff)` pair: a message of a
+    /// differential collection may carry updates at times later than its capability.
+    pub fn absorb_updates(&mut self, cap: InputCapability<Epoch>, data: &mut Vec<(X, Epoch, R)>) {
+        for (x, time, r) in data.drain(..) {
+            self.pending
+                .entry(time)
+                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                .1
+                .push((x, r));
+        }
     }
 }

@@ -36,6 +36,22 @@ pub enum SinkError {
     /// Stored data does not have the expected shape.
     #[error("unexpected stored data: {0}")]
     Data(String),
+    /// A Kafka producer could not deliver (the dead-letter topic).
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+impl From<eddy_storage::StorageError> for SinkError {
+    fn from(e: eddy_storage::StorageError) -> Self {
+        use eddy_storage::StorageError as S;
+        match e {
+            S::Redis(e) => SinkError::Redis(e),
+            S::ClickHouse(e) => SinkError::ClickHouse(e),
+            S::Schema(m) => SinkError::Schema(m),
+            S::Config(m) => SinkError::Config(m),
+            S::Io { path, source } => SinkError::Io { path, source },
+        }
+    }
 }
 
 impl SinkError {
@@ -62,6 +78,19 @@ impl SinkError {
                 }
             }
             SinkError::Timeout { .. } => true,
+            SinkError::Kafka(e) => {
+                use rdkafka::types::RDKafkaErrorCode as C;
+                !matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        C::MessageSizeTooLarge
+                            | C::InvalidMessage
+                            | C::InvalidMessageSize
+                            | C::TopicAuthorizationFailed
+                            | C::ClusterAuthorizationFailed
+                    )
+                )
+            }
             SinkError::Schema(_)
             | SinkError::Config(_)
             | SinkError::Io { .. }

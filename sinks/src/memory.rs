@@ -1,9 +1,9 @@
 //! In-process sink and checkpoint store for `eddy demo` and tests.
 
 use crate::{CheckpointStore, EpochSink, SinkError};
-use eddy_core::{Checkpoint, MemoryStore, SinkBatch};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use eddy_core::{Checkpoint, DeadLetter, DeadLetterBatch, MemoryStore, SinkBatch};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Applies sink batches to a shared [`MemoryStore`] (both layers in one process, plus the
 /// current campaign engagement, top list, similar users and recommendations; see
@@ -31,6 +31,36 @@ impl EpochSink for MemorySink {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .apply(batch);
+        Ok(())
+    }
+}
+
+/// Dead letters kept in memory (`eddy demo` and tests): the most recent
+/// [`MemoryDeadLetters::CAPACITY`], oldest first. Clones share the same letters.
+#[derive(Clone, Default)]
+pub struct MemoryDeadLetters(Arc<Mutex<VecDeque<DeadLetter>>>);
+
+impl MemoryDeadLetters {
+    /// How many letters are kept; older ones are dropped.
+    pub const CAPACITY: usize = 10_000;
+
+    /// A copy of the letters held, oldest first.
+    pub fn letters(&self) -> Vec<DeadLetter> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter().cloned().collect()
+    }
+}
+
+impl EpochSink<DeadLetterBatch> for MemoryDeadLetters {
+    fn name(&self) -> &'static str {
+        "memory-dlq"
+    }
+
+    fn write(&mut self, batch: &DeadLetterBatch) -> Result<(), SinkError> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.extend(batch.letters.iter().cloned());
+        let excess = held.len().saturating_sub(Self::CAPACITY);
+        held.drain(..excess);
         Ok(())
     }
 }

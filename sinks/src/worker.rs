@@ -1,11 +1,11 @@
 //! [`SinkWorker`]: one sink on its own thread behind a bounded queue.
 
-use crate::EpochSink;
+use crate::{Batch, EpochSink};
 use eddy_core::config::SinkConfig;
 use eddy_core::metrics::SinkLabel;
 use eddy_core::{
-    CampaignEngagement, CampaignWindowCount, EventType, Metrics, Neighbor, PaneEngagement,
-    Recommendation, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations,
+    CampaignEngagement, CampaignWindowCount, DeadLetterBatch, EventType, Metrics, Neighbor,
+    PaneEngagement, Recommendation, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations,
 };
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -36,8 +36,8 @@ pub const SHUTDOWN_ATTEMPTS: u32 = 3;
 /// shutting down, a failing write is retried at most [`SHUTDOWN_ATTEMPTS`] more times; then that
 /// batch and all remaining ones are dropped (logged at error level, and not acknowledged), so
 /// shutdown against a dead store ends after a few backoff periods instead of hanging.
-pub struct SinkWorker {
-    tx: Option<SyncSender<Arc<SinkBatch>>>,
+pub struct SinkWorker<B: Batch = SinkBatch> {
+    tx: Option<SyncSender<Arc<B>>>,
     shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
     name: &'static str,
@@ -73,10 +73,10 @@ impl Shared {
     }
 }
 
-impl SinkWorker {
+impl<B: Batch> SinkWorker<B> {
     /// Starts a thread named `sink-{name}` writing to `sink`, with a queue of
     /// `cfg.queue_depth` batches.
-    pub fn spawn(sink: Box<dyn EpochSink>, cfg: &SinkConfig, metrics: Metrics) -> Self {
+    pub fn spawn(sink: Box<dyn EpochSink<B>>, cfg: &SinkConfig, metrics: Metrics) -> Self {
         let name = sink.name();
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue_depth.max(1));
         let shared = Arc::new(Shared {
@@ -118,7 +118,7 @@ impl SinkWorker {
 
     /// Queues `batch` without blocking. `Err` gives the batch back when the queue is full
     /// (backpressure: try again later) or the worker thread has died.
-    pub fn try_send(&self, batch: Arc<SinkBatch>) -> Result<(), Arc<SinkBatch>> {
+    pub fn try_send(&self, batch: Arc<B>) -> Result<(), Arc<B>> {
         match &self.tx {
             Some(tx) => tx.try_send(batch).map_err(|e| match e {
                 TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
@@ -157,15 +157,15 @@ impl SinkWorker {
     }
 }
 
-impl Drop for SinkWorker {
+impl<B: Batch> Drop for SinkWorker<B> {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-struct Run {
-    sink: Box<dyn EpochSink>,
-    rx: Receiver<Arc<SinkBatch>>,
+struct Run<B: Batch> {
+    sink: Box<dyn EpochSink<B>>,
+    rx: Receiver<Arc<B>>,
     shared: Arc<Shared>,
     metrics: Metrics,
     label: SinkLabel,
@@ -173,24 +173,10 @@ struct Run {
     max_backoff: Duration,
     max_rows: usize,
     /// A batch taken from the queue that did not fit into the previous merged write.
-    carry: Option<Arc<SinkBatch>>,
+    carry: Option<Arc<B>>,
 }
 
-/// Rows of a batch, for the `sink.max_batch_rows` limit of merged writes.
-fn rows(b: &SinkBatch) -> usize {
-    b.open_types.len()
-        + b.open_campaigns.len()
-        + b.final_types.len()
-        + b.final_campaigns.len()
-        + b.engagement.len()
-        + b.engagement_removed.len()
-        + b.final_engagement.len()
-        + b.top_campaigns.as_ref().map_or(0, Vec::len)
-        + b.similar.len()
-        + b.recommendations.len()
-}
-
-impl Run {
+impl<B: Batch> Run<B> {
     fn run(mut self) {
         let name = self.sink.name();
         while let Some(batch) = self.next_write() {
@@ -209,28 +195,28 @@ impl Run {
             }
             self.shared
                 .acked
-                .fetch_max(batch.epoch.saturating_add(1), Ordering::AcqRel);
+                .fetch_max(batch.epoch().saturating_add(1), Ordering::AcqRel);
         }
         tracing::debug!(sink = name, "sink worker finished");
     }
 
     /// The next batch to write: the oldest waiting one, merged with those queued behind it.
     /// `None` once shut down and drained.
-    fn next_write(&mut self) -> Option<Arc<SinkBatch>> {
+    fn next_write(&mut self) -> Option<Arc<B>> {
         let first = match self.carry.take() {
             Some(b) => b,
             None => self.rx.recv().ok()?,
         };
-        let mut merged: Option<SinkBatch> = None;
-        let mut total = rows(&first);
+        let mut merged: Option<B> = None;
+        let mut total = first.rows();
         while let Ok(next) = self.rx.try_recv() {
-            let n = rows(&next);
+            let n = next.rows();
             if total + n > self.max_rows {
                 self.carry = Some(next);
                 break;
             }
             total += n;
-            merged = Some(merge_batches(merged.as_ref().unwrap_or(&first), &next));
+            merged = Some(merged.as_ref().unwrap_or(&first).merge(&next));
         }
         Some(match merged {
             Some(m) => Arc::new(m),
@@ -239,7 +225,7 @@ impl Run {
     }
 
     /// Writes `batch`, retrying until it succeeds; false if it gave up during shutdown.
-    fn write_with_retries(&mut self, batch: &SinkBatch) -> bool {
+    fn write_with_retries(&mut self, batch: &B) -> bool {
         let name = self.sink.name();
         let mut backoff = self.initial_backoff;
         let mut attempt: u64 = 0;
@@ -257,7 +243,7 @@ impl Run {
                     if attempt > 1 {
                         tracing::info!(
                             sink = name,
-                            epoch = batch.epoch,
+                            epoch = batch.epoch(),
                             attempt,
                             "sink write succeeded after retries"
                         );
@@ -267,16 +253,16 @@ impl Run {
                 Ok(Err(e)) => {
                     let retryable = e.is_retryable();
                     if retryable {
-                        tracing::warn!(sink = name, epoch = batch.epoch, attempt, error = %e, "sink write failed; retrying");
+                        tracing::warn!(sink = name, epoch = batch.epoch(), attempt, error = %e, "sink write failed; retrying");
                     } else {
-                        tracing::error!(sink = name, epoch = batch.epoch, attempt, error = %e, "sink write failed (needs an operator); retrying");
+                        tracing::error!(sink = name, epoch = batch.epoch(), attempt, error = %e, "sink write failed (needs an operator); retrying");
                     }
                     e.to_string()
                 }
                 Err(_) => {
                     tracing::error!(
                         sink = name,
-                        epoch = batch.epoch,
+                        epoch = batch.epoch(),
                         attempt,
                         "sink write panicked; retrying"
                     );
@@ -287,7 +273,7 @@ impl Run {
             if self.shared.is_stopping() {
                 attempts_while_stopping += 1;
                 if attempts_while_stopping > SHUTDOWN_ATTEMPTS {
-                    tracing::error!(sink = name, epoch = batch.epoch, error = %error, "giving up at shutdown");
+                    tracing::error!(sink = name, epoch = batch.epoch(), error = %error, "giving up at shutdown");
                     return false;
                 }
                 // Do not cut the backoff short while stopping: pause() returns at once then.
@@ -389,6 +375,50 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
         }
     }
     out
+}
+
+impl Batch for SinkBatch {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn rows(&self) -> usize {
+        self.open_types.len()
+            + self.open_campaigns.len()
+            + self.final_types.len()
+            + self.final_campaigns.len()
+            + self.engagement.len()
+            + self.engagement_removed.len()
+            + self.final_engagement.len()
+            + self.top_campaigns.as_ref().map_or(0, Vec::len)
+            + self.similar.len()
+            + self.recommendations.len()
+    }
+
+    fn merge(&self, later: &Self) -> Self {
+        merge_batches(self, later)
+    }
+}
+
+impl Batch for DeadLetterBatch {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn rows(&self) -> usize {
+        self.letters.len()
+    }
+
+    /// Letters are records, not keyed values: merging keeps every letter, in order.
+    fn merge(&self, later: &Self) -> Self {
+        let mut letters = Vec::with_capacity(self.letters.len() + later.letters.len());
+        letters.extend_from_slice(&self.letters);
+        letters.extend_from_slice(&later.letters);
+        Self {
+            epoch: self.epoch.max(later.epoch),
+            letters,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -501,7 +531,7 @@ mod tests {
             m.recommendations,
             vec![recs(7, &[1, 2]), recs(8, &[]), recs(9, &[4])]
         );
-        assert_eq!(rows(&m), 3 + 2 + 4 + 2 + 3 + 3);
+        assert_eq!(m.rows(), 3 + 2 + 4 + 2 + 3 + 3);
 
         // A later top list wins, also an empty one.
         let newer = SinkBatch {

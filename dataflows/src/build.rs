@@ -1,0 +1,140 @@
+//! eddy's whole dataflow, composed once from the configuration: the one wiring used by
+//! `eddy run`, `eddy demo` and the benchmarks.
+//!
+//! ```text
+//! events ──┬─► windowed_counts ─► open windows, closed windows
+//!          │
+//! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes, settled scores
+//!                         └─► interactions ─► by user ─┬─► sets ─► similar_users ─┐
+//!                                                      └───────────► recommendations ◄─┘
+//! ```
+
+use crate::engagement::{Engagement, EngagementParams, engagement};
+use crate::interactions::{InteractionParams, interactions};
+use crate::recommendations::recommendations;
+use crate::similarity::{SimilarityParams, sets, similar_users};
+use crate::windowed_counts::{WindowedCounts, windowed_counts};
+use differential_dataflow::VecCollection;
+use eddy_core::{Config, Event, SimilarUsers, UserRecommendations, WindowSpec};
+use eddy_operators::{Emit, Epoch};
+use timely::dataflow::{ProbeHandle, StreamVec};
+
+/// What the dataflow reads.
+pub struct Inputs<'scope> {
+    /// On-time events (insert-only; no event of a window closed by `W(e)` arrives at `e`).
+    pub events: VecCollection<'scope, Epoch, Event, isize>,
+    /// Re-read events of windows already final (after a restart), if the source has any: they
+    /// feed only the sliding-window dataflows, whose panes may still hold them.
+    pub history: Option<VecCollection<'scope, Epoch, Event, isize>>,
+    /// The watermark `W(e)` at epoch `e`, on every worker.
+    pub watermarks: StreamVec<'scope, Epoch, i64>,
+}
+
+/// Similar users and recommendations (the expensive, once-per-pane part).
+pub struct SimilarityOutputs<'scope> {
+    /// Each user's top-K similar users.
+    pub similar: VecCollection<'scope, Epoch, SimilarUsers, isize>,
+    /// Each user's top-N recommendations.
+    pub recommendations: VecCollection<'scope, Epoch, UserRecommendations, isize>,
+}
+
+/// Everything the dataflow computes.
+pub struct Outputs<'scope> {
+    /// Tumbling-window counts: open windows and closed windows.
+    pub counts: WindowedCounts<'scope>,
+    /// Sliding-window campaign engagement.
+    pub engagement: Engagement<'scope>,
+    /// Similarity and recommendations; `None` when `similarity.enabled` is false.
+    pub similarity: Option<SimilarityOutputs<'scope>>,
+}
+
+impl Outputs<'_> {
+    /// Probes every output with `probe`, so it passes an epoch once every output has.
+    pub fn probe_with(&self, probe: &ProbeHandle<Epoch>) {
+        let c = &self.counts;
+        c.types.clone().probe_with(probe);
+        c.campaigns.clone().probe_with(probe);
+        c.closed_types.clone().probe_with(probe);
+        c.closed_campaigns.clone().probe_with(probe);
+        let e = &self.engagement;
+        e.campaigns.clone().probe_with(probe);
+        e.top.clone().probe_with(probe);
+        e.panes.clone().probe_with(probe);
+        e.settled.clone().probe_with(probe);
+        if let Some(s) = &self.similarity {
+            s.similar.clone().probe_with(probe);
+            s.recommendations.clone().probe_with(probe);
+        }
+    }
+}
+
+/// Builds every dataflow of eddy in the current scope, as `cfg` asks.
+///
+/// * windowed counts over `events` (tumbling windows of `pipeline.window_ms`);
+/// * engagement over `events` and `history` (panes of `pipeline.window_ms`, sliding window of
+///   `engagement.sliding_ms`);
+/// * with `similarity.enabled`: the settled interaction sets (emitted once per pane close,
+///   spread over `similarity.close_spread_epochs`), arranged once by user and shared by the
+///   sets, the candidate generation and the recommendations join.
+pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
+    let window = WindowSpec::new(cfg.pipeline.window_ms);
+    let sliding_ms = cfg.engagement.sliding_ms;
+    let Inputs {
+        events,
+        history,
+        watermarks,
+    } = inputs;
+    // Sliding-window state also takes the replayed history of final windows.
+    let sliding_events = match history {
+        Some(history) => events.clone().concat(history),
+        None => events.clone(),
+    };
+    let counts = windowed_counts(events, watermarks.clone(), window);
+    let engagement = engagement(
+        sliding_events.clone(),
+        watermarks.clone(),
+        EngagementParams {
+            pane: window,
+            sliding_ms,
+            weights: cfg.engagement.weights(),
+            top_k: cfg.engagement.top_k,
+        },
+    );
+    let similarity = cfg.similarity.enabled.then(|| {
+        let pairs = interactions(
+            sliding_events,
+            watermarks,
+            InteractionParams {
+                pane: window,
+                sliding_ms,
+                views_are_interest: cfg.similarity.views_are_interest,
+                // Settled sets: similarity and recommendations change at most once per pane,
+                // spread over a few epochs after the close.
+                emit: Emit::OnCloseSpread {
+                    epochs: cfg.similarity.close_spread_epochs,
+                },
+            },
+        );
+        let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
+        let similar = similar_users(
+            sets(by_user.clone()),
+            SimilarityParams::from_config(&cfg.similarity),
+        );
+        let recommendations = recommendations(
+            similar.clone(),
+            by_user,
+            pairs,
+            engagement.settled.clone(),
+            cfg.similarity.recommendations,
+        );
+        SimilarityOutputs {
+            similar,
+            recommendations,
+        }
+    });
+    Outputs {
+        counts,
+        engagement,
+        similarity,
+    }
+}
