@@ -21,7 +21,10 @@ pub use engagement::{
 pub use event::{Event, EventType, ParseError, parse_event};
 pub use memory::MemoryStore;
 pub use metrics::Metrics;
-pub use rows::{CampaignWindowCount, Checkpoint, PartitionCheckpoint, SinkBatch, TypeWindowStats};
+pub use rows::{
+    CampaignWindowCount, Checkpoint, DeadLetter, DeadLetterBatch, PartitionCheckpoint, SinkBatch,
+    TypeWindowStats,
+};
 pub use window::WindowSpec;
 
 /// Milliseconds since the Unix epoch, from the system clock.
