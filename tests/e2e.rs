@@ -3,8 +3,13 @@
 //! dead-letter topic, and a crash/restart in the middle of the stream.
 
 use eddy::pipeline::{Mode, RunOptions, run};
+use eddy_core::api::{
+    CampaignResponse, CountsQuery, CountsResponse, ErrorCode, RecommendationJson,
+    RecommendationsResponse, RowSource, SimilarUsersResponse, Store, TopCampaignsResponse,
+};
 use eddy_core::{Config, EventType, Metrics, TypeWindowStats, WindowSpec};
 use eddy_load_gen::expected::WindowTotals;
+use eddy_testkit::http;
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -283,18 +288,21 @@ fn lambda_state(cfg: &Config) -> eddy_query_server::AppState {
 
 /// Serves `state` on a free loopback port; the server lives as long as the runtime.
 fn serve(state: eddy_query_server::AppState) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(eddy_query_server::serve(listener, state));
-        addr
-    });
-    (runtime, addr)
+    http::serve(eddy_query_server::app(state))
+}
+
+/// `/v1/counts` of `event_type` (and `campaign_id`) over the test's whole time range.
+fn counts(
+    addr: std::net::SocketAddr,
+    event_type: EventType,
+    campaign_id: Option<u64>,
+) -> CountsResponse {
+    let q = CountsQuery {
+        event_type: Some(event_type),
+        campaign_id,
+        ..CountsQuery::new(T0 - 600_000, T0 + 3_600_000)
+    };
+    http::get_query_blocking(addr, "/v1/counts", &q).ok()
 }
 
 /// Asserts ClickHouse holds exactly the final windows, Redis exactly the open ones, and the
@@ -383,74 +391,45 @@ fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
     }
 
     // HTTP: the query server merges both layers into the oracle's series.
-    let state = lambda_state(cfg);
-    let (runtime, addr) = serve(state);
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        for t in EventType::ALL {
-            let url = format!(
-                "http://{addr}/v1/counts?event_type={t}&from={}&to={}",
-                T0 - 600_000,
-                T0 + 3_600_000
-            );
-            let body: serde_json::Value =
-                client.get(&url).send().await.unwrap().json().await.unwrap();
-            assert_eq!(num(&body["boundary_ms"]), wm, "{body}");
-            let series: Vec<(i64, u64, bool, String)> = body["series"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    (
-                        num(&p["window_start_ms"]),
-                        num(&p["count"]) as u64,
-                        p["final"].as_bool().unwrap(),
-                        p["source"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
-            let want: Vec<(i64, u64, bool, String)> = o
-                .types
-                .values()
-                .filter(|r| r.event_type == t)
-                .map(|r| {
-                    let fin = r.window_start_ms + WINDOW <= wm;
-                    (
-                        r.window_start_ms,
-                        r.count,
-                        fin,
-                        if fin { "clickhouse" } else { "redis" }.to_owned(),
-                    )
-                })
-                .collect();
-            assert_eq!(series, want, "HTTP series for {t}");
-        }
-        let url = format!(
-            "http://{addr}/v1/counts?campaign_id=1&event_type=view&from={}&to={}",
-            T0 - 600_000,
-            T0 + 3_600_000
-        );
-        let body: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-        let series: Vec<(i64, u64)> = body["series"]
-            .as_array()
-            .unwrap()
+    let (_runtime, addr) = serve(lambda_state(cfg));
+    for t in EventType::ALL {
+        let body = counts(addr, t, None);
+        assert_eq!(body.boundary_ms, Some(wm), "{body:?}");
+        let series: Vec<(i64, u64, bool, RowSource)> = body
+            .series
             .iter()
-            .map(|p| (num(&p["window_start_ms"]), num(&p["count"]) as u64))
+            .map(|p| (p.window_start_ms, p.count, p.is_final, p.source))
             .collect();
-        let want: Vec<(i64, u64)> = o
-            .campaigns
+        let want: Vec<(i64, u64, bool, RowSource)> = o
+            .types
             .values()
-            .filter(|c| c.campaign_id == 1 && c.event_type == EventType::View)
-            .map(|c| (c.window_start_ms, c.count))
+            .filter(|r| r.event_type == t)
+            .map(|r| {
+                let fin = r.window_start_ms + WINDOW <= wm;
+                let source = if fin {
+                    RowSource::Clickhouse
+                } else {
+                    RowSource::Redis
+                };
+                (r.window_start_ms, r.count, fin, source)
+            })
             .collect();
-        assert_eq!(series, want, "HTTP campaign series");
-        let bad = client
-            .get(format!("http://{addr}/v1/counts?from=5&to=1"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(bad.status(), 400);
-    });
+        assert_eq!(series, want, "HTTP series for {t}");
+    }
+    let series: Vec<(i64, u64)> = counts(addr, EventType::View, Some(1))
+        .series
+        .iter()
+        .map(|p| (p.window_start_ms, p.count))
+        .collect();
+    let want: Vec<(i64, u64)> = o
+        .campaigns
+        .values()
+        .filter(|c| c.campaign_id == 1 && c.event_type == EventType::View)
+        .map(|c| (c.window_start_ms, c.count))
+        .collect();
+    assert_eq!(series, want, "HTTP campaign series");
+    http::get_query_blocking(addr, "/v1/counts", &CountsQuery::new(5, 1))
+        .error(400, ErrorCode::BadRequest);
 }
 
 /// A dead letter: reason, source partition, source offset, payload.
@@ -665,22 +644,21 @@ fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
     }
     let (_rt, addr) = serve(lambda_state(cfg));
     for campaign in 0..6u64 {
-        let (status, c) = get_json(addr, &format!("/v1/campaigns/{campaign}"));
+        let reply = http::get_blocking(addr, &format!("/v1/campaigns/{campaign}"));
         let Some(s) = per_campaign.get(&campaign) else {
-            assert_eq!(status, 404, "campaign {campaign}: {c}");
+            reply.error(404, ErrorCode::NotFound);
             continue;
         };
-        assert_eq!(status, 200, "{c}");
+        let c = reply.ok::<CampaignResponse>().campaign;
         let got = [
-            &c["views"],
-            &c["clicks"],
-            &c["conversions"],
-            &c["revenue_micros"],
-        ]
-        .map(|v| v.as_i64().unwrap());
+            c.views as i64,
+            c.clicks as i64,
+            c.conversions as i64,
+            c.revenue_micros,
+        ];
         assert_eq!(&got, s, "campaign {campaign}");
         let score = weights.score(s[0] as u64, s[1] as u64, s[2] as u64).0;
-        assert_eq!(c["score"].as_f64(), Some(score), "campaign {campaign}");
+        assert_eq!(c.score, score, "campaign {campaign}");
     }
     let k = cfg.similarity.k;
     for (u, su) in &sets {
@@ -695,23 +673,16 @@ fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
             .collect();
         want.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
         want.truncate(k);
-        let (status, s) = get_json(addr, &format!("/v1/users/{u}/similar"));
+        let reply = http::get_blocking(addr, &format!("/v1/users/{u}/similar"));
         if want.is_empty() {
-            assert_eq!(status, 404, "user {u}: {s}");
+            reply.error(404, ErrorCode::NotFound);
             continue;
         }
-        assert_eq!(status, 200, "user {u}: {s}");
-        let got: Vec<(u64, u64, u64)> = s["similar"]
-            .as_array()
-            .unwrap()
+        let got: Vec<(u64, u64, u64)> = reply
+            .ok::<SimilarUsersResponse>()
+            .similar
             .iter()
-            .map(|n| {
-                (
-                    n["user_id"].as_u64().unwrap(),
-                    n["shared"].as_u64().unwrap(),
-                    n["union"].as_u64().unwrap(),
-                )
-            })
+            .map(|n| (n.user_id, n.shared as u64, n.union as u64))
             .collect();
         assert_eq!(got, want, "user {u}");
     }
@@ -913,14 +884,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    rt().block_on(async {
-        let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
-    })
-}
-
 fn interaction(i: usize, user: u64, campaign: u64, t: EventType, ts: i64, amount: &str) -> Msg {
     let json = format!(
         r#"{{"event_id":"k-{i}","ts":{ts},"user_id":{user},"campaign_id":{campaign},"event_type":"{}"{amount}}}"#,
@@ -935,60 +898,40 @@ fn interaction(i: usize, user: u64, campaign: u64, t: EventType, ts: i64, amount
 
 /// Asserts the engagement, similarity and recommendation answers of the known event set of
 /// `engagement_similarity_and_recommendations_over_http`, served from `source`.
-fn assert_known_answers(addr: std::net::SocketAddr, source: &str, wm: i64) {
-    let close = |a: &serde_json::Value, b: f64| {
-        let a = a.as_f64().unwrap();
+fn assert_known_answers(addr: std::net::SocketAddr, source: Store, wm: i64) {
+    let close = |a: f64, b: f64| {
         assert!((a - b).abs() < 1e-9, "{a} != {b}");
     };
-    let (status, c) = get_json(addr, "/v1/campaigns/300");
-    assert_eq!(status, 200, "{c}");
-    assert_eq!(c["source"], source);
-    assert_eq!(c["as_of_ms"], wm);
+    let get = |path: &str| http::get_blocking(addr, path);
+    let c: CampaignResponse = get("/v1/campaigns/300").ok();
+    assert_eq!(c.meta.source, source);
+    assert_eq!(c.meta.as_of_ms, wm);
+    let c = c.campaign;
     assert_eq!(
-        (
-            &c["views"],
-            &c["clicks"],
-            &c["conversions"],
-            &c["revenue_micros"]
-        ),
-        (&2.into(), &2.into(), &1.into(), &12_500_000.into())
+        (c.views, c.clicks, c.conversions, c.revenue_micros),
+        (2, 2, 1, 12_500_000)
     );
-    close(&c["score"], 37.0);
-    close(&c["ctr"], 1.0);
-    close(&c["conversion_rate"], 0.5);
-    let (_, c) = get_json(addr, "/v1/campaigns/100");
-    assert_eq!((&c["views"], &c["clicks"]), (&10.into(), &3.into()));
-    close(&c["score"], 25.0);
-    assert!(c["conversion_rate"].as_f64() == Some(0.0));
+    close(c.score, 37.0);
+    close(c.ctr.unwrap(), 1.0);
+    close(c.conversion_rate.unwrap(), 0.5);
+    let c = get("/v1/campaigns/100").ok::<CampaignResponse>().campaign;
+    assert_eq!((c.views, c.clicks), (10, 3));
+    close(c.score, 25.0);
+    assert_eq!(c.conversion_rate, Some(0.0));
 
-    let (status, top) = get_json(addr, "/v1/campaigns/top?k=3");
-    assert_eq!(status, 200, "{top}");
-    assert_eq!(top["source"], source);
-    let ids: Vec<u64> = top["campaigns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["campaign_id"].as_u64().unwrap())
-        .collect();
+    let top: TopCampaignsResponse = get("/v1/campaigns/top?k=3").ok();
+    assert_eq!(top.meta.source, source);
+    let ids: Vec<u64> = top.campaigns.iter().map(|c| c.campaign_id).collect();
     assert_eq!(ids, vec![300, 100, 200]);
 
     // Sets: u1 {100,200}, u2 {100,200,300}, u3 {100,400}, u4 {300}.
     let similar = |user: u64| {
-        let (status, s) = get_json(addr, &format!("/v1/users/{user}/similar"));
-        assert_eq!(status, 200, "{s}");
-        assert_eq!(s["source"], source);
-        assert_eq!(s["as_of_ms"], wm);
-        s["similar"]
-            .as_array()
-            .unwrap()
+        let s: SimilarUsersResponse = get(&format!("/v1/users/{user}/similar")).ok();
+        assert_eq!(s.meta.source, source);
+        assert_eq!(s.meta.as_of_ms, wm);
+        s.similar
             .iter()
-            .map(|n| {
-                (
-                    n["user_id"].as_u64().unwrap(),
-                    n["shared"].as_u64().unwrap(),
-                    n["union"].as_u64().unwrap(),
-                )
-            })
+            .map(|n| (n.user_id, n.shared, n.union))
             .collect::<Vec<_>>()
     };
     assert_eq!(similar(1), vec![(2, 2, 3), (3, 1, 3)]);
@@ -998,23 +941,17 @@ fn assert_known_answers(addr: std::net::SocketAddr, source: &str, wm: i64) {
 
     // Settled scores (the closed window): 100: 25, 200: 14, 300: 37, 400: 6.
     let recs = |user: u64| {
-        let (status, r) = get_json(addr, &format!("/v1/users/{user}/recommendations"));
-        assert_eq!(status, 200, "{r}");
-        assert_eq!(r["source"], source);
-        r["recommendations"].as_array().unwrap().clone()
+        let r: RecommendationsResponse = get(&format!("/v1/users/{user}/recommendations")).ok();
+        assert_eq!(r.meta.source, source);
+        r.recommendations
     };
-    let check = |items: Vec<serde_json::Value>, want: &[(u64, f64, f64, &[u64])]| {
+    let check = |items: Vec<RecommendationJson>, want: &[(u64, f64, f64, &[u64])]| {
         assert_eq!(items.len(), want.len(), "{items:?}");
         for (item, (campaign, score, campaign_score, because)) in items.iter().zip(want) {
-            assert_eq!(item["campaign_id"].as_u64(), Some(*campaign), "{item}");
-            close(&item["score"], *score);
-            close(&item["campaign_score"], *campaign_score);
-            let by: Vec<u64> = item["because"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| b["user_id"].as_u64().unwrap())
-                .collect();
+            assert_eq!(item.campaign_id, *campaign, "{item:?}");
+            close(item.score, *score);
+            close(item.campaign_score, *campaign_score);
+            let by: Vec<u64> = item.because.iter().map(|b| b.user_id).collect();
             assert_eq!(by, *because);
         }
     };
@@ -1042,14 +979,10 @@ fn assert_known_answers(addr: std::net::SocketAddr, source: &str, wm: i64) {
     );
 
     // Unknown ids are 404, bad parameters 400, both with JSON bodies.
-    let (status, body) = get_json(addr, "/v1/campaigns/12345");
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = get_json(addr, "/v1/users/77/similar");
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = get_json(addr, "/v1/users/1/recommendations?k=0");
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = get_json(addr, "/v1/campaigns/top?k=abc");
-    assert_eq!(status, 400, "{body}");
+    get("/v1/campaigns/12345").error(404, ErrorCode::NotFound);
+    get("/v1/users/77/similar").error(404, ErrorCode::NotFound);
+    get("/v1/users/1/recommendations?k=0").error(400, ErrorCode::BadRequest);
+    get("/v1/campaigns/top?k=abc").error(400, ErrorCode::BadRequest);
 }
 
 #[test]
@@ -1091,15 +1024,14 @@ fn engagement_similarity_and_recommendations_over_http() {
 
     // From Redis (the speed layer).
     let (_rt, addr) = serve(lambda_state(&cfg));
-    assert_known_answers(addr, "redis", wm);
-    let (_, c) = get_json(addr, "/v1/campaigns/999");
-    assert_eq!(c["views"], 1, "the open window counts live: {c}");
+    assert_known_answers(addr, Store::Redis, wm);
+    let c: CampaignResponse = http::get_blocking(addr, "/v1/campaigns/999").ok();
+    assert_eq!(c.campaign.views, 1, "the open window counts live: {c:?}");
 
     // Redis stopped: the same answers from ClickHouse (the batch layer, as of the boundary),
     // where the open window's campaign 999 is not final yet.
     worker.stop();
     redis.stop();
-    assert_known_answers(addr, "clickhouse", wm);
-    let (status, c) = get_json(addr, "/v1/campaigns/999");
-    assert_eq!(status, 404, "{c}");
+    assert_known_answers(addr, Store::Clickhouse, wm);
+    http::get_blocking(addr, "/v1/campaigns/999").error(404, ErrorCode::NotFound);
 }

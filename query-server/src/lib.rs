@@ -6,7 +6,8 @@
 //! and recommendations.
 //!
 //! Build the router with [`app`] from an [`AppState`], and run it with [`serve`] or
-//! [`serve_with_shutdown`]. Storage is behind the [`Backend`] trait, implemented by
+//! [`serve_with_shutdown`]. Every response body and query-parameter type is in
+//! [`eddy_core::api`], so clients deserialize the very types rendered here. Storage is behind the [`Backend`] trait, implemented by
 //! [`MemoryBackend`] and [`LambdaBackend`]. The storage layout read here is the contract in
 //! `docs/storage.md`.
 //!
@@ -14,7 +15,8 @@
 //!
 //! ## `GET /v1/counts`
 //!
-//! Query parameters (any other parameter, or a repeated one, is rejected):
+//! Query parameters ([`eddy_core::api::CountsQuery`]; any other parameter, or a repeated one,
+//! is rejected):
 //!
 //! | name | required | value |
 //! |---|---|---|
@@ -39,7 +41,8 @@
 //!   "window_ms": 60000,
 //!   "watermark_ms": 120000,
 //!   "boundary_ms": 60000,
-//!   "as_of_ms": 1700000000000,
+//!   "as_of_ms": 120000,
+//!   "updated_at_ms": 1700000000000,
 //!   "freshness_ms": 35,
 //!   "degraded": false,
 //!   "layers": {
@@ -56,8 +59,10 @@
 //!
 //! - `watermark_ms`: event-time watermark of the last sink batch (advisory; `null` if unknown,
 //!   e.g. Redis down). `boundary_ms`: batch/speed boundary (watermark of the last checkpoint):
-//!   windows ending at or before it come from the batch layer. `as_of_ms`: wall-clock ms when the
-//!   speed layer was last updated; `freshness_ms = now - as_of_ms`. Each may be `null`.
+//!   windows ending at or before it come from the batch layer. `as_of_ms`: the event-time
+//!   watermark the answer reflects, the later of the two (as in every route). `updated_at_ms`:
+//!   wall-clock ms when the speed layer was last updated; `freshness_ms = now - updated_at_ms`.
+//!   Each may be `null`.
 //! - `layers.*.available`: `true` answered, `false` failed (then `error` says why and
 //!   `degraded` is `true`), `null` not consulted (nothing in the range belongs to that layer).
 //!   `windows`: native windows that layer contributed.
@@ -85,14 +90,16 @@
 //!
 //! `{id}` must be a u64, `k` an integer in range; anything else (or an unknown or repeated
 //! parameter) is a 400. Every answer carries `as_of_ms` (the event-time watermark the values
-//! reflect), `freshness_ms` (as in `/v1/counts`: wall-clock ms since the store was last
-//! updated, `null` if unknown) and `source` (`redis`, `clickhouse` or `memory`). Campaigns
-//! (one, or each of `campaigns` of the top list, best first):
+//! reflect), `updated_at_ms` and `freshness_ms` (as in `/v1/counts`: wall-clock ms of the last
+//! update of the store, and since then; `null` if unknown) and `source` (`redis`, `clickhouse`
+//! or `memory`): [`eddy_core::api::AnswerMeta`]. Campaigns (one, or each of `campaigns` of the
+//! top list, best first):
 //!
 //! ```json
 //! {"campaign_id": 42, "views": 10, "clicks": 2, "conversions": 1, "revenue": 5.5,
 //!  "revenue_micros": 5500000, "ctr": 0.2, "conversion_rate": 0.5, "score": 45.0,
-//!  "as_of_ms": 1700000180000, "freshness_ms": 35, "source": "redis"}
+//!  "as_of_ms": 1700000180000, "updated_at_ms": 1700000185000, "freshness_ms": 35,
+//!  "source": "redis"}
 //! ```
 //!
 //! `ctr` = clicks / views (`null` without views), `conversion_rate` = conversions / clicks
@@ -123,7 +130,10 @@
 //!
 //! ## Errors
 //!
-//! Every error is JSON `{"error": {"code": "...", "message": "..."}}` ([`AppError`]):
+//! Every error is JSON `{"error": {"code": "...", "message": "..."}}` ([`AppError`], rendered
+//! as [`eddy_core::api::ErrorBody`]). A 400's message names the parameter at fault (e.g.
+//! ``invalid query parameter `from`: invalid digit found in string``, ``invalid query: missing
+//! field `to` ``, ``campaign id must be an unsigned integer, got "abc"``). Codes:
 //! `bad_request` (400), `not_found` (404, unknown route, campaign or user),
 //! `method_not_allowed` (405), `unavailable` (503, no store answered), `internal` (500).
 

@@ -227,6 +227,85 @@ mod tests {
         }
     }
 
+    /// `/v1/counts?{qs}` through the extractor and the validation.
+    async fn counts(qs: &str) -> Result<CountsParams, AppError> {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri(format!("/v1/counts?{qs}"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        let Params(q) = Params::<CountsQuery>::from_request_parts(&mut parts, &()).await?;
+        CountsParams::validate(q, &limits())
+    }
+
+    #[tokio::test]
+    async fn counts_query_strings() {
+        let p = counts(
+            "granularity=hour&campaign_id=18446744073709551615&event_type=conversion&to=-1&from=-5",
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.campaign_id, Some(u64::MAX));
+        assert_eq!(p.event_type, Some(EventType::Conversion));
+        assert_eq!(p.granularity, Granularity::Hour);
+        assert_eq!((p.from_ms, p.to_ms), (-5, -1));
+        for qs in [
+            "to=10",
+            "from=0",
+            "from=0&to=1001",
+            "from=10&to=10",
+            "from=1.5&to=10",
+            "from=0&to=1e3",
+            "from=0&to=",
+            "from=-9223372036854775808&to=9223372036854775807",
+            "from=0&to=99999999999999999999",
+            "from=0&to=10&event_type=like",
+            "from=0&to=10&event_type=",
+            "from=0&to=10&campaign_id=-1",
+            "from=0&to=10&campaign_id=x",
+            "from=0&to=10&granularity=day",
+            "from=0&to=10&limit=5",
+            "from=0&to=10&from=1",
+        ] {
+            assert!(
+                matches!(counts(qs).await, Err(AppError::BadRequest(_))),
+                "accepted {qs}"
+            );
+        }
+    }
+
+    /// `k` of a list route through the extractor.
+    async fn k(qs: &str) -> Result<usize, AppError> {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri(format!("/v1/campaigns/top?{qs}"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        let Params(q) = Params::<ListQuery>::from_request_parts(&mut parts, &()).await?;
+        list_len(q, 10, 100)
+    }
+
+    #[tokio::test]
+    async fn k_query_strings() {
+        assert_eq!(k("").await, Ok(10));
+        assert_eq!(k("k=100").await, Ok(100));
+        for qs in [
+            "k=0",
+            "k=101",
+            "k=-1",
+            "k=1.5",
+            "k=",
+            "k=99999999999999999999999",
+            "k=2&k=3",
+            "n=2",
+        ] {
+            assert!(
+                matches!(k(qs).await, Err(AppError::BadRequest(_))),
+                "accepted {qs}"
+            );
+        }
+    }
+
     #[test]
     fn k_defaults_and_bounds() {
         let k = |k| ListQuery { k };

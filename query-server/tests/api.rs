@@ -1,8 +1,12 @@
 //! HTTP-level tests of the query server over a [`MemoryBackend`] (and a scripted backend for
 //! degraded and failing stores).
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use eddy_core::api::{
+    AnswerMeta, BecauseJson, CampaignJson, CampaignResponse, CountsResponse, ErrorCode,
+    Granularity, HealthResponse, HealthStatus, LayerJson, LayersJson, QueryEcho,
+    RecommendationJson, RecommendationsResponse, SeriesPoint, SimilarUserJson,
+    SimilarUsersResponse, TopCampaignsResponse,
+};
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, Checkpoint, EventType, MemoryStore, Metrics, Neighbor,
     Recommendation, Score, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations, Weights,
@@ -13,10 +17,8 @@ use eddy_query_server::{
     MemoryBackend, RowSource, ServerQueryLimits, Sourced, Store, StoreHealth, WindowQuery,
     WindowRow, app,
 };
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use eddy_testkit::http::{self, Reply, as_read};
 use std::sync::{Arc, RwLock};
-use tower::ServiceExt;
 
 /// An hour-aligned epoch ms (2023-11-14T22:00:00Z).
 const H: i64 = 1_699_999_200_000;
@@ -115,108 +117,137 @@ fn memory_state() -> AppState {
     state_with(Arc::new(MemoryBackend::new(store())))
 }
 
-async fn call(state: &AppState, method: &str, uri: &str) -> (StatusCode, Option<String>, String) {
-    let resp = app(state.clone())
-        .oneshot(
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, ct, String::from_utf8(body.to_vec()).unwrap())
+async fn call(state: &AppState, method: &str, uri: &str) -> Reply {
+    http::call(app(state.clone()), method, uri).await
 }
 
-async fn get_json(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let (status, ct, body) = call(state, "GET", uri).await;
-    assert_eq!(ct.as_deref(), Some("application/json"), "{uri}: {body}");
-    (status, serde_json::from_str(&body).unwrap())
+async fn get(state: &AppState, uri: &str) -> Reply {
+    call(state, "GET", uri).await
 }
 
-/// GETs a counts query, checks `as_of_ms` (the later of watermark and boundary) and strips
-/// it with the wall-clock fields.
-async fn counts(state: &AppState, qs: &str) -> Value {
-    let (status, mut v) = get_json(state, &format!("/v1/counts?{qs}")).await;
-    assert_eq!(status, StatusCode::OK, "{v}");
-    let as_of = v["as_of_ms"].as_i64().expect("as_of_ms set");
-    let wm = v["watermark_ms"].as_i64().unwrap();
-    let boundary = v["boundary_ms"].as_i64().unwrap();
-    assert_eq!(as_of, wm.max(boundary), "{v}");
-    let updated = v["updated_at_ms"].as_i64().expect("updated_at_ms set");
-    let fresh = v["freshness_ms"].as_i64().expect("freshness_ms set");
-    assert!(updated > H && (0..60_000).contains(&fresh), "{v}");
-    let o = v.as_object_mut().unwrap();
-    o.remove("as_of_ms");
-    o.remove("updated_at_ms");
-    o.remove("freshness_ms");
-    v
+/// GETs a counts query expecting 200; checks `as_of_ms` (the later of watermark and boundary)
+/// and the wall-clock fields, and clears the latter.
+async fn counts(state: &AppState, qs: &str) -> CountsResponse {
+    let mut r: CountsResponse = get(state, &format!("/v1/counts?{qs}")).await.ok();
+    let (wm, boundary) = (r.watermark_ms.unwrap(), r.boundary_ms.unwrap());
+    assert_eq!(r.as_of_ms, Some(wm.max(boundary)), "{r:?}");
+    let updated = r.updated_at_ms.take().expect("updated_at_ms set");
+    let fresh = r.freshness_ms.take().expect("freshness_ms set");
+    assert!(updated > H && (0..60_000).contains(&fresh), "{r:?}");
+    r
 }
 
 fn point(
     start: i64,
-    t: &str,
+    t: EventType,
     count: u64,
     amounts: Option<(f64, Option<f64>, Option<f64>)>,
     fin: bool,
-    source: &str,
-) -> Value {
-    let (sum, min, max) = match amounts {
-        Some((s, a, b)) => (json!(s), json!(a), json!(b)),
-        None => (Value::Null, Value::Null, Value::Null),
+    source: RowSource,
+) -> SeriesPoint {
+    let (sum_amount, min_amount, max_amount) = match amounts {
+        Some((s, a, b)) => (Some(s), a, b),
+        None => (None, None, None),
     };
-    json!({
-        "window_start_ms": start, "window_end_ms": start + M, "event_type": t,
-        "campaign_id": null, "count": count, "sum_amount": sum, "min_amount": min,
-        "max_amount": max, "final": fin, "source": source,
-    })
+    SeriesPoint {
+        window_start_ms: start,
+        window_end_ms: start + M,
+        event_type: t,
+        campaign_id: None,
+        count,
+        sum_amount,
+        min_amount,
+        max_amount,
+        is_final: fin,
+        source,
+    }
 }
 
-fn layers(batch: usize, speed: usize) -> Value {
-    json!({
-        "batch": {"source": "memory", "available": true, "windows": batch, "error": null},
-        "speed": {"source": "memory", "available": true, "windows": speed, "error": null},
-    })
+fn layer(source: Store, windows: usize) -> LayerJson {
+    LayerJson {
+        source,
+        available: Some(true),
+        windows,
+        error: None,
+    }
+}
+
+fn layers(batch: usize, speed: usize) -> LayersJson {
+    LayersJson {
+        batch: layer(Store::Memory, batch),
+        speed: layer(Store::Memory, speed),
+    }
+}
+
+/// The memory store's answer (watermark H+2m, boundary H+1m) to `query`, with wall-clock
+/// fields cleared as [`counts`] does.
+fn memory_answer(query: QueryEcho, layers: LayersJson, series: Vec<SeriesPoint>) -> CountsResponse {
+    CountsResponse {
+        granularity: query.granularity,
+        query,
+        window_ms: M,
+        watermark_ms: Some(H + 2 * M),
+        boundary_ms: Some(H + M),
+        as_of_ms: Some(H + 2 * M),
+        updated_at_ms: None,
+        freshness_ms: None,
+        degraded: false,
+        layers,
+        series,
+    }
+}
+
+fn echo(event_type: Option<EventType>, campaign_id: Option<u64>, from: i64, to: i64) -> QueryEcho {
+    QueryEcho {
+        event_type,
+        campaign_id,
+        from,
+        to,
+        granularity: Granularity::Minute,
+    }
 }
 
 #[tokio::test]
 async fn per_type_minute_series_marks_batch_and_speed() {
+    use EventType::*;
     let st = memory_state();
     let v = counts(&st, &format!("from={H}&to={}", H + 120 * M)).await;
-    let b = "memory-batch";
-    let s = "memory-speed";
+    let b = RowSource::MemoryBatch;
+    let s = RowSource::MemorySpeed;
     assert_eq!(
         v,
-        json!({
-            "query": {"event_type": null, "campaign_id": null, "from": H, "to": H + 120 * M,
-                      "granularity": "minute"},
-            "granularity": "minute",
-            "window_ms": M,
-            "watermark_ms": H + 2 * M,
-            "boundary_ms": H + M,
-            "degraded": false,
-            "layers": layers(2, 4),
-            "series": [
-                point(H, "view", 10, Some((0.0, None, None)), true, b),
-                point(H + 2 * M, "view", 4, Some((0.0, None, None)), false, s),
-                point(H, "click", 3, Some((1.5, Some(0.25), Some(1.0))), true, b),
-                point(H + M, "click", 2, Some((2.0, Some(0.5), Some(1.5))), true, s),
-                point(H + 2 * M, "click", 1, Some((0.75, Some(0.75), Some(0.75))), false, s),
-                point(H + 60 * M, "conversion", 1, Some((20.0, Some(20.0), Some(20.0))), false, s),
+        as_read(&memory_answer(
+            echo(None, None, H, H + 120 * M),
+            layers(2, 4),
+            vec![
+                point(H, View, 10, Some((0.0, None, None)), true, b),
+                point(H + 2 * M, View, 4, Some((0.0, None, None)), false, s),
+                point(H, Click, 3, Some((1.5, Some(0.25), Some(1.0))), true, b),
+                point(H + M, Click, 2, Some((2.0, Some(0.5), Some(1.5))), true, s),
+                point(
+                    H + 2 * M,
+                    Click,
+                    1,
+                    Some((0.75, Some(0.75), Some(0.75))),
+                    false,
+                    s
+                ),
+                point(
+                    H + 60 * M,
+                    Conversion,
+                    1,
+                    Some((20.0, Some(20.0), Some(20.0))),
+                    false,
+                    s
+                ),
             ],
-        })
+        ))
     );
 }
 
 #[tokio::test]
 async fn event_type_filter_and_range_bounds() {
+    use EventType::*;
     let st = memory_state();
     // `from` inclusive, `to` exclusive, on window starts.
     let v = counts(
@@ -225,18 +256,18 @@ async fn event_type_filter_and_range_bounds() {
     )
     .await;
     assert_eq!(
-        v["series"],
-        json!([point(
+        v.series,
+        vec![point(
             H + M,
-            "click",
+            Click,
             2,
             Some((2.0, Some(0.5), Some(1.5))),
             true,
-            "memory-speed"
-        )])
+            RowSource::MemorySpeed
+        )]
     );
-    assert_eq!(v["query"]["event_type"], "click");
-    assert_eq!(v["layers"], layers(0, 1));
+    assert_eq!(v.query.event_type, Some(Click));
+    assert_eq!(v.layers, layers(0, 1));
 
     let v = counts(
         &st,
@@ -247,18 +278,25 @@ async fn event_type_filter_and_range_bounds() {
     )
     .await;
     assert_eq!(
-        v["series"],
-        json!([
-            point(H, "view", 10, Some((0.0, None, None)), true, "memory-batch"),
+        v.series,
+        vec![
+            point(
+                H,
+                View,
+                10,
+                Some((0.0, None, None)),
+                true,
+                RowSource::MemoryBatch
+            ),
             point(
                 H + 2 * M,
-                "view",
+                View,
                 4,
                 Some((0.0, None, None)),
                 false,
-                "memory-speed"
+                RowSource::MemorySpeed
             ),
-        ])
+        ]
     );
 
     let v = counts(
@@ -266,78 +304,75 @@ async fn event_type_filter_and_range_bounds() {
         &format!("event_type=conversion&from={H}&to={}", H + 60 * M),
     )
     .await;
-    assert_eq!(v["series"], json!([]));
-    assert_eq!(v["layers"], layers(0, 0));
+    assert_eq!(v.series, vec![]);
+    assert_eq!(v.layers, layers(0, 0));
 }
 
 #[tokio::test]
 async fn campaign_series() {
+    use EventType::*;
     let st = memory_state();
     let v = counts(&st, &format!("campaign_id=42&from={H}&to={}", H + 60 * M)).await;
-    let c = |start: i64, t: &str, count: u64, fin: bool, src: &str| {
-        let mut p = point(start, t, count, None, fin, src);
-        p["campaign_id"] = json!(42);
-        p
+    let c = |start: i64, t: EventType, count: u64, fin: bool, src: RowSource| SeriesPoint {
+        campaign_id: Some(42),
+        ..point(start, t, count, None, fin, src)
     };
     assert_eq!(
         v,
-        json!({
-            "query": {"event_type": null, "campaign_id": 42, "from": H, "to": H + 60 * M,
-                      "granularity": "minute"},
-            "granularity": "minute",
-            "window_ms": M,
-            "watermark_ms": H + 2 * M,
-            "boundary_ms": H + M,
-            "degraded": false,
-            "layers": layers(2, 1),
-            "series": [
-                c(H, "view", 7, true, "memory-batch"),
-                c(H, "click", 2, true, "memory-batch"),
-                c(H + 2 * M, "click", 1, false, "memory-speed"),
+        memory_answer(
+            echo(None, Some(42), H, H + 60 * M),
+            layers(2, 1),
+            vec![
+                c(H, View, 7, true, RowSource::MemoryBatch),
+                c(H, Click, 2, true, RowSource::MemoryBatch),
+                c(H + 2 * M, Click, 1, false, RowSource::MemorySpeed),
             ],
-        })
+        )
     );
     let v = counts(
         &st,
         &format!("campaign_id=43&event_type=click&from={H}&to={}", H + M),
     )
     .await;
-    assert_eq!(v["series"].as_array().unwrap().len(), 1);
-    assert_eq!(v["series"][0]["count"], 1);
-    assert_eq!(v["series"][0]["campaign_id"], 43);
+    assert_eq!(v.series.len(), 1);
+    assert_eq!(v.series[0].count, 1);
+    assert_eq!(v.series[0].campaign_id, Some(43));
     let v = counts(&st, &format!("campaign_id=44&from={H}&to={}", H + M)).await;
-    assert_eq!(v["series"], json!([]));
+    assert_eq!(v.series, vec![]);
 }
 
 #[tokio::test]
 async fn hourly_granularity_aggregates_minutes() {
+    use EventType::*;
     let st = memory_state();
     let v = counts(
         &st,
         &format!("granularity=hour&from={H}&to={}", H + 120 * M),
     )
     .await;
-    let hour =
-        |start: i64, t: &str, count: u64, amounts: (f64, Option<f64>, Option<f64>), src: &str| {
-            let mut p = point(start, t, count, Some(amounts), false, src);
-            p["window_end_ms"] = json!(start + 3_600_000);
-            p
-        };
-    assert_eq!(v["granularity"], "hour");
-    assert_eq!(v["query"]["granularity"], "hour");
-    assert_eq!(v["layers"], layers(2, 4));
+    let hour = |start: i64,
+                t: EventType,
+                count: u64,
+                amounts: (f64, Option<f64>, Option<f64>),
+                src: RowSource| SeriesPoint {
+        window_end_ms: start + 3_600_000,
+        ..point(start, t, count, Some(amounts), false, src)
+    };
+    assert_eq!(v.granularity, Granularity::Hour);
+    assert_eq!(v.query.granularity, Granularity::Hour);
+    assert_eq!(v.layers, layers(2, 4));
     assert_eq!(
-        v["series"],
-        json!([
-            hour(H, "view", 14, (0.0, None, None), "mixed"),
+        v.series,
+        as_read(&vec![
+            hour(H, View, 14, (0.0, None, None), RowSource::Mixed),
             // 1.5 + 2.0 + 0.75; min of mins, max of maxes.
-            hour(H, "click", 6, (4.25, Some(0.25), Some(1.5)), "mixed"),
+            hour(H, Click, 6, (4.25, Some(0.25), Some(1.5)), RowSource::Mixed),
             hour(
                 H + 3_600_000,
-                "conversion",
+                Conversion,
                 1,
                 (20.0, Some(20.0), Some(20.0)),
-                "memory-speed"
+                RowSource::MemorySpeed
             ),
         ])
     );
@@ -351,12 +386,12 @@ async fn hourly_granularity_aggregates_minutes() {
     )
     .await;
     assert_eq!(
-        v["series"],
-        json!([{
-            "window_start_ms": H, "window_end_ms": H + 3_600_000, "event_type": "click",
-            "campaign_id": 42, "count": 3, "sum_amount": null, "min_amount": null,
-            "max_amount": null, "final": false, "source": "mixed",
-        }])
+        v.series,
+        vec![SeriesPoint {
+            window_end_ms: H + 3_600_000,
+            campaign_id: Some(42),
+            ..point(H, Click, 3, None, false, RowSource::Mixed)
+        }]
     );
 }
 
@@ -409,44 +444,54 @@ async fn bad_parameters_are_400_json() {
         ),
     ];
     for (qs, needle) in cases {
-        let (status, v) = get_json(&st, &format!("/v1/counts?{qs}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{qs}: {v}");
-        assert_eq!(v["error"]["code"], "bad_request", "{qs}: {v}");
-        let msg = v["error"]["message"].as_str().unwrap();
+        // `error` checks the status, the code and that the body has no other field.
+        let e = get(&st, &format!("/v1/counts?{qs}"))
+            .await
+            .error(400, ErrorCode::BadRequest);
+        let msg = e.error.message;
         assert!(msg.contains(needle), "{qs}: {msg:?} lacks {needle:?}");
-        assert_eq!(v.as_object().unwrap().len(), 1);
-        assert_eq!(v["error"].as_object().unwrap().len(), 2);
     }
 }
 
 #[tokio::test]
 async fn unknown_route_and_method_are_json() {
     let st = memory_state();
-    let (status, v) = get_json(&st, "/v2/nope?x=1").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        v,
-        json!({"error": {"code": "not_found", "message": "no route for GET /v2/nope"}})
-    );
-    let (status, ct, body) = call(&st, "POST", "/v1/counts").await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(ct.as_deref(), Some("application/json"));
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["error"]["code"], "method_not_allowed");
+    let e = get(&st, "/v2/nope?x=1")
+        .await
+        .error(404, ErrorCode::NotFound);
+    assert_eq!(e.error.message, "no route for GET /v2/nope");
+    call(&st, "POST", "/v1/counts")
+        .await
+        .error(405, ErrorCode::MethodNotAllowed);
 }
 
 #[tokio::test]
 async fn healthz_and_metrics() {
     let st = memory_state();
-    let (status, v) = get_json(&st, "/healthz").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(v, json!({"status": "ok", "stores": {"memory": "ok"}}));
-    get_json(&st, "/nope").await;
-    get_json(&st, "/v1/counts?from=1").await;
+    let h: HealthResponse = get(&st, "/healthz").await.ok();
+    assert_eq!(
+        h,
+        HealthResponse {
+            status: HealthStatus::Ok,
+            stores: [(Store::Memory, "ok".to_owned())].into(),
+        }
+    );
+    get(&st, "/nope").await.error(404, ErrorCode::NotFound);
+    get(&st, "/v1/counts?from=1")
+        .await
+        .error(400, ErrorCode::BadRequest);
 
-    let (status, ct, body) = call(&st, "GET", "/metrics").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(ct.unwrap().starts_with("text/plain; version=0.0.4"));
+    let Reply {
+        status,
+        content_type,
+        body,
+    } = get(&st, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     assert!(body.contains("# TYPE eddy_http_requests counter"), "{body}");
     assert!(
         body.contains(r#"eddy_http_requests_total{route="/healthz",status="200"} 1"#),
@@ -549,50 +594,63 @@ async fn degraded_and_unavailable_stores() {
         answer: Ok(answer),
         health: down,
     }));
-    let (status, v) = get_json(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(v["degraded"], true);
-    assert_eq!(
-        (&v["updated_at_ms"], &v["freshness_ms"], &v["watermark_ms"]),
-        (&Value::Null, &Value::Null, &Value::Null)
-    );
-    // The answer reflects the batch layer up to the boundary.
-    assert_eq!(v["as_of_ms"], H + M);
-    assert_eq!(
-        v["layers"],
-        json!({
-            "batch": {"source": "clickhouse", "available": true, "windows": 1, "error": null},
-            "speed": {"source": "redis", "available": false, "windows": 0,
-                      "error": "redis: connection refused"},
-        })
-    );
-    assert_eq!(
-        v["series"],
-        json!([point(
-            H,
-            "conversion",
-            2,
-            Some((3.000001, Some(0.000001), Some(3.0))),
-            true,
-            "clickhouse"
-        )])
-    );
-    let (status, v) = get_json(&st, "/healthz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let v: CountsResponse = get(&st, &format!("/v1/counts?from={H}&to={}", H + M))
+        .await
+        .ok();
     assert_eq!(
         v,
-        json!({"status": "degraded",
-               "stores": {"redis": "down: connection refused", "clickhouse": "ok"}})
+        as_read(&CountsResponse {
+            query: echo(None, None, H, H + M),
+            granularity: Granularity::Minute,
+            window_ms: M,
+            watermark_ms: None,
+            boundary_ms: Some(H + M),
+            // The answer reflects the batch layer up to the boundary.
+            as_of_ms: Some(H + M),
+            updated_at_ms: None,
+            freshness_ms: None,
+            degraded: true,
+            layers: LayersJson {
+                batch: layer(Store::Clickhouse, 1),
+                speed: LayerJson {
+                    source: Store::Redis,
+                    available: Some(false),
+                    windows: 0,
+                    error: Some("redis: connection refused".into()),
+                },
+            },
+            series: vec![point(
+                H,
+                EventType::Conversion,
+                2,
+                Some((3.000001, Some(0.000001), Some(3.0))),
+                true,
+                RowSource::Clickhouse
+            )],
+        })
     );
+    let h: HealthResponse = get(&st, "/healthz").await.json();
+    assert_eq!(
+        h,
+        HealthResponse {
+            status: HealthStatus::Degraded,
+            stores: [
+                (Store::Redis, "down: connection refused".to_owned()),
+                (Store::Clickhouse, "ok".to_owned())
+            ]
+            .into(),
+        }
+    );
+    assert_eq!(get(&st, "/healthz").await.status, 503);
 
     let st = state_with(Arc::new(Scripted {
         answer: Err(BackendError::Unavailable("both down".into())),
         health: vec![],
     }));
-    let (status, v) = get_json(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(v["error"]["code"], "unavailable");
-    assert_eq!(v["error"]["message"], "no store available: both down");
+    let e = get(&st, &format!("/v1/counts?from={H}&to={}", H + M))
+        .await
+        .error(503, ErrorCode::Unavailable);
+    assert_eq!(e.error.message, "no store available: both down");
 }
 
 #[tokio::test]
@@ -717,22 +775,50 @@ fn engagement_state() -> AppState {
     state_with(Arc::new(MemoryBackend::new(Arc::new(RwLock::new(s)))))
 }
 
-/// GETs `uri` expecting 200, checks and strips `updated_at_ms` and `freshness_ms`.
-async fn ok_json(state: &AppState, uri: &str) -> Value {
-    let (status, mut v) = get_json(state, uri).await;
-    assert_eq!(status, StatusCode::OK, "{uri}: {v}");
-    let updated = v["updated_at_ms"].as_i64().expect("updated_at_ms set");
-    let fresh = v["freshness_ms"].as_i64().expect("freshness_ms set");
-    assert!(updated > H && (0..60_000).contains(&fresh), "{v}");
-    v.as_object_mut().unwrap().remove("updated_at_ms");
-    v.as_object_mut().unwrap().remove("freshness_ms");
-    v
+/// Checks the wall-clock fields of an answer's meta (set, fresh) and clears them.
+fn checked(mut meta: AnswerMeta) -> AnswerMeta {
+    let updated = meta.updated_at_ms.take().expect("updated_at_ms set");
+    let fresh = meta.freshness_ms.take().expect("freshness_ms set");
+    assert!(updated > H && (0..60_000).contains(&fresh), "{meta:?}");
+    meta
 }
 
-/// `v` as the tests read it back: serde_json's default float parsing may differ from the exact
-/// value in the last bit, so expected values go through the same text round trip.
-fn as_read(v: Value) -> Value {
-    serde_json::from_str(&v.to_string()).unwrap()
+/// What the memory store's answers carry (wall-clock fields cleared as by [`checked`]).
+fn memory_meta(as_of_ms: i64) -> AnswerMeta {
+    AnswerMeta {
+        as_of_ms,
+        updated_at_ms: None,
+        freshness_ms: None,
+        source: Store::Memory,
+    }
+}
+
+/// GETs one campaign expecting 200, with its meta [`checked`].
+async fn campaign(state: &AppState, uri: &str) -> CampaignResponse {
+    let mut r: CampaignResponse = get(state, uri).await.ok();
+    r.meta = checked(r.meta);
+    r
+}
+
+/// GETs the top list expecting 200, with its meta [`checked`].
+async fn top(state: &AppState, uri: &str) -> TopCampaignsResponse {
+    let mut r: TopCampaignsResponse = get(state, uri).await.ok();
+    r.meta = checked(r.meta);
+    r
+}
+
+/// GETs similar users expecting 200, with the meta [`checked`].
+async fn similar(state: &AppState, uri: &str) -> SimilarUsersResponse {
+    let mut r: SimilarUsersResponse = get(state, uri).await.ok();
+    r.meta = checked(r.meta);
+    r
+}
+
+/// GETs recommendations expecting 200, with the meta [`checked`].
+async fn recommendations(state: &AppState, uri: &str) -> RecommendationsResponse {
+    let mut r: RecommendationsResponse = get(state, uri).await.ok();
+    r.meta = checked(r.meta);
+    r
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -743,42 +829,51 @@ fn campaign_json(
     conversions: u64,
     revenue: f64,
     revenue_micros: i64,
-    ctr: Value,
-    conversion_rate: Value,
+    ctr: Option<f64>,
+    conversion_rate: Option<f64>,
     score: f64,
-) -> Value {
-    as_read(json!({
-        "campaign_id": id, "views": views, "clicks": clicks, "conversions": conversions,
-        "revenue": revenue, "revenue_micros": revenue_micros, "ctr": ctr,
-        "conversion_rate": conversion_rate, "score": score,
-    }))
+) -> CampaignJson {
+    as_read(&CampaignJson {
+        campaign_id: id,
+        views,
+        clicks,
+        conversions,
+        revenue,
+        revenue_micros,
+        ctr,
+        conversion_rate,
+        score,
+    })
 }
 
 #[tokio::test]
 async fn campaign_engagement_from_memory() {
     let st = engagement_state();
-    let mut expected = campaign_json(42, 10, 2, 1, 5.5, 5_500_000, json!(0.2), json!(0.5), 45.0);
-    expected["as_of_ms"] = json!(H + 3 * M);
-    expected["source"] = json!("memory");
-    assert_eq!(ok_json(&st, "/v1/campaigns/42").await, expected);
-    // No clicks: conversion_rate null.
-    let v = ok_json(&st, "/v1/campaigns/43").await;
     assert_eq!(
-        (&v["ctr"], &v["conversion_rate"], &v["score"]),
-        (&json!(0.0), &Value::Null, &json!(4.0))
+        campaign(&st, "/v1/campaigns/42").await,
+        CampaignResponse {
+            campaign: campaign_json(42, 10, 2, 1, 5.5, 5_500_000, Some(0.2), Some(0.5), 45.0),
+            meta: memory_meta(H + 3 * M),
+        }
     );
+    // No clicks: conversion_rate null.
+    let v = campaign(&st, "/v1/campaigns/43").await.campaign;
+    assert_eq!((v.ctr, v.conversion_rate, v.score), (Some(0.0), None, 4.0));
     // No views either: ctr null too. Written by the later batch.
-    let mut expected = campaign_json(47, 0, 0, 0, 2.0, 2_000_000, Value::Null, Value::Null, 0.0);
-    expected["as_of_ms"] = json!(H + 4 * M);
-    expected["source"] = json!("memory");
-    assert_eq!(ok_json(&st, "/v1/campaigns/47").await, expected);
-
-    let (status, v) = get_json(&st, "/v1/campaigns/44").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
-        v,
-        json!({"error": {"code": "not_found",
-                         "message": "campaign 44 has no engagement in the sliding window"}})
+        campaign(&st, "/v1/campaigns/47").await,
+        CampaignResponse {
+            campaign: campaign_json(47, 0, 0, 0, 2.0, 2_000_000, None, None, 0.0),
+            meta: memory_meta(H + 4 * M),
+        }
+    );
+
+    let e = get(&st, "/v1/campaigns/44")
+        .await
+        .error(404, ErrorCode::NotFound);
+    assert_eq!(
+        e.error.message,
+        "campaign 44 has no engagement in the sliding window"
     );
     for (uri, needle) in [
         (
@@ -790,10 +885,8 @@ async fn campaign_engagement_from_memory() {
         ("/v1/campaigns/4.2", "campaign id"),
         ("/v1/campaigns/42?k=1", "unknown field `k`"),
     ] {
-        let (status, v) = get_json(&st, uri).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {v}");
-        assert_eq!(v["error"]["code"], "bad_request");
-        let msg = v["error"]["message"].as_str().unwrap();
+        let e = get(&st, uri).await.error(400, ErrorCode::BadRequest);
+        let msg = e.error.message;
         assert!(msg.contains(needle), "{uri}: {msg:?} lacks {needle:?}");
     }
 }
@@ -801,126 +894,159 @@ async fn campaign_engagement_from_memory() {
 #[tokio::test]
 async fn top_campaigns_from_memory() {
     let st = engagement_state();
-    let c42 = campaign_json(42, 10, 2, 1, 5.5, 5_500_000, json!(0.2), json!(0.5), 45.0);
-    let c45 = campaign_json(45, 3, 1, 0, 0.0, 0, json!(1.0 / 3.0), json!(0.0), 8.0);
-    let c43 = campaign_json(43, 4, 0, 0, 0.0, 0, json!(0.0), Value::Null, 4.0);
+    let c42 = campaign_json(42, 10, 2, 1, 5.5, 5_500_000, Some(0.2), Some(0.5), 45.0);
+    let c45 = campaign_json(45, 3, 1, 0, 0.0, 0, Some(1.0 / 3.0), Some(0.0), 8.0);
+    let c43 = campaign_json(43, 4, 0, 0, 0.0, 0, Some(0.0), None, 4.0);
     // Default k = 10, capped at engagement.top_k (5): the whole list.
     assert_eq!(
-        ok_json(&st, "/v1/campaigns/top").await,
-        json!({"k": 5, "as_of_ms": H + 4 * M, "source": "memory",
-               "campaigns": [c42.clone(), c45.clone(), c43]})
+        top(&st, "/v1/campaigns/top").await,
+        TopCampaignsResponse {
+            k: 5,
+            meta: memory_meta(H + 4 * M),
+            campaigns: vec![c42.clone(), c45.clone(), c43],
+        }
     );
     assert_eq!(
-        ok_json(&st, "/v1/campaigns/top?k=2").await,
-        json!({"k": 2, "as_of_ms": H + 4 * M, "source": "memory", "campaigns": [c42, c45]})
+        top(&st, "/v1/campaigns/top?k=2").await,
+        TopCampaignsResponse {
+            k: 2,
+            meta: memory_meta(H + 4 * M),
+            campaigns: vec![c42, c45],
+        }
     );
     for qs in [
         "k=0", "k=6", "k=-1", "k=two", "k=", "k=1&k=2", "limit=3", "k=2&x=1",
     ] {
-        let (status, v) = get_json(&st, &format!("/v1/campaigns/top?{qs}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{qs}: {v}");
-        assert_eq!(v["error"]["code"], "bad_request", "{qs}");
+        get(&st, &format!("/v1/campaigns/top?{qs}"))
+            .await
+            .error(400, ErrorCode::BadRequest);
     }
     // No top list yet: 404.
-    let (status, v) = get_json(&memory_state(), "/v1/campaigns/top").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
-    assert_eq!(v["error"]["message"], "no top list of campaigns yet");
+    let e = get(&memory_state(), "/v1/campaigns/top")
+        .await
+        .error(404, ErrorCode::NotFound);
+    assert_eq!(e.error.message, "no top list of campaigns yet");
 }
 
 #[tokio::test]
 async fn similar_users_and_recommendations_from_memory() {
     let st = engagement_state();
     let sim = |user_id: u64, shared: u32, union: u32| {
-        as_read(
-            json!({"user_id": user_id, "jaccard": shared as f64 / union as f64,
-               "shared": shared, "union": union}),
-        )
+        as_read(&SimilarUserJson {
+            user_id,
+            jaccard: shared as f64 / union as f64,
+            shared,
+            union,
+        })
     };
     // Default k = similarity.k (3).
     assert_eq!(
-        ok_json(&st, "/v1/users/7/similar").await,
-        json!({"user_id": 7, "k": 3, "as_of_ms": H + 3 * M, "source": "memory",
-               "similar": [sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)]})
+        similar(&st, "/v1/users/7/similar").await,
+        SimilarUsersResponse {
+            user_id: 7,
+            k: 3,
+            meta: memory_meta(H + 3 * M),
+            similar: vec![sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)],
+        }
     );
     assert_eq!(
-        ok_json(&st, "/v1/users/8/similar?k=1").await["similar"],
-        json!([sim(7, 2, 3)])
+        similar(&st, "/v1/users/8/similar?k=1").await.similar,
+        vec![sim(7, 2, 3)]
     );
     assert_eq!(
-        ok_json(&st, "/v1/users/7/similar?k=1").await["similar"],
-        json!([sim(8, 2, 3)])
+        similar(&st, "/v1/users/7/similar?k=1").await.similar,
+        vec![sim(8, 2, 3)]
     );
 
     // Default k = similarity.recommendations (2).
+    let because = |user_id: u64, jaccard: f64| BecauseJson { user_id, jaccard };
     assert_eq!(
-        ok_json(&st, "/v1/users/7/recommendations").await,
-        json!({"user_id": 7, "k": 2, "as_of_ms": H + 3 * M, "source": "memory",
-        "recommendations": [
-            {"campaign_id": 45, "score": 6.0, "campaign_score": 8.0,
-             "because": [{"user_id": 8, "jaccard": 0.5}, {"user_id": 9, "jaccard": 0.25}]},
-            {"campaign_id": 43, "score": 2.0, "campaign_score": 4.0,
-             "because": [{"user_id": 8, "jaccard": 0.5}]},
-        ]})
+        recommendations(&st, "/v1/users/7/recommendations").await,
+        RecommendationsResponse {
+            user_id: 7,
+            k: 2,
+            meta: memory_meta(H + 3 * M),
+            recommendations: vec![
+                RecommendationJson {
+                    campaign_id: 45,
+                    score: 6.0,
+                    campaign_score: 8.0,
+                    because: vec![because(8, 0.5), because(9, 0.25)],
+                },
+                RecommendationJson {
+                    campaign_id: 43,
+                    score: 2.0,
+                    campaign_score: 4.0,
+                    because: vec![because(8, 0.5)],
+                },
+            ],
+        }
     );
     assert_eq!(
-        ok_json(&st, "/v1/users/7/recommendations?k=1").await["recommendations"]
-            .as_array()
-            .unwrap()
+        recommendations(&st, "/v1/users/7/recommendations?k=1")
+            .await
+            .recommendations
             .len(),
         1
     );
 
-    for (uri, status, needle) in [
+    for (uri, status, code, needle) in [
         (
             "/v1/users/9/similar",
-            StatusCode::NOT_FOUND,
+            404,
+            ErrorCode::NotFound,
             "user 9 has no similar users",
         ),
         (
             "/v1/users/8/recommendations",
-            StatusCode::NOT_FOUND,
+            404,
+            ErrorCode::NotFound,
             "user 8 has no recommendations",
         ),
         (
             "/v1/users/x/similar",
-            StatusCode::BAD_REQUEST,
+            400,
+            ErrorCode::BadRequest,
             "user id must be an unsigned integer",
         ),
         (
             "/v1/users/-7/recommendations",
-            StatusCode::BAD_REQUEST,
+            400,
+            ErrorCode::BadRequest,
             "user id",
         ),
         (
             "/v1/users/7/similar?k=4",
-            StatusCode::BAD_REQUEST,
+            400,
+            ErrorCode::BadRequest,
             "from 1 to 3",
         ),
         (
             "/v1/users/7/similar?k=0",
-            StatusCode::BAD_REQUEST,
+            400,
+            ErrorCode::BadRequest,
             "from 1 to 3",
         ),
         (
             "/v1/users/7/recommendations?k=3",
-            StatusCode::BAD_REQUEST,
+            400,
+            ErrorCode::BadRequest,
             "from 1 to 2",
         ),
         (
             "/v1/users/7/recommendations?n=1",
-            StatusCode::BAD_REQUEST,
+            400,
+            ErrorCode::BadRequest,
             "unknown field `n`",
         ),
-        ("/v1/users/7", StatusCode::NOT_FOUND, "no route"),
+        ("/v1/users/7", 404, ErrorCode::NotFound, "no route"),
     ] {
-        let (s, v) = get_json(&st, uri).await;
-        assert_eq!(s, status, "{uri}: {v}");
-        let msg = v["error"]["message"].as_str().unwrap();
+        let msg = get(&st, uri).await.error(status, code).error.message;
         assert!(msg.contains(needle), "{uri}: {msg:?} lacks {needle:?}");
     }
 
     // Counted per route template.
-    let (_, _, body) = call(&st, "GET", "/metrics").await;
+    let body = get(&st, "/metrics").await.body;
     assert!(
         body.contains(r#"eddy_http_requests_total{route="/v1/users/{id}/similar",status="200"} 3"#),
         "{body}"
@@ -956,14 +1082,8 @@ async fn engagement_routes_report_unavailable_and_missing() {
         "/v1/users/1/similar",
         "/v1/users/1/recommendations",
     ] {
-        let (status, v) = get_json(&down, uri).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {v}");
-        assert_eq!(
-            v,
-            json!({"error": {"code": "unavailable", "message": "no store available: both down"}})
-        );
-        let (status, v) = get_json(&empty, uri).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {v}");
-        assert_eq!(v["error"]["code"], "not_found");
+        let e = get(&down, uri).await.error(503, ErrorCode::Unavailable);
+        assert_eq!(e.error.message, "no store available: both down", "{uri}");
+        get(&empty, uri).await.error(404, ErrorCode::NotFound);
     }
 }

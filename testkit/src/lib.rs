@@ -1,5 +1,7 @@
 //! Test support shared by eddy's integration tests.
 
+pub mod http;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 
