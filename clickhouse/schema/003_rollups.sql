@@ -25,7 +25,8 @@
 --     GROUP BY hour_start_ms, event_type, ws)
 --   GROUP BY hour_start_ms, event_type
 --   ORDER BY event_type, hour_start_ms
--- (eddy_sinks::TYPE_HOURLY_QUERY / CAMPAIGN_HOURLY_QUERY hold these with client-side binds.)
+-- (eddy_storage::TYPE_HOURLY_QUERY / CAMPAIGN_HOURLY_QUERY hold these with client-side binds;
+-- the query server reads whole finalized hours with them for granularity=hour.)
 
 CREATE TABLE IF NOT EXISTS {database}.type_windows_hourly
 (

@@ -5,9 +5,11 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use eddy_core::EventType::{Click, View};
 use eddy_core::Metrics;
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
 use eddy_query_server::{AppState, LambdaBackend, ServerQueryLimits, app};
+use eddy_storage::keys;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -82,30 +84,49 @@ fn cfgs(redis_url: &str, ch_url: &str) -> (RedisConfig, ClickHouseConfig) {
     )
 }
 
+/// A client for the test's ClickHouse server (no database set).
+fn ch_server() -> clickhouse::Client {
+    eddy_storage::clickhouse_server(&ClickHouseConfig {
+        url: env("EDDY_TEST_CLICKHOUSE_URL"),
+        ..Default::default()
+    })
+}
+
+/// An async connection to the test's Redis.
+async fn redis_async() -> redis::aio::MultiplexedConnection {
+    let cfg = RedisConfig {
+        url: env("EDDY_TEST_REDIS_URL"),
+        ..Default::default()
+    };
+    eddy_storage::redis_client(&cfg)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Drops and re-creates database `cfg.database` with the schema of `clickhouse/schema`.
+async fn fresh_database(cfg: &ClickHouseConfig) {
+    ch_server()
+        .query(&format!("DROP DATABASE IF EXISTS {}", cfg.database))
+        .execute()
+        .await
+        .unwrap();
+    let applied = eddy_storage::apply_schema(cfg, &eddy_storage::embedded_schema())
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), eddy_storage::EMBEDDED_SCHEMA.len());
+}
+
 async fn setup() {
     let (db, p) = names();
-    let ch = clickhouse::Client::default()
-        .with_url(env("EDDY_TEST_CLICKHOUSE_URL"))
-        .with_validation(false);
+    let (_, ch_cfg) = cfgs(
+        &env("EDDY_TEST_REDIS_URL"),
+        &env("EDDY_TEST_CLICKHOUSE_URL"),
+    );
+    fresh_database(&ch_cfg).await;
+    let ch = ch_server();
     for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-        format!(
-            "CREATE TABLE {db}.type_windows (window_start_ms Int64, event_type String, \
-             count UInt64, sum_micros Int64, min_micros Nullable(Int64), \
-             max_micros Nullable(Int64), version UInt64) ENGINE = ReplacingMergeTree(version) \
-             ORDER BY (event_type, window_start_ms)"
-        ),
-        format!(
-            "CREATE TABLE {db}.campaign_windows (window_start_ms Int64, campaign_id UInt64, \
-             event_type String, count UInt64, version UInt64) \
-             ENGINE = ReplacingMergeTree(version) ORDER BY (campaign_id, event_type, window_start_ms)"
-        ),
-        format!(
-            "CREATE TABLE {db}.source_checkpoints (topic String, partition Int32, \
-             resume_offset Int64, high_offset Int64, watermark_ms Int64, epoch UInt64, \
-             version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY (topic, version, partition)"
-        ),
         // An older version of (H, click) that FINAL must hide, in its own part.
         format!("INSERT INTO {db}.type_windows VALUES ({H}, 'click', 99, 0, NULL, NULL, 0)"),
         format!(
@@ -130,16 +151,15 @@ async fn setup() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
-    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let mut r = redis_async().await;
     let now = eddy_core::now_ms();
     let mut pipe = redis::pipe();
-    pipe.cmd("SET").arg(format!("{p}:boundary")).arg(H + M);
-    pipe.cmd("SET").arg(format!("{p}:watermark")).arg(H + 3 * M);
-    pipe.cmd("SET").arg(format!("{p}:as_of")).arg(now);
+    pipe.cmd("SET").arg(keys::boundary(&p)).arg(H + M);
+    pipe.cmd("SET").arg(keys::watermark(&p)).arg(H + 3 * M);
+    pipe.cmd("SET").arg(keys::as_of(&p)).arg(now);
     for (t, start, fields) in [
         (
-            "click",
+            Click,
             H,
             vec![
                 ("count", "3"),
@@ -150,7 +170,7 @@ async fn setup() {
             ],
         ),
         (
-            "click",
+            Click,
             H + M,
             vec![
                 ("count", "2"),
@@ -161,7 +181,7 @@ async fn setup() {
             ],
         ),
         (
-            "click",
+            Click,
             H + 2 * M,
             vec![
                 ("count", "1"),
@@ -172,17 +192,17 @@ async fn setup() {
             ],
         ),
         (
-            "view",
+            View,
             H + 2 * M,
             vec![("count", "4"), ("sum", "0"), ("final", "0")],
         ),
     ] {
         pipe.cmd("ZADD")
-            .arg(format!("{p}:tw:{t}"))
+            .arg(keys::type_windows(&p, t))
             .arg(start)
             .arg(start);
         let mut c = redis::cmd("HSET");
-        c.arg(format!("{p}:tw:{t}:{start}"));
+        c.arg(keys::type_window(&p, t, start));
         for (k, v) in fields {
             c.arg(k).arg(v);
         }
@@ -191,15 +211,15 @@ async fn setup() {
     }
     // Index entry whose hash expired: skipped.
     pipe.cmd("ZADD")
-        .arg(format!("{p}:tw:click"))
+        .arg(keys::type_windows(&p, Click))
         .arg(H + 5 * M)
         .arg(H + 5 * M);
     pipe.cmd("ZADD")
-        .arg(format!("{p}:cw:42:click"))
+        .arg(keys::campaign_windows(&p, 42, Click))
         .arg(H + 2 * M)
         .arg(H + 2 * M);
     pipe.cmd("HSET")
-        .arg(format!("{p}:cw:42:click:{}", H + 2 * M))
+        .arg(keys::campaign_window(&p, 42, Click, H + 2 * M))
         .arg("count")
         .arg(1)
         .arg("final")
@@ -209,15 +229,17 @@ async fn setup() {
 
 async fn teardown() {
     let (db, p) = names();
-    let ch = clickhouse::Client::default()
-        .with_url(env("EDDY_TEST_CLICKHOUSE_URL"))
-        .with_validation(false);
-    ch.query(&format!("DROP DATABASE IF EXISTS {db}"))
+    drop_all(&db, &p).await;
+}
+
+/// Drops database `db` and deletes every Redis key under prefix `p`.
+async fn drop_all(db: &str, p: &str) {
+    ch_server()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
         .execute()
         .await
         .unwrap();
-    let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
-    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let mut r = redis_async().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{p}:*"))
         .query_async(&mut r)
@@ -307,6 +329,7 @@ async fn lambda_backend_against_real_stores() {
         (Some(H + M), Some(H + 3 * M))
     );
     assert!(v["freshness_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(v["as_of_ms"].as_i64(), Some(H + 3 * M));
     assert_eq!(v["degraded"], false);
     assert_eq!(
         v["layers"],
@@ -364,10 +387,11 @@ async fn lambda_backend_against_real_stores() {
         (
             v["boundary_ms"].as_i64(),
             &v["watermark_ms"],
-            &v["as_of_ms"]
+            &v["updated_at_ms"]
         ),
         (Some(H + 2 * M), &Value::Null, &Value::Null)
     );
+    assert_eq!(v["as_of_ms"].as_i64(), Some(H + 2 * M));
     assert_eq!(v["degraded"], true);
     assert_eq!(v["layers"]["speed"]["available"], false);
     assert!(
@@ -562,37 +586,16 @@ mod engagement {
     }
 
     async fn redis_del(keys: &[String]) {
-        let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
-        let mut r = client.get_multiplexed_async_connection().await.unwrap();
         let _: () = redis::cmd("DEL")
             .arg(keys)
-            .query_async(&mut r)
+            .query_async(&mut redis_async().await)
             .await
             .unwrap();
-    }
-
-    async fn redis_keys(prefix: &str) -> Vec<String> {
-        let client = redis::Client::open(env("EDDY_TEST_REDIS_URL")).unwrap();
-        let mut r = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut r)
-            .await
-            .unwrap()
     }
 
     async fn clean() {
         let (db, p) = names();
-        clickhouse::Client::default()
-            .with_url(env("EDDY_TEST_CLICKHOUSE_URL"))
-            .query(&format!("DROP DATABASE IF EXISTS {db}"))
-            .execute()
-            .await
-            .unwrap();
-        let keys = redis_keys(&p).await;
-        if !keys.is_empty() {
-            redis_del(&keys).await;
-        }
+        drop_all(&db, &p).await;
     }
 
     fn eng(id: u64, views: u64, clicks: u64, conversions: u64, revenue: i64) -> CampaignEngagement {
@@ -669,6 +672,8 @@ mod engagement {
         } else {
             assert_eq!(v["freshness_ms"], Value::Null, "{uri}: {v}");
         }
+        assert_eq!(v["updated_at_ms"].is_null(), !fresh, "{uri}: {v}");
+        v.as_object_mut().unwrap().remove("updated_at_ms");
         v.as_object_mut().unwrap().remove("freshness_ms");
         v
     }
@@ -728,10 +733,7 @@ mod engagement {
         clean().await;
         let cfg = cfgs(&redis_url, &ch_url);
         let p = cfg.0.prefix.clone();
-        let applied =
-            eddy_sinks::apply_schema(&cfg.1, &eddy_testkit::repo().join("clickhouse/schema"))
-                .unwrap();
-        assert!(applied.contains(&"005_engagement.sql".to_owned()));
+        fresh_database(&cfg.1).await;
 
         // Epoch 1, watermark H+2m: panes H and H+1m final; the live engagement also holds
         // the open pane (campaign 42 has one more view there).
@@ -837,13 +839,13 @@ mod engagement {
 
         // 2. Redis misses: ClickHouse answers, at Redis's boundary H+2m (panes H and H+1m).
         redis_del(&[
-            format!("{p}:campaign:42"),
-            format!("{p}:campaign:43"),
-            format!("{p}:campaign:45"),
-            format!("{p}:campaigns:top"),
-            format!("{p}:campaigns:top:as_of"),
-            format!("{p}:user:7:similar"),
-            format!("{p}:user:7:recs"),
+            keys::campaign(&p, 42),
+            keys::campaign(&p, 43),
+            keys::campaign(&p, 45),
+            keys::top_campaigns(&p),
+            keys::top_campaigns_as_of(&p),
+            keys::user_similar(&p, 7),
+            keys::user_recs(&p, 7),
         ])
         .await;
         let c42 = campaign(42, 12, 3, 1, 6_000_000, 52.0);
@@ -881,7 +883,7 @@ mod engagement {
             (StatusCode::NOT_FOUND, "not_found".into())
         );
         // Without a boundary in Redis: the latest checkpoint's (H+3m: panes H+1m and H+2m).
-        redis_del(&[format!("{p}:boundary")]).await;
+        redis_del(&[keys::boundary(&p)]).await;
         let d42 = campaign(42, 3, 1, 0, 500_000, 8.0);
         assert_eq!(
             get_ok(&st, "/v1/campaigns/42", true).await,
@@ -953,5 +955,315 @@ mod engagement {
             );
         }
         clean().await;
+    }
+}
+
+// ---- granularity=hour: whole finalized hours from the hourly rollups, exact at the edges ----
+
+mod hourly {
+    use super::*;
+    use eddy_core::event::micros_to_amount;
+    use eddy_core::{
+        CampaignWindowCount, Checkpoint, EventType, PartitionCheckpoint, SinkBatch, TypeWindowStats,
+    };
+    use eddy_sinks::{
+        CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
+    };
+    use std::collections::BTreeMap;
+
+    const HOUR: i64 = 3_600_000;
+    /// Minute windows from `FIRST` to `LAST`; those ending at or before the watermark `W` are
+    /// final (and in ClickHouse); the batch/speed boundary `B` cuts the hour at `H + 2h`.
+    const FIRST: i64 = H - 30 * M;
+    const LAST: i64 = H + 2 * HOUR + 40 * M;
+    const W: i64 = H + 2 * HOUR + 30 * M;
+    const B: i64 = H + 2 * HOUR + 20 * M;
+
+    fn names() -> (String, String) {
+        let id = std::process::id();
+        (format!("eddy_qsh_{id}"), format!("qsh{id}"))
+    }
+
+    fn state(redis_url: &str) -> AppState {
+        let (db, prefix) = names();
+        let r = RedisConfig {
+            url: redis_url.into(),
+            prefix,
+            window_ttl_secs: 7200,
+        };
+        let c = ClickHouseConfig {
+            url: env("EDDY_TEST_CLICKHOUSE_URL"),
+            database: db,
+            ..Default::default()
+        };
+        let backend = LambdaBackend::new(&r, &c)
+            .unwrap()
+            .with_timeout(Duration::from_secs(2));
+        AppState::new(
+            Arc::new(backend),
+            Metrics::new(),
+            ServerQueryLimits {
+                max_range_ms: 24 * 3_600_000,
+                window_ms: M,
+                ..ServerQueryLimits::default()
+            },
+        )
+    }
+
+    /// Every window written: varied counts and amounts, some minutes without a type.
+    fn windows() -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
+        let (mut types, mut campaigns) = (Vec::new(), Vec::new());
+        for (i, start) in (FIRST..=LAST).step_by(M as usize).enumerate() {
+            for (k, t) in EventType::ALL.into_iter().enumerate() {
+                let (i, k) = (i as u64, k as u64);
+                if (i + k) % 7 == 3 {
+                    continue;
+                }
+                let count = 1 + (i * 7 + k * 13) % 11;
+                let amounts = (t != View).then(|| {
+                    let min = 250_000 * (1 + ((i + k) % 5) as i64);
+                    let max = min + 1_000_000 * (i % 3) as i64;
+                    (min + max + 10_000 * count as i64, min, max)
+                });
+                types.push(TypeWindowStats {
+                    window_start_ms: start,
+                    event_type: t,
+                    count,
+                    sum_micros: amounts.map_or(0, |a| a.0),
+                    min_micros: amounts.map(|a| a.1),
+                    max_micros: amounts.map(|a| a.2),
+                });
+                campaigns.push(CampaignWindowCount {
+                    window_start_ms: start,
+                    campaign_id: 42,
+                    event_type: t,
+                    count: count + 1,
+                });
+            }
+        }
+        (types, campaigns)
+    }
+
+    /// The expected hourly series: the windows starting in `[from, to)` for which `keep`
+    /// holds, summed per event type and hour, with the sources per hour.
+    fn expected(
+        types: &[TypeWindowStats],
+        from: i64,
+        to: i64,
+        keep: impl Fn(i64) -> bool,
+        horizon: i64,
+        source: impl Fn(i64) -> &'static str,
+    ) -> Value {
+        // Per (type, hour): count, sum, min, max, all final.
+        type Hour = (u64, i64, Option<i64>, Option<i64>, bool);
+        let mut hours: BTreeMap<(EventType, i64), Hour> = BTreeMap::new();
+        for r in types
+            .iter()
+            .filter(|r| (from..to).contains(&r.window_start_ms) && keep(r.window_start_ms))
+        {
+            let hour = r.window_start_ms.div_euclid(HOUR) * HOUR;
+            let e = hours
+                .entry((r.event_type, hour))
+                .or_insert((0, 0, None, None, true));
+            e.0 += r.count;
+            e.1 += r.sum_micros;
+            e.2 = match (e.2, r.min_micros) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            e.3 = e.3.max(r.max_micros);
+            e.4 &= r.window_start_ms + M <= W;
+        }
+        let points: Vec<Value> = hours
+            .into_iter()
+            .map(|((t, hour), (count, sum, min, max, fin))| {
+                let amount = |v: Option<i64>| v.map(micros_to_amount);
+                json!({
+                    "window_start_ms": hour, "window_end_ms": hour + HOUR, "event_type": t,
+                    "campaign_id": null, "count": count,
+                    "sum_amount": micros_to_amount(sum),
+                    "min_amount": amount(min), "max_amount": amount(max),
+                    "final": fin && hour + HOUR <= horizon, "source": source(hour),
+                })
+            })
+            .collect();
+        serde_json::from_str(&Value::Array(points).to_string()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hourly_counts_read_rollups_and_stay_exact() {
+        let redis_url = env("EDDY_TEST_REDIS_URL");
+        let (db, p) = names();
+        drop_all(&db, &p).await;
+        let st = state(&redis_url);
+        let ch_cfg = ClickHouseConfig {
+            url: env("EDDY_TEST_CLICKHOUSE_URL"),
+            database: db.clone(),
+            ..Default::default()
+        };
+        fresh_database(&ch_cfg).await;
+        let redis_cfg = RedisConfig {
+            url: redis_url.clone(),
+            prefix: p.clone(),
+            window_ttl_secs: 7200,
+        };
+
+        // The windows as the pipeline writes them: final ones to both stores (twice: a
+        // replay), open ones to Redis; then one final minute rewritten (a replay with new
+        // values: the latest version counts, in the rollups too).
+        let (mut types, campaigns) = windows();
+        let is_final = |start: i64| start + M <= W;
+        let batch = |epoch, types: &[TypeWindowStats], campaigns: &[CampaignWindowCount]| {
+            let (ft, ot): (Vec<_>, Vec<_>) = types
+                .iter()
+                .cloned()
+                .partition(|r| is_final(r.window_start_ms));
+            let (fc, oc): (Vec<_>, Vec<_>) = campaigns
+                .iter()
+                .cloned()
+                .partition(|r| is_final(r.window_start_ms));
+            SinkBatch {
+                epoch,
+                watermark_ms: W,
+                window_size_ms: M,
+                final_types: ft,
+                open_types: ot,
+                final_campaigns: fc,
+                open_campaigns: oc,
+                ..SinkBatch::default()
+            }
+        };
+        let mut redis_sink = RedisSink::connect(&redis_cfg).unwrap();
+        let mut ch_sink = ClickHouseSink::connect(&ch_cfg).unwrap();
+        let b1 = batch(1, &types, &campaigns);
+        for _ in 0..2 {
+            redis_sink.write(&b1).unwrap();
+            ch_sink.write(&b1).unwrap();
+        }
+        let rewritten = types
+            .iter_mut()
+            .find(|r| r.window_start_ms == H + 10 * M && r.event_type == Click)
+            .unwrap();
+        rewritten.count += 100;
+        rewritten.max_micros = Some(99_000_000);
+        rewritten.sum_micros += 99_000_000;
+        let b2 = batch(2, std::slice::from_ref(rewritten), &[]);
+        redis_sink.write(&b2).unwrap();
+        ch_sink.write(&b2).unwrap();
+        redis_sink.write_boundary(B).unwrap();
+        ClickHouseCheckpoints::connect(&ch_cfg)
+            .unwrap()
+            .save(&Checkpoint {
+                topic: "events".into(),
+                epoch: 2,
+                watermark_ms: B,
+                partitions: vec![PartitionCheckpoint {
+                    partition: 0,
+                    resume_offset: 0,
+                    high_offset: 0,
+                }],
+            })
+            .unwrap();
+
+        // From mid-hour H-1h to mid-hour H+2h: a leading partial hour, whole hours H and
+        // H+1h (rollups), and the hour cut by the boundary (minutes from ClickHouse before B,
+        // from Redis after).
+        let (from, to) = (FIRST + 7 * M, LAST);
+        let q =
+            |g: &str, extra: &str| format!("/v1/counts?granularity={g}&from={from}&to={to}{extra}");
+        let (s, hourly) = get(&st, &q("hour", "")).await;
+        assert_eq!(s, StatusCode::OK, "{hourly}");
+        let source = |hour: i64| {
+            if hour + HOUR <= B {
+                "clickhouse"
+            } else {
+                "mixed"
+            }
+        };
+        assert_eq!(
+            hourly["series"],
+            expected(&types, from, to, |_| true, W, source)
+        );
+        // The same totals as the minutes, and the same native windows per layer.
+        let (_, minutes) = get(&st, &q("minute", "")).await;
+        assert_eq!(hourly["layers"], minutes["layers"]);
+        let batch_windows = types
+            .iter()
+            .filter(|r| (from..to).contains(&r.window_start_ms) && r.window_start_ms + M <= B)
+            .count();
+        assert_eq!(hourly["layers"]["batch"]["windows"], batch_windows);
+
+        // One campaign, one type.
+        let (_, v) = get(&st, &q("hour", "&campaign_id=42&event_type=click")).await;
+        let mut want: BTreeMap<i64, u64> = BTreeMap::new();
+        for r in campaigns
+            .iter()
+            .filter(|r| r.event_type == Click && (from..to).contains(&r.window_start_ms))
+        {
+            *want
+                .entry(r.window_start_ms.div_euclid(HOUR) * HOUR)
+                .or_default() += r.count;
+        }
+        let got: BTreeMap<i64, u64> = v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["window_start_ms"].as_i64().unwrap(),
+                    p["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{v}");
+        assert!(
+            v["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["campaign_id"] == 42)
+        );
+
+        // Redis down: ClickHouse alone (every final window it holds), boundary B from the
+        // checkpoint.
+        let down = state(DOWN);
+        let (s, v) = get(&down, &q("hour", "")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            v["series"],
+            expected(&types, from, to, is_final, B, |_| "clickhouse")
+        );
+
+        // The whole hours are read from the rollups: a minute only the rollup holds (written
+        // into it directly) shows in a fresh backend's hourly answer, not in the minutes, nor
+        // in the answer of a backend that cached the hour.
+        ch_server()
+            .query(&format!(
+                "INSERT INTO {db}.type_windows_hourly SELECT toInt64({hour}), 'view', \
+                 groupUniqArrayState(tuple(toInt64({ws}), toUInt64(1), toUInt64(1000), \
+                 toInt64(0), CAST(NULL AS Nullable(Int64)), CAST(NULL AS Nullable(Int64))))",
+                hour = H + HOUR,
+                ws = H + HOUR + 30 * M + 1,
+            ))
+            .execute()
+            .await
+            .unwrap();
+        let view_at = |v: &Value, hour: i64| {
+            v["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["event_type"] == "view" && p["window_start_ms"] == hour)
+                .map(|p| p["count"].as_u64().unwrap())
+        };
+        let before = view_at(&hourly, H + HOUR).unwrap();
+        let (_, fresh) = get(&state(&redis_url), &q("hour", "")).await;
+        assert_eq!(view_at(&fresh, H + HOUR), Some(before + 1000));
+        let (_, cached) = get(&st, &q("hour", "")).await;
+        assert_eq!(cached["series"], hourly["series"]);
+        let (_, again) = get(&state(&redis_url), &q("minute", "")).await;
+        assert_eq!(again["series"], minutes["series"]);
+
+        drop_all(&db, &p).await;
     }
 }

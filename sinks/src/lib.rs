@@ -9,7 +9,8 @@
 //!   exponential backoff, and coalesces queued batches when the store falls behind.
 //!
 //! Every sink write is blocking, atomic per [`SinkBatch`] and idempotent (values are absolute,
-//! never increments). The storage layout is the contract in `docs/storage.md`.
+//! never increments). The storage layout is the contract in `docs/storage.md`, in code
+//! [`eddy_storage`] (keys, values, rows, queries, schema, clients).
 
 mod clickhouse_sink;
 mod error;
@@ -18,24 +19,32 @@ mod redis_sink;
 mod runtime;
 mod worker;
 
-pub use clickhouse_sink::{
-    CAMPAIGN_HOURLY_QUERY, ClickHouseCheckpoints, ClickHouseSink, REQUIRED_TABLES,
-    TYPE_HOURLY_QUERY, apply_schema, check_schema,
-};
+pub use clickhouse_sink::{ClickHouseCheckpoints, ClickHouseSink, apply_schema, check_schema};
 pub use error::SinkError;
-pub use memory::{MemoryCheckpoints, MemorySink};
+pub use memory::{MemoryCheckpoints, MemoryDeadLetters, MemorySink};
 pub use redis_sink::RedisSink;
 pub use worker::{SHUTDOWN_ATTEMPTS, SinkWorker, merge_batches};
 
 use eddy_core::{Checkpoint, SinkBatch};
 
-/// A store that receives one [`SinkBatch`] per dataflow epoch.
-pub trait EpochSink: Send + 'static {
+/// What a [`SinkWorker`] writes: the output of one dataflow epoch, or of several consecutive
+/// epochs merged into one equivalent write.
+pub trait Batch: Send + Sync + 'static {
+    /// The (latest) epoch the batch completes.
+    fn epoch(&self) -> u64;
+    /// Rows carried, for the `sink.max_batch_rows` limit of merged writes.
+    fn rows(&self) -> usize;
+    /// One write equivalent to writing `self`, then `later` (the later epoch's values win).
+    fn merge(&self, later: &Self) -> Self;
+}
+
+/// A store that receives one batch (by default a [`SinkBatch`]) per dataflow epoch.
+pub trait EpochSink<B: Batch = SinkBatch>: Send + 'static {
     /// Short name used in logs and metric labels: `redis`, `clickhouse` or `memory`.
     fn name(&self) -> &'static str;
     /// Writes `batch`, blocking until it is durable. Atomic per batch (readers see all of it or
     /// none of it) and idempotent (writing the same batch again changes nothing).
-    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError>;
+    fn write(&mut self, batch: &B) -> Result<(), SinkError>;
 }
 
 /// Where source checkpoints are kept.
@@ -48,11 +57,11 @@ pub trait CheckpointStore: Send + 'static {
     fn save(&mut self, cp: &Checkpoint) -> Result<(), SinkError>;
 }
 
-impl<S: EpochSink + ?Sized> EpochSink for Box<S> {
+impl<B: Batch, S: EpochSink<B> + ?Sized> EpochSink<B> for Box<S> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &B) -> Result<(), SinkError> {
         (**self).write(batch)
     }
 }

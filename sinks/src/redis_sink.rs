@@ -1,30 +1,13 @@
 //! The Redis (speed layer) sink. Key layout: `docs/storage.md`.
 
 use crate::{EpochSink, SinkError};
+use eddy_core::SinkBatch;
 use eddy_core::config::RedisConfig;
-use eddy_core::{Neighbor, Recommendation, SinkBatch};
+use eddy_storage::keys::{self, campaign as cf, type_window as wf};
+use eddy_storage::{RecsValue, SimilarValue};
 use redis::{Client, Connection, Pipeline};
 use serde::Serialize;
-use std::time::Duration;
-
-/// Time limit to establish a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time limit for one request/response (a whole `MULTI … EXEC`).
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Value of `{p}:user:{id}:similar` (`docs/storage.md`).
-#[derive(Serialize)]
-struct SimilarJson<'a> {
-    as_of: i64,
-    neighbors: &'a [Neighbor],
-}
-
-/// Value of `{p}:user:{id}:recs` (`docs/storage.md`).
-#[derive(Serialize)]
-struct RecsJson<'a> {
-    as_of: i64,
-    items: &'a [Recommendation],
-}
+use std::borrow::Cow;
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, SinkError> {
     serde_json::to_string(value).map_err(|e| SinkError::Data(format!("cannot encode json: {e}")))
@@ -82,8 +65,7 @@ impl RedisSink {
     /// Like [`RedisSink::connect`] but only validates the URL: the connection is made by the
     /// first write (and re-made after failures). Useful when Redis may still be starting.
     pub fn lazy(cfg: &RedisConfig) -> Result<Self, SinkError> {
-        let client = Client::open(cfg.url.as_str())
-            .map_err(|e| SinkError::Config(format!("redis url {:?}: {e}", cfg.url)))?;
+        let client = eddy_storage::redis_client(cfg)?;
         if cfg.window_ttl_secs == 0 {
             return Err(SinkError::Config(
                 "redis.window_ttl_secs must be > 0".into(),
@@ -102,9 +84,9 @@ impl RedisSink {
     pub fn write_boundary(&mut self, boundary_ms: i64) -> Result<(), SinkError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .set(format!("{}:boundary", self.prefix), boundary_ms)
+            .set(keys::boundary(&self.prefix), boundary_ms)
             .ignore()
-            .set(format!("{}:as_of", self.prefix), eddy_core::now_ms())
+            .set(keys::as_of(&self.prefix), eddy_core::now_ms())
             .ignore();
         self.exec(&pipe)
     }
@@ -129,23 +111,23 @@ impl RedisSink {
             .map(|r| (r, 0))
             .chain(batch.final_types.iter().map(|r| (r, 1)));
         for (r, is_final) in types {
-            let key = format!("{p}:tw:{}:{}", r.event_type, r.window_start_ms);
+            let key = keys::type_window(p, r.event_type, r.window_start_ms);
             pipe.del(&key).ignore();
             let mut fields: Vec<(&str, i64)> = vec![
-                ("count", r.count as i64),
-                ("sum", r.sum_micros),
-                ("final", is_final),
-                ("epoch", batch.epoch as i64),
+                (wf::COUNT, r.count as i64),
+                (wf::SUM, r.sum_micros),
+                (wf::FINAL, is_final),
+                (wf::EPOCH, batch.epoch as i64),
             ];
             if let Some(min) = r.min_micros {
-                fields.push(("min", min));
+                fields.push((wf::MIN, min));
             }
             if let Some(max) = r.max_micros {
-                fields.push(("max", max));
+                fields.push((wf::MAX, max));
             }
             pipe.hset_multiple(&key, &fields).ignore();
             pipe.expire(&key, ttl).ignore();
-            let set = format!("{p}:tw:{}", r.event_type);
+            let set = keys::type_windows(p, r.event_type);
             pipe.zadd(&set, r.window_start_ms, r.window_start_ms)
                 .ignore();
             type_sets.insert(set);
@@ -162,19 +144,16 @@ impl RedisSink {
             .map(|r| (r, 0))
             .chain(batch.final_campaigns.iter().map(|r| (r, 1)));
         for (r, is_final) in campaigns {
-            let key = format!(
-                "{p}:cw:{}:{}:{}",
-                r.campaign_id, r.event_type, r.window_start_ms
-            );
+            let key = keys::campaign_window(p, r.campaign_id, r.event_type, r.window_start_ms);
             pipe.del(&key).ignore();
             let fields: [(&str, i64); 3] = [
-                ("count", r.count as i64),
-                ("final", is_final),
-                ("epoch", batch.epoch as i64),
+                (wf::COUNT, r.count as i64),
+                (wf::FINAL, is_final),
+                (wf::EPOCH, batch.epoch as i64),
             ];
             pipe.hset_multiple(&key, &fields).ignore();
             pipe.expire(&key, ttl).ignore();
-            let set = format!("{p}:cw:{}:{}", r.campaign_id, r.event_type);
+            let set = keys::campaign_windows(p, r.campaign_id, r.event_type);
             pipe.zadd(&set, r.window_start_ms, r.window_start_ms)
                 .ignore();
             campaign_sets.insert(set);
@@ -189,8 +168,7 @@ impl RedisSink {
 
         // The slow path's batches lag the fast path's: they must not move the watermark back.
         if !batch.as_of_only {
-            pipe.set(format!("{p}:watermark"), batch.watermark_ms)
-                .ignore();
+            pipe.set(keys::watermark(p), batch.watermark_ms).ignore();
         }
         Ok(pipe)
     }
@@ -201,53 +179,53 @@ impl RedisSink {
         let ttl = (batch.sliding_ms.max(0) / 1000).saturating_add(self.ttl_secs as i64);
         let as_of = batch.watermark_ms;
         for e in &batch.engagement {
-            let key = format!("{p}:campaign:{}", e.campaign_id);
+            let key = keys::campaign(p, e.campaign_id);
             pipe.del(&key).ignore();
             let fields: [(&str, String); 7] = [
-                ("views", e.views.to_string()),
-                ("clicks", e.clicks.to_string()),
-                ("conversions", e.conversions.to_string()),
-                ("revenue", e.revenue_micros.to_string()),
-                ("score", e.score.0.to_string()),
-                ("as_of", as_of.to_string()),
-                ("epoch", batch.epoch.to_string()),
+                (cf::VIEWS, e.views.to_string()),
+                (cf::CLICKS, e.clicks.to_string()),
+                (cf::CONVERSIONS, e.conversions.to_string()),
+                (cf::REVENUE, e.revenue_micros.to_string()),
+                (cf::SCORE, e.score.0.to_string()),
+                (cf::AS_OF, as_of.to_string()),
+                (cf::EPOCH, batch.epoch.to_string()),
             ];
             pipe.hset_multiple(&key, &fields).ignore();
             pipe.expire(&key, ttl).ignore();
         }
         for c in &batch.engagement_removed {
-            pipe.del(format!("{p}:campaign:{c}")).ignore();
+            pipe.del(keys::campaign(p, *c)).ignore();
         }
         if let Some(top) = &batch.top_campaigns {
-            let key = format!("{p}:campaigns:top");
+            let key = keys::top_campaigns(p);
             pipe.del(&key).ignore();
             if !top.is_empty() {
                 let members: Vec<(f64, u64)> =
                     top.iter().map(|e| (e.score.0, e.campaign_id)).collect();
                 pipe.zadd_multiple(&key, &members).ignore();
             }
-            pipe.set(format!("{p}:campaigns:top:as_of"), as_of).ignore();
+            pipe.set(keys::top_campaigns_as_of(p), as_of).ignore();
         }
         for s in &batch.similar {
-            let key = format!("{p}:user:{}:similar", s.user_id);
+            let key = keys::user_similar(p, s.user_id);
             if s.neighbors.is_empty() {
                 pipe.del(&key).ignore();
             } else {
-                let value = to_json(&SimilarJson {
+                let value = to_json(&SimilarValue {
                     as_of,
-                    neighbors: &s.neighbors,
+                    neighbors: Cow::Borrowed(&s.neighbors),
                 })?;
                 pipe.set_ex(&key, value, ttl as u64).ignore();
             }
         }
         for r in &batch.recommendations {
-            let key = format!("{p}:user:{}:recs", r.user_id);
+            let key = keys::user_recs(p, r.user_id);
             if r.items.is_empty() {
                 pipe.del(&key).ignore();
             } else {
-                let value = to_json(&RecsJson {
+                let value = to_json(&RecsValue {
                     as_of,
-                    items: &r.items,
+                    items: Cow::Borrowed(&r.items),
                 })?;
                 pipe.set_ex(&key, value, ttl as u64).ignore();
             }
@@ -257,10 +235,7 @@ impl RedisSink {
 
     fn conn(&mut self) -> Result<&mut Connection, SinkError> {
         if self.conn.is_none() {
-            let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            conn.set_read_timeout(Some(IO_TIMEOUT))?;
-            conn.set_write_timeout(Some(IO_TIMEOUT))?;
-            self.conn = Some(conn);
+            self.conn = Some(eddy_storage::redis_connection(&self.client)?);
         }
         Ok(self.conn.as_mut().expect("connection was just set"))
     }

@@ -7,83 +7,68 @@ use common::*;
 use eddy_core::EventType::{Click, Conversion, View};
 use eddy_core::{Checkpoint, PartitionCheckpoint, SinkBatch};
 use eddy_sinks::{
-    CAMPAIGN_HOURLY_QUERY, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink,
-    TYPE_HOURLY_QUERY, apply_schema, check_schema,
+    CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, apply_schema, check_schema,
 };
-use serde::Deserialize;
+use eddy_storage::{
+    CAMPAIGN_HOURLY_QUERY, CampaignHourlyRow, CampaignWindowRow, ENGAGEMENT_QUERY,
+    EngagementSumRow, LATEST_RECOMMENDATIONS_QUERY, LATEST_SIMILAR_QUERY, PaneEngagementRow,
+    TYPE_HOURLY_QUERY, TYPE_WINDOWS_QUERY, TypeHourlyRow, TypeWindowRow, UserRecommendationsRow,
+    UserSimilarRow,
+};
 
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct TypeRow {
-    window_start_ms: i64,
-    event_type: String,
+/// A type-window row as read back (versions are the writer's; tests compare them as 0).
+fn t(
+    start: i64,
+    ty: &str,
     count: u64,
-    sum_micros: i64,
-    min_micros: Option<i64>,
-    max_micros: Option<i64>,
-}
-
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct CampaignRow {
-    window_start_ms: i64,
-    campaign_id: u64,
-    event_type: String,
-    count: u64,
-}
-
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct TypeHourly {
-    hour_start_ms: i64,
-    event_type: String,
-    count: u64,
-    sum_micros: i64,
-    min_micros: Option<i64>,
-    max_micros: Option<i64>,
-}
-
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct CampaignHourly {
-    hour_start_ms: i64,
-    campaign_id: u64,
-    event_type: String,
-    count: u64,
-}
-
-fn t(start: i64, ty: &str, count: u64, sum: i64, min: Option<i64>, max: Option<i64>) -> TypeRow {
-    TypeRow {
+    sum: i64,
+    min: Option<i64>,
+    max: Option<i64>,
+) -> TypeWindowRow {
+    TypeWindowRow {
         window_start_ms: start,
         event_type: ty.into(),
         count,
         sum_micros: sum,
         min_micros: min,
         max_micros: max,
+        version: 0,
     }
 }
 
-fn c(start: i64, id: u64, ty: &str, count: u64) -> CampaignRow {
-    CampaignRow {
+fn c(start: i64, id: u64, ty: &str, count: u64) -> CampaignWindowRow {
+    CampaignWindowRow {
         window_start_ms: start,
         campaign_id: id,
         event_type: ty.into(),
         count,
+        version: 0,
     }
 }
 
-fn type_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<TypeRow> {
-    ch_fetch(
-        cfg,
-        "SELECT window_start_ms, event_type, count, sum_micros, min_micros, max_micros \
-         FROM type_windows FINAL ORDER BY event_type, window_start_ms",
-        |q| q,
-    )
+/// Every type window (FINAL), by event type then start, versions zeroed.
+fn type_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<TypeWindowRow> {
+    let mut rows: Vec<TypeWindowRow> =
+        ch_fetch(cfg, TYPE_WINDOWS_QUERY, |q| q.bind(i64::MIN).bind(i64::MAX));
+    rows.sort_by(|a, b| {
+        (&a.event_type, a.window_start_ms).cmp(&(&b.event_type, b.window_start_ms))
+    });
+    rows.into_iter()
+        .map(|r| TypeWindowRow { version: 0, ..r })
+        .collect()
 }
 
-fn campaign_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<CampaignRow> {
-    ch_fetch(
+/// Every campaign window (FINAL), by campaign, type, start, versions zeroed.
+fn campaign_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<CampaignWindowRow> {
+    let rows: Vec<CampaignWindowRow> = ch_fetch(
         cfg,
-        "SELECT window_start_ms, campaign_id, event_type, count \
-         FROM campaign_windows FINAL ORDER BY campaign_id, event_type, window_start_ms",
+        "SELECT ?fields FROM campaign_windows FINAL \
+         ORDER BY campaign_id, event_type, window_start_ms",
         |q| q,
-    )
+    );
+    rows.into_iter()
+        .map(|r| CampaignWindowRow { version: 0, ..r })
+        .collect()
 }
 
 #[test]
@@ -91,7 +76,7 @@ fn schema_applies_twice_and_is_checked() {
     let cfg = clickhouse_db("schema");
     check_schema(&cfg).unwrap();
     // Idempotent.
-    let again = apply_schema(&cfg, &repo().join("clickhouse/schema")).unwrap();
+    let again = apply_schema(&cfg, Some(&repo().join("clickhouse/schema"))).unwrap();
     assert_eq!(again.len(), 5);
     check_schema(&cfg).unwrap();
 
@@ -113,7 +98,8 @@ fn schema_applies_twice_and_is_checked() {
         database: "x; DROP".into(),
         ..Default::default()
     };
-    assert!(apply_schema(&bad, &repo().join("clickhouse/schema")).is_err());
+    assert!(apply_schema(&bad, None).is_err());
+    assert!(apply_schema(&cfg, Some(&repo().join("no_such_dir"))).is_err());
 }
 
 #[test]
@@ -237,16 +223,17 @@ fn hourly_rollups_equal_minute_sums_under_replay() {
     sink.write(&b2).unwrap();
     sink.write(&b2).unwrap();
 
-    let hourly: Vec<TypeHourly> = ch_fetch(&cfg, TYPE_HOURLY_QUERY, |q| {
+    let hourly: Vec<TypeHourlyRow> = ch_fetch(&cfg, TYPE_HOURLY_QUERY, |q| {
         q.bind(HOUR).bind(HOUR + 2 * 60 * MIN)
     });
-    let hr = |h: i64, ty: &str, count, sum, min, max| TypeHourly {
+    let hr = |h: i64, ty: &str, count, sum, min, max, windows| TypeHourlyRow {
         hour_start_ms: h,
         event_type: ty.into(),
         count,
         sum_micros: sum,
         min_micros: min,
         max_micros: max,
+        windows,
     };
     assert_eq!(
         hourly,
@@ -257,40 +244,43 @@ fn hourly_rollups_equal_minute_sums_under_replay() {
                 4,
                 14_000_000,
                 Some(1_000_000),
-                Some(7_000_000)
+                Some(7_000_000),
+                2
             ),
-            hr(HOUR, "view", 100, 0, None, None),
-            hr(HOUR + 60 * MIN, "view", 50, 0, None, None),
+            hr(HOUR, "view", 100, 0, None, None, 1),
+            hr(HOUR + 60 * MIN, "view", 50, 0, None, None, 1),
         ]
     );
     // Equal to the sums of the FINAL minute rows.
-    let from_minutes: Vec<TypeHourly> = ch_fetch(
+    let from_minutes: Vec<TypeHourlyRow> = ch_fetch(
         &cfg,
         "SELECT intDiv(window_start_ms, 3600000) * 3600000 AS hour_start_ms, event_type, \
          sum(count) AS count, sum(sum_micros) AS sum_micros, min(min_micros) AS min_micros, \
-         max(max_micros) AS max_micros FROM type_windows FINAL \
+         max(max_micros) AS max_micros, count() AS windows FROM type_windows FINAL \
          GROUP BY hour_start_ms, event_type ORDER BY event_type, hour_start_ms",
         |q| q,
     );
     assert_eq!(hourly, from_minutes);
 
-    let campaign: Vec<CampaignHourly> = ch_fetch(&cfg, CAMPAIGN_HOURLY_QUERY, |q| {
+    let campaign: Vec<CampaignHourlyRow> = ch_fetch(&cfg, CAMPAIGN_HOURLY_QUERY, |q| {
         q.bind(9u64).bind(HOUR).bind(HOUR + 2 * 60 * MIN)
     });
     assert_eq!(
         campaign,
         vec![
-            CampaignHourly {
+            CampaignHourlyRow {
                 hour_start_ms: HOUR,
                 campaign_id: 9,
                 event_type: "click".into(),
-                count: 9
+                count: 9,
+                windows: 2
             },
-            CampaignHourly {
+            CampaignHourlyRow {
                 hour_start_ms: HOUR + 60 * MIN,
                 campaign_id: 9,
                 event_type: "click".into(),
-                count: 5
+                count: 5,
+                windows: 1
             },
         ]
     );
@@ -307,7 +297,7 @@ fn hourly_rollups_equal_minute_sums_under_replay() {
             cfg.database
         ),
     );
-    let again: Vec<TypeHourly> = ch_fetch(&cfg, TYPE_HOURLY_QUERY, |q| {
+    let again: Vec<TypeHourlyRow> = ch_fetch(&cfg, TYPE_HOURLY_QUERY, |q| {
         q.bind(HOUR).bind(HOUR + 2 * 60 * MIN)
     });
     assert_eq!(again, hourly);
@@ -356,68 +346,51 @@ fn checkpoints_round_trip_latest_version() {
     assert_eq!(store.load("events").unwrap(), Some(cp3));
 }
 
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct PaneRow {
-    window_start_ms: i64,
-    campaign_id: u64,
-    views: u64,
-    clicks: u64,
-    conversions: u64,
-    revenue_micros: i64,
+/// Every row of `sql` (`SELECT ?fields FROM <table> FINAL ORDER BY …`), versions zeroed.
+fn unversioned<T>(
+    cfg: &eddy_core::config::ClickHouseConfig,
+    sql: &str,
+    zero: impl Fn(T) -> T,
+) -> Vec<T>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    ch_fetch(cfg, sql, |q| q).into_iter().map(zero).collect()
 }
 
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct SimilarRow {
-    user_id: u64,
-    as_of_ms: i64,
-    neighbors: Vec<u64>,
-    shared: Vec<u32>,
-    union_size: Vec<u32>,
-}
-
-#[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct RecsRow {
-    user_id: u64,
-    as_of_ms: i64,
-    campaign_ids: Vec<u64>,
-    items: String,
-}
-
-fn pane_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<PaneRow> {
-    ch_fetch(
+fn pane_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<PaneEngagementRow> {
+    unversioned(
         cfg,
-        "SELECT window_start_ms, campaign_id, views, clicks, conversions, revenue_micros \
-         FROM campaign_engagement FINAL ORDER BY campaign_id, window_start_ms",
-        |q| q,
+        "SELECT ?fields FROM campaign_engagement FINAL ORDER BY campaign_id, window_start_ms",
+        |r| PaneEngagementRow { version: 0, ..r },
     )
 }
 
-fn similar_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<SimilarRow> {
-    ch_fetch(
+fn similar_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<UserSimilarRow> {
+    unversioned(
         cfg,
-        "SELECT user_id, as_of_ms, neighbors, shared, union_size FROM user_similar FINAL \
-         ORDER BY user_id, as_of_ms",
-        |q| q,
+        "SELECT ?fields FROM user_similar FINAL ORDER BY user_id, as_of_ms",
+        |r| UserSimilarRow { version: 0, ..r },
     )
 }
 
-fn recs_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<RecsRow> {
-    ch_fetch(
+fn recs_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<UserRecommendationsRow> {
+    unversioned(
         cfg,
-        "SELECT user_id, as_of_ms, campaign_ids, items FROM user_recommendations FINAL \
-         ORDER BY user_id, as_of_ms",
-        |q| q,
+        "SELECT ?fields FROM user_recommendations FINAL ORDER BY user_id, as_of_ms",
+        |r| UserRecommendationsRow { version: 0, ..r },
     )
 }
 
-fn prow(start: i64, id: u64, v: u64, c: u64, cv: u64, r: i64) -> PaneRow {
-    PaneRow {
+fn prow(start: i64, id: u64, v: u64, c: u64, cv: u64, r: i64) -> PaneEngagementRow {
+    PaneEngagementRow {
         window_start_ms: start,
         campaign_id: id,
         views: v,
         clicks: c,
         conversions: cv,
         revenue_micros: r,
+        version: 0,
     }
 }
 
@@ -462,19 +435,21 @@ fn writes_engagement_panes_and_user_snapshots() {
         prow(HOUR + MIN, 42, 1, 1, 0, 0),
         prow(HOUR, 43, 3, 0, 0, 0),
     ];
-    let similar1 = SimilarRow {
+    let similar1 = UserSimilarRow {
         user_id: 7,
         as_of_ms: w1,
         neighbors: vec![8, 9],
         shared: vec![2, 1],
         union_size: vec![3, 4],
+        version: 0,
     };
     let items1 = r#"[{"campaign_id":43,"score":0.30000000000000004,"campaign_score":3.0,"because":[{"user_id":8,"shared":2,"union":3}]},{"campaign_id":44,"score":0.25,"campaign_score":1.0,"because":[{"user_id":8,"shared":2,"union":3},{"user_id":9,"shared":1,"union":4}]}]"#;
-    let recs1 = RecsRow {
+    let recs1 = UserRecommendationsRow {
         user_id: 7,
         as_of_ms: w1,
         campaign_ids: vec![43, 44],
         items: items1.into(),
+        version: 0,
     };
     assert_eq!(pane_rows(&cfg), panes1);
     assert_eq!(similar_rows(&cfg), vec![similar1]);
@@ -510,74 +485,59 @@ fn writes_engagement_panes_and_user_snapshots() {
         ]
     );
     // The latest snapshot, as readers query it (docs/storage.md).
-    let latest = |user: u64| -> Vec<SimilarRow> {
-        ch_fetch(
-            &cfg,
-            "SELECT user_id, as_of_ms, neighbors, shared, union_size FROM user_similar FINAL \
-             WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1",
-            |q| q.bind(user),
-        )
+    let latest = |user: u64| -> Vec<UserSimilarRow> {
+        let rows: Vec<UserSimilarRow> = ch_fetch(&cfg, LATEST_SIMILAR_QUERY, |q| q.bind(user));
+        rows.into_iter()
+            .map(|r| UserSimilarRow { version: 0, ..r })
+            .collect()
     };
     assert_eq!(
         latest(7),
-        vec![SimilarRow {
+        vec![UserSimilarRow {
             user_id: 7,
             as_of_ms: w2,
             neighbors: vec![],
             shared: vec![],
             union_size: vec![],
+            version: 0,
         }]
     );
     assert_eq!(latest(9)[0].neighbors, vec![7]);
     assert_eq!(latest(1), vec![]);
     assert_eq!(similar_rows(&cfg).len(), 3, "snapshots are kept as history");
-    let r: Vec<RecsRow> = ch_fetch(
-        &cfg,
-        "SELECT user_id, as_of_ms, campaign_ids, items FROM user_recommendations FINAL \
-         WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1",
-        |q| q.bind(7u64),
-    );
+    let r: Vec<UserRecommendationsRow> =
+        ch_fetch(&cfg, LATEST_RECOMMENDATIONS_QUERY, |q| q.bind(7u64));
     assert_eq!(
-        r,
-        vec![RecsRow {
+        r.into_iter()
+            .map(|r| UserRecommendationsRow { version: 0, ..r })
+            .collect::<Vec<_>>(),
+        vec![UserRecommendationsRow {
             user_id: 7,
             as_of_ms: w2,
             campaign_ids: vec![],
             items: "[]".into(),
+            version: 0,
         }]
     );
 
     // The sliding-window sum of docs/storage.md, at boundary B = HOUR + 3 min with a 3-minute
     // sliding window of 1-minute panes: the closed panes not yet retired start at HOUR + 1 min
     // and HOUR + 2 min (the pane at HOUR retired at B; the one at B is still open).
-    #[derive(Debug, PartialEq, clickhouse::Row, Deserialize)]
-    struct Sum {
-        campaign_id: u64,
-        views: u64,
-        clicks: u64,
-        conversions: u64,
-        revenue_micros: i64,
-    }
     let b = HOUR + 3 * MIN;
-    let sums: Vec<Sum> = ch_fetch(
-        &cfg,
-        "SELECT campaign_id, sum(views), sum(clicks), sum(conversions), sum(revenue_micros) \
-         FROM campaign_engagement FINAL \
-         WHERE window_start_ms <= ? AND window_start_ms > ? \
-         GROUP BY campaign_id ORDER BY campaign_id",
-        |q| q.bind(b - MIN).bind(b - 3 * MIN),
-    );
+    let sums: Vec<EngagementSumRow> = ch_fetch(&cfg, ENGAGEMENT_QUERY, |q| {
+        q.bind(b - MIN).bind(b - 3 * MIN)
+    });
     assert_eq!(
         sums,
         vec![
-            Sum {
+            EngagementSumRow {
                 campaign_id: 42,
                 views: 1,
                 clicks: 1,
                 conversions: 0,
                 revenue_micros: 0
             },
-            Sum {
+            EngagementSumRow {
                 campaign_id: 43,
                 views: 1,
                 clicks: 0,

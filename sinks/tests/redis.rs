@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use eddy_core::EventType::{Click, Conversion, View};
 use eddy_sinks::{EpochSink, RedisSink};
+use eddy_storage::keys;
 use redis::Commands;
 use std::collections::HashMap;
 
@@ -45,11 +46,11 @@ fn writes_exact_hashes_sets_and_watermark() {
 
     let mut con = redis_conn(&cfg);
     assert_eq!(
-        hash(&mut con, &format!("{p}:tw:view:{}", HOUR + 2 * MIN)),
+        hash(&mut con, &keys::type_window(&p, View, HOUR + 2 * MIN)),
         h(&[("count", "3"), ("sum", "0"), ("final", "0"), ("epoch", "7")])
     );
     assert_eq!(
-        hash(&mut con, &format!("{p}:tw:conversion:{}", HOUR + MIN)),
+        hash(&mut con, &keys::type_window(&p, Conversion, HOUR + MIN)),
         h(&[
             ("count", "2"),
             ("sum", "15500000"),
@@ -60,42 +61,45 @@ fn writes_exact_hashes_sets_and_watermark() {
         ])
     );
     assert_eq!(
-        hash(&mut con, &format!("{p}:cw:42:click:{}", HOUR + 2 * MIN)),
+        hash(
+            &mut con,
+            &keys::campaign_window(&p, 42, Click, HOUR + 2 * MIN)
+        ),
         h(&[("count", "5"), ("final", "0"), ("epoch", "7")])
     );
     assert_eq!(
-        hash(&mut con, &format!("{p}:cw:42:click:{}", HOUR + MIN)),
+        hash(&mut con, &keys::campaign_window(&p, 42, Click, HOUR + MIN)),
         h(&[("count", "9"), ("final", "1"), ("epoch", "7")])
     );
     let w = |s: i64| (s.to_string(), s);
     assert_eq!(
-        zset(&mut con, &format!("{p}:tw:view")),
+        zset(&mut con, &keys::type_windows(&p, View)),
         vec![w(HOUR + 2 * MIN)]
     );
     assert_eq!(
-        zset(&mut con, &format!("{p}:tw:conversion")),
+        zset(&mut con, &keys::type_windows(&p, Conversion)),
         vec![w(HOUR + MIN)]
     );
     assert_eq!(
-        zset(&mut con, &format!("{p}:cw:42:click")),
+        zset(&mut con, &keys::campaign_windows(&p, 42, Click)),
         vec![w(HOUR + MIN), w(HOUR + 2 * MIN)]
     );
-    let wm: i64 = con.get(format!("{p}:watermark")).unwrap();
+    let wm: i64 = con.get(keys::watermark(&p)).unwrap();
     assert_eq!(wm, HOUR + 2 * MIN);
 
     // TTLs: window hashes and campaign sets expire, type sets do not.
     let ttl = |con: &mut redis::Connection, k: String| -> i64 { con.ttl(k).unwrap() };
     let window_ttl = cfg.window_ttl_secs as i64;
     for key in [
-        format!("{p}:tw:view:{}", HOUR + 2 * MIN),
-        format!("{p}:cw:42:click:{}", HOUR + MIN),
-        format!("{p}:cw:42:click"),
+        keys::type_window(&p, View, HOUR + 2 * MIN),
+        keys::campaign_window(&p, 42, Click, HOUR + MIN),
+        keys::campaign_windows(&p, 42, Click),
     ] {
         let t = ttl(&mut con, key.clone());
         assert!(t > window_ttl - 60 && t <= window_ttl, "{key}: ttl {t}");
     }
-    assert_eq!(ttl(&mut con, format!("{p}:tw:view")), -1);
-    assert_eq!(ttl(&mut con, format!("{p}:watermark")), -1);
+    assert_eq!(ttl(&mut con, keys::type_windows(&p, View)), -1);
+    assert_eq!(ttl(&mut con, keys::watermark(&p)), -1);
 }
 
 #[test]
@@ -124,19 +128,19 @@ fn rewrites_are_idempotent_and_latest_wins() {
 
     let mut con = redis_conn(&cfg);
     assert_eq!(
-        hash(&mut con, &format!("{p}:tw:conversion:{HOUR}")),
+        hash(&mut con, &keys::type_window(&p, Conversion, HOUR)),
         h(&[("count", "4"), ("sum", "0"), ("final", "1"), ("epoch", "2")])
     );
     assert_eq!(
-        hash(&mut con, &format!("{p}:cw:1:conversion:{HOUR}")),
+        hash(&mut con, &keys::campaign_window(&p, 1, Conversion, HOUR)),
         h(&[("count", "4"), ("final", "1"), ("epoch", "2")])
     );
     assert_eq!(
-        zset(&mut con, &format!("{p}:tw:conversion")),
+        zset(&mut con, &keys::type_windows(&p, Conversion)),
         vec![(HOUR.to_string(), HOUR)]
     );
     assert_eq!(
-        zset(&mut con, &format!("{p}:cw:1:conversion")),
+        zset(&mut con, &keys::campaign_windows(&p, 1, Conversion)),
         vec![(HOUR.to_string(), HOUR)]
     );
     let mut keys: Vec<String> = con.keys(format!("{p}:*")).unwrap();
@@ -144,11 +148,11 @@ fn rewrites_are_idempotent_and_latest_wins() {
     assert_eq!(
         keys,
         vec![
-            format!("{p}:cw:1:conversion"),
-            format!("{p}:cw:1:conversion:{HOUR}"),
-            format!("{p}:tw:conversion"),
-            format!("{p}:tw:conversion:{HOUR}"),
-            format!("{p}:watermark"),
+            keys::campaign_windows(&p, 1, Conversion),
+            keys::campaign_window(&p, 1, Conversion, HOUR),
+            keys::type_windows(&p, Conversion),
+            keys::type_window(&p, Conversion, HOUR),
+            keys::watermark(&p),
         ]
     );
 }
@@ -175,25 +179,25 @@ fn trims_sets_beyond_the_ttl_horizon_and_writes_the_boundary() {
     // Horizon = watermark - TTL = HOUR - 10 min: the -20 min window is trimmed at once.
     let w = |s: i64| (s.to_string(), s);
     assert_eq!(
-        zset(&mut con, &format!("{p}:tw:view")),
+        zset(&mut con, &keys::type_windows(&p, View)),
         vec![w(HOUR - 5 * MIN)]
     );
     assert_eq!(
-        zset(&mut con, &format!("{p}:cw:3:view")),
+        zset(&mut con, &keys::campaign_windows(&p, 3, View)),
         vec![w(HOUR - 5 * MIN)]
     );
     let mut b2 = batch(2, HOUR + 6 * MIN);
     b2.open_types = vec![tw(HOUR + 6 * MIN, View, 1, 0, None, None)];
     sink.write(&b2).unwrap();
     assert_eq!(
-        zset(&mut con, &format!("{p}:tw:view")),
+        zset(&mut con, &keys::type_windows(&p, View)),
         vec![w(HOUR + 6 * MIN)]
     );
 
     let before = eddy_core::now_ms();
     sink.write_boundary(HOUR + 5 * MIN).unwrap();
-    let boundary: i64 = con.get(format!("{p}:boundary")).unwrap();
-    let as_of: i64 = con.get(format!("{p}:as_of")).unwrap();
+    let boundary: i64 = con.get(keys::boundary(&p)).unwrap();
+    let as_of: i64 = con.get(keys::as_of(&p)).unwrap();
     assert_eq!(boundary, HOUR + 5 * MIN);
     assert!(
         as_of >= before && as_of <= eddy_core::now_ms(),
@@ -254,7 +258,7 @@ fn writes_engagement_top_list_and_user_lists() {
     let mut con = redis_conn(&cfg);
     let as_of = w1.to_string();
     assert_eq!(
-        hash(&mut con, &format!("{p}:campaign:42")),
+        hash(&mut con, &keys::campaign(&p, 42)),
         h(&[
             ("views", "10"),
             ("clicks", "2"),
@@ -266,7 +270,7 @@ fn writes_engagement_top_list_and_user_lists() {
         ])
     );
     assert_eq!(
-        hash(&mut con, &format!("{p}:campaign:43")),
+        hash(&mut con, &keys::campaign(&p, 43)),
         h(&[
             ("views", "3"),
             ("clicks", "0"),
@@ -278,25 +282,25 @@ fn writes_engagement_top_list_and_user_lists() {
         ])
     );
     assert_eq!(
-        zset_f(&mut con, &format!("{p}:campaigns:top")),
+        zset_f(&mut con, &keys::top_campaigns(&p)),
         vec![("43".to_owned(), 3.0), ("42".to_owned(), 45.0)]
     );
     assert_eq!(
-        string(&mut con, &format!("{p}:campaigns:top:as_of")),
+        string(&mut con, &keys::top_campaigns_as_of(&p)),
         Some(as_of.clone())
     );
     assert_eq!(
-        string(&mut con, &format!("{p}:user:7:similar")).unwrap(),
+        string(&mut con, &keys::user_similar(&p, 7)).unwrap(),
         format!(
             r#"{{"as_of":{w1},"neighbors":[{{"user_id":8,"shared":2,"union":3}},{{"user_id":9,"shared":1,"union":4}}]}}"#
         )
     );
     assert_eq!(
-        string(&mut con, &format!("{p}:user:8:similar")).unwrap(),
+        string(&mut con, &keys::user_similar(&p, 8)).unwrap(),
         format!(r#"{{"as_of":{w1},"neighbors":[{{"user_id":7,"shared":2,"union":3}}]}}"#)
     );
     assert_eq!(
-        string(&mut con, &format!("{p}:user:7:recs")).unwrap(),
+        string(&mut con, &keys::user_recs(&p, 7)).unwrap(),
         format!(
             r#"{{"as_of":{w1},"items":[{{"campaign_id":43,"score":0.30000000000000004,"campaign_score":3.0,"because":[{{"user_id":8,"shared":2,"union":3}}]}},{{"campaign_id":44,"score":0.25,"campaign_score":1.0,"because":[{{"user_id":8,"shared":2,"union":3}},{{"user_id":9,"shared":1,"union":4}}]}}]}}"#
         )
@@ -304,17 +308,14 @@ fn writes_engagement_top_list_and_user_lists() {
     // TTLs: sliding_ms / 1000 + window_ttl_secs on campaign and user keys; none on the top list.
     let long = 600 + cfg.window_ttl_secs as i64;
     for key in [
-        format!("{p}:campaign:42"),
-        format!("{p}:user:7:similar"),
-        format!("{p}:user:7:recs"),
+        keys::campaign(&p, 42),
+        keys::user_similar(&p, 7),
+        keys::user_recs(&p, 7),
     ] {
         let t: i64 = con.ttl(&key).unwrap();
         assert!(t > long - 60 && t <= long, "{key}: ttl {t}");
     }
-    for key in [
-        format!("{p}:campaigns:top"),
-        format!("{p}:campaigns:top:as_of"),
-    ] {
+    for key in [keys::top_campaigns(&p), keys::top_campaigns_as_of(&p)] {
         let t: i64 = con.ttl(&key).unwrap();
         assert_eq!(t, -1, "{key}");
     }
@@ -335,9 +336,9 @@ fn writes_engagement_top_list_and_user_lists() {
     b3.sliding_ms = 10 * MIN;
     sink.write(&b3).unwrap();
 
-    assert!(hash(&mut con, &format!("{p}:campaign:42")).is_empty());
+    assert!(hash(&mut con, &keys::campaign(&p, 42)).is_empty());
     assert_eq!(
-        hash(&mut con, &format!("{p}:campaign:43")),
+        hash(&mut con, &keys::campaign(&p, 43)),
         h(&[
             ("views", "5"),
             ("clicks", "1"),
@@ -349,11 +350,11 @@ fn writes_engagement_top_list_and_user_lists() {
         ])
     );
     assert_eq!(
-        zset_f(&mut con, &format!("{p}:campaigns:top")),
+        zset_f(&mut con, &keys::top_campaigns(&p)),
         vec![("43".to_owned(), 10.0)]
     );
     assert_eq!(
-        string(&mut con, &format!("{p}:campaigns:top:as_of")),
+        string(&mut con, &keys::top_campaigns_as_of(&p)),
         Some(w2.to_string())
     );
     let mut keys: Vec<String> = con.keys(format!("{p}:*")).unwrap();
@@ -361,11 +362,11 @@ fn writes_engagement_top_list_and_user_lists() {
     assert_eq!(
         keys,
         vec![
-            format!("{p}:campaign:43"),
-            format!("{p}:campaigns:top"),
-            format!("{p}:campaigns:top:as_of"),
-            format!("{p}:user:8:similar"),
-            format!("{p}:watermark"),
+            keys::campaign(&p, 43),
+            keys::top_campaigns(&p),
+            keys::top_campaigns_as_of(&p),
+            keys::user_similar(&p, 8),
+            keys::watermark(&p),
         ]
     );
 
@@ -374,10 +375,10 @@ fn writes_engagement_top_list_and_user_lists() {
     b4.engagement_removed = vec![43];
     b4.top_campaigns = Some(vec![]);
     sink.write(&b4).unwrap();
-    assert!(zset_f(&mut con, &format!("{p}:campaigns:top")).is_empty());
-    assert!(hash(&mut con, &format!("{p}:campaign:43")).is_empty());
+    assert!(zset_f(&mut con, &keys::top_campaigns(&p)).is_empty());
+    assert!(hash(&mut con, &keys::campaign(&p, 43)).is_empty());
     assert_eq!(
-        string(&mut con, &format!("{p}:campaigns:top:as_of")),
+        string(&mut con, &keys::top_campaigns_as_of(&p)),
         Some((HOUR + 8 * MIN).to_string())
     );
 }

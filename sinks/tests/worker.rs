@@ -10,6 +10,7 @@ use eddy_sinks::{
     CheckpointStore, EpochSink, MemoryCheckpoints, MemorySink, RedisSink, SinkError, SinkWorker,
     merge_batches,
 };
+use eddy_storage::keys;
 use redis::Commands;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
@@ -259,7 +260,7 @@ fn worker_writes_to_real_redis() {
     worker.shutdown();
     let mut con = redis_conn(&rc);
     let h: std::collections::HashMap<String, String> =
-        con.hgetall(format!("{p}:tw:view:{HOUR}")).unwrap();
+        con.hgetall(keys::type_window(&p, View, HOUR)).unwrap();
     assert_eq!(h.get("count").map(String::as_str), Some("20"));
     assert_eq!(h.get("final").map(String::as_str), Some("1"));
     assert_eq!(h.get("epoch").map(String::as_str), Some("20"));

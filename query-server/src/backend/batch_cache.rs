@@ -5,7 +5,8 @@
 //! returned for a span of window starts stay valid. Per series (campaign, event type) the cache
 //! keeps one contiguous span `[from, to)` with its rows. A query asks only for the gaps at the
 //! span's edges, so a dashboard polling "the last N minutes" reads ClickHouse only for the
-//! windows that became final since its last poll.
+//! windows that became final since its last poll. The same holds for whole hours read from the
+//! hourly rollups ([`HourRow`]), cached apart.
 
 use super::WindowRow;
 use eddy_core::EventType;
@@ -19,20 +20,66 @@ const MAX_SERIES: usize = 4_096;
 /// Most rows kept per series; past this the series starts over.
 const MAX_ROWS: usize = 100_000;
 
-#[derive(Debug, Default)]
-struct Span {
+/// A row the cache can hold: keyed by its start and event type.
+pub trait CachedRow: Copy {
+    /// Start (epoch ms) and event type: unique within a series.
+    fn key(&self) -> (i64, EventType);
+}
+
+impl CachedRow for WindowRow {
+    fn key(&self) -> (i64, EventType) {
+        (self.window_start_ms, self.event_type)
+    }
+}
+
+/// A whole hour read from the hourly rollups: `row` holds the hour's totals (its
+/// `window_start_ms` is the hour start), `windows` the native windows summed into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourRow {
+    /// The hour's totals.
+    pub row: WindowRow,
+    /// Native windows in the hour.
+    pub windows: u64,
+}
+
+impl CachedRow for HourRow {
+    fn key(&self) -> (i64, EventType) {
+        self.row.key()
+    }
+}
+
+#[derive(Debug)]
+struct Span<R> {
     from: i64,
     to: i64,
-    rows: BTreeMap<(i64, EventType), WindowRow>,
+    rows: BTreeMap<(i64, EventType), R>,
 }
 
-/// Finalized windows by series (see the module docs).
-#[derive(Debug, Default)]
-pub struct BatchCache {
-    series: HashMap<SeriesKey, Span>,
+impl<R> Default for Span<R> {
+    fn default() -> Self {
+        Self {
+            from: 0,
+            to: 0,
+            rows: BTreeMap::new(),
+        }
+    }
 }
 
-impl BatchCache {
+/// Finalized rows (native windows, or [`HourRow`]s) by series (see the module docs).
+#[derive(Debug)]
+pub struct BatchCache<R = WindowRow> {
+    series: HashMap<SeriesKey, Span<R>>,
+}
+
+impl<R> Default for BatchCache<R> {
+    fn default() -> Self {
+        Self {
+            series: HashMap::new(),
+        }
+    }
+}
+
+impl<R: CachedRow> BatchCache<R> {
     /// The sub-ranges of `[from, to)` the cache does not hold for `key`.
     pub fn gaps(&self, key: SeriesKey, from: i64, to: i64) -> Vec<(i64, i64)> {
         if from >= to {
@@ -55,7 +102,7 @@ impl BatchCache {
     }
 
     /// Records that `rows` are all the finalized windows of `key` in `[from, to)`.
-    pub fn insert(&mut self, key: SeriesKey, from: i64, to: i64, rows: Vec<WindowRow>) {
+    pub fn insert(&mut self, key: SeriesKey, from: i64, to: i64, rows: Vec<R>) {
         if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
             self.series.clear();
         }
@@ -72,12 +119,12 @@ impl BatchCache {
             span.to = span.to.max(to);
         }
         for r in rows {
-            span.rows.insert((r.window_start_ms, r.event_type), r);
+            span.rows.insert(r.key(), r);
         }
     }
 
     /// The cached rows of `key` in `[from, to)`, if the cache holds that whole range.
-    pub fn rows(&self, key: SeriesKey, from: i64, to: i64) -> Option<Vec<WindowRow>> {
+    pub fn rows(&self, key: SeriesKey, from: i64, to: i64) -> Option<Vec<R>> {
         let span = self.series.get(&key)?;
         if from < span.from || to > span.to {
             return None;
@@ -113,7 +160,7 @@ mod tests {
 
     #[test]
     fn asks_only_for_the_edges_it_lacks() {
-        let mut c = BatchCache::default();
+        let mut c: BatchCache = BatchCache::default();
         assert_eq!(c.gaps(K, 0, 100), vec![(0, 100)]);
         c.insert(K, 0, 100, vec![row(0), row(60)]);
         assert_eq!(c.gaps(K, 10, 90), Vec::<(i64, i64)>::new());

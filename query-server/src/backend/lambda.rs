@@ -2,16 +2,22 @@
 //! out as in `docs/storage.md`.
 
 mod engagement;
+mod hourly;
 
-use super::batch_cache::BatchCache;
+use super::batch_cache::{BatchCache, HourRow};
 use super::{
     Amounts, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
     RowSource, Sourced, Store, StoreHealth, WindowQuery, WindowRow,
 };
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
 use eddy_core::{CampaignEngagement, EventType, Neighbor, Recommendation};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::Deserialize;
+use eddy_storage::keys::{self, type_window as wf};
+use eddy_storage::{
+    CAMPAIGN_WINDOWS_OF_TYPE_QUERY, CAMPAIGN_WINDOWS_QUERY, CampaignWindowRow,
+    LATEST_WATERMARK_QUERY, LatestWatermarkRow, TYPE_WINDOWS_OF_TYPE_QUERY, TYPE_WINDOWS_QUERY,
+    TypeWindowRow,
+};
+use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
@@ -50,6 +56,8 @@ pub struct LambdaBackend {
     timeout: Duration,
     /// Finalized windows already read from ClickHouse (they never change).
     batch_cache: std::sync::Mutex<BatchCache>,
+    /// Whole finalized hours already read from the hourly rollups (they never change either).
+    hours_cache: std::sync::Mutex<BatchCache<HourRow>>,
 }
 
 impl std::fmt::Debug for LambdaBackend {
@@ -69,48 +77,31 @@ struct Meta {
     as_of: Option<i64>,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChTypeRow {
-    window_start_ms: i64,
-    event_type: String,
-    count: u64,
-    sum_micros: i64,
-    min_micros: Option<i64>,
-    max_micros: Option<i64>,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChCampaignRow {
-    window_start_ms: i64,
-    event_type: String,
-    count: u64,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChBoundary {
-    n: u64,
-    w: i64,
-}
-
 fn parse_i64(v: Option<&String>) -> Option<i64> {
     v.and_then(|s| s.trim().parse().ok())
+}
+
+impl Meta {
+    /// The reply of `MGET` on [`keys::meta`].
+    fn parse(vals: &[Option<String>]) -> Self {
+        let at = |i: usize| parse_i64(vals.get(i).and_then(Option::as_ref));
+        Self {
+            boundary: at(0),
+            watermark: at(1),
+            as_of: at(2),
+        }
+    }
 }
 
 impl LambdaBackend {
     /// A backend for the Redis at `redis_cfg.url` (keys under `redis_cfg.prefix`) and the
     /// ClickHouse at `ch_cfg.url` (database, user, password from `ch_cfg`; schema validation
-    /// off, for ClickHouse 18.16). Fails only on a malformed Redis URL; no I/O happens here.
+    /// off, for ClickHouse 18.16: [`eddy_storage::clickhouse_client`]). Fails only on a
+    /// malformed Redis URL or database name; no I/O happens here.
     pub fn new(redis_cfg: &RedisConfig, ch_cfg: &ClickHouseConfig) -> Result<Self, BackendError> {
-        let redis_client = redis::Client::open(redis_cfg.url.as_str())
-            .map_err(|e| BackendError::Unavailable(format!("invalid redis url: {e}")))?;
-        let mut ch = clickhouse::Client::default()
-            .with_url(&ch_cfg.url)
-            .with_database(&ch_cfg.database)
-            .with_user(&ch_cfg.user)
-            .with_validation(false);
-        if !ch_cfg.password.is_empty() {
-            ch = ch.with_password(&ch_cfg.password);
-        }
+        let invalid = |e: eddy_storage::StorageError| BackendError::Unavailable(e.to_string());
+        let redis_client = eddy_storage::redis_client(redis_cfg).map_err(invalid)?;
+        let ch = eddy_storage::clickhouse_client(ch_cfg).map_err(invalid)?;
         Ok(Self {
             redis_client,
             redis: tokio::sync::OnceCell::new(),
@@ -118,6 +109,7 @@ impl LambdaBackend {
             ch,
             timeout: DEFAULT_TIMEOUT,
             batch_cache: std::sync::Mutex::default(),
+            hours_cache: std::sync::Mutex::default(),
         })
     }
 
@@ -146,11 +138,7 @@ impl LambdaBackend {
         let conn = self
             .redis
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_lazy_with_config(self.redis_client.clone(), config)
+                eddy_storage::redis_manager(&self.redis_client, self.timeout)
             })
             .await?;
         Ok(conn.clone())
@@ -158,28 +146,17 @@ impl LambdaBackend {
 
     async fn redis_meta(&self) -> redis::RedisResult<Meta> {
         let mut conn = self.redis_conn().await?;
-        let p = &self.prefix;
-        let keys = [
-            format!("{p}:boundary"),
-            format!("{p}:watermark"),
-            format!("{p}:as_of"),
-        ];
         let vals: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys[..])
+            .arg(&keys::meta(&self.prefix)[..])
             .query_async(&mut conn)
             .await?;
-        Ok(Meta {
-            boundary: parse_i64(vals.first().and_then(Option::as_ref)),
-            watermark: parse_i64(vals.get(1).and_then(Option::as_ref)),
-            as_of: parse_i64(vals.get(2).and_then(Option::as_ref)),
-        })
+        Ok(Meta::parse(&vals))
     }
 
     fn index_key(&self, q: &WindowQuery, t: EventType) -> String {
-        let p = &self.prefix;
         match q.campaign_id {
-            None => format!("{p}:tw:{t}"),
-            Some(c) => format!("{p}:cw:{c}:{t}"),
+            None => keys::type_windows(&self.prefix, t),
+            Some(c) => keys::campaign_windows(&self.prefix, c, t),
         }
     }
 
@@ -216,21 +193,21 @@ impl LambdaBackend {
         let mut pipe = redis::pipe();
         for &(t, s) in &wanted {
             pipe.cmd("HGETALL")
-                .arg(format!("{}:{s}", self.index_key(&q, t)));
+                .arg(keys::window_in(&self.index_key(&q, t), s));
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         let mut rows = Vec::with_capacity(wanted.len());
         for ((t, s), h) in wanted.into_iter().zip(hashes) {
             // An empty hash: the window key expired while its index entry remains.
-            let Some(count) = h.get("count").and_then(|c| c.trim().parse::<u64>().ok()) else {
+            let Some(count) = h.get(wf::COUNT).and_then(|c| c.trim().parse::<u64>().ok()) else {
                 continue;
             };
             let amounts = match q.campaign_id {
                 Some(_) => None,
                 None => Some(Amounts {
-                    sum_micros: parse_i64(h.get("sum")).unwrap_or(0),
-                    min_micros: parse_i64(h.get("min")),
-                    max_micros: parse_i64(h.get("max")),
+                    sum_micros: parse_i64(h.get(wf::SUM)).unwrap_or(0),
+                    min_micros: parse_i64(h.get(wf::MIN)),
+                    max_micros: parse_i64(h.get(wf::MAX)),
                 }),
             };
             rows.push(WindowRow {
@@ -239,7 +216,7 @@ impl LambdaBackend {
                 campaign_id: q.campaign_id,
                 count,
                 amounts,
-                is_final: h.get("final").is_some_and(|f| f.trim() == "1"),
+                is_final: h.get(wf::FINAL).is_some_and(|f| f.trim() == "1"),
                 source: RowSource::Redis,
             });
         }
@@ -252,24 +229,18 @@ impl LambdaBackend {
         q: WindowQuery,
         to_ms: i64,
     ) -> clickhouse::error::Result<Vec<WindowRow>> {
-        // Only fixed SQL text below; every value goes through a `?` bind.
-        let type_filter = if q.event_type.is_some() {
-            " AND event_type = ?"
-        } else {
-            ""
-        };
+        let t = q.event_type.map(EventType::as_str);
         match q.campaign_id {
             None => {
-                let sql = format!(
-                    "SELECT window_start_ms, event_type, `count`, sum_micros, min_micros, \
-                     max_micros FROM type_windows FINAL \
-                     WHERE window_start_ms >= ? AND window_start_ms < ?{type_filter}"
-                );
-                let mut query = self.ch.query(&sql).bind(q.from_ms).bind(to_ms);
-                if let Some(t) = q.event_type {
-                    query = query.bind(t.as_str());
-                }
-                let rows: Vec<ChTypeRow> = query.fetch_all().await?;
+                let query = match t {
+                    None => self.ch.query(TYPE_WINDOWS_QUERY),
+                    Some(_) => self.ch.query(TYPE_WINDOWS_OF_TYPE_QUERY),
+                };
+                let query = query.bind(q.from_ms).bind(to_ms);
+                let rows: Vec<TypeWindowRow> = match t {
+                    None => query.fetch_all().await?,
+                    Some(t) => query.bind(t).fetch_all().await?,
+                };
                 Ok(rows
                     .into_iter()
                     .filter_map(|r| {
@@ -290,16 +261,15 @@ impl LambdaBackend {
                     .collect())
             }
             Some(c) => {
-                let sql = format!(
-                    "SELECT window_start_ms, event_type, `count` FROM campaign_windows FINAL \
-                     WHERE campaign_id = ? AND window_start_ms >= ? AND window_start_ms < ?\
-                     {type_filter}"
-                );
-                let mut query = self.ch.query(&sql).bind(c).bind(q.from_ms).bind(to_ms);
-                if let Some(t) = q.event_type {
-                    query = query.bind(t.as_str());
-                }
-                let rows: Vec<ChCampaignRow> = query.fetch_all().await?;
+                let query = match t {
+                    None => self.ch.query(CAMPAIGN_WINDOWS_QUERY),
+                    Some(_) => self.ch.query(CAMPAIGN_WINDOWS_OF_TYPE_QUERY),
+                };
+                let query = query.bind(c).bind(q.from_ms).bind(to_ms);
+                let rows: Vec<CampaignWindowRow> = match t {
+                    None => query.fetch_all().await?,
+                    Some(t) => query.bind(t).fetch_all().await?,
+                };
                 Ok(rows
                     .into_iter()
                     .filter_map(|r| {
@@ -347,19 +317,17 @@ impl LambdaBackend {
 
     /// Watermark of the latest checkpoint recorded in ClickHouse, if any.
     async fn ch_boundary(&self) -> clickhouse::error::Result<Option<i64>> {
-        let b: ChBoundary = self
-            .ch
-            .query("SELECT count() AS n, max(watermark_ms) AS w FROM source_checkpoints")
-            .fetch_one()
-            .await?;
-        Ok((b.n > 0).then_some(b.w))
+        let b: LatestWatermarkRow = self.ch.query(LATEST_WATERMARK_QUERY).fetch_one().await?;
+        Ok((b.checkpoints > 0).then_some(b.watermark_ms))
     }
 
-    async fn answer(&self, q: WindowQuery) -> Result<BackendAnswer, BackendError> {
+    /// The answer to `q`; with `hourly`, whole finalized hours come from the hourly rollups
+    /// (see `hourly`).
+    async fn answer(&self, q: WindowQuery, hourly: bool) -> Result<BackendAnswer, BackendError> {
         let w = q.window_ms;
         let meta = match self.timed("redis", self.redis_meta()).await {
             Ok(meta) => meta,
-            Err(redis_err) => return self.answer_without_redis(q, redis_err).await,
+            Err(redis_err) => return self.answer_without_redis(q, hourly, redis_err).await,
         };
         let (boundary, boundary_err) = match meta.boundary {
             Some(b) => (Some(b), None),
@@ -373,9 +341,10 @@ impl LambdaBackend {
         let batch_to = boundary.map(|b| q.to_ms.min(b.saturating_sub(w).saturating_add(1)));
         let batch_fut = async {
             match batch_to {
-                Some(to) if q.from_ms < to => {
-                    Some(self.timed("clickhouse", self.batch_windows(q, to)).await)
-                }
+                Some(to) if q.from_ms < to => Some(
+                    self.timed("clickhouse", self.finalized(q, to, hourly, true))
+                        .await,
+                ),
                 _ => None,
             }
         };
@@ -385,9 +354,8 @@ impl LambdaBackend {
         let mut rows = Vec::new();
         let batch = match batch_res {
             Some(Ok(r)) => {
-                let n = r.len();
-                rows.extend(r);
-                LayerStatus::ok(Store::Clickhouse, n)
+                rows.extend(r.rows);
+                LayerStatus::ok(Store::Clickhouse, r.windows)
             }
             Some(Err(e)) => LayerStatus::failed(Store::Clickhouse, e),
             None => match boundary_err {
@@ -427,20 +395,22 @@ impl LambdaBackend {
     async fn answer_without_redis(
         &self,
         q: WindowQuery,
+        hourly: bool,
         redis_err: String,
     ) -> Result<BackendAnswer, BackendError> {
-        let (boundary, rows) = tokio::join!(
+        // Uncached: without the boundary, windows in range may still become final.
+        let (boundary, found) = tokio::join!(
             self.timed("clickhouse", self.ch_boundary()),
-            self.timed("clickhouse", self.ch_windows(q, q.to_ms)),
+            self.timed("clickhouse", self.finalized(q, q.to_ms, hourly, false)),
         );
-        let rows = rows.map_err(|e| BackendError::Unavailable(format!("{redis_err}; {e}")))?;
+        let found = found.map_err(|e| BackendError::Unavailable(format!("{redis_err}; {e}")))?;
         Ok(BackendAnswer {
             watermark_ms: None,
             boundary_ms: boundary.ok().flatten(),
             updated_at_ms: None,
-            batch: LayerStatus::ok(Store::Clickhouse, rows.len()),
+            batch: LayerStatus::ok(Store::Clickhouse, found.windows),
             speed: LayerStatus::failed(Store::Redis, redis_err),
-            rows,
+            rows: found.rows,
         })
     }
 
@@ -466,7 +436,14 @@ impl LambdaBackend {
 
 impl Backend for LambdaBackend {
     fn counts(&self, query: WindowQuery) -> BoxFuture<'_, Result<BackendAnswer, BackendError>> {
-        Box::pin(self.answer(query))
+        Box::pin(self.answer(query, false))
+    }
+
+    fn hourly_counts(
+        &self,
+        query: WindowQuery,
+    ) -> BoxFuture<'_, Result<BackendAnswer, BackendError>> {
+        Box::pin(self.answer(query, true))
     }
 
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>> {

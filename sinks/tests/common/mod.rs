@@ -41,10 +41,7 @@ pub fn redis_cfg(name: &str) -> RedisConfig {
 
 /// A plain connection for reading back.
 pub fn redis_conn(cfg: &RedisConfig) -> redis::Connection {
-    redis::Client::open(cfg.url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap()
+    eddy_storage::redis_connection(&eddy_storage::redis_client(cfg).unwrap()).unwrap()
 }
 
 /// A ClickHouse config for a fresh database `eddy_test_{name}` with the schema applied.
@@ -55,7 +52,7 @@ pub fn clickhouse_db(name: &str) -> ClickHouseConfig {
         ..ClickHouseConfig::default()
     };
     ch_exec(&cfg, &format!("DROP DATABASE IF EXISTS {}", cfg.database));
-    let applied = eddy_sinks::apply_schema(&cfg, &repo().join("clickhouse/schema")).unwrap();
+    let applied = eddy_sinks::apply_schema(&cfg, None).unwrap();
     assert_eq!(
         applied,
         [
@@ -69,14 +66,6 @@ pub fn clickhouse_db(name: &str) -> ClickHouseConfig {
     cfg
 }
 
-fn client(cfg: &ClickHouseConfig) -> clickhouse::Client {
-    clickhouse::Client::default()
-        .with_url(&cfg.url)
-        .with_user(&cfg.user)
-        .with_validation(false)
-        .with_compression(clickhouse::Compression::None)
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,7 +75,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// Runs a statement (no database set).
 pub fn ch_exec(cfg: &ClickHouseConfig, sql: &str) {
-    rt().block_on(client(cfg).query(sql).execute()).unwrap();
+    rt().block_on(eddy_storage::clickhouse_server(cfg).query(sql).execute())
+        .unwrap();
 }
 
 /// Runs a query in `cfg.database`, with `?` binds applied by `bind`.
@@ -98,7 +88,7 @@ pub fn ch_fetch<T>(
 where
     T: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    let q = bind(client(cfg).with_database(&cfg.database).query(sql));
+    let q = bind(eddy_storage::clickhouse_client(cfg).unwrap().query(sql));
     rt().block_on(q.fetch_all::<T>()).unwrap()
 }
 

@@ -2,75 +2,17 @@
 //! first (`docs/storage.md`: `{p}:campaign:*`, `{p}:campaigns:top`, `{p}:user:*`); on a miss
 //! or a Redis failure, ClickHouse (`campaign_engagement` panes summed over the sliding window
 //! ending at the batch/speed boundary, or the latest `user_similar` / `user_recommendations`
-//! snapshot). Every value is bound with `?`; the SQL text is fixed.
+//! snapshot). Keys, values, rows and queries are the storage contract's ([`eddy_storage`]).
 
 use super::{LambdaBackend, Meta, parse_i64};
 use crate::backend::{BackendError, EngagementQuery, Sourced, Store};
 use eddy_core::{CampaignEngagement, Neighbor, Recommendation, Score};
-use serde::Deserialize;
+use eddy_storage::keys::{self, campaign as cf};
+use eddy_storage::{
+    CAMPAIGN_ENGAGEMENT_QUERY, ENGAGEMENT_QUERY, EngagementSumRow, LATEST_RECOMMENDATIONS_QUERY,
+    LATEST_SIMILAR_QUERY, RecsValue, SimilarValue, UserRecommendationsRow, UserSimilarRow,
+};
 use std::collections::HashMap;
-
-/// Sliding-window engagement per campaign as of a boundary `B`: finalized panes with
-/// `window_start_ms + window_ms <= B` and `window_start_ms + sliding_ms > B`.
-/// Binds: `B - window_ms`, `B - sliding_ms`.
-const ENGAGEMENT_SQL: &str = "\
-SELECT campaign_id, sum(views) AS v, sum(clicks) AS c, sum(conversions) AS cv, \
-sum(revenue_micros) AS r FROM campaign_engagement FINAL \
-WHERE window_start_ms <= ? AND window_start_ms > ? GROUP BY campaign_id";
-
-/// As [`ENGAGEMENT_SQL`] for one campaign. Binds: campaign id, `B - window_ms`,
-/// `B - sliding_ms`.
-const CAMPAIGN_ENGAGEMENT_SQL: &str = "\
-SELECT campaign_id, sum(views) AS v, sum(clicks) AS c, sum(conversions) AS cv, \
-sum(revenue_micros) AS r FROM campaign_engagement FINAL \
-WHERE campaign_id = ? AND window_start_ms <= ? AND window_start_ms > ? GROUP BY campaign_id";
-
-/// The latest similar-users snapshot of a user. Bind: user id.
-const SIMILAR_SQL: &str = "\
-SELECT as_of_ms, neighbors, shared, union_size FROM user_similar FINAL \
-WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1";
-
-/// The latest recommendations snapshot of a user. Bind: user id.
-const RECOMMENDATIONS_SQL: &str = "\
-SELECT as_of_ms, items FROM user_recommendations FINAL \
-WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1";
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChEngagement {
-    campaign_id: u64,
-    views: u64,
-    clicks: u64,
-    conversions: u64,
-    revenue_micros: i64,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChSimilar {
-    as_of_ms: i64,
-    neighbors: Vec<u64>,
-    shared: Vec<u32>,
-    union_size: Vec<u32>,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChRecommendations {
-    as_of_ms: i64,
-    items: String,
-}
-
-/// Value of `{p}:user:{id}:similar`.
-#[derive(Debug, Deserialize)]
-struct SimilarJson {
-    as_of: i64,
-    neighbors: Vec<Neighbor>,
-}
-
-/// Value of `{p}:user:{id}:recs`.
-#[derive(Debug, Deserialize)]
-struct RecsJson {
-    as_of: i64,
-    items: Vec<Recommendation>,
-}
 
 /// A value found in Redis: the value and the watermark it reflects.
 type Hit<T> = Option<(T, i64)>;
@@ -95,13 +37,13 @@ fn parse_campaign(campaign_id: u64, h: &HashMap<String, String>) -> Hit<Campaign
         Some((
             CampaignEngagement {
                 campaign_id,
-                views: u("views")?,
-                clicks: u("clicks")?,
-                conversions: u("conversions")?,
-                revenue_micros: parse_i64(h.get("revenue"))?,
-                score: Score(h.get("score")?.trim().parse::<f64>().ok()?),
+                views: u(cf::VIEWS)?,
+                clicks: u(cf::CLICKS)?,
+                conversions: u(cf::CONVERSIONS)?,
+                revenue_micros: parse_i64(h.get(cf::REVENUE))?,
+                score: Score(h.get(cf::SCORE)?.trim().parse::<f64>().ok()?),
             },
-            parse_i64(h.get("as_of"))?,
+            parse_i64(h.get(cf::AS_OF))?,
         ))
     })();
     if parsed.is_none() {
@@ -135,27 +77,16 @@ impl LambdaBackend {
         cmd: redis::Cmd,
     ) -> redis::RedisResult<(T, Meta)> {
         let mut conn = self.redis_conn().await?;
-        let p = &self.prefix;
         let mut pipe = redis::pipe();
         pipe.add_command(cmd);
-        pipe.cmd("MGET")
-            .arg(format!("{p}:boundary"))
-            .arg(format!("{p}:watermark"))
-            .arg(format!("{p}:as_of"));
+        pipe.cmd("MGET").arg(&keys::meta(&self.prefix)[..]);
         let (value, meta): (T, Vec<Option<String>>) = pipe.query_async(&mut conn).await?;
-        Ok((
-            value,
-            Meta {
-                boundary: parse_i64(meta.first().and_then(Option::as_ref)),
-                watermark: parse_i64(meta.get(1).and_then(Option::as_ref)),
-                as_of: parse_i64(meta.get(2).and_then(Option::as_ref)),
-            },
-        ))
+        Ok((value, Meta::parse(&meta)))
     }
 
     async fn redis_campaign(&self, id: u64) -> redis::RedisResult<(Hit<CampaignEngagement>, Meta)> {
         let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(format!("{}:campaign:{id}", self.prefix));
+        cmd.arg(keys::campaign(&self.prefix, id));
         let (h, meta): (HashMap<String, String>, Meta) = self.redis_with_meta(cmd).await?;
         Ok((parse_campaign(id, &h), meta))
     }
@@ -170,14 +101,14 @@ impl LambdaBackend {
     ) -> redis::RedisResult<(Hit<Vec<CampaignEngagement>>, Meta)> {
         let p = &self.prefix;
         let mut cmd = redis::cmd("MGET");
-        cmd.arg(format!("{p}:campaigns:top:as_of"));
+        cmd.arg(keys::top_campaigns_as_of(p));
         let (as_of, meta): (Vec<Option<String>>, Meta) = self.redis_with_meta(cmd).await?;
         let Some(as_of) = parse_i64(as_of.first().and_then(Option::as_ref)) else {
             return Ok((None, meta));
         };
         let mut conn = self.redis_conn().await?;
         let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(format!("{p}:campaigns:top"))
+            .arg(keys::top_campaigns(p))
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
@@ -202,7 +133,7 @@ impl LambdaBackend {
             }
             let mut pipe = redis::pipe();
             for (id, _) in chunk {
-                pipe.cmd("HGETALL").arg(format!("{p}:campaign:{id}"));
+                pipe.cmd("HGETALL").arg(keys::campaign(p, *id));
             }
             let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
             list.extend(
@@ -252,10 +183,11 @@ impl LambdaBackend {
         let last_start = b.saturating_sub(q.window_ms);
         let after_start = b.saturating_sub(q.sliding_ms);
         let query = match campaign_id {
-            Some(c) => self.ch.query(CAMPAIGN_ENGAGEMENT_SQL).bind(c),
-            None => self.ch.query(ENGAGEMENT_SQL),
+            Some(c) => self.ch.query(CAMPAIGN_ENGAGEMENT_QUERY).bind(c),
+            None => self.ch.query(ENGAGEMENT_QUERY),
         };
-        let rows: Vec<ChEngagement> = query.bind(last_start).bind(after_start).fetch_all().await?;
+        let rows: Vec<EngagementSumRow> =
+            query.bind(last_start).bind(after_start).fetch_all().await?;
         let mut list: Vec<CampaignEngagement> = rows
             .into_iter()
             .map(|r| CampaignEngagement {
@@ -272,9 +204,9 @@ impl LambdaBackend {
     }
 
     async fn ch_similar(&self, user_id: u64) -> Result<Hit<Vec<Neighbor>>, String> {
-        let row: Option<ChSimilar> = self
+        let row: Option<UserSimilarRow> = self
             .ch
-            .query(SIMILAR_SQL)
+            .query(LATEST_SIMILAR_QUERY)
             .bind(user_id)
             .fetch_optional()
             .await
@@ -300,9 +232,9 @@ impl LambdaBackend {
     }
 
     async fn ch_recommendations(&self, user_id: u64) -> Result<Hit<Vec<Recommendation>>, String> {
-        let row: Option<ChRecommendations> = self
+        let row: Option<UserRecommendationsRow> = self
             .ch
-            .query(RECOMMENDATIONS_SQL)
+            .query(LATEST_RECOMMENDATIONS_QUERY)
             .bind(user_id)
             .fetch_optional()
             .await
@@ -410,11 +342,11 @@ impl LambdaBackend {
         &self,
         user_id: u64,
     ) -> Result<Option<Sourced<Vec<Neighbor>>>, BackendError> {
-        let key = format!("{}:user:{user_id}:similar", self.prefix);
+        let key = keys::user_similar(&self.prefix, user_id);
         self.user_answer(
             "similar users",
             key,
-            |j: SimilarJson| (j.neighbors, j.as_of),
+            |j: SimilarValue| (j.neighbors.into_owned(), j.as_of),
             self.ch_similar(user_id),
         )
         .await
@@ -424,11 +356,11 @@ impl LambdaBackend {
         &self,
         user_id: u64,
     ) -> Result<Option<Sourced<Vec<Recommendation>>>, BackendError> {
-        let key = format!("{}:user:{user_id}:recs", self.prefix);
+        let key = keys::user_recs(&self.prefix, user_id);
         self.user_answer(
             "recommendations",
             key,
-            |j: RecsJson| (j.items, j.as_of),
+            |j: RecsValue| (j.items.into_owned(), j.as_of),
             self.ch_recommendations(user_id),
         )
         .await
