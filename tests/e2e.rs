@@ -16,7 +16,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -26,10 +25,6 @@ const T0: i64 = 1_767_225_600_000;
 const WINDOW: i64 = 10_000;
 const LATENESS: i64 = 2_000;
 const PARTITIONS: i32 = 3;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn services() {
     eddy_testkit::services(&[]);
@@ -74,7 +69,7 @@ fn config(name: &str) -> Config {
         &cfg,
         &format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database),
     );
-    eddy_sinks::apply_schema(&cfg.clickhouse, &repo().join("clickhouse/schema")).unwrap();
+    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
     rt().block_on(eddy::kafka::create_topics(&cfg.kafka))
         .unwrap();
     cfg

@@ -115,16 +115,19 @@ async fn counts(
     if window_ms <= 0 {
         return Err(AppError::Internal("server window_ms must be > 0".into()));
     }
-    let answer = state
-        .backend
-        .counts(WindowQuery {
-            event_type: params.event_type,
-            campaign_id: params.campaign_id,
-            from_ms: params.from_ms,
-            to_ms: params.to_ms,
-            window_ms,
-        })
-        .await
+    let query = WindowQuery {
+        event_type: params.event_type,
+        campaign_id: params.campaign_id,
+        from_ms: params.from_ms,
+        to_ms: params.to_ms,
+        window_ms,
+    };
+    let answer = match params.granularity {
+        Granularity::Minute => state.backend.counts(query),
+        // Whole finalized hours may come from hourly rollups; `hour_series` sums per hour.
+        Granularity::Hour => state.backend.hourly_counts(query),
+    }
+    .await
         .inspect_err(|e| tracing::warn!(error = %e, "counts query failed"))?;
     let degraded = answer.batch.available == Some(false) || answer.speed.available == Some(false);
     if degraded {

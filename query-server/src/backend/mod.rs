@@ -179,6 +179,16 @@ pub enum BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// Windows matching `query`, merged across layers.
     fn counts(&self, query: WindowQuery) -> BoxFuture<'_, Result<BackendAnswer, BackendError>>;
+    /// As [`Backend::counts`], for hourly series: rows may also be whole hours
+    /// (`window_start_ms` an hour start, the hour's totals) where the backend keeps hourly
+    /// rollups, native windows elsewhere; summing the rows per hour of their start gives the
+    /// same totals as summing the native windows. By default, native windows only.
+    fn hourly_counts(
+        &self,
+        query: WindowQuery,
+    ) -> BoxFuture<'_, Result<BackendAnswer, BackendError>> {
+        self.counts(query)
+    }
     /// One entry per store behind this backend.
     fn health(&self) -> BoxFuture<'_, Vec<StoreHealth>>;
     /// The sliding-window engagement of `campaign_id`; `None` when no store knows it (the
