@@ -128,7 +128,7 @@ async fn counts(
         Granularity::Hour => state.backend.hourly_counts(query),
     }
     .await
-        .inspect_err(|e| tracing::warn!(error = %e, "counts query failed"))?;
+    .inspect_err(|e| tracing::warn!(error = %e, "counts query failed"))?;
     let degraded = answer.batch.available == Some(false) || answer.speed.available == Some(false);
     if degraded {
         tracing::warn!(batch = ?answer.batch.error, speed = ?answer.speed.error, "degraded answer");
