@@ -1,6 +1,8 @@
 //! Shared pieces of eddy's benchmarks (the benchmarks themselves live in `benches/` and
 //! `src/bin/`).
 
+pub mod cli;
+
 use differential_dataflow::VecCollection;
 use eddy_core::{Config, Event};
 use eddy_dataflows::Inputs;

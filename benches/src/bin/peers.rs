@@ -3,7 +3,7 @@
 //! streams the file (every worker reads it and parses its share), parses and runs `windowed_counts` (60 s windows) on WORKERS timely workers,
 //! and prints one JSON line with the events/s and the number of output rows.
 
-use differential_dataflow::input::Input;
+use eddy_benches::cli::{EventFeed, PeerRecord, print_json, round};
 use eddy_core::{WindowSpec, parse_event};
 use eddy_dataflows::windowed_counts;
 use eddy_load_gen::{GenConfig, Generator};
@@ -11,8 +11,6 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use timely::dataflow::InputHandle;
-use timely::dataflow::operators::Input as _;
 
 const EPOCH: usize = 10_000;
 
@@ -40,11 +38,8 @@ fn main() {
             let (rows2, total2) = (rows.clone(), total.clone());
             timely::execute(timely::Config::process(workers), move |worker| {
                 let (index, peers) = (worker.index(), worker.peers());
-                let mut marks = InputHandle::new();
                 let rows = rows2.clone();
-                let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-                    let (input, events) = scope.new_collection();
-                    let watermarks = scope.input_from(&mut marks);
+                let mut feed = EventFeed::new(worker, |events, watermarks| {
                     let out = windowed_counts(events, watermarks, WindowSpec::new(60_000));
                     let r2 = rows.clone();
                     let (probe, _) = out
@@ -58,7 +53,7 @@ fn main() {
                             rows.fetch_add(*d as usize, Ordering::Relaxed);
                         })
                         .probe_with(&probe);
-                    (input, probe)
+                    probe
                 });
                 // Every worker streams the file and parses its own share of each epoch.
                 let file = std::fs::File::open(&path).expect("FILE");
@@ -69,13 +64,11 @@ fn main() {
                         read += 1;
                         if i % peers == index {
                             let line = line.expect("read");
-                            input.insert(parse_event(&line).expect("generated events are valid"));
+                            let event = parse_event(&line).expect("generated events are valid");
+                            feed.events.insert(event);
                         }
                     }
-                    input.advance_to(epoch as u64 + 1);
-                    marks.advance_to(epoch as u64 + 1);
-                    input.flush();
-                    worker.step_while(|| probe.less_than(input.time()));
+                    feed.advance_to(worker, epoch as u64 + 1);
                     if index == 0 {
                         total2.fetch_add(read, Ordering::Relaxed);
                     }
@@ -86,12 +79,16 @@ fn main() {
             })
             .expect("timely runs");
             let secs = started.elapsed().as_secs_f64();
-            println!(
-                "{{\"engine\":\"eddy\",\"workers\":{workers},\"events\":{},\"seconds\":{secs:.3},\"events_per_sec\":{:.0},\"rows\":{}}}",
-                total.load(Ordering::Relaxed),
-                total.load(Ordering::Relaxed) as f64 / secs,
-                rows.load(Ordering::Relaxed)
-            );
+            let events = total.load(Ordering::Relaxed) as u64;
+            print_json(&PeerRecord {
+                engine: "eddy".into(),
+                workers: workers as u64,
+                events,
+                seconds: round(secs, 3),
+                events_per_sec: (events as f64 / secs).round(),
+                rows: rows.load(Ordering::Relaxed) as u64,
+                peak_rss_kb: None,
+            });
         }
         _ => {
             eprintln!("usage: peers gen FILE N | peers eddy FILE WORKERS");

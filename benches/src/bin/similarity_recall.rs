@@ -6,15 +6,17 @@
 //!
 //! The interactions (click/conversion pairs) of `events` generated events are fed in one epoch
 //! through `similar_users` in MinHash mode; the exact top-10 of every user is computed from
-//! scratch in plain Rust (dense co-occurrence counters over campaign audiences). Recall@10 is
+//! scratch in plain Rust by the shared oracle, `eddy_load_gen::expected::similar_users`. Recall@10 is
 //! tie-aware, as in ann-benchmarks: a returned neighbor counts if its Jaccard similarity is at
 //! least that of the exact 10th neighbor (many users have equal similarities; any of them is a
 //! correct answer). The strict id-overlap recall is printed too.
 
 use differential_dataflow::input::Input;
+use eddy_benches::cli::{RecallRecord, arg, print_json, round};
 use eddy_core::{EventType, Neighbor, SimilarUsers};
 use eddy_dataflows::similarity::sets;
 use eddy_dataflows::{SimilarityMode, SimilarityParams, similar_users};
+use eddy_load_gen::expected;
 use eddy_load_gen::{GenConfig, Generated, Generator};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,16 +24,9 @@ use std::time::Instant;
 
 const K: usize = 10;
 
-fn arg(i: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(i)
-        .map(|a| a.parse().expect("numeric argument"))
-        .unwrap_or(default)
-}
-
 fn main() {
-    let events = arg(1, 6_000_000);
-    let workers = arg(2, 2);
+    let events: usize = arg(1, 6_000_000);
+    let workers: usize = arg(2, 2);
     let mut specs: Vec<(usize, usize, usize)> = std::env::args()
         .skip(3)
         .map(|s| {
@@ -73,7 +68,7 @@ fn main() {
 
     // Exact top-10 from scratch.
     let t = Instant::now();
-    let exact = exact_top(&pairs);
+    let exact = expected::similar_users(&pairs, K);
     println!("exact oracle: {:.1}s", t.elapsed().as_secs_f64());
 
     for (bands, rows, bucket) in specs {
@@ -151,74 +146,16 @@ fn bounded(
         hits as f64 / wanted as f64,
         strict as f64 / wanted as f64
     );
-    println!(
-        "{{\"bench\":\"similarity_recall\",\"users\":{},\"bands\":{bands},\"rows\":{rows},\"bucket_size\":{bucket},\"workers\":{workers},\"seconds\":{took:.1},\"users_with_neighbors\":{},\"recall\":{:.4},\"strict_recall\":{:.4}}}",
-        exact.len(),
-        got.len(),
-        hits as f64 / wanted as f64,
-        strict as f64 / wanted as f64
-    );
-}
-
-/// Every user's exact top-10 (Jaccard, ties by lower id), by counting co-occurrences over
-/// campaign audiences with a dense counter per thread.
-fn exact_top(pairs: &[(u64, u64)]) -> BTreeMap<u64, Vec<Neighbor>> {
-    let mut sets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut audience: HashMap<u64, Vec<u64>> = HashMap::new();
-    for (u, c) in pairs {
-        sets.entry(*u).or_default().push(*c);
-        audience.entry(*c).or_default().push(*u);
-    }
-    let max_user = sets.keys().max().copied().unwrap_or(0) as usize + 1;
-    let users: Vec<(u64, Vec<u64>)> = sets.clone().into_iter().collect();
-    let chunks: Vec<&[(u64, Vec<u64>)]> = users.chunks(users.len().div_ceil(2).max(1)).collect();
-    let mut out = BTreeMap::new();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let (sets, audience) = (&sets, &audience);
-                s.spawn(move || {
-                    let mut count = vec![0u32; max_user];
-                    let mut touched = Vec::new();
-                    let mut part = Vec::new();
-                    for (u, su) in chunk {
-                        for c in su {
-                            for v in &audience[c] {
-                                if v != u {
-                                    if count[*v as usize] == 0 {
-                                        touched.push(*v);
-                                    }
-                                    count[*v as usize] += 1;
-                                }
-                            }
-                        }
-                        let mut found: Vec<Neighbor> = touched
-                            .drain(..)
-                            .map(|v| {
-                                let shared = std::mem::take(&mut count[v as usize]);
-                                Neighbor {
-                                    user_id: v,
-                                    shared,
-                                    union: (su.len() + sets[&v].len()) as u32 - shared,
-                                }
-                            })
-                            .collect();
-                        if found.len() > K {
-                            found.select_nth_unstable(K);
-                            found.truncate(K);
-                        }
-                        found.sort();
-                        found.shrink_to_fit();
-                        part.push((*u, found));
-                    }
-                    part
-                })
-            })
-            .collect();
-        for h in handles {
-            out.extend(h.join().expect("oracle thread"));
-        }
+    print_json(&RecallRecord {
+        bench: "similarity_recall".into(),
+        users: exact.len(),
+        bands,
+        rows,
+        bucket_size: bucket,
+        workers,
+        seconds: round(took, 1),
+        users_with_neighbors: got.len(),
+        recall: round(hits as f64 / wanted as f64, 4),
+        strict_recall: round(strict as f64 / wanted as f64, 4),
     });
-    out
 }

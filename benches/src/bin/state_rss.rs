@@ -9,26 +9,17 @@
 //! printed every 5 minutes of event time. `EDDY_*` environment variables override the
 //! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`).
 
-use differential_dataflow::input::Input;
+use eddy_benches::cli::{EventFeed, StateRecord, arg, round};
 use eddy_benches::{full_dataflow, rss_bytes};
 use eddy_core::Config;
 use eddy_load_gen::{GenConfig, Generated, Generator};
 use std::time::Instant;
-use timely::dataflow::InputHandle;
-use timely::dataflow::operators::Input as _;
-
-fn arg(i: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(i)
-        .map(|a| a.parse().expect("numeric argument"))
-        .unwrap_or(default)
-}
 
 fn main() {
     let minutes = arg(1, 60);
     let rate = arg(2, 5_000);
     let sliding_min = arg(3, 10);
-    let workers = arg(4, 2) as usize;
+    let workers: usize = arg(4, 2);
     // Defaults, then EDDY_* environment overrides (e.g. EDDY_SIMILARITY__BUCKET_SIZE=16).
     let mut cfg = Config::load(None, std::env::vars()).expect("valid EDDY_* overrides");
     cfg.engagement.sliding_ms = sliding_min as i64 * 60_000;
@@ -45,12 +36,8 @@ fn main() {
     let started = Instant::now();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let mut marks = InputHandle::new();
-        let cfg2 = cfg.clone();
-        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, events) = scope.new_collection();
-            let watermarks = scope.input_from(&mut marks);
-            (input, full_dataflow(&cfg2, events, watermarks))
+        let mut feed = EventFeed::new(worker, |events, watermarks| {
+            full_dataflow(&cfg, events, watermarks)
         });
         // Every worker runs the same generator and keeps its share, so all agree on the
         // watermark without exchanging anything.
@@ -67,16 +54,13 @@ fn main() {
                 if let Generated::Valid(e, _) = generator.next_message() {
                     max_ts = max_ts.max(e.ts_ms);
                     if n % peers as u64 == index as u64 {
-                        input.insert(e);
+                        feed.events.insert(e);
                     }
                 }
                 n += 1;
             }
-            marks.send(max_ts - cfg.pipeline.lateness_ms);
-            input.advance_to(epoch + 1);
-            marks.advance_to(epoch + 1);
-            input.flush();
-            worker.step_while(|| probe.less_than(input.time()));
+            feed.marks.send(max_ts - cfg.pipeline.lateness_ms);
+            feed.advance_to(worker, epoch + 1);
             if index == 0 && (epoch + 1) % 150 == 0 {
                 println!(
                     "| {} | {} | {:.0} | {:.1} |",
@@ -85,11 +69,19 @@ fn main() {
                     started.elapsed().as_secs_f64(),
                     rss_bytes() as f64 / 1e6
                 );
+                let record = StateRecord {
+                    bench: "state_rss".into(),
+                    minute: (epoch + 1) / 30,
+                    events: n,
+                    wall_secs: round(started.elapsed().as_secs_f64(), 1),
+                    rss_mb: round(rss_bytes() as f64 / 1e6, 1),
+                    sliding_min,
+                    rate,
+                    workers: peers,
+                };
                 eprintln!(
-                    "{{\"bench\":\"state_rss\",\"minute\":{},\"events\":{n},\"wall_secs\":{:.1},\"rss_mb\":{:.1},\"sliding_min\":{sliding_min},\"rate\":{rate},\"workers\":{peers}}}",
-                    (epoch + 1) / 30,
-                    started.elapsed().as_secs_f64(),
-                    rss_bytes() as f64 / 1e6
+                    "{}",
+                    serde_json::to_string(&record).expect("records serialize")
                 );
             }
         }

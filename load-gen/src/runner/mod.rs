@@ -32,8 +32,11 @@ pub use verify::{verify, verify_engagement};
 
 use crate::GenConfig;
 use crate::timeline::Timeline;
+use eddy_core::api::ErrorBody;
 use hdrhistogram::Histogram;
 use rdkafka::error::KafkaError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,6 +112,30 @@ pub enum RunError {
 
 fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> RunError {
     move |source| RunError::Kafka { op, source }
+}
+
+/// `GET url?query`, deserialized as the query server's response type `T` (from
+/// [`eddy_core::api`]); a failed request or an error answer becomes its message.
+async fn get<T: DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    query: &impl Serialize,
+) -> Result<T, String> {
+    let resp = client
+        .get(url)
+        .query(query)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(e) => format!("{status}: {}", e.error.message),
+            Err(_) => format!("{status}: {body}"),
+        });
+    }
+    resp.json().await.map_err(|e| e.to_string())
 }
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {

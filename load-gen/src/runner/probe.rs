@@ -5,7 +5,8 @@
 //! `/metrics` every second for its consumer lag and watermark.
 
 use crate::timeline::Timeline;
-use eddy_core::Event;
+use eddy_core::api::{CountsQuery, CountsResponse};
+use eddy_core::{Event, EventType};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,27 +31,15 @@ pub(super) fn message(run_id: u64, n: u64) -> (String, String, Event) {
 /// The probe campaign's total view count over HTTP.
 async fn probe_count(client: &reqwest::Client, url: &str, from: i64) -> Option<u64> {
     let to = eddy_core::now_ms() + 3_600_000;
-    let body: serde_json::Value = client
-        .get(format!("{url}/v1/counts"))
-        .query(&[
-            ("campaign_id", PROBE_CAMPAIGN.to_string()),
-            ("event_type", "view".to_string()),
-            ("from", from.to_string()),
-            ("to", to.to_string()),
-        ])
-        .send()
-        .await
-        .ok()?
-        .json()
+    let query = CountsQuery {
+        campaign_id: Some(PROBE_CAMPAIGN),
+        event_type: Some(EventType::View),
+        ..CountsQuery::new(from, to)
+    };
+    let counts: CountsResponse = super::get(client, &format!("{url}/v1/counts"), &query)
         .await
         .ok()?;
-    Some(
-        body["series"]
-            .as_array()?
-            .iter()
-            .filter_map(|p| p["count"].as_u64())
-            .sum(),
-    )
+    Some(counts.series.iter().map(|p| p.count).sum())
 }
 
 /// Polls the probe count until every probe is seen (or 30 s after `producing` ends); returns

@@ -9,7 +9,8 @@
 use super::probe::PROBE_CAMPAIGN;
 use super::{RunConfig, RunError, kafka};
 use crate::expected::WindowTotals;
-use eddy_core::{Event, WindowSpec};
+use eddy_core::api::{CampaignResponse, CountsQuery, CountsResponse, NoQuery};
+use eddy_core::{Event, EventType, WindowSpec};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -43,6 +44,12 @@ pub(super) async fn check(cfg: &RunConfig, valid: Vec<(u64, Event)>) -> Result<u
     verify(url, &expected, cfg.window_ms, cfg.verify_timeout).await?;
     verify_engagement(url, &kept, window, cfg.sliding_ms, cfg.verify_timeout).await?;
     Ok(ruled_late)
+}
+
+/// The id of a dead letter's original event (its other fields are not needed).
+#[derive(serde::Deserialize)]
+struct EventId {
+    event_id: String,
 }
 
 /// Event ids of the dead letters with reason `late`.
@@ -84,8 +91,8 @@ fn late_event_ids(brokers: &str, dlq_topic: &str) -> Result<HashSet<String>, Run
                 if late
                     && let Some(id) = m
                         .payload()
-                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                        .and_then(|v| v["event_id"].as_str().map(str::to_owned))
+                        .and_then(|p| serde_json::from_slice::<EventId>(p).ok())
+                        .map(|e| e.event_id)
                 {
                     ids.insert(id);
                 }
@@ -109,38 +116,26 @@ fn late_event_ids(brokers: &str, dlq_topic: &str) -> Result<HashSet<String>, Run
 type Values = (u64, i64, Option<i64>, Option<i64>);
 
 /// Series keyed by `(event_type, window_start_ms)`.
-type Series = BTreeMap<(String, i64), Values>;
+type Series = BTreeMap<(EventType, i64), Values>;
 
 async fn series(
     client: &reqwest::Client,
     url: &str,
-    params: &[(&str, String)],
+    query: &CountsQuery,
 ) -> Result<Series, String> {
-    let resp = client
-        .get(format!("{url}/v1/counts"))
-        .query(params)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-    let points = body["series"]
-        .as_array()
-        .ok_or_else(|| format!("no series in {body}"))?;
-    let micros = |v: &serde_json::Value| v.as_f64().map(|a| (a * 1_000_000.0).round() as i64);
-    Ok(points
+    let counts: CountsResponse = super::get(client, &format!("{url}/v1/counts"), query).await?;
+    let micros = |a: f64| (a * 1_000_000.0).round() as i64;
+    Ok(counts
+        .series
         .iter()
         .map(|p| {
-            let key = (
-                p["event_type"].as_str().unwrap_or_default().to_owned(),
-                p["window_start_ms"].as_i64().unwrap_or_default(),
-            );
             let values = (
-                p["count"].as_u64().unwrap_or_default(),
-                micros(&p["sum_amount"]).unwrap_or(0),
-                micros(&p["min_amount"]),
-                micros(&p["max_amount"]),
+                p.count,
+                p.sum_amount.map_or(0, micros),
+                p.min_amount.map(micros),
+                p.max_amount.map(micros),
             );
-            (key, values)
+            ((p.event_type, p.window_start_ms), values)
         })
         .collect())
 }
@@ -210,7 +205,7 @@ pub async fn verify(
         .types
         .values()
         .map(|r| {
-            let key = (r.event_type.to_string(), r.window_start_ms);
+            let key = (r.event_type, r.window_start_ms);
             (key, (r.count, r.sum_micros, r.min_micros, r.max_micros))
         })
         .collect();
@@ -225,16 +220,11 @@ pub async fn verify(
             .campaigns
             .values()
             .filter(|r| r.campaign_id == c)
-            .map(|r| {
-                (
-                    (r.event_type.to_string(), r.window_start_ms),
-                    (r.count, 0, None, None),
-                )
-            })
+            .map(|r| ((r.event_type, r.window_start_ms), (r.count, 0, None, None)))
             .collect()
     };
     let client = reqwest::Client::new();
-    let range = [("from", from.to_string()), ("to", to.to_string())];
+    let range = CountsQuery::new(from, to);
     until_no_difference(timeout, async || {
         let mut report = String::new();
         match series(&client, url, &range).await {
@@ -242,9 +232,11 @@ pub async fn verify(
             Err(e) => report.push_str(&format!("  query failed: {e}\n")),
         }
         for &c in &campaigns {
-            let mut params = range.to_vec();
-            params.push(("campaign_id", c.to_string()));
-            match series(&client, url, &params).await {
+            let query = CountsQuery {
+                campaign_id: Some(c),
+                ..range
+            };
+            match series(&client, url, &query).await {
                 Ok(got) => {
                     report.push_str(&diff(&format!("campaign {c}"), &want_campaign(c), &got))
                 }
@@ -276,32 +268,21 @@ pub async fn verify_engagement(
     until_no_difference(timeout, async || {
         let mut report = String::new();
         for &c in &campaigns {
-            let answer: Result<serde_json::Value, String> = async {
-                let resp = client
-                    .get(format!("{url}/v1/campaigns/{c}"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                resp.json().await.map_err(|e| e.to_string())
-            }
-            .await;
-            let body = match answer {
-                Ok(b) => b,
+            let path = format!("{url}/v1/campaigns/{c}");
+            let answer = match super::get::<CampaignResponse>(&client, &path, &NoQuery {}).await {
+                Ok(answer) => answer,
                 Err(e) => {
-                    report.push_str(&format!("  campaign {c}: query failed: {e}\n"));
+                    report.push_str(&format!("  campaign {c}: no answer: {e}\n"));
                     continue;
                 }
             };
-            let Some(as_of) = body["as_of_ms"].as_i64() else {
-                report.push_str(&format!("  campaign {c}: no answer: {body}\n"));
-                continue;
-            };
+            let as_of = answer.meta.as_of_ms;
             let want = crate::expected::engagement(events, window, sliding_ms, as_of)
                 .get(&c)
                 .copied()
                 .unwrap_or_default();
-            let got = ["views", "clicks", "conversions", "revenue_micros"]
-                .map(|f| body[f].as_i64().unwrap_or(-1));
+            let e = &answer.campaign;
+            let got = [e.views as i64, e.clicks as i64, e.conversions as i64, e.revenue_micros];
             if got != want {
                 report.push_str(&format!(
                     "  campaign {c} engagement as of {as_of}: expected [views, clicks, conversions, revenue_micros] {want:?}, got {got:?}\n"
