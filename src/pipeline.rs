@@ -16,7 +16,9 @@ use crate::kafka::{KafkaCommitter, KafkaDeadLetters, KafkaIoError, KafkaReader, 
 use crate::reader::PartitionReader;
 use crate::sink_op::{sink_counts, sink_dead_letters, sink_similarity};
 use crate::source::{SourceSettings, source};
-use eddy_core::{Checkpoint, Config, DeadLetterBatch, MemoryStore, Metrics, WindowSpec};
+use eddy_core::{
+    Checkpoint, Config, DeadLetterBatch, MemoryStore, Metrics, SimilarityBatch, WindowSpec,
+};
 use eddy_dataflows::Inputs;
 use eddy_load_gen::GenConfig;
 use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
@@ -146,7 +148,7 @@ struct WorkerIo<R> {
     /// Fast path: windowed counts, engagement, top list.
     counts: Vec<SinkWorker>,
     /// Slow path: similar users, recommendations (empty when similarity is off).
-    similarity: Vec<SinkWorker>,
+    similarity: Vec<SinkWorker<SimilarityBatch>>,
     dead_letters: Vec<SinkWorker<DeadLetterBatch>>,
     /// Worker 0 only: takes checkpoints.
     commit: Option<Commit>,
@@ -173,12 +175,16 @@ fn kafka_io(
         .iter()
         .flat_map(|cp| cp.partitions.iter().map(|p| (p.partition, p.resume_offset)))
         .collect();
-    let stores = || -> Result<Vec<Box<dyn EpochSink>>, PipelineError> {
+    fn stores<B: Batch>(cfg: &Config) -> Result<Vec<Box<dyn EpochSink<B>>>, PipelineError>
+    where
+        RedisSink: EpochSink<B>,
+        ClickHouseSink: EpochSink<B>,
+    {
         Ok(vec![
             Box::new(RedisSink::connect(&cfg.redis)?),
             Box::new(ClickHouseSink::connect(&cfg.clickhouse)?),
         ])
-    };
+    }
     let commit: Option<Commit> = if lead {
         let mut store = ClickHouseCheckpoints::connect(&cfg.clickhouse)?;
         let mut boundary = RedisSink::connect(&cfg.redis)?;
@@ -200,11 +206,11 @@ fn kafka_io(
     };
     Ok(WorkerIo {
         reader: KafkaReader::new(&cfg.kafka, mine, start, opts.metrics.clone())?,
-        counts: spawn(opts, stores()?),
+        counts: spawn(opts, stores(cfg)?),
         similarity: spawn(
             opts,
             if cfg.similarity.enabled {
-                stores()?
+                stores(cfg)?
             } else {
                 Vec::new()
             },
@@ -221,19 +227,23 @@ fn demo_io(
     demo: &DemoSetup,
     lead: bool,
 ) -> WorkerIo<GeneratorReader> {
-    let memory =
-        || -> Vec<Box<dyn EpochSink>> { vec![Box::new(MemorySink::new(demo.store.clone()))] };
+    fn memory<B: Batch>(demo: &DemoSetup) -> Vec<Box<dyn EpochSink<B>>>
+    where
+        MemorySink: EpochSink<B>,
+    {
+        vec![Box::new(MemorySink::new(demo.store.clone()))]
+    }
     let commit: Option<Commit> = lead.then(|| {
         let mut store = MemoryCheckpoints::with_store(demo.store.clone());
         Box::new(move |cp: &Checkpoint| Ok(store.save(cp)?)) as Commit
     });
     WorkerIo {
         reader: GeneratorReader::new(&demo.generator, mine, demo.rate_per_partition),
-        counts: spawn(opts, memory()),
+        counts: spawn(opts, memory(demo)),
         similarity: spawn(
             opts,
             if opts.config.similarity.enabled {
-                memory()
+                memory(demo)
             } else {
                 Vec::new()
             },
@@ -317,8 +327,7 @@ fn drive<R: PartitionReader>(
         )
         .probe_with(&durable);
         if let Some(similarity) = &out.similarity {
-            sink_similarity(similarity, marks, window, sliding_ms, similarity_sinks)
-                .probe_with(&durable);
+            sink_similarity(similarity, marks, sliding_ms, similarity_sinks).probe_with(&durable);
         }
         sink_dead_letters(src.dead_letters, dlq_sinks).probe_with(&durable);
     });

@@ -11,8 +11,9 @@
 
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{
-    CampaignEngagement, CampaignWindowCount, DeadLetter, DeadLetterBatch, EventType,
-    PaneEngagement, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations, WindowSpec,
+    CampaignEngagement, CampaignWindowCount, CountsBatch, DeadLetter, DeadLetterBatch, EventType,
+    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
+    WindowSpec,
 };
 use eddy_dataflows::{Engagement, SimilarityOutputs, WindowedCounts};
 use eddy_operators::{Epoch, EpochStash};
@@ -59,7 +60,7 @@ use timely::dataflow::operators::{Capability, Operator};
 ///                 vec![sink],
 ///             )
 ///             .probe()
-///             .1
+///             .0
 ///     });
 ///     // The probe passes the epoch once the sink thread has written its batch.
 ///     while !probe.done() {
@@ -166,10 +167,18 @@ impl<K: Ord, V> Changed<K, V> {
             *slot = Some(value);
         }
     }
+
+    /// Every changed key's value, `gone(key)` for the keys that have none any more.
+    fn values_or(self, gone: impl Fn(K) -> V) -> Vec<V> {
+        self.0
+            .into_iter()
+            .map(|(k, v)| v.unwrap_or_else(|| gone(k)))
+            .collect()
+    }
 }
 
 /// Writes the fast outputs (windowed counts, engagement, top list, final panes) to `sinks`,
-/// one [`SinkBatch`] per epoch (when it has rows or the watermark moved). The returned stream
+/// one [`CountsBatch`] per epoch (when it has rows or the watermark moved). The returned stream
 /// (no data) passes epoch `e` once it is durable in every sink.
 pub fn sink_counts<'scope>(
     counts: &WindowedCounts<'scope>,
@@ -192,11 +201,11 @@ pub fn sink_counts<'scope>(
         "SinkCounts",
         move |epoch, updates| {
             let before = watermark;
-            let mut batch = SinkBatch {
+            let mut batch = CountsBatch {
                 epoch,
                 window_size_ms: window.size_ms,
                 sliding_ms,
-                ..SinkBatch::default()
+                ..CountsBatch::default()
             };
             let mut types = Changed::<(i64, EventType), _>::new();
             let mut campaigns = Changed::<(i64, u64, EventType), _>::new();
@@ -252,15 +261,13 @@ pub fn sink_counts<'scope>(
     )
 }
 
-/// Writes similar users and recommendations (the slow path) to `sinks`, one [`SinkBatch`] per
-/// epoch with rows (see [`SinkBatch::as_of_only`]: its watermark stamps the values but does
-/// not advance the stores' watermark, which the fast path owns).
+/// Writes similar users and recommendations (the slow path) to `sinks`, one
+/// [`SimilarityBatch`] per epoch with rows, stamped with the epoch's watermark.
 pub fn sink_similarity<'scope>(
     similarity: &SimilarityOutputs<'scope>,
     watermarks: StreamVec<'scope, Epoch, i64>,
-    window: WindowSpec,
     sliding_ms: i64,
-    sinks: Vec<SinkWorker>,
+    sinks: Vec<SinkWorker<SimilarityBatch>>,
 ) -> StreamVec<'scope, Epoch, ()> {
     let updates = updates(&similarity.similar, Update::Similar)
         .concat(updates(&similarity.recommendations, Update::Recs))
@@ -282,33 +289,18 @@ pub fn sink_similarity<'scope>(
             if similar.0.is_empty() && recs.0.is_empty() {
                 return None;
             }
-            Some(SinkBatch {
+            Some(SimilarityBatch {
                 epoch,
-                watermark_ms: watermark,
-                window_size_ms: window.size_ms,
+                as_of_ms: watermark,
                 sliding_ms,
-                as_of_only: true,
-                similar: similar
-                    .0
-                    .into_iter()
-                    .map(|(user_id, row)| {
-                        row.unwrap_or(SimilarUsers {
-                            user_id,
-                            neighbors: Vec::new(),
-                        })
-                    })
-                    .collect(),
-                recommendations: recs
-                    .0
-                    .into_iter()
-                    .map(|(user_id, row)| {
-                        row.unwrap_or(UserRecommendations {
-                            user_id,
-                            items: Vec::new(),
-                        })
-                    })
-                    .collect(),
-                ..SinkBatch::default()
+                similar: similar.values_or(|user_id| SimilarUsers {
+                    user_id,
+                    neighbors: Vec::new(),
+                }),
+                recommendations: recs.values_or(|user_id| UserRecommendations {
+                    user_id,
+                    items: Vec::new(),
+                }),
             })
         },
         sinks,

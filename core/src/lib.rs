@@ -22,8 +22,8 @@ pub use event::{Event, EventType, ParseError, parse_event};
 pub use memory::MemoryStore;
 pub use metrics::Metrics;
 pub use rows::{
-    CampaignWindowCount, Checkpoint, DeadLetter, DeadLetterBatch, PartitionCheckpoint, SinkBatch,
-    TypeWindowStats,
+    CampaignWindowCount, Checkpoint, CountsBatch, DeadLetter, DeadLetterBatch, PartitionCheckpoint,
+    SimilarityBatch, TypeWindowStats,
 };
 pub use window::WindowSpec;
 

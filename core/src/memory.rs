@@ -4,7 +4,7 @@
 
 use crate::engagement::{CampaignEngagement, Neighbor, Recommendation};
 use crate::event::EventType;
-use crate::rows::{CampaignWindowCount, Checkpoint, SinkBatch, TypeWindowStats};
+use crate::rows::{CampaignWindowCount, Checkpoint, CountsBatch, SimilarityBatch, TypeWindowStats};
 use std::collections::BTreeMap;
 
 /// A stored window row plus whether it is final.
@@ -25,7 +25,7 @@ pub struct AsOf<T> {
     pub as_of_ms: i64,
 }
 
-/// In-memory view of eddy's outputs, updated per sink batch (see [`SinkBatch`]).
+/// In-memory view of eddy's outputs, updated per sink batch (see [`CountsBatch`]).
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     types: BTreeMap<(EventType, i64), Stored<TypeWindowStats>>,
@@ -93,11 +93,10 @@ impl MemoryStore {
         }
     }
 
-    /// Applies one sink batch (idempotent: values are absolute). Engagement, top list, similar
-    /// users and recommendations are stored with the batch's watermark as their `as_of_ms`;
-    /// within a batch, `engagement_removed` is applied after `engagement`, and an empty list
-    /// of similar users or recommendations removes the user's entry.
-    pub fn apply(&mut self, batch: &SinkBatch) {
+    /// Applies one batch of the fast path (idempotent: values are absolute). Engagement and
+    /// the top list are stored with the batch's watermark as their `as_of_ms`; within a batch,
+    /// `engagement_removed` is applied after `engagement`.
+    pub fn apply(&mut self, batch: &CountsBatch) {
         let as_of = |value| AsOf {
             value,
             as_of_ms: batch.watermark_ms,
@@ -113,32 +112,6 @@ impl MemoryStore {
                 value: top.clone(),
                 as_of_ms: batch.watermark_ms,
             });
-        }
-        for s in &batch.similar {
-            if s.neighbors.is_empty() {
-                self.similar.remove(&s.user_id);
-            } else {
-                self.similar.insert(
-                    s.user_id,
-                    AsOf {
-                        value: s.neighbors.clone(),
-                        as_of_ms: batch.watermark_ms,
-                    },
-                );
-            }
-        }
-        for r in &batch.recommendations {
-            if r.items.is_empty() {
-                self.recommendations.remove(&r.user_id);
-            } else {
-                self.recommendations.insert(
-                    r.user_id,
-                    AsOf {
-                        value: r.items.clone(),
-                        as_of_ms: batch.watermark_ms,
-                    },
-                );
-            }
         }
         for r in &batch.open_types {
             self.types.insert(
@@ -184,6 +157,36 @@ impl MemoryStore {
         self.epoch = self.epoch.max(batch.epoch);
         self.updated_at_ms = Some(crate::now_ms());
         self.prune(batch.window_size_ms);
+    }
+
+    /// Applies one batch of the slow path (idempotent): similar users and recommendations,
+    /// stored with the batch's `as_of_ms`; an empty list removes the user's entry. The
+    /// store's watermark is the fast path's: this does not move it.
+    pub fn apply_similarity(&mut self, batch: &SimilarityBatch) {
+        for s in &batch.similar {
+            if s.neighbors.is_empty() {
+                self.similar.remove(&s.user_id);
+            } else {
+                let value = AsOf {
+                    value: s.neighbors.clone(),
+                    as_of_ms: batch.as_of_ms,
+                };
+                self.similar.insert(s.user_id, value);
+            }
+        }
+        for r in &batch.recommendations {
+            if r.items.is_empty() {
+                self.recommendations.remove(&r.user_id);
+            } else {
+                let value = AsOf {
+                    value: r.items.clone(),
+                    as_of_ms: batch.as_of_ms,
+                };
+                self.recommendations.insert(r.user_id, value);
+            }
+        }
+        self.epoch = self.epoch.max(batch.epoch);
+        self.updated_at_ms = Some(crate::now_ms());
     }
 
     /// Records a checkpoint: its watermark becomes the batch/speed boundary.
@@ -270,8 +273,8 @@ impl MemoryStore {
 mod tests {
     use super::*;
 
-    fn batch(watermark_ms: i64, starts: &[i64]) -> SinkBatch {
-        SinkBatch {
+    fn batch(watermark_ms: i64, starts: &[i64]) -> CountsBatch {
+        CountsBatch {
             epoch: 1,
             watermark_ms,
             window_size_ms: 10,
@@ -295,7 +298,7 @@ mod tests {
                     count: 1,
                 })
                 .collect(),
-            ..SinkBatch::default()
+            ..CountsBatch::default()
         }
     }
 
@@ -346,10 +349,14 @@ mod tests {
         };
         let mut store = MemoryStore::default();
         assert_eq!(store.top_campaigns(10), None);
-        store.apply(&SinkBatch {
+        store.apply(&CountsBatch {
             watermark_ms: 100,
             engagement: vec![e(1, 5), e(2, 3)],
             top_campaigns: Some(vec![e(1, 5), e(2, 3)]),
+            ..CountsBatch::default()
+        });
+        store.apply_similarity(&SimilarityBatch {
+            as_of_ms: 90,
             similar: vec![SimilarUsers {
                 user_id: 7,
                 neighbors: vec![n(8), n(9)],
@@ -358,8 +365,14 @@ mod tests {
                 user_id: 7,
                 items: vec![rec(3)],
             }],
-            ..SinkBatch::default()
+            ..SimilarityBatch::default()
         });
+        assert_eq!(
+            store.watermark_ms,
+            Some(100),
+            "the slow path does not move it"
+        );
+        assert_eq!(store.similar_users(7).unwrap().as_of_ms, 90);
         assert_eq!(
             store.campaign_engagement(1),
             Some(AsOf {
@@ -379,11 +392,15 @@ mod tests {
         assert_eq!(store.recommendations(7).unwrap().value, vec![rec(3)]);
 
         // Later: campaign 1 leaves, 2 changes, the top list empties, user 7 loses both lists.
-        store.apply(&SinkBatch {
+        store.apply(&CountsBatch {
             watermark_ms: 200,
             engagement: vec![e(2, 4)],
             engagement_removed: vec![1],
             top_campaigns: Some(vec![]),
+            ..CountsBatch::default()
+        });
+        store.apply_similarity(&SimilarityBatch {
+            as_of_ms: 200,
             similar: vec![SimilarUsers {
                 user_id: 7,
                 neighbors: vec![],
@@ -392,7 +409,7 @@ mod tests {
                 user_id: 7,
                 items: vec![],
             }],
-            ..SinkBatch::default()
+            ..SimilarityBatch::default()
         });
         assert_eq!(store.campaign_engagement(1), None);
         assert_eq!(store.campaign_engagement(2).unwrap().as_of_ms, 200);
@@ -407,9 +424,9 @@ mod tests {
         assert_eq!(store.similar_users(7), None);
         assert_eq!(store.recommendations(7), None);
         // A batch without a top list keeps the previous one.
-        store.apply(&SinkBatch {
+        store.apply(&CountsBatch {
             watermark_ms: 300,
-            ..SinkBatch::default()
+            ..CountsBatch::default()
         });
         assert_eq!(store.top_campaigns(10).unwrap().as_of_ms, 200);
     }

@@ -37,14 +37,16 @@ pub struct CampaignWindowCount {
     pub count: u64,
 }
 
-/// Everything one worker's sink must write for one dataflow epoch. Sinks apply a batch
-/// atomically and idempotently: values are absolute (never increments), so writing the same
-/// batch twice, or an older batch again before a newer one, converges to the same state.
+/// What the fast sink path writes for one worker and one dataflow epoch: windowed counts,
+/// engagement and the top list. Sinks apply a batch atomically and idempotently: values are
+/// absolute (never increments), so writing the same batch twice, or an older batch again
+/// before a newer one, converges to the same state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SinkBatch {
+pub struct CountsBatch {
     /// The dataflow epoch (processing time) this batch completes.
     pub epoch: u64,
     /// Event-time watermark at this epoch: every window with `end <= watermark_ms` is final.
+    /// The fast path owns the stores' watermark: writing this batch advances it.
     pub watermark_ms: i64,
     /// Window length in ms (so sinks can compute window ends and TTLs).
     pub window_size_ms: i64,
@@ -67,19 +69,9 @@ pub struct SinkBatch {
     /// The new top list of campaigns by score, best first, when it changed in this epoch
     /// (one worker holds the list; `Some(vec![])` when no campaign is left).
     pub top_campaigns: Option<Vec<CampaignEngagement>>,
-    /// Users whose similar users changed in this epoch (empty `neighbors`: none any more).
-    pub similar: Vec<SimilarUsers>,
-    /// Users whose recommendations changed in this epoch (empty `items`: none any more).
-    pub recommendations: Vec<UserRecommendations>,
-    /// True for a batch of the slow path (similar users, recommendations), written by its own
-    /// sink operator and sink threads so that the fast outputs never wait for it: its
-    /// watermark stamps its values (`as_of`) but does not advance the store's watermark,
-    /// which the fast path owns.
-    #[serde(default)]
-    pub as_of_only: bool,
 }
 
-impl SinkBatch {
+impl CountsBatch {
     /// True when the batch carries no rows (it may still advance the watermark).
     pub fn is_empty(&self) -> bool {
         self.open_types.is_empty()
@@ -90,9 +82,25 @@ impl SinkBatch {
             && self.engagement_removed.is_empty()
             && self.final_engagement.is_empty()
             && self.top_campaigns.is_none()
-            && self.similar.is_empty()
-            && self.recommendations.is_empty()
     }
+}
+
+/// What the slow sink path writes for one worker and one dataflow epoch: the similar users
+/// and recommendations that changed (once per pane close). Written by its own sink operator
+/// and threads so the fast path never waits for it; it lags the fast path, so it stamps its
+/// values with `as_of_ms` but never moves the stores' watermark.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimilarityBatch {
+    /// The dataflow epoch (processing time) this batch completes.
+    pub epoch: u64,
+    /// Event-time watermark at this epoch: the `as_of` of every value written.
+    pub as_of_ms: i64,
+    /// Sliding-window length, ms (the values' TTLs).
+    pub sliding_ms: i64,
+    /// Users whose similar users changed in this epoch (empty `neighbors`: none any more).
+    pub similar: Vec<SimilarUsers>,
+    /// Users whose recommendations changed in this epoch (empty `items`: none any more).
+    pub recommendations: Vec<UserRecommendations>,
 }
 
 /// A record that could not be counted, with why; written to the dead-letter topic.

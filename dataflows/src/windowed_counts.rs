@@ -199,18 +199,11 @@ pub fn windowed_counts<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::StreamShape;
-    use differential_dataflow::input::Input;
+    use crate::testing::{StreamShape, as_of};
     use eddy_load_gen::expected::WindowTotals;
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-    use timely::dataflow::InputHandle;
-    use timely::dataflow::operators::Input as _;
 
     const WINDOW: i64 = 1_000;
     const LATENESS: i64 = 400;
-
-    type Updates<D> = Arc<Mutex<Vec<(D, Epoch, isize)>>>;
 
     /// Seeded stream: ~150 ms of event time per epoch, shuffled within 600 ms (some beyond
     /// the lateness), some far-late events, amounts on conversions and 10% of the others.
@@ -231,154 +224,77 @@ mod tests {
         crate::testing::accept(epochs, WindowSpec::new(WINDOW), LATENESS)
     }
 
+    /// Every output of [`windowed_counts`], in one collection.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+    enum Out {
+        Open(Rows),
+        Closed(Rows),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+    enum Rows {
+        Type(TypeWindowStats),
+        Campaign(CampaignWindowCount),
+    }
+
     /// The oracle's rows of the windows whose start passes `keep`.
-    fn oracle(
-        accepted: &[Event],
-        keep: impl Fn(i64) -> bool,
-    ) -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
+    fn oracle(accepted: &[Event], keep: impl Fn(i64) -> bool) -> Vec<Rows> {
         let w = WindowSpec::new(WINDOW);
         let mut t = WindowTotals::of(accepted.iter().copied(), w);
         t.retain_windows(keep);
-        (
-            t.types.into_values().collect(),
-            t.campaigns.into_values().collect(),
-        )
+        let mut rows: Vec<Rows> = t.types.into_values().map(Rows::Type).collect();
+        rows.extend(t.campaigns.into_values().map(Rows::Campaign));
+        rows.sort();
+        rows
     }
 
-    /// The updates at exactly epoch `at`, each of which must be an insertion.
-    fn inserted_at<D: Ord + Clone + std::fmt::Debug>(
-        updates: &[(D, Epoch, isize)],
-        at: Epoch,
-    ) -> Vec<D> {
-        let mut out: Vec<D> = updates
-            .iter()
-            .filter(|(_, t, _)| *t == at)
-            .map(|(d, _, r)| {
-                assert_eq!(*r, 1, "closed windows are only inserted: {d:?}");
-                d.clone()
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
-    fn accumulate<D: Ord + Clone>(updates: &[(D, Epoch, isize)], at: Epoch) -> Vec<D> {
-        let mut acc: BTreeMap<D, isize> = BTreeMap::new();
-        for (d, t, r) in updates {
-            if *t <= at {
-                *acc.entry(d.clone()).or_default() += r;
-            }
-        }
-        let mut out = Vec::new();
-        for (d, r) in acc {
-            assert!(r == 0 || r == 1, "multiplicity {r}");
-            if r == 1 {
-                out.push(d);
-            }
-        }
-        out
-    }
-
-    /// Runs the dataflow on `workers` threads, events spread over workers by `route`, and
-    /// checks after every epoch that the output equals the oracle over the open windows.
+    /// Runs the dataflow on `workers` threads (events spread over workers by content) and
+    /// checks after every epoch that the open windows equal the oracle over the events so
+    /// far, and that the windows the epoch's watermark closes are inserted, once, with their
+    /// values over the whole stream.
     fn check(seed: u64, workers: usize, epochs_n: usize) {
         let (accepted, marks) = accept(&stream(seed, epochs_n));
-        let accepted = Arc::new(accepted);
-        let marks = Arc::new(marks);
-        let types: Updates<TypeWindowStats> = Arc::default();
-        let camps: Updates<CampaignWindowCount> = Arc::default();
-        let closed_types: Updates<TypeWindowStats> = Arc::default();
-        let closed_camps: Updates<CampaignWindowCount> = Arc::default();
-        let (t2, c2) = (types.clone(), camps.clone());
-        let (ct2, cc2) = (closed_types.clone(), closed_camps.clone());
-        let (acc2, marks2) = (accepted.clone(), marks.clone());
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let index = worker.index();
-            let peers = worker.peers();
-            let (t3, c3) = (t2.clone(), c2.clone());
-            let (ct3, cc3) = (ct2.clone(), cc2.clone());
-            let mut wm_input = InputHandle::new();
-            let (mut events, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
-                let (events_in, events) = scope.new_collection::<Event, isize>();
-                let watermarks = scope.input_from(&mut wm_input);
-                let out = windowed_counts(events, watermarks, WindowSpec::new(WINDOW));
-                let t4 = t3.clone();
-                let (probe, _) = out
-                    .types
-                    .inspect(move |x| t4.lock().unwrap().push(*x))
-                    .probe();
-                out.campaigns
-                    .inspect(move |x| c3.lock().unwrap().push(*x))
-                    .probe_with(&probe);
-                out.closed_types
-                    .inspect(move |x| ct3.lock().unwrap().push(*x))
-                    .probe_with(&probe);
-                out.closed_campaigns
-                    .inspect(move |x| cc3.lock().unwrap().push(*x))
-                    .probe_with(&probe);
-                (events_in, probe)
-            });
-            for (epoch, batch) in acc2.iter().enumerate() {
-                let epoch = epoch as Epoch;
-                events.advance_to(epoch);
-                wm_input.advance_to(epoch);
-                wm_input.send(marks2[epoch as usize]);
-                // Route events by a hash of their content, so any worker may see any window.
-                for (i, e) in batch.iter().enumerate() {
-                    if (i * 7 + e.user_id as usize) % peers == index {
-                        events.insert(*e);
-                    }
+        let updates = crate::testing::run(workers, &accepted, &marks, |events, watermarks| {
+            let out = windowed_counts(events, watermarks, WindowSpec::new(WINDOW));
+            out.types
+                .map(|r| Out::Open(Rows::Type(r)))
+                .concat(out.campaigns.map(|r| Out::Open(Rows::Campaign(r))))
+                .concat(out.closed_types.map(|r| Out::Closed(Rows::Type(r))))
+                .concat(out.closed_campaigns.map(|r| Out::Closed(Rows::Campaign(r))))
+        });
+        let (mut open, mut closed) = (Vec::new(), Vec::new());
+        for (out, t, r) in updates {
+            match out {
+                Out::Open(row) => open.push((row, t, r)),
+                Out::Closed(row) => {
+                    assert_eq!(r, 1, "closed windows are only inserted: {row:?}");
+                    closed.push((row, t, r));
                 }
-                events.advance_to(epoch + 1);
-                wm_input.advance_to(epoch + 1);
-                events.flush();
-                worker.step_while(|| probe.less_than(&(epoch + 1)));
             }
-        })
-        .expect("timely runs");
-        let types = types.lock().unwrap();
-        let camps = camps.lock().unwrap();
-        let closed_types = closed_types.lock().unwrap();
-        let closed_camps = closed_camps.lock().unwrap();
-        let everything: Vec<Event> = accepted.iter().flatten().copied().collect();
-        let mut all = Vec::new();
-        let mut rows_checked = 0;
-        let mut closed_checked = 0;
-        for (epoch, batch) in accepted.iter().enumerate() {
-            all.extend(batch.iter().copied());
-            // Windows closed by this epoch's watermark and not by the previous one: their rows
-            // over the whole stream (nothing arrives for them later) are inserted now.
-            let (was, now) = (
-                epoch.checked_sub(1).map_or(i64::MIN, |p| marks[p]),
-                marks[epoch],
-            );
-            let (want_ct, want_cc) =
-                oracle(&everything, |ws| ws + WINDOW <= now && ws + WINDOW > was);
-            assert_eq!(
-                inserted_at(&closed_types, epoch as Epoch),
-                want_ct,
-                "closed types at epoch {epoch}"
-            );
-            assert_eq!(
-                inserted_at(&closed_camps, epoch as Epoch),
-                want_cc,
-                "closed campaigns at epoch {epoch}"
-            );
-            closed_checked += want_ct.len();
-            let (want_types, want_camps) = oracle(&all, |ws| ws + WINDOW > marks[epoch]);
-            assert_eq!(
-                accumulate(&types, epoch as Epoch),
-                want_types,
-                "types at epoch {epoch}"
-            );
-            assert_eq!(
-                accumulate(&camps, epoch as Epoch),
-                want_camps,
-                "campaigns at epoch {epoch}"
-            );
-            rows_checked += want_types.len();
         }
-        assert!(rows_checked > 50, "the stream exercises windows");
+        let everything: Vec<Event> = accepted.iter().flatten().copied().collect();
+        let mut so_far = Vec::new();
+        let (mut open_checked, mut closed_checked) = (0, 0);
+        for (epoch, batch) in accepted.iter().enumerate() {
+            so_far.extend(batch.iter().copied());
+            let now = marks[epoch];
+            let want = oracle(&so_far, |ws| ws + WINDOW > now);
+            assert_eq!(as_of(&open, epoch as Epoch), want, "open at epoch {epoch}");
+            open_checked += want.len();
+            // Closed by this epoch's watermark and not by the previous one; nothing arrives
+            // for them later, so their rows are over the whole stream.
+            let was = epoch.checked_sub(1).map_or(i64::MIN, |p| marks[p]);
+            let want = oracle(&everything, |ws| ws + WINDOW <= now && ws + WINDOW > was);
+            let mut got: Vec<Rows> = closed
+                .iter()
+                .filter(|(_, t, _)| *t == epoch as Epoch)
+                .map(|(row, _, _)| row.clone())
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "closed at epoch {epoch}");
+            closed_checked += want.len();
+        }
+        assert!(open_checked > 50, "the stream exercises windows");
         assert!(closed_checked > 10, "the stream closes windows");
     }
 

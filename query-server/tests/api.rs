@@ -8,9 +8,9 @@ use eddy_core::api::{
     SimilarUsersResponse, TopCampaignsResponse,
 };
 use eddy_core::{
-    CampaignEngagement, CampaignWindowCount, Checkpoint, EventType, MemoryStore, Metrics, Neighbor,
-    Recommendation, Score, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations, Weights,
-    recommendation_score,
+    CampaignEngagement, CampaignWindowCount, Checkpoint, CountsBatch, EventType, MemoryStore,
+    Metrics, Neighbor, Recommendation, Score, SimilarUsers, SimilarityBatch, TypeWindowStats,
+    UserRecommendations, Weights, recommendation_score,
 };
 use eddy_query_server::{
     AppState, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
@@ -56,14 +56,14 @@ fn cw(start: i64, c: u64, t: EventType, count: u64) -> CampaignWindowCount {
 fn store() -> Arc<RwLock<MemoryStore>> {
     use EventType::*;
     let mut s = MemoryStore::default();
-    s.apply(&SinkBatch {
+    s.apply(&CountsBatch {
         epoch: 1,
         watermark_ms: H + M,
         window_size_ms: M,
         open_types: vec![tw(H + M, Click, 1, 100_000, Some(100_000), Some(100_000))],
         ..Default::default()
     });
-    s.apply(&SinkBatch {
+    s.apply(&CountsBatch {
         epoch: 2,
         watermark_ms: H + 2 * M,
         window_size_ms: M,
@@ -731,13 +731,19 @@ fn engagement_state() -> AppState {
         eng(43, 4, 0, 0, 0),
         eng(44, 0, 0, 0, 1_000_000),
     ];
-    s.apply(&SinkBatch {
+    s.apply(&CountsBatch {
         epoch: 3,
         watermark_ms: H + 3 * M,
         window_size_ms: M,
         sliding_ms: 10 * M,
         engagement: top.clone(),
         top_campaigns: Some(top),
+        ..Default::default()
+    });
+    s.apply_similarity(&SimilarityBatch {
+        epoch: 3,
+        as_of_ms: H + 3 * M,
+        sliding_ms: 10 * M,
         similar: vec![
             SimilarUsers {
                 user_id: 7,
@@ -756,9 +762,8 @@ fn engagement_state() -> AppState {
                 rec(46, 1.0, vec![nb(9, 1, 4)]),
             ],
         }],
-        ..Default::default()
     });
-    s.apply(&SinkBatch {
+    s.apply(&CountsBatch {
         epoch: 4,
         watermark_ms: H + 4 * M,
         window_size_ms: M,

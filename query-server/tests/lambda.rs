@@ -536,12 +536,12 @@ async fn redis_connection_recovers_after_restart() {
 mod engagement {
     use super::*;
     use eddy_core::{
-        CampaignEngagement, Checkpoint, Neighbor, PaneEngagement, PartitionCheckpoint,
-        Recommendation, Score, SimilarUsers, SinkBatch, UserRecommendations, Weights,
+        CampaignEngagement, Checkpoint, CountsBatch, Neighbor, PaneEngagement, PartitionCheckpoint,
+        Recommendation, Score, SimilarUsers, SimilarityBatch, UserRecommendations, Weights,
         recommendation_score,
     };
     use eddy_sinks::{
-        CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
+        Batch, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
     };
 
     fn names() -> (String, String) {
@@ -644,8 +644,8 @@ mod engagement {
         }
     }
 
-    fn batch(epoch: u64, watermark_ms: i64) -> SinkBatch {
-        SinkBatch {
+    fn batch(epoch: u64, watermark_ms: i64) -> CountsBatch {
+        CountsBatch {
             epoch,
             watermark_ms,
             window_size_ms: M,
@@ -654,8 +654,22 @@ mod engagement {
         }
     }
 
+    /// A slow-path batch of `epoch`, stamped `as_of_ms`.
+    fn similarity(epoch: u64, as_of_ms: i64) -> SimilarityBatch {
+        SimilarityBatch {
+            epoch,
+            as_of_ms,
+            sliding_ms: 3 * M,
+            ..Default::default()
+        }
+    }
+
     /// Writes `b` with both real sinks, as the pipeline does.
-    fn write(cfg: &(RedisConfig, ClickHouseConfig), b: &SinkBatch) {
+    fn write<B: Batch>(cfg: &(RedisConfig, ClickHouseConfig), b: &B)
+    where
+        RedisSink: EpochSink<B>,
+        ClickHouseSink: EpochSink<B>,
+    {
         RedisSink::connect(&cfg.0).unwrap().write(b).unwrap();
         ClickHouseSink::connect(&cfg.1).unwrap().write(b).unwrap();
     }
@@ -751,11 +765,13 @@ mod engagement {
         ];
         b1.engagement = live.clone();
         b1.top_campaigns = Some(live);
-        b1.similar = vec![SimilarUsers {
+        write(&cfg, &b1);
+        let mut s1 = similarity(1, H + 2 * M);
+        s1.similar = vec![SimilarUsers {
             user_id: 7,
             neighbors: vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
         }];
-        b1.recommendations = vec![UserRecommendations {
+        s1.recommendations = vec![UserRecommendations {
             user_id: 7,
             items: vec![
                 rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
@@ -763,7 +779,7 @@ mod engagement {
                 rec(46, 1.0, vec![nb(9, 1, 4)]),
             ],
         }];
-        write(&cfg, &b1);
+        write(&cfg, &s1);
         RedisSink::connect(&cfg.0)
             .unwrap()
             .write_boundary(H + 2 * M)
@@ -918,7 +934,8 @@ mod engagement {
         );
 
         // 4. User 7 loses both lists: Redis keys deleted, empty snapshots in ClickHouse: 404.
-        let mut b3 = batch(3, H + 4 * M);
+        write(&cfg, &batch(3, H + 4 * M));
+        let mut b3 = similarity(3, H + 4 * M);
         b3.similar = vec![SimilarUsers {
             user_id: 7,
             neighbors: vec![],
@@ -964,7 +981,8 @@ mod hourly {
     use super::*;
     use eddy_core::event::micros_to_amount;
     use eddy_core::{
-        CampaignWindowCount, Checkpoint, EventType, PartitionCheckpoint, SinkBatch, TypeWindowStats,
+        CampaignWindowCount, Checkpoint, CountsBatch, EventType, PartitionCheckpoint,
+        TypeWindowStats,
     };
     use eddy_sinks::{
         CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
@@ -1122,7 +1140,7 @@ mod hourly {
                 .iter()
                 .cloned()
                 .partition(|r| is_final(r.window_start_ms));
-            SinkBatch {
+            CountsBatch {
                 epoch,
                 watermark_ms: W,
                 window_size_ms: M,
@@ -1130,7 +1148,7 @@ mod hourly {
                 open_types: ot,
                 final_campaigns: fc,
                 open_campaigns: oc,
-                ..SinkBatch::default()
+                ..CountsBatch::default()
             }
         };
         let mut redis_sink = RedisSink::connect(&redis_cfg).unwrap();

@@ -3,9 +3,9 @@
 
 use crate::runtime::Blocking;
 use crate::{CheckpointStore, EpochSink, SinkError, next_version};
-use clickhouse::Client;
+use clickhouse::{Client, RowOwned, RowWrite};
 use eddy_core::config::ClickHouseConfig;
-use eddy_core::{Checkpoint, PartitionCheckpoint, SinkBatch};
+use eddy_core::{Checkpoint, CountsBatch, PartitionCheckpoint, SimilarityBatch};
 use eddy_storage::{
     CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CampaignWindowRow, CheckpointRow,
     LATEST_CHECKPOINT_QUERY, PaneEngagementRow, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow,
@@ -86,22 +86,116 @@ impl ClickHouseSink {
     }
 }
 
-impl EpochSink for ClickHouseSink {
+/// Inserts `rows` into `table` as one INSERT (one part, so atomic); nothing when empty.
+async fn insert_all<R: RowOwned + RowWrite>(
+    client: &Client,
+    table: &str,
+    rows: &[R],
+) -> Result<(), clickhouse::error::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<R>(table).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
+
+impl EpochSink<CountsBatch> for ClickHouseSink {
     fn name(&self) -> &'static str {
         "clickhouse"
     }
 
-    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    /// Writes the finalized windows and panes of `batch` (open windows live in Redis only).
+    fn write(&mut self, batch: &CountsBatch) -> Result<(), SinkError> {
         if batch.final_types.is_empty()
             && batch.final_campaigns.is_empty()
             && batch.final_engagement.is_empty()
-            && batch.similar.is_empty()
-            && batch.recommendations.is_empty()
         {
             return Ok(());
         }
         let version = next_version(&mut self.last_version);
-        let as_of_ms = batch.watermark_ms;
+        let types: Vec<TypeWindowRow> = batch
+            .final_types
+            .iter()
+            .map(|r| TypeWindowRow {
+                window_start_ms: r.window_start_ms,
+                event_type: r.event_type.as_str().to_owned(),
+                count: r.count,
+                sum_micros: r.sum_micros,
+                min_micros: r.min_micros,
+                max_micros: r.max_micros,
+                version,
+            })
+            .collect();
+        let campaigns: Vec<CampaignWindowRow> = batch
+            .final_campaigns
+            .iter()
+            .map(|r| CampaignWindowRow {
+                window_start_ms: r.window_start_ms,
+                campaign_id: r.campaign_id,
+                event_type: r.event_type.as_str().to_owned(),
+                count: r.count,
+                version,
+            })
+            .collect();
+        let panes: Vec<PaneEngagementRow> = batch
+            .final_engagement
+            .iter()
+            .map(|r| PaneEngagementRow {
+                window_start_ms: r.window_start_ms,
+                campaign_id: r.campaign_id,
+                views: r.views,
+                clicks: r.clicks,
+                conversions: r.conversions,
+                revenue_micros: r.revenue_micros,
+                version,
+            })
+            .collect();
+        let client = &self.client;
+        self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
+            insert_all(client, TYPE_WINDOWS, &types).await?;
+            insert_all(client, CAMPAIGN_WINDOWS, &campaigns).await?;
+            insert_all(client, CAMPAIGN_ENGAGEMENT, &panes).await?;
+            Ok(())
+        })?;
+        tracing::debug!(
+            epoch = batch.epoch,
+            types = types.len(),
+            campaigns = campaigns.len(),
+            panes = panes.len(),
+            version,
+            "clickhouse batch written"
+        );
+        Ok(())
+    }
+}
+
+impl EpochSink<SimilarityBatch> for ClickHouseSink {
+    fn name(&self) -> &'static str {
+        "clickhouse"
+    }
+
+    /// Writes a snapshot row per user whose similar users or recommendations changed.
+    fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
+        if batch.similar.is_empty() && batch.recommendations.is_empty() {
+            return Ok(());
+        }
+        let version = next_version(&mut self.last_version);
+        let as_of_ms = batch.as_of_ms;
+        let similar: Vec<UserSimilarRow> = batch
+            .similar
+            .iter()
+            .map(|s| UserSimilarRow {
+                user_id: s.user_id,
+                as_of_ms,
+                neighbors: s.neighbors.iter().map(|n| n.user_id).collect(),
+                shared: s.neighbors.iter().map(|n| n.shared).collect(),
+                union_size: s.neighbors.iter().map(|n| n.union).collect(),
+                version,
+            })
+            .collect();
         let recommendations = batch
             .recommendations
             .iter()
@@ -119,93 +213,16 @@ impl EpochSink for ClickHouseSink {
             .collect::<Result<Vec<_>, SinkError>>()?;
         let client = &self.client;
         self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
-            if !batch.final_types.is_empty() {
-                let mut insert = client.insert::<TypeWindowRow>(TYPE_WINDOWS).await?;
-                for r in &batch.final_types {
-                    insert
-                        .write(&TypeWindowRow {
-                            window_start_ms: r.window_start_ms,
-                            event_type: r.event_type.as_str().to_owned(),
-                            count: r.count,
-                            sum_micros: r.sum_micros,
-                            min_micros: r.min_micros,
-                            max_micros: r.max_micros,
-                            version,
-                        })
-                        .await?;
-                }
-                insert.end().await?;
-            }
-            if !batch.final_campaigns.is_empty() {
-                let mut insert = client.insert::<CampaignWindowRow>(CAMPAIGN_WINDOWS).await?;
-                for r in &batch.final_campaigns {
-                    insert
-                        .write(&CampaignWindowRow {
-                            window_start_ms: r.window_start_ms,
-                            campaign_id: r.campaign_id,
-                            event_type: r.event_type.as_str().to_owned(),
-                            count: r.count,
-                            version,
-                        })
-                        .await?;
-                }
-                insert.end().await?;
-            }
-            if !batch.final_engagement.is_empty() {
-                let mut insert = client
-                    .insert::<PaneEngagementRow>(CAMPAIGN_ENGAGEMENT)
-                    .await?;
-                for r in &batch.final_engagement {
-                    insert
-                        .write(&PaneEngagementRow {
-                            window_start_ms: r.window_start_ms,
-                            campaign_id: r.campaign_id,
-                            views: r.views,
-                            clicks: r.clicks,
-                            conversions: r.conversions,
-                            revenue_micros: r.revenue_micros,
-                            version,
-                        })
-                        .await?;
-                }
-                insert.end().await?;
-            }
-            if !batch.similar.is_empty() {
-                let mut insert = client.insert::<UserSimilarRow>(USER_SIMILAR).await?;
-                for s in &batch.similar {
-                    insert
-                        .write(&UserSimilarRow {
-                            user_id: s.user_id,
-                            as_of_ms,
-                            neighbors: s.neighbors.iter().map(|n| n.user_id).collect(),
-                            shared: s.neighbors.iter().map(|n| n.shared).collect(),
-                            union_size: s.neighbors.iter().map(|n| n.union).collect(),
-                            version,
-                        })
-                        .await?;
-                }
-                insert.end().await?;
-            }
-            if !recommendations.is_empty() {
-                let mut insert = client
-                    .insert::<UserRecommendationsRow>(USER_RECOMMENDATIONS)
-                    .await?;
-                for r in &recommendations {
-                    insert.write(r).await?;
-                }
-                insert.end().await?;
-            }
+            insert_all(client, USER_SIMILAR, &similar).await?;
+            insert_all(client, USER_RECOMMENDATIONS, &recommendations).await?;
             Ok(())
         })?;
         tracing::debug!(
             epoch = batch.epoch,
-            types = batch.final_types.len(),
-            campaigns = batch.final_campaigns.len(),
-            panes = batch.final_engagement.len(),
-            similar = batch.similar.len(),
-            recommendations = batch.recommendations.len(),
+            similar = similar.len(),
+            recommendations = recommendations.len(),
             version,
-            "clickhouse batch written"
+            "clickhouse similarity batch written"
         );
         Ok(())
     }

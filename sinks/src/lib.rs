@@ -8,7 +8,7 @@
 //! * [`SinkWorker`]: runs one sink on its own thread with a bounded queue, retries with capped
 //!   exponential backoff, and coalesces queued batches when the store falls behind.
 //!
-//! Every sink write is blocking, atomic per [`SinkBatch`] and idempotent (values are absolute,
+//! Every sink write is blocking, atomic per [`CountsBatch`] and idempotent (values are absolute,
 //! never increments). The storage layout is the contract in `docs/storage.md`, in code
 //! [`eddy_storage`] (keys, values, rows, queries, schema, clients).
 
@@ -25,7 +25,7 @@ pub use memory::{MemoryCheckpoints, MemoryDeadLetters, MemorySink};
 pub use redis_sink::RedisSink;
 pub use worker::{SHUTDOWN_ATTEMPTS, SinkWorker, merge_batches};
 
-use eddy_core::{Checkpoint, SinkBatch};
+use eddy_core::{Checkpoint, CountsBatch};
 
 /// What a [`SinkWorker`] writes: the output of one dataflow epoch, or of several consecutive
 /// epochs merged into one equivalent write.
@@ -38,8 +38,8 @@ pub trait Batch: Send + Sync + 'static {
     fn merge(&self, later: &Self) -> Self;
 }
 
-/// A store that receives one batch (by default a [`SinkBatch`]) per dataflow epoch.
-pub trait EpochSink<B: Batch = SinkBatch>: Send + 'static {
+/// A store that receives one batch (by default a [`CountsBatch`]) per dataflow epoch.
+pub trait EpochSink<B: Batch = CountsBatch>: Send + 'static {
     /// Short name used in logs and metric labels: `redis`, `clickhouse` or `memory`.
     fn name(&self) -> &'static str;
     /// Writes `batch`, blocking until it is durable. Atomic per batch (readers see all of it or

@@ -1,7 +1,9 @@
 //! In-process sink and checkpoint store for `eddy demo` and tests.
 
 use crate::{CheckpointStore, EpochSink, SinkError};
-use eddy_core::{Checkpoint, DeadLetter, DeadLetterBatch, MemoryStore, SinkBatch};
+use eddy_core::{
+    Checkpoint, CountsBatch, DeadLetter, DeadLetterBatch, MemoryStore, SimilarityBatch,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,18 +21,32 @@ impl MemorySink {
     }
 }
 
-impl EpochSink for MemorySink {
+impl MemorySink {
+    /// The store, locked for writing. A reader that panicked while holding the lock cannot
+    /// have left the store half written (readers do not write), so a poisoned lock is usable.
+    fn store(&self) -> std::sync::RwLockWriteGuard<'_, MemoryStore> {
+        self.store.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EpochSink<CountsBatch> for MemorySink {
     fn name(&self) -> &'static str {
         "memory"
     }
 
-    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
-        // A reader that panicked while holding the lock cannot have left the store half
-        // written (readers do not write), so a poisoned lock is still usable.
-        self.store
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(batch);
+    fn write(&mut self, batch: &CountsBatch) -> Result<(), SinkError> {
+        self.store().apply(batch);
+        Ok(())
+    }
+}
+
+impl EpochSink<SimilarityBatch> for MemorySink {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
+        self.store().apply_similarity(batch);
         Ok(())
     }
 }

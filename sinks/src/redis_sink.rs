@@ -1,8 +1,8 @@
 //! The Redis (speed layer) sink. Key layout: `docs/storage.md`.
 
 use crate::{EpochSink, SinkError};
-use eddy_core::SinkBatch;
 use eddy_core::config::RedisConfig;
+use eddy_core::{CountsBatch, SimilarityBatch};
 use eddy_storage::keys::{self, campaign as cf, type_window as wf};
 use eddy_storage::{RecsValue, SimilarValue};
 use redis::{Client, Connection, Pipeline};
@@ -13,23 +13,10 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, SinkError> {
     serde_json::to_string(value).map_err(|e| SinkError::Data(format!("cannot encode json: {e}")))
 }
 
-/// Checks every score of `batch` is finite: Redis rejects a non-finite `ZADD` score inside
-/// `EXEC` while applying the rest of the transaction, and JSON has no such numbers.
-fn check_scores(batch: &SinkBatch) -> Result<(), SinkError> {
-    let engagement = batch
-        .engagement
-        .iter()
-        .chain(batch.top_campaigns.iter().flatten())
-        .map(|e| (e.campaign_id, e.score.0));
-    let recs = batch.recommendations.iter().flat_map(|r| {
-        r.items.iter().flat_map(|i| {
-            [
-                (i.campaign_id, i.score.0),
-                (i.campaign_id, i.campaign_score.0),
-            ]
-        })
-    });
-    match engagement.chain(recs).find(|(_, s)| !s.is_finite()) {
+/// Fails on the first non-finite `(campaign, score)`: Redis rejects a non-finite `ZADD` score
+/// inside `EXEC` while applying the rest of the transaction, and JSON has no such numbers.
+fn check_scores(mut scores: impl Iterator<Item = (u64, f64)>) -> Result<(), SinkError> {
+    match scores.find(|(_, s)| !s.is_finite()) {
         None => Ok(()),
         Some((campaign, score)) => Err(SinkError::Data(format!(
             "non-finite score {score} for campaign {campaign} (check the engagement weights)"
@@ -92,8 +79,14 @@ impl RedisSink {
     }
 
     /// The transaction that writes `batch`.
-    fn transaction(&self, batch: &SinkBatch) -> Result<Pipeline, SinkError> {
-        check_scores(batch)?;
+    fn transaction(&self, batch: &CountsBatch) -> Result<Pipeline, SinkError> {
+        check_scores(
+            batch
+                .engagement
+                .iter()
+                .chain(batch.top_campaigns.iter().flatten())
+                .map(|e| (e.campaign_id, e.score.0)),
+        )?;
         let p = &self.prefix;
         let ttl = self.ttl_secs as i64;
         // Zset members whose window starts more than the TTL before the batch's watermark are
@@ -164,17 +157,13 @@ impl RedisSink {
             pipe.expire(set, ttl).ignore();
         }
 
-        self.engagement(&mut pipe, batch)?;
-
-        // The slow path's batches lag the fast path's: they must not move the watermark back.
-        if !batch.as_of_only {
-            pipe.set(keys::watermark(p), batch.watermark_ms).ignore();
-        }
+        self.engagement(&mut pipe, batch);
+        pipe.set(keys::watermark(p), batch.watermark_ms).ignore();
         Ok(pipe)
     }
 
-    /// Adds the engagement, top list, similar users and recommendations of `batch` to `pipe`.
-    fn engagement(&self, pipe: &mut Pipeline, batch: &SinkBatch) -> Result<(), SinkError> {
+    /// Adds the engagement and top list of `batch` to `pipe`.
+    fn engagement(&self, pipe: &mut Pipeline, batch: &CountsBatch) {
         let p = &self.prefix;
         let ttl = (batch.sliding_ms.max(0) / 1000).saturating_add(self.ttl_secs as i64);
         let as_of = batch.watermark_ms;
@@ -206,6 +195,25 @@ impl RedisSink {
             }
             pipe.set(keys::top_campaigns_as_of(p), as_of).ignore();
         }
+    }
+
+    /// The transaction that writes a batch of the slow path: one JSON value per user (deleted
+    /// when the list is empty), stamped with the batch's `as_of_ms`. The slow path lags the
+    /// fast path, so it never writes the watermark.
+    fn similarity_transaction(&self, batch: &SimilarityBatch) -> Result<Pipeline, SinkError> {
+        check_scores(batch.recommendations.iter().flat_map(|r| {
+            r.items.iter().flat_map(|i| {
+                [
+                    (i.campaign_id, i.score.0),
+                    (i.campaign_id, i.campaign_score.0),
+                ]
+            })
+        }))?;
+        let p = &self.prefix;
+        let ttl = (batch.sliding_ms.max(0) / 1000).saturating_add(self.ttl_secs as i64);
+        let as_of = batch.as_of_ms;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
         for s in &batch.similar {
             let key = keys::user_similar(p, s.user_id);
             if s.neighbors.is_empty() {
@@ -230,7 +238,7 @@ impl RedisSink {
                 pipe.set_ex(&key, value, ttl as u64).ignore();
             }
         }
-        Ok(())
+        Ok(pipe)
     }
 
     fn conn(&mut self) -> Result<&mut Connection, SinkError> {
@@ -251,12 +259,12 @@ impl RedisSink {
     }
 }
 
-impl EpochSink for RedisSink {
+impl EpochSink<CountsBatch> for RedisSink {
     fn name(&self) -> &'static str {
         "redis"
     }
 
-    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &CountsBatch) -> Result<(), SinkError> {
         let pipe = self.transaction(batch)?;
         self.exec(&pipe)?;
         tracing::debug!(
@@ -266,8 +274,24 @@ impl EpochSink for RedisSink {
                 + batch.open_campaigns.len()
                 + batch.final_campaigns.len(),
             engagement = batch.engagement.len() + batch.engagement_removed.len(),
-            users = batch.similar.len() + batch.recommendations.len(),
             "redis batch written"
+        );
+        Ok(())
+    }
+}
+
+impl EpochSink<SimilarityBatch> for RedisSink {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
+        let pipe = self.similarity_transaction(batch)?;
+        self.exec(&pipe)?;
+        tracing::debug!(
+            epoch = batch.epoch,
+            users = batch.similar.len() + batch.recommendations.len(),
+            "redis similarity batch written"
         );
         Ok(())
     }

@@ -4,8 +4,8 @@ use crate::{Batch, EpochSink};
 use eddy_core::config::SinkConfig;
 use eddy_core::metrics::SinkLabel;
 use eddy_core::{
-    CampaignEngagement, CampaignWindowCount, DeadLetterBatch, EventType, Metrics, Neighbor,
-    PaneEngagement, Recommendation, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations,
+    CampaignEngagement, CampaignWindowCount, CountsBatch, DeadLetterBatch, EventType, Metrics,
+    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
 };
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -36,7 +36,7 @@ pub const SHUTDOWN_ATTEMPTS: u32 = 3;
 /// shutting down, a failing write is retried at most [`SHUTDOWN_ATTEMPTS`] more times; then that
 /// batch and all remaining ones are dropped (logged at error level, and not acknowledged), so
 /// shutdown against a dead store ends after a few backoff periods instead of hanging.
-pub struct SinkWorker<B: Batch = SinkBatch> {
+pub struct SinkWorker<B: Batch = CountsBatch> {
     tx: Option<SyncSender<Arc<B>>>,
     shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
@@ -294,18 +294,15 @@ impl<B: Batch> Run<B> {
 ///   became final in `later` is final.
 /// * Campaign engagement (by campaign id): the later of update and removal wins (within one
 ///   batch a removal counts after an update, as the sinks apply them).
-/// * `final_engagement` by `(window_start_ms, campaign_id)`, `similar` and `recommendations`
-///   by user id: the later row wins (an empty list, "none any more", included).
+/// * `final_engagement` by `(window_start_ms, campaign_id)`: the later row wins.
 /// * `top_campaigns`: `later`'s when `Some`, else `earlier`'s.
-pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
+pub fn merge_batches(earlier: &CountsBatch, later: &CountsBatch) -> CountsBatch {
     let mut types: BTreeMap<(EventType, i64), (TypeWindowStats, bool)> = BTreeMap::new();
     let mut campaigns: BTreeMap<(u64, EventType, i64), (CampaignWindowCount, bool)> =
         BTreeMap::new();
     // Campaign id -> Some(new engagement) or None (removed).
     let mut engagement: BTreeMap<u64, Option<CampaignEngagement>> = BTreeMap::new();
     let mut panes: BTreeMap<(i64, u64), PaneEngagement> = BTreeMap::new();
-    let mut similar: BTreeMap<u64, Vec<Neighbor>> = BTreeMap::new();
-    let mut recommendations: BTreeMap<u64, Vec<Recommendation>> = BTreeMap::new();
     for b in [earlier, later] {
         for (list, fin) in [(&b.open_types, false), (&b.final_types, true)] {
             for r in list {
@@ -326,17 +323,10 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
         for p in &b.final_engagement {
             panes.insert((p.window_start_ms, p.campaign_id), *p);
         }
-        for s in &b.similar {
-            similar.insert(s.user_id, s.neighbors.clone());
-        }
-        for r in &b.recommendations {
-            recommendations.insert(r.user_id, r.items.clone());
-        }
     }
-    let mut out = SinkBatch {
+    let mut out = CountsBatch {
         epoch: earlier.epoch.max(later.epoch),
         watermark_ms: earlier.watermark_ms.max(later.watermark_ms),
-        as_of_only: earlier.as_of_only && later.as_of_only,
         window_size_ms: later.window_size_ms,
         sliding_ms: later.sliding_ms,
         top_campaigns: later
@@ -344,15 +334,7 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
             .clone()
             .or_else(|| earlier.top_campaigns.clone()),
         final_engagement: panes.into_values().collect(),
-        similar: similar
-            .into_iter()
-            .map(|(user_id, neighbors)| SimilarUsers { user_id, neighbors })
-            .collect(),
-        recommendations: recommendations
-            .into_iter()
-            .map(|(user_id, items)| UserRecommendations { user_id, items })
-            .collect(),
-        ..SinkBatch::default()
+        ..CountsBatch::default()
     };
     for (r, fin) in types.into_values() {
         if fin {
@@ -377,7 +359,7 @@ pub fn merge_batches(earlier: &SinkBatch, later: &SinkBatch) -> SinkBatch {
     out
 }
 
-impl Batch for SinkBatch {
+impl Batch for CountsBatch {
     fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -391,12 +373,38 @@ impl Batch for SinkBatch {
             + self.engagement_removed.len()
             + self.final_engagement.len()
             + self.top_campaigns.as_ref().map_or(0, Vec::len)
-            + self.similar.len()
-            + self.recommendations.len()
     }
 
     fn merge(&self, later: &Self) -> Self {
         merge_batches(self, later)
+    }
+}
+
+impl Batch for SimilarityBatch {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn rows(&self) -> usize {
+        self.similar.len() + self.recommendations.len()
+    }
+
+    /// Per user, the later list wins (an empty list, "none any more", included); `as_of_ms`
+    /// and `sliding_ms` are `later`'s.
+    fn merge(&self, later: &Self) -> Self {
+        let mut similar: BTreeMap<u64, &SimilarUsers> = BTreeMap::new();
+        let mut recommendations: BTreeMap<u64, &UserRecommendations> = BTreeMap::new();
+        for b in [self, later] {
+            similar.extend(b.similar.iter().map(|s| (s.user_id, s)));
+            recommendations.extend(b.recommendations.iter().map(|r| (r.user_id, r)));
+        }
+        Self {
+            epoch: self.epoch.max(later.epoch),
+            as_of_ms: self.as_of_ms.max(later.as_of_ms),
+            sliding_ms: later.sliding_ms,
+            similar: similar.into_values().cloned().collect(),
+            recommendations: recommendations.into_values().cloned().collect(),
+        }
     }
 }
 
@@ -424,7 +432,7 @@ impl Batch for DeadLetterBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eddy_core::{Score, Weights};
+    use eddy_core::{Neighbor, Recommendation, Score, Weights};
 
     fn eng(campaign_id: u64, views: u64) -> CampaignEngagement {
         CampaignEngagement {
@@ -479,8 +487,8 @@ mod tests {
     }
 
     #[test]
-    fn merge_coalesces_engagement_similarity_and_recommendations() {
-        let earlier = SinkBatch {
+    fn merge_coalesces_engagement_and_top_list() {
+        let earlier = CountsBatch {
             epoch: 1,
             watermark_ms: 100,
             window_size_ms: 10,
@@ -491,11 +499,9 @@ mod tests {
             engagement_removed: vec![2, 5],
             final_engagement: vec![pane(0, 1, 1), pane(0, 2, 2), pane(10, 1, 3)],
             top_campaigns: Some(vec![eng(4, 4), eng(3, 3)]),
-            similar: vec![sim(7, &[8, 9]), sim(8, &[7])],
-            recommendations: vec![recs(7, &[1, 2]), recs(8, &[3])],
-            ..SinkBatch::default()
+            ..CountsBatch::default()
         };
-        let later = SinkBatch {
+        let later = CountsBatch {
             epoch: 2,
             watermark_ms: 110,
             window_size_ms: 10,
@@ -504,9 +510,7 @@ mod tests {
             engagement_removed: vec![1],
             final_engagement: vec![pane(0, 2, 22), pane(20, 3, 5)],
             top_campaigns: None,
-            similar: vec![sim(7, &[]), sim(9, &[7])],
-            recommendations: vec![recs(8, &[]), recs(9, &[4])],
-            ..SinkBatch::default()
+            ..CountsBatch::default()
         };
         let m = merge_batches(&earlier, &later);
         assert_eq!(
@@ -526,19 +530,14 @@ mod tests {
         );
         // No top list later: the earlier one stays.
         assert_eq!(m.top_campaigns, Some(vec![eng(4, 4), eng(3, 3)]));
-        assert_eq!(m.similar, vec![sim(7, &[]), sim(8, &[7]), sim(9, &[7])]);
-        assert_eq!(
-            m.recommendations,
-            vec![recs(7, &[1, 2]), recs(8, &[]), recs(9, &[4])]
-        );
-        assert_eq!(m.rows(), 3 + 2 + 4 + 2 + 3 + 3);
+        assert_eq!(m.rows(), 3 + 2 + 4 + 2);
 
         // A later top list wins, also an empty one.
-        let newer = SinkBatch {
+        let newer = CountsBatch {
             epoch: 3,
             watermark_ms: 120,
             top_campaigns: Some(vec![]),
-            ..SinkBatch::default()
+            ..CountsBatch::default()
         };
         assert_eq!(merge_batches(&m, &newer).top_campaigns, Some(vec![]));
         assert_eq!(
@@ -549,5 +548,32 @@ mod tests {
         // Merging a batch with itself changes nothing (idempotent).
         let again = merge_batches(&m, &m);
         assert_eq!(again, m);
+    }
+
+    #[test]
+    fn merge_coalesces_similarity_and_recommendations() {
+        let earlier = SimilarityBatch {
+            epoch: 1,
+            as_of_ms: 100,
+            sliding_ms: 40,
+            similar: vec![sim(7, &[8, 9]), sim(8, &[7])],
+            recommendations: vec![recs(7, &[1, 2]), recs(8, &[3])],
+        };
+        let later = SimilarityBatch {
+            epoch: 2,
+            as_of_ms: 110,
+            sliding_ms: 50,
+            similar: vec![sim(7, &[]), sim(9, &[7])],
+            recommendations: vec![recs(8, &[]), recs(9, &[4])],
+        };
+        let m = earlier.merge(&later);
+        assert_eq!((m.epoch, m.as_of_ms, m.sliding_ms), (2, 110, 50));
+        assert_eq!(m.similar, vec![sim(7, &[]), sim(8, &[7]), sim(9, &[7])]);
+        assert_eq!(
+            m.recommendations,
+            vec![recs(7, &[1, 2]), recs(8, &[]), recs(9, &[4])]
+        );
+        assert_eq!(m.rows(), 6);
+        assert_eq!(m.merge(&m), m, "merging with itself changes nothing");
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use eddy_core::EventType::{Click, Conversion, View};
-use eddy_core::{Checkpoint, PartitionCheckpoint, SinkBatch};
+use eddy_core::{Checkpoint, CountsBatch, PartitionCheckpoint};
 use eddy_sinks::{
     CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, apply_schema, check_schema,
 };
@@ -106,7 +106,7 @@ fn schema_applies_twice_and_is_checked() {
 fn writes_final_rows_only_and_replays_converge() {
     let cfg = clickhouse_db("sink");
     let mut sink = ClickHouseSink::connect(&cfg).unwrap();
-    assert_eq!(sink.name(), "clickhouse");
+    assert_eq!(EpochSink::<CountsBatch>::name(&sink), "clickhouse");
     let mut b = batch(3, HOUR + 2 * MIN);
     b.open_types = vec![tw(HOUR + 2 * MIN, View, 99, 0, None, None)];
     b.open_campaigns = vec![cw(HOUR + 2 * MIN, 5, View, 99)];
@@ -152,7 +152,7 @@ fn writes_final_rows_only_and_replays_converge() {
     let mut sink2 = ClickHouseSink::connect(&cfg).unwrap();
     sink2.write(&b2).unwrap();
     // Empty batches write nothing.
-    sink2.write(&SinkBatch::default()).unwrap();
+    sink2.write(&CountsBatch::default()).unwrap();
 
     assert_eq!(
         type_rows(&cfg),
@@ -410,8 +410,9 @@ fn writes_engagement_panes_and_user_snapshots() {
         pane(HOUR, 43, 3, 0, 0, 0),
         pane(HOUR + MIN, 42, 1, 1, 0, 0),
     ];
-    b1.similar = vec![similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)])];
-    b1.recommendations = vec![recs(
+    let mut s1 = sim_batch(3, w1, 2 * MIN);
+    s1.similar = vec![similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)])];
+    s1.recommendations = vec![recs(
         7,
         vec![
             rec(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
@@ -419,16 +420,17 @@ fn writes_engagement_panes_and_user_snapshots() {
         ],
     )];
     sink.write(&b1).unwrap();
+    sink.write(&s1).unwrap();
 
-    // Every row of one write carries the same version.
-    let versions: Vec<u64> = ch_fetch(
-        &cfg,
-        "SELECT DISTINCT version FROM (SELECT version FROM campaign_engagement \
-         UNION ALL SELECT version FROM user_similar \
+    // Every row of one write carries the same version; a later write a higher one.
+    let versions = |sql: &str| -> Vec<u64> { ch_fetch(&cfg, sql, |q| q) };
+    let panes = versions("SELECT DISTINCT version FROM campaign_engagement");
+    let users = versions(
+        "SELECT DISTINCT version FROM (SELECT version FROM user_similar \
          UNION ALL SELECT version FROM user_recommendations)",
-        |q| q,
     );
-    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!((panes.len(), users.len()), (1, 1), "{panes:?} {users:?}");
+    assert!(users[0] > panes[0]);
 
     let panes1 = vec![
         prow(HOUR, 42, 10, 2, 1, 5_000_000),
@@ -455,11 +457,14 @@ fn writes_engagement_panes_and_user_snapshots() {
     assert_eq!(similar_rows(&cfg), vec![similar1]);
     assert_eq!(recs_rows(&cfg), vec![recs1]);
     let parsed: Vec<eddy_core::Recommendation> = serde_json::from_str(items1).unwrap();
-    assert_eq!(parsed, b1.recommendations[0].items);
+    assert_eq!(parsed, s1.recommendations[0].items);
 
     // Replays (also from a fresh sink) converge to the same rows.
     sink.write(&b1).unwrap();
-    ClickHouseSink::connect(&cfg).unwrap().write(&b1).unwrap();
+    sink.write(&s1).unwrap();
+    let mut fresh = ClickHouseSink::connect(&cfg).unwrap();
+    fresh.write(&b1).unwrap();
+    fresh.write(&s1).unwrap();
     assert_eq!(pane_rows(&cfg), panes1);
     assert_eq!(similar_rows(&cfg).len(), 1);
     assert_eq!(recs_rows(&cfg).len(), 1);
@@ -471,10 +476,13 @@ fn writes_engagement_panes_and_user_snapshots() {
         pane(HOUR, 43, 4, 0, 0, 0),
         pane(HOUR + 2 * MIN, 43, 1, 0, 0, 7),
     ];
-    b2.similar = vec![similar(7, vec![]), similar(9, vec![nb(7, 1, 4)])];
-    b2.recommendations = vec![recs(7, vec![])];
-    sink.write(&b2).unwrap();
-    sink.write(&b2).unwrap();
+    let mut s2 = sim_batch(4, w2, 2 * MIN);
+    s2.similar = vec![similar(7, vec![]), similar(9, vec![nb(7, 1, 4)])];
+    s2.recommendations = vec![recs(7, vec![])];
+    for _ in 0..2 {
+        sink.write(&b2).unwrap();
+        sink.write(&s2).unwrap();
+    }
     assert_eq!(
         pane_rows(&cfg),
         vec![

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use eddy_core::CountsBatch;
 use eddy_core::EventType::{Click, Conversion, View};
 use eddy_sinks::{EpochSink, RedisSink};
 use eddy_storage::keys;
@@ -29,7 +30,7 @@ fn writes_exact_hashes_sets_and_watermark() {
     let cfg = redis_cfg("layout");
     let p = cfg.prefix.clone();
     let mut sink = RedisSink::connect(&cfg).unwrap();
-    assert_eq!(sink.name(), "redis");
+    assert_eq!(EpochSink::<CountsBatch>::name(&sink), "redis");
     let mut b = batch(7, HOUR + 2 * MIN);
     b.open_types = vec![tw(HOUR + 2 * MIN, View, 3, 0, None, None)];
     b.final_types = vec![tw(
@@ -241,19 +242,22 @@ fn writes_engagement_top_list_and_user_lists() {
     b1.sliding_ms = 10 * MIN;
     b1.engagement = vec![eng(42, 10, 2, 1, 5_000_000), eng(43, 3, 0, 0, 0)];
     b1.top_campaigns = Some(vec![eng(42, 10, 2, 1, 5_000_000), eng(43, 3, 0, 0, 0)]);
-    b1.similar = vec![
+    let mut s1 = sim_batch(3, w1, 10 * MIN);
+    s1.similar = vec![
         similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)]),
         similar(8, vec![nb(7, 2, 3)]),
     ];
-    b1.recommendations = vec![recs(
+    s1.recommendations = vec![recs(
         7,
         vec![
             rec(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
             rec(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
         ],
     )];
-    sink.write(&b1).unwrap();
-    sink.write(&b1).unwrap();
+    for _ in 0..2 {
+        sink.write(&b1).unwrap();
+        sink.write(&s1).unwrap();
+    }
 
     let mut con = redis_conn(&cfg);
     let as_of = w1.to_string();
@@ -327,10 +331,13 @@ fn writes_engagement_top_list_and_user_lists() {
     b2.engagement = vec![eng(43, 5, 1, 0, 1)];
     b2.engagement_removed = vec![42];
     b2.top_campaigns = Some(vec![eng(43, 5, 1, 0, 1)]);
-    b2.similar = vec![similar(7, vec![])];
-    b2.recommendations = vec![recs(7, vec![])];
-    sink.write(&b2).unwrap();
-    sink.write(&b2).unwrap();
+    let mut s2 = sim_batch(4, w2, 10 * MIN);
+    s2.similar = vec![similar(7, vec![])];
+    s2.recommendations = vec![recs(7, vec![])];
+    for _ in 0..2 {
+        sink.write(&b2).unwrap();
+        sink.write(&s2).unwrap();
+    }
     // A batch without a top list leaves it alone.
     let mut b3 = batch(5, HOUR + 7 * MIN);
     b3.sliding_ms = 10 * MIN;

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use eddy_core::EventType::{Click, View};
 use eddy_core::config::SinkConfig;
-use eddy_core::{Checkpoint, MemoryStore, Metrics, SinkBatch};
+use eddy_core::{Checkpoint, CountsBatch, MemoryStore, Metrics};
 use eddy_sinks::{
     CheckpointStore, EpochSink, MemoryCheckpoints, MemorySink, RedisSink, SinkError, SinkWorker,
     merge_batches,
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 struct Gated {
     entered: Sender<u64>,
     permits: Receiver<()>,
-    written: Arc<Mutex<Vec<SinkBatch>>>,
+    written: Arc<Mutex<Vec<CountsBatch>>>,
     failures: Arc<Mutex<u32>>,
 }
 
@@ -28,7 +28,7 @@ impl EpochSink for Gated {
     fn name(&self) -> &'static str {
         "memory"
     }
-    fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &CountsBatch) -> Result<(), SinkError> {
         let _ = self.entered.send(batch.epoch);
         self.permits
             .recv()
@@ -46,7 +46,7 @@ impl EpochSink for Gated {
     }
 }
 
-type Written = Arc<Mutex<Vec<SinkBatch>>>;
+type Written = Arc<Mutex<Vec<CountsBatch>>>;
 
 /// The sink, its "entered write" signal, its permits and what it wrote.
 fn gated(failures: u32) -> (Gated, Receiver<u64>, Sender<()>, Written) {
@@ -71,7 +71,7 @@ fn cfg(queue_depth: usize) -> SinkConfig {
     }
 }
 
-fn one(epoch: u64, start: i64, count: u64, fin: bool) -> Arc<SinkBatch> {
+fn one(epoch: u64, start: i64, count: u64, fin: bool) -> Arc<CountsBatch> {
     let mut b = batch(epoch, HOUR + epoch as i64);
     let row = tw(start, View, count, 0, None, None);
     if fin {
@@ -244,7 +244,7 @@ fn worker_writes_to_real_redis() {
         &cfg(4),
         Metrics::new(),
     );
-    let mut pending: Vec<Arc<SinkBatch>> = (1..=20).map(|e| one(e, HOUR, e, e == 20)).collect();
+    let mut pending: Vec<Arc<CountsBatch>> = (1..=20).map(|e| one(e, HOUR, e, e == 20)).collect();
     pending.reverse();
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Some(b) = pending.pop() {

@@ -5,8 +5,9 @@
 
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
 use eddy_core::{
-    CampaignEngagement, CampaignWindowCount, EventType, Neighbor, PaneEngagement, Recommendation,
-    Score, SimilarUsers, SinkBatch, TypeWindowStats, UserRecommendations, Weights,
+    CampaignEngagement, CampaignWindowCount, CountsBatch, EventType, Neighbor, PaneEngagement,
+    Recommendation, Score, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
+    Weights,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -142,12 +143,22 @@ pub fn cw(start: i64, campaign_id: u64, t: EventType, count: u64) -> CampaignWin
 }
 
 /// An empty batch at `epoch` with `watermark_ms` and one-minute windows.
-pub fn batch(epoch: u64, watermark_ms: i64) -> SinkBatch {
-    SinkBatch {
+pub fn batch(epoch: u64, watermark_ms: i64) -> CountsBatch {
+    CountsBatch {
         epoch,
         watermark_ms,
         window_size_ms: MIN,
-        ..SinkBatch::default()
+        ..CountsBatch::default()
+    }
+}
+
+/// An empty slow-path batch of `epoch`, stamped `as_of_ms`, for a `sliding_ms` window.
+pub fn sim_batch(epoch: u64, as_of_ms: i64, sliding_ms: i64) -> SimilarityBatch {
+    SimilarityBatch {
+        epoch,
+        as_of_ms,
+        sliding_ms,
+        ..SimilarityBatch::default()
     }
 }
 
