@@ -12,6 +12,7 @@
 //! never increments). The storage layout is the contract in `docs/storage.md`, in code
 //! [`eddy_storage`] (keys, values, rows, queries, schema, clients).
 
+mod batch;
 mod clickhouse_sink;
 mod error;
 mod memory;
@@ -19,24 +20,14 @@ mod redis_sink;
 mod runtime;
 mod worker;
 
+pub use batch::{Batch, merge_batches};
 pub use clickhouse_sink::{ClickHouseCheckpoints, ClickHouseSink, apply_schema, check_schema};
 pub use error::SinkError;
 pub use memory::{MemoryCheckpoints, MemoryDeadLetters, MemorySink};
 pub use redis_sink::RedisSink;
-pub use worker::{SHUTDOWN_ATTEMPTS, SinkWorker, merge_batches};
+pub use worker::{SHUTDOWN_ATTEMPTS, SinkWorker};
 
 use eddy_core::{Checkpoint, CountsBatch};
-
-/// What a [`SinkWorker`] writes: the output of one dataflow epoch, or of several consecutive
-/// epochs merged into one equivalent write.
-pub trait Batch: Send + Sync + 'static {
-    /// The (latest) epoch the batch completes.
-    fn epoch(&self) -> u64;
-    /// Rows carried, for the `sink.max_batch_rows` limit of merged writes.
-    fn rows(&self) -> usize;
-    /// One write equivalent to writing `self`, then `later` (the later epoch's values win).
-    fn merge(&self, later: &Self) -> Self;
-}
 
 /// A store that receives one batch (by default a [`CountsBatch`]) per dataflow epoch.
 pub trait EpochSink<B: Batch = CountsBatch>: Send + 'static {
