@@ -6,9 +6,11 @@
 //!   "amount": number (optional, >= 0)}`. Unknown fields are ignored.
 //!
 //! Amounts are kept as integer micro-units (1 unit = 1_000_000 micros), so sums are exact and
-//! independent of the order in which workers add them.
+//! independent of the order in which workers add them. An amount is at most [`MAX_AMOUNT`]
+//! (see there for what that means for sums).
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
@@ -17,6 +19,16 @@ pub const MIN_TS_MS: i64 = 946_684_800_000;
 pub const MAX_TS_MS: i64 = 4_102_444_800_000;
 /// Micro-units per unit of `amount`.
 pub const MICROS: f64 = 1_000_000.0;
+/// Largest accepted `amount`: 10 000 000 units (10^13 micro-units). A larger amount is a dead
+/// letter `bad_amount`.
+///
+/// Sums of amounts (window sums, campaign revenue over the sliding window) are reported as
+/// `i64` micro-units, so one sum holds at most `i64::MAX` micros = 9 223 372 036 854.775807
+/// units: at least 922 337 events of the largest amount per window and key (per event type,
+/// per campaign over `engagement.sliding_ms`) before a sum could reach it. The dataflows add
+/// in `i128`, exactly; a sum that still does not fit in `i64` is reported as `i64::MAX` with an
+/// error logged, never as a wrapped (negative) number.
+pub const MAX_AMOUNT: f64 = 10_000_000.0;
 
 /// Kind of user interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -85,8 +97,8 @@ pub enum ParseError {
     /// `event_type` is not one of the known kinds.
     #[error("unknown event_type {0:?}")]
     UnknownEventType(String),
-    /// `amount` is negative or not finite.
-    #[error("invalid amount {0}: must be a finite number >= 0")]
+    /// `amount` is negative, not finite, or above [`MAX_AMOUNT`].
+    #[error("invalid amount {0}: must be a finite number >= 0 and <= 10000000")]
     BadAmount(f64),
     /// `ts` outside 2000-01-01 .. 2100-01-01.
     #[error("ts {0} is not a plausible epoch-milliseconds timestamp")]
@@ -106,19 +118,50 @@ impl ParseError {
     }
 }
 
+/// A JSON string field: borrowed from the message when it has no escape sequence (the fast
+/// path, no allocation), owned when unescaping had to build a new string (`\/`, `\u00e9`,
+/// `\"`, ...). Any valid JSON string is accepted.
+#[derive(Debug)]
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow)]
     #[allow(dead_code)]
-    event_id: &'a str,
+    event_id: JsonStr<'a>,
     ts: i64,
     user_id: u64,
     campaign_id: u64,
     #[serde(borrow)]
-    event_type: &'a str,
+    event_type: JsonStr<'a>,
     #[serde(borrow, default)]
     #[allow(dead_code)]
-    product_id: Option<std::borrow::Cow<'a, str>>,
+    product_id: Option<JsonStr<'a>>,
     #[serde(default)]
     amount: Option<f64>,
 }
@@ -137,14 +180,14 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, ParseError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Utf8)?;
     let raw: RawEvent<'_> =
         serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
-    let event_type = EventType::parse(raw.event_type)
-        .ok_or_else(|| ParseError::UnknownEventType(raw.event_type.to_owned()))?;
+    let event_type = EventType::parse(&raw.event_type.0)
+        .ok_or_else(|| ParseError::UnknownEventType(raw.event_type.0.into_owned()))?;
     if !(MIN_TS_MS..MAX_TS_MS).contains(&raw.ts) {
         return Err(ParseError::BadTimestamp(raw.ts));
     }
     let amount_micros = match raw.amount {
         None => None,
-        Some(a) if a.is_finite() && a >= 0.0 && a * MICROS < i64::MAX as f64 / 4.0 => {
+        Some(a) if a.is_finite() && (0.0..=MAX_AMOUNT).contains(&a) => {
             Some((a * MICROS).round() as i64)
         }
         Some(a) => return Err(ParseError::BadAmount(a)),
@@ -213,5 +256,49 @@ mod tests {
                 amount_micros: None
             }
         );
+    }
+
+    #[test]
+    fn escaped_strings_are_valid_events() {
+        let ok =
+            |json: &str| parse_event(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let e = ok(
+            r#"{"event_id":"a\/b","ts":1700000000000,"user_id":1,"campaign_id":2,"event_type":"view"}"#,
+        );
+        assert_eq!(
+            (e.user_id, e.campaign_id, e.event_type),
+            (1, 2, EventType::View)
+        );
+        ok(
+            r#"{"event_id":"\u00e9t\u00e9","ts":1700000000000,"user_id":1,"campaign_id":2,"event_type":"view"}"#,
+        );
+        ok(
+            r#"{"event_id":"e","ts":1700000000000,"user_id":1,"campaign_id":2,"event_type":"click","product_id":"x\"y"}"#,
+        );
+        // Escapes in the event type itself still name the kind: "vi\u0065w" is "view".
+        let e = ok(
+            r#"{"event_id":"e","ts":1700000000000,"user_id":1,"campaign_id":2,"event_type":"vi\u0065w"}"#,
+        );
+        assert_eq!(e.event_type, EventType::View);
+        // A string field of the wrong type is still bad_json.
+        assert_eq!(
+            reason(br#"{"event_id":5,"ts":1700000000000,"user_id":1,"campaign_id":2,"event_type":"view"}"#),
+            "bad_json"
+        );
+    }
+
+    #[test]
+    fn amounts_are_bounded() {
+        let with = |amount: &str| {
+            parse_event(format!(r#"{{"event_id":"a","ts":1700000000000,"user_id":1,"campaign_id":2,"event_type":"conversion","amount":{amount}}}"#).as_bytes())
+        };
+        assert_eq!(
+            with("10000000").unwrap().amount_micros,
+            Some(10_000_000_000_000)
+        );
+        assert_eq!(with("10000000.000001").unwrap_err().reason(), "bad_amount");
+        // Five of these in one window wrapped to negative revenue: each is a dead letter now.
+        assert_eq!(with("2000000000000").unwrap_err().reason(), "bad_amount");
+        assert_eq!(with("1e300").unwrap_err().reason(), "bad_amount");
     }
 }

@@ -1,5 +1,6 @@
 //! Campaign engagement over a sliding event-time window, and the live top list by score.
 
+use crate::windowed_counts::report_sum;
 use differential_dataflow::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use differential_dataflow::operators::CountTotal;
@@ -17,8 +18,9 @@ pub struct EngagementSums {
     pub clicks: i64,
     /// Conversions.
     pub conversions: i64,
-    /// Sum of conversion amounts, micro-units.
-    pub revenue: i64,
+    /// Sum of conversion amounts, micro-units, exact (reported through
+    /// [`crate::windowed_counts::report_sum`]).
+    pub revenue: i128,
 }
 
 impl EngagementSums {
@@ -30,7 +32,7 @@ impl EngagementSums {
             EventType::Click => s.clicks = d,
             EventType::Conversion => {
                 s.conversions = d;
-                s.revenue = e.amount_micros.unwrap_or(0) * d;
+                s.revenue = i128::from(e.amount_micros.unwrap_or(0)) * i128::from(d);
             }
         }
         s
@@ -97,7 +99,7 @@ fn sums_row(campaign_id: u64, s: EngagementSums, w: &Weights) -> CampaignEngagem
         views,
         clicks,
         conversions,
-        revenue_micros: s.revenue,
+        revenue_micros: report_sum(s.revenue),
         score: w.score(views, clicks, conversions),
     }
 }
@@ -170,7 +172,7 @@ pub fn engagement<'scope>(
             views: s.views as u64,
             clicks: s.clicks as u64,
             conversions: s.conversions as u64,
-            revenue_micros: s.revenue,
+            revenue_micros: report_sum(s.revenue),
         });
     let settled = closed
         .map(|((_, campaign), ())| campaign)
