@@ -1,9 +1,6 @@
 //! ClickHouseSink, ClickHouseCheckpoints and the schema against a real ClickHouse
 //! (`scripts/services up redis clickhouse`).
 
-mod common;
-
-use common::*;
 use eddy_core::EventType::{Click, Conversion, View};
 use eddy_core::{Checkpoint, CountsBatch, PartitionCheckpoint};
 use eddy_sinks::{
@@ -15,6 +12,8 @@ use eddy_storage::{
     TYPE_HOURLY_QUERY, TYPE_WINDOWS_QUERY, TypeHourlyRow, TypeWindowRow, UserRecommendationsRow,
     UserSimilarRow,
 };
+use eddy_testkit::fixtures::*;
+use eddy_testkit::stores::{ch_exec, ch_fetch, clickhouse_url, fresh_clickhouse};
 
 /// A type-window row as read back (versions are the writer's; tests compare them as 0).
 fn t(
@@ -73,15 +72,24 @@ fn campaign_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<CampaignWindo
 
 #[test]
 fn schema_applies_twice_and_is_checked() {
-    let cfg = clickhouse_db("schema");
+    let cfg = fresh_clickhouse("schema");
     check_schema(&cfg).unwrap();
     // Idempotent.
-    let again = apply_schema(&cfg, Some(&repo().join("clickhouse/schema"))).unwrap();
-    assert_eq!(again.len(), 5);
+    let again = apply_schema(&cfg, Some(&eddy_testkit::repo().join("clickhouse/schema"))).unwrap();
+    assert_eq!(
+        again,
+        [
+            "001_database.sql",
+            "002_windows.sql",
+            "003_rollups.sql",
+            "004_checkpoints.sql",
+            "005_engagement.sql"
+        ]
+    );
     check_schema(&cfg).unwrap();
 
-    services();
     let missing = eddy_core::config::ClickHouseConfig {
+        url: clickhouse_url(),
         database: "eddy_test_no_such_db".into(),
         ..Default::default()
     };
@@ -95,16 +103,17 @@ fn schema_applies_twice_and_is_checked() {
     assert!(!err.is_retryable());
 
     let bad = eddy_core::config::ClickHouseConfig {
+        url: clickhouse_url(),
         database: "x; DROP".into(),
         ..Default::default()
     };
     assert!(apply_schema(&bad, None).is_err());
-    assert!(apply_schema(&cfg, Some(&repo().join("no_such_dir"))).is_err());
+    assert!(apply_schema(&cfg, Some(&eddy_testkit::repo().join("no_such_dir"))).is_err());
 }
 
 #[test]
 fn writes_final_rows_only_and_replays_converge() {
-    let cfg = clickhouse_db("sink");
+    let cfg = fresh_clickhouse("sink");
     let mut sink = ClickHouseSink::connect(&cfg).unwrap();
     assert_eq!(EpochSink::<CountsBatch>::name(&sink), "clickhouse");
     let mut b = batch(3, HOUR + 2 * MIN);
@@ -176,7 +185,7 @@ fn writes_final_rows_only_and_replays_converge() {
 
 #[test]
 fn hourly_rollups_equal_minute_sums_under_replay() {
-    let cfg = clickhouse_db("rollup");
+    let cfg = fresh_clickhouse("rollup");
     let mut sink = ClickHouseSink::connect(&cfg).unwrap();
     let mut b1 = batch(1, HOUR + 61 * MIN);
     b1.final_types = vec![
@@ -305,7 +314,7 @@ fn hourly_rollups_equal_minute_sums_under_replay() {
 
 #[test]
 fn checkpoints_round_trip_latest_version() {
-    let cfg = clickhouse_db("checkpoints");
+    let cfg = fresh_clickhouse("checkpoints");
     let mut store = ClickHouseCheckpoints::connect(&cfg).unwrap();
     assert_eq!(store.load("events").unwrap(), None);
     let pc = |partition, resume_offset, high_offset| PartitionCheckpoint {
@@ -353,7 +362,7 @@ fn unversioned<T>(
     zero: impl Fn(T) -> T,
 ) -> Vec<T>
 where
-    T: clickhouse::RowOwned + clickhouse::RowRead,
+    T: clickhouse::RowOwned + clickhouse::RowRead + Send,
 {
     ch_fetch(cfg, sql, |q| q).into_iter().map(zero).collect()
 }
@@ -396,7 +405,7 @@ fn prow(start: i64, id: u64, v: u64, c: u64, cv: u64, r: i64) -> PaneEngagementR
 
 #[test]
 fn writes_engagement_panes_and_user_snapshots() {
-    let cfg = clickhouse_db("engagement");
+    let cfg = fresh_clickhouse("engagement");
     check_schema(&cfg).unwrap();
     let mut sink = ClickHouseSink::connect(&cfg).unwrap();
     let w1 = HOUR + 2 * MIN;
@@ -415,8 +424,8 @@ fn writes_engagement_panes_and_user_snapshots() {
     s1.recommendations = vec![recs(
         7,
         vec![
-            rec(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
-            rec(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
+            rec_scored(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
+            rec_scored(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
         ],
     )];
     sink.write(&b1).unwrap();

@@ -1,12 +1,11 @@
 //! RedisSink against a real Redis (`scripts/services up redis clickhouse`).
 
-mod common;
-
-use common::*;
 use eddy_core::CountsBatch;
 use eddy_core::EventType::{Click, Conversion, View};
 use eddy_sinks::{EpochSink, RedisSink};
 use eddy_storage::keys;
+use eddy_testkit::fixtures::*;
+use eddy_testkit::stores::{fresh_redis, redis_conn};
 use redis::Commands;
 use std::collections::HashMap;
 
@@ -27,7 +26,7 @@ fn zset(con: &mut redis::Connection, key: &str) -> Vec<(String, i64)> {
 
 #[test]
 fn writes_exact_hashes_sets_and_watermark() {
-    let cfg = redis_cfg("layout");
+    let cfg = fresh_redis("layout");
     let p = cfg.prefix.clone();
     let mut sink = RedisSink::connect(&cfg).unwrap();
     assert_eq!(EpochSink::<CountsBatch>::name(&sink), "redis");
@@ -105,7 +104,7 @@ fn writes_exact_hashes_sets_and_watermark() {
 
 #[test]
 fn rewrites_are_idempotent_and_latest_wins() {
-    let cfg = redis_cfg("idempotent");
+    let cfg = fresh_redis("idempotent");
     let p = cfg.prefix.clone();
     let mut sink = RedisSink::connect(&cfg).unwrap();
     let mut b1 = batch(1, HOUR);
@@ -160,9 +159,10 @@ fn rewrites_are_idempotent_and_latest_wins() {
 
 #[test]
 fn trims_sets_beyond_the_ttl_horizon_and_writes_the_boundary() {
+    let redis = fresh_redis("trim");
     let cfg = eddy_core::config::RedisConfig {
         window_ttl_secs: 600,
-        ..redis_cfg("trim")
+        ..redis.config().clone()
     };
     let p = cfg.prefix.clone();
     let mut sink = RedisSink::connect(&cfg).unwrap();
@@ -234,7 +234,7 @@ fn zset_f(con: &mut redis::Connection, key: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn writes_engagement_top_list_and_user_lists() {
-    let cfg = redis_cfg("engagement");
+    let cfg = fresh_redis("engagement");
     let p = cfg.prefix.clone();
     let mut sink = RedisSink::connect(&cfg).unwrap();
     let w1 = HOUR + 5 * MIN;
@@ -250,8 +250,8 @@ fn writes_engagement_top_list_and_user_lists() {
     s1.recommendations = vec![recs(
         7,
         vec![
-            rec(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
-            rec(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
+            rec_scored(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
+            rec_scored(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
         ],
     )];
     for _ in 0..2 {
@@ -392,7 +392,7 @@ fn writes_engagement_top_list_and_user_lists() {
 
 #[test]
 fn rejects_non_finite_scores_without_writing() {
-    let cfg = redis_cfg("nan");
+    let cfg = fresh_redis("nan");
     let p = cfg.prefix.clone();
     let mut sink = RedisSink::connect(&cfg).unwrap();
     let mut b = batch(1, HOUR);

@@ -1,8 +1,5 @@
 //! SinkWorker: ordering, coalescing, acknowledgements, retries and backpressure, shutdown.
 
-mod common;
-
-use common::*;
 use eddy_core::EventType::{Click, View};
 use eddy_core::config::SinkConfig;
 use eddy_core::{Checkpoint, CountsBatch, MemoryStore, Metrics};
@@ -11,6 +8,9 @@ use eddy_sinks::{
     merge_batches,
 };
 use eddy_storage::keys;
+use eddy_testkit::fixtures::{HOUR, MIN, batch, cw, tw};
+use eddy_testkit::stores::{fresh_redis, redis_conn};
+use eddy_testkit::wait::wait_for;
 use redis::Commands;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
@@ -237,7 +237,7 @@ fn dead_redis_backpressures_and_shutdown_gives_up() {
 
 #[test]
 fn worker_writes_to_real_redis() {
-    let rc = redis_cfg("worker");
+    let rc = fresh_redis("worker");
     let p = rc.prefix.clone();
     let worker = SinkWorker::spawn(
         Box::new(RedisSink::connect(&rc).unwrap()),

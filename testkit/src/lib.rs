@@ -1,6 +1,15 @@
-//! Test support shared by eddy's integration tests.
+//! Test support shared by eddy's integration tests, on the real services (started by
+//! `scripts/services`), never mocks:
+//! - [`services`]: starts Redis, ClickHouse and Kafka once per test binary;
+//! - [`stores`]: a fresh Redis prefix and ClickHouse database per test, typed reads;
+//! - [`fixtures`]: builders of rows, batches and the query server's answers;
+//! - [`http`]: requests to the query server, answers decoded into `eddy_core::api` types;
+//! - [`wait`]: polling a condition with a deadline instead of sleeping.
 
+pub mod fixtures;
 pub mod http;
+pub mod stores;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
