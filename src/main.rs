@@ -105,7 +105,7 @@ fn main() -> Result<()> {
             );
             let server = spawn_server(cfg.server.listen.clone(), state, stop.clone())?;
             print!("{}", demo.banner(&cfg.server.listen));
-            stop_on_signal_or_timeout(stop.clone(), demo.seconds);
+            stop_on_signal_or_timeout(stop.clone(), demo.seconds, cfg.pipeline.shutdown_timeout_ms);
             run_pipeline(cfg, &demo.timely, stop, metrics, mode, Some(server))?;
         }
         Command::Run {
@@ -124,7 +124,7 @@ fn main() -> Result<()> {
                 }
                 None => None,
             };
-            stop_on_signal_or_timeout(stop.clone(), None);
+            stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
             run_pipeline(cfg, &timely, stop, metrics, Mode::Kafka, server)?;
         }
         Command::Serve { listen } => {
@@ -138,7 +138,7 @@ fn main() -> Result<()> {
                 metrics,
                 ServerQueryLimits::from_config(&cfg),
             );
-            stop_on_signal_or_timeout(stop.clone(), None);
+            stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
             let server = spawn_server(cfg.server.listen.clone(), state, stop)?;
             let _ = server.join();
         }
@@ -217,7 +217,10 @@ fn spawn_server(
     }))
 }
 
-fn stop_on_signal_or_timeout(stop: Arc<AtomicBool>, seconds: Option<u64>) {
+/// Sets `stop` on the first SIGINT/SIGTERM (or after `seconds`); a second signal exits at
+/// once (code 130). Once `stop` is set, the process gets `pipeline.shutdown_timeout_ms` to
+/// flush its sinks; past that it exits with code 1, so a stop never hangs on a stuck store.
+fn stop_on_signal_or_timeout(stop: Arc<AtomicBool>, seconds: Option<u64>, shutdown_ms: u64) {
     let s2 = stop.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -225,14 +228,43 @@ fn stop_on_signal_or_timeout(stop: Arc<AtomicBool>, seconds: Option<u64>) {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
+            use tokio::signal::unix::{SignalKind, signal};
+            // Registered once: a signal arriving while the first is handled is not lost.
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut signals = 0;
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                signals += 1;
+                if signals > 1 {
+                    tracing::error!("second stop signal: exiting now");
+                    std::process::exit(130);
+                }
+                tracing::info!("stopping (a second Ctrl-C exits at once)");
+                s2.store(true, Ordering::SeqCst);
+            }
         });
-        s2.store(true, Ordering::SeqCst);
     });
     if let Some(secs) = seconds {
+        let s3 = stop.clone();
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_secs(secs));
-            stop.store(true, Ordering::SeqCst);
+            s3.store(true, Ordering::SeqCst);
         });
     }
+    // The shutdown deadline: polls the flag (this thread does nothing else).
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(shutdown_ms));
+        tracing::error!(
+            timeout_ms = shutdown_ms,
+            "shutdown did not finish in pipeline.shutdown_timeout_ms (a store is stuck?): exiting"
+        );
+        std::process::exit(1);
+    });
 }

@@ -27,8 +27,9 @@ use eddy_sinks::{
     MemoryDeadLetters, MemorySink, RedisSink, SinkError, SinkWorker,
 };
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
@@ -105,41 +106,192 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         Mode::Demo(d) => ((0..d.partitions).collect(), None),
     };
     let mode = Arc::new(mode);
+    let stop = opts.stop.clone();
     let guards = timely::execute(opts.timely.clone(), move |worker| {
-        let index = worker.index();
-        let peers = worker.peers();
-        let mine: Vec<i32> = partitions
-            .iter()
-            .copied()
-            .filter(|p| *p as usize % peers == index)
-            .collect();
-        let lead = index == 0;
-        let result = match &*mode {
-            Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead)
-                .and_then(|io| drive(worker, &opts, &partitions, io, restore.clone())),
-            Mode::Demo(d) => drive(
-                worker,
-                &opts,
-                &partitions,
-                demo_io(&opts, mine, d, lead),
-                None,
-            ),
-        };
-        if let Err(e) = &result {
-            tracing::error!(worker = index, error = %e, "worker failed");
-            opts.stop.store(true, Ordering::SeqCst);
-        }
-        result
+        guard_worker(worker, &opts.stop, |worker| {
+            let index = worker.index();
+            let peers = worker.peers();
+            let mine: Vec<i32> = partitions
+                .iter()
+                .copied()
+                .filter(|p| *p as usize % peers == index)
+                .collect();
+            let lead = index == 0;
+            match &*mode {
+                Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead)
+                    .and_then(|io| drive(worker, &opts, &partitions, io, restore.clone())),
+                Mode::Demo(d) => drive(
+                    worker,
+                    &opts,
+                    &partitions,
+                    demo_io(&opts, mine, d, lead),
+                    None,
+                ),
+            }
+        })
     })
     .map_err(PipelineError::Worker)?;
+    let mut first_error = None;
     for r in guards.join() {
-        r.map_err(PipelineError::Worker)??;
+        if let Err(e) = r.map_err(PipelineError::Worker).and_then(|r| r) {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    stop.store(true, Ordering::SeqCst);
+    first_error.map_or(Ok(()), Err)
 }
 
-/// Saves a durable checkpoint (and what follows it); the coordinating worker's only.
-type Commit = Box<dyn FnMut(&Checkpoint) -> Result<(), PipelineError>>;
+/// Runs one worker's body. If it fails or panics, the failure is logged and `stop` is set, so
+/// every other worker stops too (instead of waiting forever for a peer that is gone) and the
+/// run ends with the error: a failing worker ends the process loudly, never leaves it alive
+/// and idle. Whatever happens, the worker's dataflows are dropped before returning (their
+/// sources never complete, so timely would step them forever).
+///
+/// ```
+/// use eddy::pipeline::{PipelineError, guard_worker};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use timely::dataflow::operators::Inspect;
+/// use timely::dataflow::operators::vec::ToStream;
+///
+/// let stop = Arc::new(AtomicBool::new(false));
+/// let s = stop.clone();
+/// let results = timely::execute(timely::Config::process(2), move |worker| {
+///     guard_worker(worker, &s, |worker| {
+///         let index = worker.index();
+///         worker.dataflow::<u64, _, _>(|scope| {
+///             (0..3u64).to_stream(scope).inspect(move |x: &u64| {
+///                 if index == 1 && *x == 2 {
+///                     panic!("worker 1 breaks");
+///                 }
+///             });
+///         });
+///         // Run until told to stop, as the pipeline's workers do.
+///         while !s.load(Ordering::SeqCst) {
+///             worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+///         }
+///         Ok(())
+///     })
+/// })
+/// .unwrap()
+/// .join();
+/// assert!(stop.load(Ordering::SeqCst));
+/// assert!(matches!(&results[0], Ok(Ok(()))));
+/// assert!(matches!(&results[1], Ok(Err(PipelineError::Worker(m))) if m.contains("worker 1 breaks")));
+/// ```
+pub fn guard_worker(
+    worker: &mut timely::worker::Worker,
+    stop: &AtomicBool,
+    body: impl FnOnce(&mut timely::worker::Worker) -> Result<(), PipelineError>,
+) -> Result<(), PipelineError> {
+    let index = worker.index();
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| body(&mut *worker))).unwrap_or_else(|panic| {
+            Err(PipelineError::Worker(format!(
+                "worker {index} panicked: {}",
+                panic_message(&*panic)
+            )))
+        });
+    if let Err(e) = &result {
+        tracing::error!(worker = index, error = %e, "worker failed; stopping every worker");
+        stop.store(true, Ordering::SeqCst);
+    }
+    let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+    }));
+    if let Err(panic) = dropped {
+        // The worker cannot be stopped cleanly: end the process rather than leave it stuck.
+        tracing::error!(
+            worker = index,
+            panic = panic_message(&*panic),
+            "cannot drop a failed worker's dataflow; exiting"
+        );
+        std::process::exit(70);
+    }
+    result
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Saves a durable checkpoint (and what follows it); run by the [`Checkpointer`] thread.
+type Commit = Box<dyn FnMut(&Checkpoint) -> Result<(), PipelineError> + Send>;
+
+/// Saves checkpoints on a thread of its own, so a slow checkpoint store, Redis or broker never
+/// blocks a timely worker: the coordinating worker hands over each candidate without waiting,
+/// and a newer candidate replaces one not yet taken (checkpoints are cumulative: the newest
+/// durable one is all a restart needs).
+struct Checkpointer {
+    shared: Arc<(Mutex<CheckpointSlot>, Condvar)>,
+}
+
+#[derive(Default)]
+struct CheckpointSlot {
+    pending: Option<Checkpoint>,
+    stopping: bool,
+}
+
+impl Checkpointer {
+    /// Starts the thread `checkpointer`, which runs `commit` for each candidate and records
+    /// the outcome in `metrics`.
+    fn spawn(mut commit: Commit, metrics: Metrics) -> Self {
+        let shared = Arc::new((Mutex::new(CheckpointSlot::default()), Condvar::new()));
+        let theirs = shared.clone();
+        std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || {
+                let (slot, wake) = &*theirs;
+                loop {
+                    let cp = {
+                        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                        while s.pending.is_none() && !s.stopping {
+                            s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                        }
+                        match s.pending.take() {
+                            Some(cp) if !s.stopping => cp,
+                            _ => return,
+                        }
+                    };
+                    match commit(&cp) {
+                        Ok(()) => {
+                            metrics.checkpoints.inc();
+                            metrics.last_checkpoint_ms.set(eddy_core::now_ms());
+                        }
+                        Err(e) => {
+                            metrics.checkpoint_failures.inc();
+                            tracing::warn!(error = %e, epoch = cp.epoch, "checkpoint failed; a later one will be tried");
+                        }
+                    }
+                }
+            })
+            .expect("cannot spawn the checkpointer thread");
+        Self { shared }
+    }
+
+    /// Hands `cp` over without blocking (replacing a candidate not yet taken).
+    fn offer(&self, cp: Checkpoint) {
+        let (slot, wake) = &*self.shared;
+        slot.lock().unwrap_or_else(|e| e.into_inner()).pending = Some(cp);
+        wake.notify_one();
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread once its current save (if any) ends; does not wait for it, so a stop
+    /// is never held up by a slow store.
+    fn drop(&mut self) {
+        let (slot, wake) = &*self.shared;
+        slot.lock().unwrap_or_else(|e| e.into_inner()).stopping = true;
+        wake.notify_one();
+    }
+}
 
 /// One worker's connections to the outside: where its records come from and where each sink
 /// path writes.
@@ -215,7 +367,7 @@ fn kafka_io(
                 Vec::new()
             },
         ),
-        dead_letters: spawn(opts, vec![Box::new(KafkaDeadLetters::new(&cfg.kafka)?)]),
+        dead_letters: spawn(opts, vec![Box::new(KafkaDeadLetters::new(&cfg.kafka, opts.metrics.clone())?)]),
         commit,
     })
 }
@@ -269,10 +421,16 @@ fn drive<R: PartitionReader>(
         counts: counts_sinks,
         similarity: similarity_sinks,
         dead_letters: dlq_sinks,
-        mut commit,
+        commit,
     } = io;
     let window = WindowSpec::new(cfg.pipeline.window_ms);
-    let floor = restore.as_ref().map_or(i64::MIN, |cp| cp.watermark_ms);
+    let floor = restore.as_ref().map_or(i64::MIN, |cp| {
+        WatermarkPolicy::bounded_floor(
+            cp.watermark_ms,
+            eddy_core::now_ms(),
+            cfg.pipeline.max_future_ms,
+        )
+    });
     // Only the coordinating worker takes checkpoints, so only it records candidates.
     let watermark = if commit.is_some() {
         WatermarkHandle::recording_checkpoints(floor)
@@ -289,6 +447,8 @@ fn drive<R: PartitionReader>(
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
         idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
         restore,
+        max_future_ms: cfg.pipeline.max_future_ms,
+        clock: crate::source::WallClock::system(),
     };
     let policy = WatermarkPolicy {
         window,
@@ -331,12 +491,13 @@ fn drive<R: PartitionReader>(
         }
         sink_dead_letters(src.dead_letters, dlq_sinks).probe_with(&durable);
     });
+    let checkpointer = commit.map(|c| Checkpointer::spawn(c, opts.metrics.clone()));
     let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);
     let mut next_checkpoint = Instant::now() + every;
     while !opts.stop.load(Ordering::SeqCst) {
         worker.step_or_park(Some(Duration::from_millis(1)));
         opts.metrics.watermark_ms.set(watermark.latest().max(0));
-        let Some(commit) = commit.as_mut() else {
+        let Some(checkpointer) = checkpointer.as_ref() else {
             continue;
         };
         if Instant::now() < next_checkpoint {
@@ -347,25 +508,15 @@ fn drive<R: PartitionReader>(
             continue;
         };
         if let Some(c) = watermark.take_checkpoint(through) {
-            let cp = Checkpoint {
+            checkpointer.offer(Checkpoint {
                 topic: cfg.kafka.topic.clone(),
                 epoch: c.epoch,
                 watermark_ms: c.watermark_ms,
                 partitions: c.partitions,
-            };
-            match commit(&cp) {
-                Ok(()) => {
-                    opts.metrics.checkpoints.inc();
-                    next_checkpoint = Instant::now() + every;
-                }
-                Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
-            }
+            });
+            next_checkpoint = Instant::now() + every;
         }
     }
-    // The source never completes on its own: drop the dataflow, or timely would step it
-    // forever after this closure returns.
-    for id in worker.installed_dataflows() {
-        worker.drop_dataflow(id);
-    }
+    // The source never completes on its own: `guard_worker` drops the dataflow.
     Ok(())
 }

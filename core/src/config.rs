@@ -174,6 +174,10 @@ pub struct KafkaConfig {
     /// Consumer `fetch.wait.max.ms`: how long the broker may hold a fetch with no new data.
     /// Lower is fresher on a quiet topic; higher puts less load on the broker.
     pub fetch_wait_max_ms: u64,
+    /// The dead-letter producer's `message.max.bytes`, and the size every dead letter is cut
+    /// to (payload truncated, with an `eddy-truncated` header, when key + headers + payload
+    /// would not fit). At most the broker's `message.max.bytes` for the dead-letter topic.
+    pub dlq_max_message_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -186,6 +190,7 @@ impl Default for KafkaConfig {
             partitions: 4,
             idle_timeout_ms: 2_000,
             fetch_wait_max_ms: 10,
+            dlq_max_message_bytes: 1_000_000,
         }
     }
 }
@@ -208,6 +213,17 @@ pub struct PipelineConfig {
     pub workers: usize,
     /// How often a durable checkpoint is written and offsets committed, ms.
     pub checkpoint_ms: u64,
+    /// Latest accepted event time, as ms after the wall clock: an event dated later is a dead
+    /// letter `bad_ts`, so the watermark never runs further ahead of the wall clock than this
+    /// (minus `lateness_ms`). Default 5 minutes: well above the clock skew of NTP-synced
+    /// producers, and one skewed event can close at most this much of the future early.
+    pub max_future_ms: i64,
+    /// After a stop is asked (Ctrl-C, SIGTERM), how long `eddy run` / `eddy demo` may take to
+    /// flush its sinks before the process exits anyway (with an error), ms.
+    pub shutdown_timeout_ms: u64,
+    /// `eddy run`'s `/healthz` (on `--metrics-listen`) turns 503 when no checkpoint has been
+    /// committed for this long (a stuck worker or store), ms.
+    pub liveness_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -220,6 +236,9 @@ impl Default for PipelineConfig {
             max_inflight_epochs: 8,
             workers: 2,
             checkpoint_ms: 1_000,
+            max_future_ms: 300_000,
+            shutdown_timeout_ms: 10_000,
+            liveness_timeout_ms: 60_000,
         }
     }
 }
@@ -258,6 +277,10 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password (empty for none).
     pub password: String,
+    /// Days of event time kept in the day-partitioned tables: partitions whose day ends more
+    /// than this many days before the latest checkpoint's watermark (never later than the wall
+    /// clock) are dropped; 0 keeps everything.
+    pub retention_days: u32,
 }
 
 impl Default for ClickHouseConfig {
@@ -267,6 +290,7 @@ impl Default for ClickHouseConfig {
             database: "eddy".into(),
             user: "default".into(),
             password: String::new(),
+            retention_days: 30,
         }
     }
 }
@@ -279,6 +303,16 @@ pub struct ServerConfig {
     pub listen: String,
     /// Widest time range one query may ask for, ms.
     pub max_range_ms: i64,
+    /// Most points per series one `/v1/counts` answer may hold (windows, or hours with
+    /// `granularity=hour`); a wider query is a 400 naming this limit.
+    pub max_points: usize,
+    /// Time limit of one request, ms: past it the answer is a 503 (`unavailable`).
+    pub request_timeout_ms: u64,
+    /// Most requests served at once; one more is answered 503 (`unavailable`) at once.
+    pub max_concurrent_requests: usize,
+    /// Time limit for a client to send a request's headers, ms: past it the connection is
+    /// closed.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -286,6 +320,10 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_range_ms: 31 * 24 * 3_600_000,
+            max_points: 50_000,
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 512,
+            header_read_timeout_ms: 10_000,
         }
     }
 }

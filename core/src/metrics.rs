@@ -47,6 +47,8 @@ pub struct Metrics {
     pub events_in: Counter,
     /// Records sent to the dead-letter topic, by reason.
     pub dead_letters: Family<ReasonLabel, Counter>,
+    /// Dead letters the dead-letter topic refused permanently (logged and skipped), by reason.
+    pub dead_letters_dropped: Family<ReasonLabel, Counter>,
     /// Events rejected because their window had closed.
     pub late_events: Counter,
     /// Re-read records skipped on replay because their window was already final.
@@ -61,6 +63,10 @@ pub struct Metrics {
     pub sink_errors: Family<SinkLabel, Counter>,
     /// Checkpoints committed.
     pub checkpoints: Counter,
+    /// Checkpoint saves that failed (the next candidate is tried at the next interval).
+    pub checkpoint_failures: Counter,
+    /// Wall-clock ms when the last checkpoint was committed (0: none yet in this process).
+    pub last_checkpoint_ms: Gauge,
     /// HTTP requests, by route and status.
     pub http_requests: Family<RouteLabel, Counter>,
 }
@@ -86,6 +92,12 @@ impl Metrics {
             "dead_letters",
             "Records sent to the dead-letter topic",
             dead_letters.clone(),
+        );
+        let dead_letters_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dead_letters_dropped",
+            "Dead letters the dead-letter topic refused permanently (skipped)",
+            dead_letters_dropped.clone(),
         );
         let late_events = Counter::default();
         registry.register(
@@ -127,6 +139,18 @@ impl Metrics {
         );
         let checkpoints = Counter::default();
         registry.register("checkpoints", "Checkpoints committed", checkpoints.clone());
+        let checkpoint_failures = Counter::default();
+        registry.register(
+            "checkpoint_failures",
+            "Checkpoint saves that failed",
+            checkpoint_failures.clone(),
+        );
+        let last_checkpoint_ms = Gauge::default();
+        registry.register(
+            "last_checkpoint_ms",
+            "Wall-clock time of the last committed checkpoint (ms; 0 = none yet)",
+            last_checkpoint_ms.clone(),
+        );
         let http_requests = Family::<RouteLabel, Counter>::default();
         registry.register(
             "http_requests",
@@ -137,6 +161,7 @@ impl Metrics {
             registry: Arc::new(registry),
             events_in,
             dead_letters,
+            dead_letters_dropped,
             late_events,
             replay_skipped,
             consumer_lag,
@@ -144,6 +169,8 @@ impl Metrics {
             sink_write_seconds,
             sink_errors,
             checkpoints,
+            checkpoint_failures,
+            last_checkpoint_ms,
             http_requests,
         }
     }

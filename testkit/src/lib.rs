@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 pub mod http;
+pub mod proxy;
 pub mod stores;
 pub mod wait;
 
