@@ -8,48 +8,19 @@ use eddy_core::api::{
     SimilarUsersResponse, TopCampaignsResponse,
 };
 use eddy_core::{
-    CampaignEngagement, CampaignWindowCount, Checkpoint, CountsBatch, EventType, MemoryStore,
-    Metrics, Neighbor, Recommendation, Score, SimilarUsers, SimilarityBatch, TypeWindowStats,
-    UserRecommendations, Weights, recommendation_score,
+    CampaignEngagement, Checkpoint, CountsBatch, EventType, MemoryStore, Metrics, Neighbor,
+    Recommendation, SimilarityBatch,
 };
 use eddy_query_server::{
     AppState, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
     MemoryBackend, RowSource, ServerQueryLimits, Sourced, Store, StoreHealth, WindowQuery,
     WindowRow, app,
 };
+use eddy_testkit::fixtures::{
+    HOUR as H, MIN as M, cw, eng, nb, point, rec, recs, similar as similar_users, tw,
+};
 use eddy_testkit::http::{self, Reply, as_read};
 use std::sync::{Arc, RwLock};
-
-/// An hour-aligned epoch ms (2023-11-14T22:00:00Z).
-const H: i64 = 1_699_999_200_000;
-const M: i64 = 60_000;
-
-fn tw(
-    start: i64,
-    t: EventType,
-    count: u64,
-    sum: i64,
-    min: Option<i64>,
-    max: Option<i64>,
-) -> TypeWindowStats {
-    TypeWindowStats {
-        window_start_ms: start,
-        event_type: t,
-        count,
-        sum_micros: sum,
-        min_micros: min,
-        max_micros: max,
-    }
-}
-
-fn cw(start: i64, c: u64, t: EventType, count: u64) -> CampaignWindowCount {
-    CampaignWindowCount {
-        window_start_ms: start,
-        campaign_id: c,
-        event_type: t,
-        count,
-    }
-}
 
 /// Watermark H+2m; checkpoint (boundary) at H+1m. So windows starting at H are final and in the
 /// batch layer, the click window at H+1m is final but still in the speed layer, later ones open.
@@ -135,32 +106,6 @@ async fn counts(state: &AppState, qs: &str) -> CountsResponse {
     let fresh = r.freshness_ms.take().expect("freshness_ms set");
     assert!(updated > H && (0..60_000).contains(&fresh), "{r:?}");
     r
-}
-
-fn point(
-    start: i64,
-    t: EventType,
-    count: u64,
-    amounts: Option<(f64, Option<f64>, Option<f64>)>,
-    fin: bool,
-    source: RowSource,
-) -> SeriesPoint {
-    let (sum_amount, min_amount, max_amount) = match amounts {
-        Some((s, a, b)) => (Some(s), a, b),
-        None => (None, None, None),
-    };
-    SeriesPoint {
-        window_start_ms: start,
-        window_end_ms: start + M,
-        event_type: t,
-        campaign_id: None,
-        count,
-        sum_amount,
-        min_amount,
-        max_amount,
-        is_final: fin,
-        source,
-    }
 }
 
 fn layer(source: Store, windows: usize) -> LayerJson {
@@ -687,40 +632,6 @@ async fn serves_over_tcp_and_shuts_down() {
 
 // ---- Campaign engagement, similar users, recommendations ----
 
-fn eng(
-    campaign_id: u64,
-    views: u64,
-    clicks: u64,
-    conversions: u64,
-    revenue: i64,
-) -> CampaignEngagement {
-    CampaignEngagement {
-        campaign_id,
-        views,
-        clicks,
-        conversions,
-        revenue_micros: revenue,
-        score: Weights::default().score(views, clicks, conversions),
-    }
-}
-
-fn nb(user_id: u64, shared: u32, union: u32) -> Neighbor {
-    Neighbor {
-        user_id,
-        shared,
-        union,
-    }
-}
-
-fn rec(campaign_id: u64, campaign_score: f64, because: Vec<Neighbor>) -> Recommendation {
-    Recommendation {
-        campaign_id,
-        score: recommendation_score(&because, Score(campaign_score)),
-        campaign_score: Score(campaign_score),
-        because,
-    }
-}
-
 /// Engagement at watermark H+3m (campaigns 42..=45, users 7 and 8), then at H+4m campaign 44
 /// leaves the window, 47 enters it and the top list is rewritten.
 fn engagement_state() -> AppState {
@@ -745,23 +656,20 @@ fn engagement_state() -> AppState {
         as_of_ms: H + 3 * M,
         sliding_ms: 10 * M,
         similar: vec![
-            SimilarUsers {
-                user_id: 7,
-                neighbors: vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
-            },
-            SimilarUsers {
-                user_id: 8,
-                neighbors: vec![nb(7, 2, 3)],
-            },
+            similar_users(
+                7,
+                vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
+            ),
+            similar_users(8, vec![nb(7, 2, 3)]),
         ],
-        recommendations: vec![UserRecommendations {
-            user_id: 7,
-            items: vec![
+        recommendations: vec![recs(
+            7,
+            vec![
                 rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
                 rec(43, 4.0, vec![nb(8, 1, 2)]),
                 rec(46, 1.0, vec![nb(9, 1, 4)]),
             ],
-        }],
+        )],
     });
     s.apply(&CountsBatch {
         epoch: 4,
@@ -780,15 +688,7 @@ fn engagement_state() -> AppState {
     state_with(Arc::new(MemoryBackend::new(Arc::new(RwLock::new(s)))))
 }
 
-/// Checks the wall-clock fields of an answer's meta (set, fresh) and clears them.
-fn checked(mut meta: AnswerMeta) -> AnswerMeta {
-    let updated = meta.updated_at_ms.take().expect("updated_at_ms set");
-    let fresh = meta.freshness_ms.take().expect("freshness_ms set");
-    assert!(updated > H && (0..60_000).contains(&fresh), "{meta:?}");
-    meta
-}
-
-/// What the memory store's answers carry (wall-clock fields cleared as by [`checked`]).
+/// What the memory store's answers carry (wall-clock fields cleared by [`Reply::answer`]).
 fn memory_meta(as_of_ms: i64) -> AnswerMeta {
     AnswerMeta {
         as_of_ms,
@@ -798,32 +698,24 @@ fn memory_meta(as_of_ms: i64) -> AnswerMeta {
     }
 }
 
-/// GETs one campaign expecting 200, with its meta [`checked`].
+/// GETs one campaign expecting 200, its meta fresh ([`Reply::answer`]).
 async fn campaign(state: &AppState, uri: &str) -> CampaignResponse {
-    let mut r: CampaignResponse = get(state, uri).await.ok();
-    r.meta = checked(r.meta);
-    r
+    get(state, uri).await.answer(true)
 }
 
-/// GETs the top list expecting 200, with its meta [`checked`].
+/// GETs the top list expecting 200, its meta fresh.
 async fn top(state: &AppState, uri: &str) -> TopCampaignsResponse {
-    let mut r: TopCampaignsResponse = get(state, uri).await.ok();
-    r.meta = checked(r.meta);
-    r
+    get(state, uri).await.answer(true)
 }
 
-/// GETs similar users expecting 200, with the meta [`checked`].
+/// GETs similar users expecting 200, their meta fresh.
 async fn similar(state: &AppState, uri: &str) -> SimilarUsersResponse {
-    let mut r: SimilarUsersResponse = get(state, uri).await.ok();
-    r.meta = checked(r.meta);
-    r
+    get(state, uri).await.answer(true)
 }
 
-/// GETs recommendations expecting 200, with the meta [`checked`].
+/// GETs recommendations expecting 200, their meta fresh.
 async fn recommendations(state: &AppState, uri: &str) -> RecommendationsResponse {
-    let mut r: RecommendationsResponse = get(state, uri).await.ok();
-    r.meta = checked(r.meta);
-    r
+    get(state, uri).await.answer(true)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,131 +1,94 @@
 //! [`LambdaBackend`] against real stores: Redis and ClickHouse started by
 //! `scripts/services up redis clickhouse` (override with `EDDY_TEST_REDIS_URL` and
-//! `EDDY_TEST_CLICKHOUSE_URL`). Uses its own ClickHouse database (`eddy_qs_<pid>`, dropped at
-//! the end) and Redis key prefix; the tests sharing them hold [`SHARED`].
+//! `EDDY_TEST_CLICKHOUSE_URL`). Each test has its own ClickHouse database (the schema of
+//! `clickhouse/schema/` applied) and Redis key prefix ([`eddy_testkit::stores`]); answers are
+//! read as the server's types ([`eddy_core::api`]).
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
 use eddy_core::EventType::{Click, View};
-use eddy_core::Metrics;
+use eddy_core::api::{
+    AnswerMeta, CountsResponse, ErrorCode, HealthResponse, HealthStatus, LayerJson, LayersJson,
+    RowSource, SeriesPoint, Store,
+};
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
+use eddy_core::{EventType, Metrics};
 use eddy_query_server::{AppState, LambdaBackend, ServerQueryLimits, app};
 use eddy_storage::keys;
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use eddy_testkit::fixtures::{HOUR as H, MIN as M, campaign_point, point};
+use eddy_testkit::http::{self, Reply, as_read};
+use eddy_testkit::stores::{
+    PrivateRedis, TestDatabase, TestRedis, ch_exec, fresh_clickhouse, fresh_redis, redis_conn,
+};
+use eddy_testkit::wait::wait_until_async;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
-const H: i64 = 1_699_999_200_000;
-const M: i64 = 60_000;
+/// Nothing listens there: a store that is down.
+const DOWN: &str = "redis://127.0.0.1:1/";
+/// As [`DOWN`], for ClickHouse.
+const CH_DOWN: &str = "http://127.0.0.1:1";
 
-/// Held by the tests that set up and drop the shared database and key prefix.
-static SHARED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Starts Redis and ClickHouse once per test binary.
-fn services() {
-    eddy_testkit::services(&["redis", "clickhouse"]);
+/// One test's stores: a fresh Redis prefix and ClickHouse database, removed when it passes.
+struct Stores {
+    redis: TestRedis,
+    ch: TestDatabase,
 }
 
-/// A store URL: the variable if set, else the loopback service started by the script.
-fn env(name: &str) -> String {
-    if let Ok(v) = std::env::var(name) {
-        return v;
+impl Stores {
+    fn fresh(name: &str) -> Self {
+        Self {
+            redis: fresh_redis(name),
+            ch: fresh_clickhouse(name),
+        }
     }
-    services();
-    match name {
-        "EDDY_TEST_REDIS_URL" => "redis://127.0.0.1:6379/".into(),
-        "EDDY_TEST_CLICKHOUSE_URL" => "http://127.0.0.1:8123".into(),
-        _ => panic!("unknown store variable {name}"),
+
+    /// A query server over these stores, answering within 2 s.
+    fn state(&self) -> AppState {
+        self.state_at(&self.redis.url, &self.ch.url, Duration::from_secs(2))
     }
-}
 
-/// Polls `pred` every 20 ms until it holds, panicking with `what` after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut pred: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    while !pred().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tick.tick().await;
-    }
-}
-
-async fn port_open(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
-fn names() -> (String, String) {
-    let id = std::process::id();
-    (format!("eddy_qs_{id}"), format!("qs{id}"))
-}
-
-fn cfgs(redis_url: &str, ch_url: &str) -> (RedisConfig, ClickHouseConfig) {
-    let (db, prefix) = names();
-    (
-        RedisConfig {
+    /// A query server over these stores' prefix and database, with Redis at `redis_url` and
+    /// ClickHouse at `ch_url` (e.g. [`DOWN`]), answering within `timeout`.
+    fn state_at(&self, redis_url: &str, ch_url: &str, timeout: Duration) -> AppState {
+        let redis = RedisConfig {
             url: redis_url.into(),
-            prefix,
-            window_ttl_secs: 7200,
-        },
-        ClickHouseConfig {
+            ..self.redis.config().clone()
+        };
+        let ch = ClickHouseConfig {
             url: ch_url.into(),
-            database: db,
-            ..Default::default()
+            ..self.ch.config().clone()
+        };
+        state(&redis, &ch, timeout)
+    }
+}
+
+/// A query server over a [`LambdaBackend`] of `redis` and `ch`, answering within `timeout`.
+fn state(redis: &RedisConfig, ch: &ClickHouseConfig, timeout: Duration) -> AppState {
+    let backend = LambdaBackend::new(redis, ch).unwrap().with_timeout(timeout);
+    AppState::new(
+        Arc::new(backend),
+        Metrics::new(),
+        ServerQueryLimits {
+            max_range_ms: 24 * 3_600_000,
+            window_ms: M,
+            sliding_ms: 3 * M,
+            top_k: 5,
+            similar_k: 3,
+            recommendations: 2,
+            ..ServerQueryLimits::default()
         },
     )
 }
 
-/// A client for the test's ClickHouse server (no database set).
-fn ch_server() -> clickhouse::Client {
-    eddy_storage::clickhouse_server(&ClickHouseConfig {
-        url: env("EDDY_TEST_CLICKHOUSE_URL"),
-        ..Default::default()
-    })
+async fn get(st: &AppState, uri: &str) -> Reply {
+    http::get(app(st.clone()), uri).await
 }
 
-/// An async connection to the test's Redis.
-async fn redis_async() -> redis::aio::MultiplexedConnection {
-    let cfg = RedisConfig {
-        url: env("EDDY_TEST_REDIS_URL"),
-        ..Default::default()
-    };
-    eddy_storage::redis_client(&cfg)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// Drops and re-creates database `cfg.database` with the schema of `clickhouse/schema`.
-async fn fresh_database(cfg: &ClickHouseConfig) {
-    ch_server()
-        .query(&format!("DROP DATABASE IF EXISTS {}", cfg.database))
-        .execute()
-        .await
-        .unwrap();
-    let applied = eddy_storage::apply_schema(cfg, &eddy_storage::embedded_schema())
-        .await
-        .unwrap();
-    assert_eq!(applied.len(), eddy_storage::EMBEDDED_SCHEMA.len());
-}
-
-async fn setup() {
-    let (db, p) = names();
-    let (_, ch_cfg) = cfgs(
-        &env("EDDY_TEST_REDIS_URL"),
-        &env("EDDY_TEST_CLICKHOUSE_URL"),
-    );
-    fresh_database(&ch_cfg).await;
-    let ch = ch_server();
+/// The fixture of the counts tests, in both stores: ClickHouse holds the final windows at H
+/// (and an older version FINAL hides) and H+1m, checkpoints up to H+2m; Redis holds the
+/// boundary H+1m, the watermark H+3m and the windows from H on (two of them open).
+fn counts_stores(name: &str) -> Stores {
+    let s = Stores::fresh(name);
+    let db = &s.ch.database;
     for sql in [
         // An older version of (H, click) that FINAL must hide, in its own part.
         format!("INSERT INTO {db}.type_windows VALUES ({H}, 'click', 99, 0, NULL, NULL, 0)"),
@@ -145,18 +108,14 @@ async fn setup() {
             H + 2 * M
         ),
     ] {
-        ch.query(&sql)
-            .execute()
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        ch_exec(&s.ch, &sql);
     }
 
-    let mut r = redis_async().await;
-    let now = eddy_core::now_ms();
+    let p = &s.redis.prefix;
     let mut pipe = redis::pipe();
-    pipe.cmd("SET").arg(keys::boundary(&p)).arg(H + M);
-    pipe.cmd("SET").arg(keys::watermark(&p)).arg(H + 3 * M);
-    pipe.cmd("SET").arg(keys::as_of(&p)).arg(now);
+    pipe.cmd("SET").arg(keys::boundary(p)).arg(H + M);
+    pipe.cmd("SET").arg(keys::watermark(p)).arg(H + 3 * M);
+    pipe.cmd("SET").arg(keys::as_of(p)).arg(eddy_core::now_ms());
     for (t, start, fields) in [
         (
             Click,
@@ -198,11 +157,11 @@ async fn setup() {
         ),
     ] {
         pipe.cmd("ZADD")
-            .arg(keys::type_windows(&p, t))
+            .arg(keys::type_windows(p, t))
             .arg(start)
             .arg(start);
         let mut c = redis::cmd("HSET");
-        c.arg(keys::type_window(&p, t, start));
+        c.arg(keys::type_window(p, t, start));
         for (k, v) in fields {
             c.arg(k).arg(v);
         }
@@ -211,153 +170,95 @@ async fn setup() {
     }
     // Index entry whose hash expired: skipped.
     pipe.cmd("ZADD")
-        .arg(keys::type_windows(&p, Click))
+        .arg(keys::type_windows(p, Click))
         .arg(H + 5 * M)
         .arg(H + 5 * M);
     pipe.cmd("ZADD")
-        .arg(keys::campaign_windows(&p, 42, Click))
+        .arg(keys::campaign_windows(p, 42, Click))
         .arg(H + 2 * M)
         .arg(H + 2 * M);
     pipe.cmd("HSET")
-        .arg(keys::campaign_window(&p, 42, Click, H + 2 * M))
+        .arg(keys::campaign_window(p, 42, Click, H + 2 * M))
         .arg("count")
         .arg(1)
         .arg("final")
         .arg(0);
-    let _: () = pipe.query_async(&mut r).await.unwrap();
+    pipe.exec(&mut redis_conn(&s.redis)).unwrap();
+    s
 }
 
-async fn teardown() {
-    let (db, p) = names();
-    drop_all(&db, &p).await;
-}
-
-/// Drops database `db` and deletes every Redis key under prefix `p`.
-async fn drop_all(db: &str, p: &str) {
-    ch_server()
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await
-        .unwrap();
-    let mut r = redis_async().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{p}:*"))
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut r)
-            .await
-            .unwrap();
-    }
-}
-
-fn state(redis_url: &str, ch_url: &str, timeout: Duration) -> AppState {
-    let (r, c) = cfgs(redis_url, ch_url);
-    let backend = LambdaBackend::new(&r, &c).unwrap().with_timeout(timeout);
-    AppState::new(
-        Arc::new(backend),
-        Metrics::new(),
-        ServerQueryLimits {
-            max_range_ms: 24 * 3_600_000,
-            window_ms: M,
-            ..ServerQueryLimits::default()
-        },
-    )
-}
-
-async fn get(st: &AppState, uri: &str) -> (StatusCode, Value) {
-    let resp = app(st.clone())
-        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_str(std::str::from_utf8(&body).unwrap()).unwrap(),
-    )
-}
-
+/// A per-type point of the fixture (amounts `(sum, min, max)` in units).
 fn pt(
     start: i64,
-    t: &str,
+    t: EventType,
     count: u64,
     a: (f64, Option<f64>, Option<f64>),
     fin: bool,
-    src: &str,
-) -> Value {
-    json!({
-        "window_start_ms": start, "window_end_ms": start + M, "event_type": t,
-        "campaign_id": null, "count": count, "sum_amount": a.0, "min_amount": a.1,
-        "max_amount": a.2, "final": fin, "source": src,
-    })
+    src: RowSource,
+) -> SeriesPoint {
+    point(start, t, count, Some(a), fin, src)
 }
 
-fn cpt(start: i64, t: &str, count: u64, fin: bool, src: &str) -> Value {
-    json!({
-        "window_start_ms": start, "window_end_ms": start + M, "event_type": t,
-        "campaign_id": 42, "count": count, "sum_amount": null, "min_amount": null,
-        "max_amount": null, "final": fin, "source": src,
-    })
+/// A layer that answered with `windows` windows.
+fn answered(source: Store, windows: usize) -> LayerJson {
+    LayerJson {
+        source,
+        available: Some(true),
+        windows,
+        error: None,
+    }
 }
-
-const DOWN: &str = "redis://127.0.0.1:1/";
-const CH_DOWN: &str = "http://127.0.0.1:1";
 
 #[tokio::test]
 async fn lambda_backend_against_real_stores() {
-    let _shared = SHARED.lock().await;
-    setup().await;
-    let redis_url = env("EDDY_TEST_REDIS_URL");
-    let ch_url = env("EDDY_TEST_CLICKHOUSE_URL");
+    let stores = counts_stores("qs_real");
+    let (redis_url, ch_url) = (stores.redis.url.clone(), stores.ch.url.clone());
     let q = format!("/v1/counts?from={H}&to={}", H + 60 * M);
     let t = Duration::from_secs(2);
     let click_h = (1.5, Some(0.25), Some(1.0));
     let click_h1 = (2.0, Some(0.5), Some(1.5));
     let click_h2 = (0.75, Some(0.75), Some(0.75));
     let none = (0.0, None, None);
+    let (ch, redis) = (RowSource::Clickhouse, RowSource::Redis);
 
     // Both up: ClickHouse up to the boundary (H+1m), Redis after it.
-    let st = state(&redis_url, &ch_url, t);
-    let (s, v) = get(&st, &q).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let st = stores.state();
+    let v: CountsResponse = get(&st, &q).await.ok();
     assert_eq!(
-        (v["boundary_ms"].as_i64(), v["watermark_ms"].as_i64()),
+        (v.boundary_ms, v.watermark_ms),
         (Some(H + M), Some(H + 3 * M))
     );
-    assert!(v["freshness_ms"].as_i64().unwrap() >= 0);
-    assert_eq!(v["as_of_ms"].as_i64(), Some(H + 3 * M));
-    assert_eq!(v["degraded"], false);
+    assert!(v.freshness_ms.unwrap() >= 0);
+    assert_eq!(v.as_of_ms, Some(H + 3 * M));
+    assert!(!v.degraded);
     assert_eq!(
-        v["layers"],
-        json!({"batch": {"source": "clickhouse", "available": true, "windows": 2, "error": null},
-               "speed": {"source": "redis", "available": true, "windows": 3, "error": null}})
+        v.layers,
+        LayersJson {
+            batch: answered(Store::Clickhouse, 2),
+            speed: answered(Store::Redis, 3),
+        }
     );
     assert_eq!(
-        v["series"],
-        json!([
-            pt(H, "view", 10, none, true, "clickhouse"),
-            pt(H + 2 * M, "view", 4, none, false, "redis"),
-            pt(H, "click", 3, click_h, true, "clickhouse"),
-            pt(H + M, "click", 2, click_h1, true, "redis"),
-            pt(H + 2 * M, "click", 1, click_h2, false, "redis"),
+        v.series,
+        as_read(&vec![
+            pt(H, View, 10, none, true, ch),
+            pt(H + 2 * M, View, 4, none, false, redis),
+            pt(H, Click, 3, click_h, true, ch),
+            pt(H + M, Click, 2, click_h1, true, redis),
+            pt(H + 2 * M, Click, 1, click_h2, false, redis),
         ])
     );
-    let (s, v) = get(&st, &format!("{q}&campaign_id=42")).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let v: CountsResponse = get(&st, &format!("{q}&campaign_id=42")).await.ok();
     assert_eq!(
-        v["series"],
-        json!([
-            cpt(H, "view", 7, true, "clickhouse"),
-            cpt(H, "click", 2, true, "clickhouse"),
-            cpt(H + 2 * M, "click", 1, false, "redis"),
-        ])
+        v.series,
+        vec![
+            campaign_point(H, 42, View, 7, true, ch),
+            campaign_point(H, 42, Click, 2, true, ch),
+            campaign_point(H + 2 * M, 42, Click, 1, false, redis),
+        ]
     );
     // Only after the boundary: ClickHouse not consulted.
-    let (_, v) = get(
+    let v: CountsResponse = get(
         &st,
         &format!(
             "/v1/counts?event_type=click&from={}&to={}",
@@ -365,81 +266,71 @@ async fn lambda_backend_against_real_stores() {
             H + 60 * M
         ),
     )
-    .await;
-    assert_eq!(v["layers"]["batch"]["available"], Value::Null);
-    assert_eq!(v["series"].as_array().unwrap().len(), 2);
-    let (s, v) = get(&st, "/healthz").await;
+    .await
+    .ok();
+    assert_eq!(v.layers.batch.available, None);
+    assert_eq!(v.series.len(), 2);
+    let h: HealthResponse = get(&st, "/healthz").await.ok();
     assert_eq!(
-        (s, v),
-        (
-            StatusCode::OK,
-            json!({"status": "ok", "stores": {"redis": "ok", "clickhouse": "ok"}})
-        )
+        h,
+        HealthResponse {
+            status: HealthStatus::Ok,
+            stores: [
+                (Store::Redis, "ok".into()),
+                (Store::Clickhouse, "ok".into())
+            ]
+            .into(),
+        }
     );
 
     // Redis down: ClickHouse alone, boundary from source_checkpoints.
-    let st = state(DOWN, &ch_url, t);
+    let st = stores.state_at(DOWN, &ch_url, t);
     let started = Instant::now();
-    let (s, v) = get(&st, &q).await;
+    let v: CountsResponse = get(&st, &q).await.ok();
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
-        (
-            v["boundary_ms"].as_i64(),
-            &v["watermark_ms"],
-            &v["updated_at_ms"]
-        ),
-        (Some(H + 2 * M), &Value::Null, &Value::Null)
+        (v.boundary_ms, v.watermark_ms, v.updated_at_ms),
+        (Some(H + 2 * M), None, None)
     );
-    assert_eq!(v["as_of_ms"].as_i64(), Some(H + 2 * M));
-    assert_eq!(v["degraded"], true);
-    assert_eq!(v["layers"]["speed"]["available"], false);
-    assert!(
-        v["layers"]["speed"]["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("redis: ")
-    );
+    assert_eq!(v.as_of_ms, Some(H + 2 * M));
+    assert!(v.degraded);
+    assert_eq!(v.layers.speed.available, Some(false));
+    let error = v.layers.speed.error.as_deref().unwrap();
+    assert!(error.starts_with("redis: "), "{error}");
     assert_eq!(
-        v["series"],
-        json!([
-            pt(H, "view", 10, none, true, "clickhouse"),
-            pt(H, "click", 3, click_h, true, "clickhouse"),
-            pt(H + M, "click", 2, click_h1, true, "clickhouse"),
+        v.series,
+        as_read(&vec![
+            pt(H, View, 10, none, true, ch),
+            pt(H, Click, 3, click_h, true, ch),
+            pt(H + M, Click, 2, click_h1, true, ch),
         ])
     );
-    let (s, v) = get(&st, "/healthz").await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        v["stores"]["redis"].as_str().unwrap().starts_with("down: "),
-        "{v}"
-    );
-    assert_eq!(v["stores"]["clickhouse"], "ok");
+    let reply = get(&st, "/healthz").await;
+    assert_eq!(reply.status, 503);
+    let h: HealthResponse = reply.json();
+    assert_eq!(h.status, HealthStatus::Degraded);
+    assert!(h.stores[&Store::Redis].starts_with("down: "), "{h:?}");
+    assert_eq!(h.stores[&Store::Clickhouse], "ok");
 
     // ClickHouse down: everything Redis still holds.
-    let st = state(&redis_url, CH_DOWN, t);
-    let (s, v) = get(&st, &q).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["degraded"], true);
-    assert_eq!(v["layers"]["batch"]["available"], false);
-    assert_eq!(v["layers"]["speed"]["windows"], 4);
+    let st = stores.state_at(&redis_url, CH_DOWN, t);
+    let v: CountsResponse = get(&st, &q).await.ok();
+    assert!(v.degraded);
+    assert_eq!(v.layers.batch.available, Some(false));
+    assert_eq!(v.layers.speed.windows, 4);
     assert_eq!(
-        v["series"],
-        json!([
-            pt(H + 2 * M, "view", 4, none, false, "redis"),
-            pt(H, "click", 3, click_h, true, "redis"),
-            pt(H + M, "click", 2, click_h1, true, "redis"),
-            pt(H + 2 * M, "click", 1, click_h2, false, "redis"),
+        v.series,
+        as_read(&vec![
+            pt(H + 2 * M, View, 4, none, false, redis),
+            pt(H, Click, 3, click_h, true, redis),
+            pt(H + M, Click, 2, click_h1, true, redis),
+            pt(H + 2 * M, Click, 1, click_h2, false, redis),
         ])
     );
 
     // Both down: 503.
-    let st = state(DOWN, CH_DOWN, t);
-    let (s, v) = get(&st, &q).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert_eq!(v["error"]["code"], "unavailable");
-
-    teardown().await;
+    let st = stores.state_at(DOWN, CH_DOWN, t);
+    get(&st, &q).await.error(503, ErrorCode::Unavailable);
 }
 
 /// Stores that accept connections but never answer: bounded by the timeout, not a hang.
@@ -454,304 +345,153 @@ async fn hanging_stores_time_out() {
         }
     });
     let t = Duration::from_millis(300);
-    let st = state(&format!("redis://{addr}/"), &format!("http://{addr}"), t);
+    let hanging_redis = RedisConfig {
+        url: format!("redis://{addr}/"),
+        ..RedisConfig::default()
+    };
+    let hanging_ch = ClickHouseConfig {
+        url: format!("http://{addr}"),
+        ..ClickHouseConfig::default()
+    };
+    let st = state(&hanging_redis, &hanging_ch, t);
     let started = Instant::now();
-    let (s, v) = get(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("timed out"),
-        "{v}"
-    );
+    let reply = get(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
+    let e = reply.error(503, ErrorCode::Unavailable);
+    assert!(e.error.message.contains("timed out"), "{e:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    let (s, _) = get(&st, "/healthz").await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(&st, "/healthz").await.status, 503);
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // Redis hangs, ClickHouse answers: degraded, fast.
-    let _shared = SHARED.lock().await;
-    setup().await;
-    let st = state(
-        &format!("redis://{addr}/"),
-        &env("EDDY_TEST_CLICKHOUSE_URL"),
-        t,
-    );
+    let stores = counts_stores("qs_hang");
+    let st = stores.state_at(&hanging_redis.url, &stores.ch.url, t);
     let started = Instant::now();
-    let (s, v) = get(&st, &format!("/v1/counts?from={H}&to={}", H + M)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["layers"]["speed"]["available"], false);
-    assert_eq!(v["series"].as_array().unwrap().len(), 2);
+    let v: CountsResponse = get(&st, &format!("/v1/counts?from={H}&to={}", H + M))
+        .await
+        .ok();
+    assert_eq!(v.layers.speed.available, Some(false));
+    assert_eq!(v.series.len(), 2);
     assert!(started.elapsed() < Duration::from_secs(2));
-    teardown().await;
     accept.abort();
 }
 
-/// The Redis connection recovers after Redis restarts (spawns `redis-server` on port 6391).
+/// The Redis connection recovers after Redis restarts (a private `redis-server`).
 #[tokio::test]
 async fn redis_connection_recovers_after_restart() {
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args(["--port", "6391", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server")
-    };
-    services();
-    let mut server = start();
-    wait_until("redis-server on 6391", Duration::from_secs(10), || {
-        port_open(6391)
-    })
-    .await;
+    let mut server = PrivateRedis::start();
     let st = state(
-        "redis://127.0.0.1:6391/",
-        CH_DOWN,
+        &RedisConfig {
+            url: server.url(),
+            ..RedisConfig::default()
+        },
+        &ClickHouseConfig {
+            url: CH_DOWN.into(),
+            ..ClickHouseConfig::default()
+        },
         Duration::from_millis(500),
     );
-    let healthy = |v: &Value| v["stores"]["redis"] == "ok";
-    let (_, v) = get(&st, "/healthz").await;
-    assert!(healthy(&v), "{v}");
-    server.kill().unwrap();
-    server.wait().unwrap();
-    let (_, v) = get(&st, "/healthz").await;
-    assert!(!healthy(&v), "{v}");
-    let mut server = start();
-    wait_until(
+    // ClickHouse is down: /healthz is a 503 whose body says how Redis is.
+    let redis_ok = |reply: Reply| reply.json::<HealthResponse>().stores[&Store::Redis] == "ok";
+    assert!(redis_ok(get(&st, "/healthz").await));
+    server.stop();
+    assert!(!redis_ok(get(&st, "/healthz").await));
+    server.restart();
+    wait_until_async(
         "the redis connection to recover",
         Duration::from_secs(10),
-        || async { healthy(&get(&st, "/healthz").await.1) },
+        || async { redis_ok(get(&st, "/healthz").await) },
     )
     .await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+}
+
+/// What an answer from `source` as of `as_of_ms` carries (wall-clock fields cleared by
+/// [`Reply::answer`]).
+fn meta(as_of_ms: i64, source: Store) -> AnswerMeta {
+    AnswerMeta {
+        as_of_ms,
+        updated_at_ms: None,
+        freshness_ms: None,
+        source,
+    }
 }
 
 // ---- Engagement, similar users, recommendations: cache-aside over the real sinks ----
 
 mod engagement {
     use super::*;
-    use eddy_core::{
-        CampaignEngagement, Checkpoint, CountsBatch, Neighbor, PaneEngagement, PartitionCheckpoint,
-        Recommendation, Score, SimilarUsers, SimilarityBatch, UserRecommendations, Weights,
-        recommendation_score,
+    use eddy_core::api::{
+        BecauseJson, CampaignJson, CampaignResponse, RecommendationJson, RecommendationsResponse,
+        SimilarUsersResponse, TopCampaignsResponse,
     };
+    use eddy_core::{Checkpoint, PartitionCheckpoint};
     use eddy_sinks::{
         Batch, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
     };
-
-    fn names() -> (String, String) {
-        let id = std::process::id();
-        (format!("eddy_qse_{id}"), format!("qse{id}"))
-    }
-
-    fn cfgs(redis_url: &str, ch_url: &str) -> (RedisConfig, ClickHouseConfig) {
-        let (db, prefix) = names();
-        (
-            RedisConfig {
-                url: redis_url.into(),
-                prefix,
-                window_ttl_secs: 7200,
-            },
-            ClickHouseConfig {
-                url: ch_url.into(),
-                database: db,
-                ..Default::default()
-            },
-        )
-    }
-
-    fn state(redis_url: &str, ch_url: &str) -> AppState {
-        let (r, c) = cfgs(redis_url, ch_url);
-        let backend = LambdaBackend::new(&r, &c)
-            .unwrap()
-            .with_timeout(Duration::from_secs(2));
-        AppState::new(
-            Arc::new(backend),
-            Metrics::new(),
-            ServerQueryLimits {
-                max_range_ms: 24 * 3_600_000,
-                window_ms: M,
-                sliding_ms: 3 * M,
-                weights: Weights::default(),
-                top_k: 5,
-                similar_k: 3,
-                recommendations: 2,
-            },
-        )
-    }
-
-    async fn redis_del(keys: &[String]) {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut redis_async().await)
-            .await
-            .unwrap();
-    }
-
-    async fn clean() {
-        let (db, p) = names();
-        drop_all(&db, &p).await;
-    }
-
-    fn eng(id: u64, views: u64, clicks: u64, conversions: u64, revenue: i64) -> CampaignEngagement {
-        CampaignEngagement {
-            campaign_id: id,
-            views,
-            clicks,
-            conversions,
-            revenue_micros: revenue,
-            score: Weights::default().score(views, clicks, conversions),
-        }
-    }
-
-    fn pane(
-        start: i64,
-        id: u64,
-        views: u64,
-        clicks: u64,
-        conv: u64,
-        revenue: i64,
-    ) -> PaneEngagement {
-        PaneEngagement {
-            window_start_ms: start,
-            campaign_id: id,
-            views,
-            clicks,
-            conversions: conv,
-            revenue_micros: revenue,
-        }
-    }
-
-    fn nb(user_id: u64, shared: u32, union: u32) -> Neighbor {
-        Neighbor {
-            user_id,
-            shared,
-            union,
-        }
-    }
-
-    fn rec(campaign_id: u64, campaign_score: f64, because: Vec<Neighbor>) -> Recommendation {
-        Recommendation {
-            campaign_id,
-            score: recommendation_score(&because, Score(campaign_score)),
-            campaign_score: Score(campaign_score),
-            because,
-        }
-    }
-
-    fn batch(epoch: u64, watermark_ms: i64) -> CountsBatch {
-        CountsBatch {
-            epoch,
-            watermark_ms,
-            window_size_ms: M,
-            sliding_ms: 3 * M,
-            ..Default::default()
-        }
-    }
-
-    /// A slow-path batch of `epoch`, stamped `as_of_ms`.
-    fn similarity(epoch: u64, as_of_ms: i64) -> SimilarityBatch {
-        SimilarityBatch {
-            epoch,
-            as_of_ms,
-            sliding_ms: 3 * M,
-            ..Default::default()
-        }
-    }
+    use eddy_testkit::fixtures::{
+        batch, campaign_json, eng, nb, pane, rec, recs, sim_batch, similar, similar_json,
+    };
 
     /// Writes `b` with both real sinks, as the pipeline does.
-    fn write<B: Batch>(cfg: &(RedisConfig, ClickHouseConfig), b: &B)
+    fn write<B: Batch>(s: &Stores, b: &B)
     where
         RedisSink: EpochSink<B>,
         ClickHouseSink: EpochSink<B>,
     {
-        RedisSink::connect(&cfg.0).unwrap().write(b).unwrap();
-        ClickHouseSink::connect(&cfg.1).unwrap().write(b).unwrap();
+        RedisSink::connect(&s.redis).unwrap().write(b).unwrap();
+        ClickHouseSink::connect(&s.ch).unwrap().write(b).unwrap();
     }
 
-    /// GETs `uri` expecting `status`; checks `freshness_ms` is set (`fresh`) or null, and strips it.
-    async fn get_ok(st: &AppState, uri: &str, fresh: bool) -> Value {
-        let (s, mut v) = get(st, uri).await;
-        assert_eq!(s, StatusCode::OK, "{uri}: {v}");
-        if fresh {
-            let f = v["freshness_ms"]
-                .as_i64()
-                .unwrap_or_else(|| panic!("{uri}: {v}"));
-            assert!((0..60_000).contains(&f), "{uri}: {v}");
-        } else {
-            assert_eq!(v["freshness_ms"], Value::Null, "{uri}: {v}");
+    fn redis_del(s: &Stores, keys: &[String]) {
+        redis::cmd("DEL")
+            .arg(keys)
+            .exec(&mut redis_conn(&s.redis))
+            .unwrap();
+    }
+
+    /// A campaign answered from `source` as of `as_of`.
+    fn with(campaign: CampaignJson, as_of: i64, source: Store) -> CampaignResponse {
+        CampaignResponse {
+            campaign,
+            meta: meta(as_of, source),
         }
-        assert_eq!(v["updated_at_ms"].is_null(), !fresh, "{uri}: {v}");
-        v.as_object_mut().unwrap().remove("updated_at_ms");
-        v.as_object_mut().unwrap().remove("freshness_ms");
-        v
     }
 
-    /// `v` as the tests read it back: serde_json's default float parsing may differ from the
-    /// exact value in the last bit, so expected values go through the same text round trip.
-    fn as_read(v: Value) -> Value {
-        serde_json::from_str(&v.to_string()).unwrap()
-    }
-
-    fn campaign(id: u64, v: u64, c: u64, cv: u64, revenue_micros: i64, score: f64) -> Value {
-        let ratio = |a: u64, b: u64| {
-            if b == 0 {
-                Value::Null
-            } else {
-                json!(a as f64 / b as f64)
-            }
-        };
-        as_read(json!({
-            "campaign_id": id, "views": v, "clicks": c, "conversions": cv,
-            "revenue": revenue_micros as f64 / 1e6, "revenue_micros": revenue_micros,
-            "ctr": ratio(c, v), "conversion_rate": ratio(cv, c), "score": score,
-        }))
-    }
-
-    fn with(mut v: Value, as_of: i64, source: &str) -> Value {
-        v["as_of_ms"] = json!(as_of);
-        v["source"] = json!(source);
-        v
-    }
-
-    fn sim(user_id: u64, shared: u32, union: u32) -> Value {
-        as_read(
-            json!({"user_id": user_id, "jaccard": shared as f64 / union as f64,
-               "shared": shared, "union": union}),
-        )
-    }
-
-    fn recs_json() -> Value {
-        json!([
-            {"campaign_id": 45, "score": 6.0, "campaign_score": 8.0,
-             "because": [{"user_id": 8, "jaccard": 0.5}, {"user_id": 9, "jaccard": 0.25}]},
-            {"campaign_id": 43, "score": 2.0, "campaign_score": 4.0,
-             "because": [{"user_id": 8, "jaccard": 0.5}]},
-        ])
-    }
-
-    async fn status(st: &AppState, uri: &str) -> (StatusCode, String) {
-        let (s, v) = get(st, uri).await;
-        (s, v["error"]["code"].as_str().unwrap_or("").to_owned())
+    /// User 7's top-2 recommendations, as answered.
+    fn recs_json() -> Vec<RecommendationJson> {
+        let because = |user_id, jaccard| BecauseJson { user_id, jaccard };
+        vec![
+            RecommendationJson {
+                campaign_id: 45,
+                score: 6.0,
+                campaign_score: 8.0,
+                because: vec![because(8, 0.5), because(9, 0.25)],
+            },
+            RecommendationJson {
+                campaign_id: 43,
+                score: 2.0,
+                campaign_score: 4.0,
+                because: vec![because(8, 0.5)],
+            },
+        ]
     }
 
     #[tokio::test]
     async fn engagement_reads_are_cache_aside() {
-        let redis_url = env("EDDY_TEST_REDIS_URL");
-        let ch_url = env("EDDY_TEST_CLICKHOUSE_URL");
-        clean().await;
-        let cfg = cfgs(&redis_url, &ch_url);
-        let p = cfg.0.prefix.clone();
-        fresh_database(&cfg.1).await;
+        let s = Stores::fresh("qs_engagement");
+        let (redis_url, ch_url) = (s.redis.url.clone(), s.ch.url.clone());
+        let p = s.redis.prefix.clone();
+        let sliding = |b| eddy_core::CountsBatch {
+            sliding_ms: 3 * M,
+            ..b
+        };
 
         // Epoch 1, watermark H+2m: panes H and H+1m final; the live engagement also holds
         // the open pane (campaign 42 has one more view there).
-        let mut b1 = batch(1, H + 2 * M);
+        let mut b1 = sliding(batch(1, H + 2 * M));
         b1.final_engagement = vec![
             pane(H, 42, 10, 2, 1, 5_500_000),
             pane(H, 43, 4, 0, 0, 0),
@@ -765,31 +505,31 @@ mod engagement {
         ];
         b1.engagement = live.clone();
         b1.top_campaigns = Some(live);
-        write(&cfg, &b1);
-        let mut s1 = similarity(1, H + 2 * M);
-        s1.similar = vec![SimilarUsers {
-            user_id: 7,
-            neighbors: vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
-        }];
-        s1.recommendations = vec![UserRecommendations {
-            user_id: 7,
-            items: vec![
+        write(&s, &b1);
+        let mut s1 = sim_batch(1, H + 2 * M, 3 * M);
+        s1.similar = vec![similar(
+            7,
+            vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
+        )];
+        s1.recommendations = vec![recs(
+            7,
+            vec![
                 rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
                 rec(43, 4.0, vec![nb(8, 1, 2)]),
                 rec(46, 1.0, vec![nb(9, 1, 4)]),
             ],
-        }];
-        write(&cfg, &s1);
-        RedisSink::connect(&cfg.0)
+        )];
+        write(&s, &s1);
+        RedisSink::connect(&s.redis)
             .unwrap()
             .write_boundary(H + 2 * M)
             .unwrap();
         // Epoch 2, watermark H+3m: pane H+2m final (ClickHouse), checkpointed at H+3m. Redis's
         // boundary stays at H+2m, so the two boundaries can be told apart below.
-        let mut b2 = batch(2, H + 3 * M);
+        let mut b2 = sliding(batch(2, H + 3 * M));
         b2.final_engagement = vec![pane(H + 2 * M, 42, 1, 0, 0, 0)];
-        write(&cfg, &b2);
-        ClickHouseCheckpoints::connect(&cfg.1)
+        write(&s, &b2);
+        ClickHouseCheckpoints::connect(&s.ch)
             .unwrap()
             .save(&Checkpoint {
                 topic: "events".into(),
@@ -802,176 +542,229 @@ mod engagement {
                 }],
             })
             .unwrap();
+        let top = |k, as_of, source, campaigns| TopCampaignsResponse {
+            k,
+            meta: meta(as_of, source),
+            campaigns,
+        };
+        let similar_users = |k, as_of, source, similar| SimilarUsersResponse {
+            user_id: 7,
+            k,
+            meta: meta(as_of, source),
+            similar,
+        };
+        let recommendations = |as_of, source, recommendations| RecommendationsResponse {
+            user_id: 7,
+            k: 2,
+            meta: meta(as_of, source),
+            recommendations,
+        };
+        let sims = |n: usize| {
+            let mut all = vec![
+                similar_json(8, 2, 3),
+                similar_json(9, 1, 4),
+                similar_json(10, 1, 5),
+            ];
+            all.truncate(n);
+            all
+        };
 
         // 1. Both up: Redis answers (the live values).
-        let st = state(&redis_url, &ch_url);
-        let r42 = campaign(42, 13, 3, 1, 6_000_000, 53.0);
-        let r45 = campaign(45, 3, 1, 0, 0, 8.0);
-        let r43 = campaign(43, 4, 0, 0, 0, 4.0);
+        let st = s.state();
+        let r42 = campaign_json(42, 13, 3, 1, 6_000_000, 53.0);
+        let r45 = campaign_json(45, 3, 1, 0, 0, 8.0);
+        let r43 = campaign_json(43, 4, 0, 0, 0, 4.0);
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/42", true).await,
-            with(r42.clone(), H + 2 * M, "redis")
+            get(&st, "/v1/campaigns/42")
+                .await
+                .answer::<CampaignResponse>(true),
+            with(r42.clone(), H + 2 * M, Store::Redis)
         );
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/top", true).await,
-            json!({"k": 5, "as_of_ms": H + 2 * M, "source": "redis",
-                   "campaigns": [r42.clone(), r45.clone(), r43.clone()]})
+            get(&st, "/v1/campaigns/top")
+                .await
+                .answer::<TopCampaignsResponse>(true),
+            top(
+                5,
+                H + 2 * M,
+                Store::Redis,
+                vec![r42.clone(), r45.clone(), r43.clone()]
+            )
         );
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/top?k=2", true).await["campaigns"],
-            json!([r42.clone(), r45.clone()])
+            get(&st, "/v1/campaigns/top?k=2")
+                .await
+                .answer::<TopCampaignsResponse>(true)
+                .campaigns,
+            vec![r42.clone(), r45.clone()]
         );
         assert_eq!(
-            get_ok(&st, "/v1/users/7/similar", true).await,
-            json!({"user_id": 7, "k": 3, "as_of_ms": H + 2 * M, "source": "redis",
-                   "similar": [sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)]})
+            get(&st, "/v1/users/7/similar")
+                .await
+                .answer::<SimilarUsersResponse>(true),
+            similar_users(3, H + 2 * M, Store::Redis, sims(3))
         );
         assert_eq!(
-            get_ok(&st, "/v1/users/7/recommendations", true).await,
-            json!({"user_id": 7, "k": 2, "as_of_ms": H + 2 * M, "source": "redis",
-                   "recommendations": recs_json()})
+            get(&st, "/v1/users/7/recommendations")
+                .await
+                .answer::<RecommendationsResponse>(true),
+            recommendations(H + 2 * M, Store::Redis, recs_json())
         );
         for uri in [
             "/v1/campaigns/99",
             "/v1/users/99/similar",
             "/v1/users/99/recommendations",
         ] {
-            assert_eq!(
-                status(&st, uri).await,
-                (StatusCode::NOT_FOUND, "not_found".into()),
-                "{uri}"
-            );
+            get(&st, uri).await.error(404, ErrorCode::NotFound);
         }
         // ClickHouse down: cache hits still answer; a miss cannot be settled (503).
-        let ch_down = state(&redis_url, CH_DOWN);
+        let ch_down = s.state_at(&redis_url, CH_DOWN, Duration::from_secs(2));
         assert_eq!(
-            get_ok(&ch_down, "/v1/campaigns/42", true).await["source"],
-            "redis"
+            get(&ch_down, "/v1/campaigns/42")
+                .await
+                .answer::<CampaignResponse>(true)
+                .meta
+                .source,
+            Store::Redis
         );
-        assert_eq!(
-            status(&ch_down, "/v1/campaigns/99").await,
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
-        );
+        get(&ch_down, "/v1/campaigns/99")
+            .await
+            .error(503, ErrorCode::Unavailable);
 
         // 2. Redis misses: ClickHouse answers, at Redis's boundary H+2m (panes H and H+1m).
-        redis_del(&[
-            keys::campaign(&p, 42),
-            keys::campaign(&p, 43),
-            keys::campaign(&p, 45),
-            keys::top_campaigns(&p),
-            keys::top_campaigns_as_of(&p),
-            keys::user_similar(&p, 7),
-            keys::user_recs(&p, 7),
-        ])
-        .await;
-        let c42 = campaign(42, 12, 3, 1, 6_000_000, 52.0);
-        let c45 = campaign(45, 3, 1, 0, 0, 8.0);
-        let c43 = campaign(43, 4, 0, 0, 0, 4.0);
+        redis_del(
+            &s,
+            &[
+                keys::campaign(&p, 42),
+                keys::campaign(&p, 43),
+                keys::campaign(&p, 45),
+                keys::top_campaigns(&p),
+                keys::top_campaigns_as_of(&p),
+                keys::user_similar(&p, 7),
+                keys::user_recs(&p, 7),
+            ],
+        );
+        let c42 = campaign_json(42, 12, 3, 1, 6_000_000, 52.0);
+        let c45 = campaign_json(45, 3, 1, 0, 0, 8.0);
+        let c43 = campaign_json(43, 4, 0, 0, 0, 4.0);
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/42", true).await,
-            with(c42.clone(), H + 2 * M, "clickhouse")
+            get(&st, "/v1/campaigns/42")
+                .await
+                .answer::<CampaignResponse>(true),
+            with(c42.clone(), H + 2 * M, Store::Clickhouse)
         );
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/43", true).await,
-            with(c43.clone(), H + 2 * M, "clickhouse")
+            get(&st, "/v1/campaigns/43")
+                .await
+                .answer::<CampaignResponse>(true),
+            with(c43.clone(), H + 2 * M, Store::Clickhouse)
         );
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/top", true).await,
-            json!({"k": 5, "as_of_ms": H + 2 * M, "source": "clickhouse",
-                   "campaigns": [c42.clone(), c45.clone(), c43.clone()]})
+            get(&st, "/v1/campaigns/top")
+                .await
+                .answer::<TopCampaignsResponse>(true),
+            top(
+                5,
+                H + 2 * M,
+                Store::Clickhouse,
+                vec![c42.clone(), c45.clone(), c43.clone()]
+            )
         );
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/top?k=1", true).await["campaigns"],
-            json!([c42.clone()])
+            get(&st, "/v1/campaigns/top?k=1")
+                .await
+                .answer::<TopCampaignsResponse>(true)
+                .campaigns,
+            vec![c42.clone()]
         );
         assert_eq!(
-            get_ok(&st, "/v1/users/7/similar?k=2", true).await,
-            json!({"user_id": 7, "k": 2, "as_of_ms": H + 2 * M, "source": "clickhouse",
-                   "similar": [sim(8, 2, 3), sim(9, 1, 4)]})
+            get(&st, "/v1/users/7/similar?k=2")
+                .await
+                .answer::<SimilarUsersResponse>(true),
+            similar_users(2, H + 2 * M, Store::Clickhouse, sims(2))
         );
         assert_eq!(
-            get_ok(&st, "/v1/users/7/recommendations", true).await,
-            json!({"user_id": 7, "k": 2, "as_of_ms": H + 2 * M, "source": "clickhouse",
-                   "recommendations": recs_json()})
+            get(&st, "/v1/users/7/recommendations")
+                .await
+                .answer::<RecommendationsResponse>(true),
+            recommendations(H + 2 * M, Store::Clickhouse, recs_json())
         );
-        assert_eq!(
-            status(&st, "/v1/campaigns/99").await,
-            (StatusCode::NOT_FOUND, "not_found".into())
-        );
+        get(&st, "/v1/campaigns/99")
+            .await
+            .error(404, ErrorCode::NotFound);
         // Without a boundary in Redis: the latest checkpoint's (H+3m: panes H+1m and H+2m).
-        redis_del(&[keys::boundary(&p)]).await;
-        let d42 = campaign(42, 3, 1, 0, 500_000, 8.0);
+        redis_del(&s, &[keys::boundary(&p)]);
+        let d42 = campaign_json(42, 3, 1, 0, 500_000, 8.0);
         assert_eq!(
-            get_ok(&st, "/v1/campaigns/42", true).await,
-            with(d42.clone(), H + 3 * M, "clickhouse")
+            get(&st, "/v1/campaigns/42")
+                .await
+                .answer::<CampaignResponse>(true),
+            with(d42.clone(), H + 3 * M, Store::Clickhouse)
         );
 
         // 3. Redis unavailable: ClickHouse at the latest checkpoint, freshness unknown.
-        let down = state(DOWN, &ch_url);
+        let down = s.state_at(DOWN, &ch_url, Duration::from_secs(2));
         assert_eq!(
-            get_ok(&down, "/v1/campaigns/42", false).await,
-            with(d42.clone(), H + 3 * M, "clickhouse")
+            get(&down, "/v1/campaigns/42")
+                .await
+                .answer::<CampaignResponse>(false),
+            with(d42.clone(), H + 3 * M, Store::Clickhouse)
         );
         // Pane H retired: campaign 43 left the window; 42 and 45 tie on score 8 (lower id first).
+        get(&down, "/v1/campaigns/43")
+            .await
+            .error(404, ErrorCode::NotFound);
         assert_eq!(
-            status(&down, "/v1/campaigns/43").await,
-            (StatusCode::NOT_FOUND, "not_found".into())
+            get(&down, "/v1/campaigns/top")
+                .await
+                .answer::<TopCampaignsResponse>(false),
+            top(5, H + 3 * M, Store::Clickhouse, vec![d42, c45])
         );
         assert_eq!(
-            get_ok(&down, "/v1/campaigns/top", false).await,
-            json!({"k": 5, "as_of_ms": H + 3 * M, "source": "clickhouse",
-                   "campaigns": [d42, c45]})
-        );
-        assert_eq!(
-            get_ok(&down, "/v1/users/7/similar", false).await,
+            get(&down, "/v1/users/7/similar")
+                .await
+                .answer::<SimilarUsersResponse>(false),
             // The snapshot written at H + 2M still holds at the boundary H + 3M.
-            json!({"user_id": 7, "k": 3, "as_of_ms": H + 3 * M, "source": "clickhouse",
-                   "similar": [sim(8, 2, 3), sim(9, 1, 4), sim(10, 1, 5)]})
+            similar_users(3, H + 3 * M, Store::Clickhouse, sims(3))
         );
         assert_eq!(
-            get_ok(&down, "/v1/users/7/recommendations?k=1", false).await["recommendations"],
-            json!([recs_json()[0]])
+            get(&down, "/v1/users/7/recommendations?k=1")
+                .await
+                .answer::<RecommendationsResponse>(false)
+                .recommendations,
+            recs_json()[..1]
         );
 
         // 4. User 7 loses both lists: Redis keys deleted, empty snapshots in ClickHouse: 404.
-        write(&cfg, &batch(3, H + 4 * M));
-        let mut b3 = similarity(3, H + 4 * M);
-        b3.similar = vec![SimilarUsers {
-            user_id: 7,
-            neighbors: vec![],
-        }];
-        b3.recommendations = vec![UserRecommendations {
-            user_id: 7,
-            items: vec![],
-        }];
-        write(&cfg, &b3);
+        write(&s, &sliding(batch(3, H + 4 * M)));
+        let mut b3 = sim_batch(3, H + 4 * M, 3 * M);
+        b3.similar = vec![similar(7, vec![])];
+        b3.recommendations = vec![recs(7, vec![])];
+        write(&s, &b3);
         for st in [&st, &down] {
             for uri in ["/v1/users/7/similar", "/v1/users/7/recommendations"] {
-                assert_eq!(
-                    status(st, uri).await,
-                    (StatusCode::NOT_FOUND, "not_found".into()),
-                    "{uri}"
-                );
+                get(st, uri).await.error(404, ErrorCode::NotFound);
             }
         }
 
         // 5. Both down: 503.
-        let both = state(DOWN, CH_DOWN);
+        let both = s.state_at(DOWN, CH_DOWN, Duration::from_secs(2));
         for uri in [
             "/v1/campaigns/42",
             "/v1/campaigns/top",
             "/v1/users/7/similar",
             "/v1/users/7/recommendations",
         ] {
-            let (s, v) = get(&both, uri).await;
-            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {v}");
-            let msg = v["error"]["message"].as_str().unwrap();
+            let msg = get(&both, uri)
+                .await
+                .error(503, ErrorCode::Unavailable)
+                .error
+                .message;
             assert!(
                 msg.contains("redis: ") && msg.contains("clickhouse: "),
                 "{uri}: {msg}"
             );
         }
-        clean().await;
     }
 }
 
@@ -981,12 +774,12 @@ mod hourly {
     use super::*;
     use eddy_core::event::micros_to_amount;
     use eddy_core::{
-        CampaignWindowCount, Checkpoint, CountsBatch, EventType, PartitionCheckpoint,
-        TypeWindowStats,
+        CampaignWindowCount, Checkpoint, CountsBatch, PartitionCheckpoint, TypeWindowStats,
     };
     use eddy_sinks::{
         CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
     };
+    use eddy_testkit::fixtures::{cw, tw};
     use std::collections::BTreeMap;
 
     const HOUR: i64 = 3_600_000;
@@ -996,37 +789,6 @@ mod hourly {
     const LAST: i64 = H + 2 * HOUR + 40 * M;
     const W: i64 = H + 2 * HOUR + 30 * M;
     const B: i64 = H + 2 * HOUR + 20 * M;
-
-    fn names() -> (String, String) {
-        let id = std::process::id();
-        (format!("eddy_qsh_{id}"), format!("qsh{id}"))
-    }
-
-    fn state(redis_url: &str) -> AppState {
-        let (db, prefix) = names();
-        let r = RedisConfig {
-            url: redis_url.into(),
-            prefix,
-            window_ttl_secs: 7200,
-        };
-        let c = ClickHouseConfig {
-            url: env("EDDY_TEST_CLICKHOUSE_URL"),
-            database: db,
-            ..Default::default()
-        };
-        let backend = LambdaBackend::new(&r, &c)
-            .unwrap()
-            .with_timeout(Duration::from_secs(2));
-        AppState::new(
-            Arc::new(backend),
-            Metrics::new(),
-            ServerQueryLimits {
-                max_range_ms: 24 * 3_600_000,
-                window_ms: M,
-                ..ServerQueryLimits::default()
-            },
-        )
-    }
 
     /// Every window written: varied counts and amounts, some minutes without a type.
     fn windows() -> (Vec<TypeWindowStats>, Vec<CampaignWindowCount>) {
@@ -1043,20 +805,15 @@ mod hourly {
                     let max = min + 1_000_000 * (i % 3) as i64;
                     (min + max + 10_000 * count as i64, min, max)
                 });
-                types.push(TypeWindowStats {
-                    window_start_ms: start,
-                    event_type: t,
+                types.push(tw(
+                    start,
+                    t,
                     count,
-                    sum_micros: amounts.map_or(0, |a| a.0),
-                    min_micros: amounts.map(|a| a.1),
-                    max_micros: amounts.map(|a| a.2),
-                });
-                campaigns.push(CampaignWindowCount {
-                    window_start_ms: start,
-                    campaign_id: 42,
-                    event_type: t,
-                    count: count + 1,
-                });
+                    amounts.map_or(0, |a| a.0),
+                    amounts.map(|a| a.1),
+                    amounts.map(|a| a.2),
+                ));
+                campaigns.push(cw(start, 42, t, count + 1));
             }
         }
         (types, campaigns)
@@ -1070,8 +827,8 @@ mod hourly {
         to: i64,
         keep: impl Fn(i64) -> bool,
         horizon: i64,
-        source: impl Fn(i64) -> &'static str,
-    ) -> Value {
+        source: impl Fn(i64) -> RowSource,
+    ) -> Vec<SeriesPoint> {
         // Per (type, hour): count, sum, min, max, all final.
         type Hour = (u64, i64, Option<i64>, Option<i64>, bool);
         let mut hours: BTreeMap<(EventType, i64), Hour> = BTreeMap::new();
@@ -1092,39 +849,28 @@ mod hourly {
             e.3 = e.3.max(r.max_micros);
             e.4 &= r.window_start_ms + M <= W;
         }
-        let points: Vec<Value> = hours
+        let points: Vec<SeriesPoint> = hours
             .into_iter()
-            .map(|((t, hour), (count, sum, min, max, fin))| {
-                let amount = |v: Option<i64>| v.map(micros_to_amount);
-                json!({
-                    "window_start_ms": hour, "window_end_ms": hour + HOUR, "event_type": t,
-                    "campaign_id": null, "count": count,
-                    "sum_amount": micros_to_amount(sum),
-                    "min_amount": amount(min), "max_amount": amount(max),
-                    "final": fin && hour + HOUR <= horizon, "source": source(hour),
-                })
+            .map(|((t, hour), (count, sum, min, max, fin))| SeriesPoint {
+                window_start_ms: hour,
+                window_end_ms: hour + HOUR,
+                event_type: t,
+                campaign_id: None,
+                count,
+                sum_amount: Some(micros_to_amount(sum)),
+                min_amount: min.map(micros_to_amount),
+                max_amount: max.map(micros_to_amount),
+                is_final: fin && hour + HOUR <= horizon,
+                source: source(hour),
             })
             .collect();
-        serde_json::from_str(&Value::Array(points).to_string()).unwrap()
+        as_read(&points)
     }
 
     #[tokio::test]
     async fn hourly_counts_read_rollups_and_stay_exact() {
-        let redis_url = env("EDDY_TEST_REDIS_URL");
-        let (db, p) = names();
-        drop_all(&db, &p).await;
-        let st = state(&redis_url);
-        let ch_cfg = ClickHouseConfig {
-            url: env("EDDY_TEST_CLICKHOUSE_URL"),
-            database: db.clone(),
-            ..Default::default()
-        };
-        fresh_database(&ch_cfg).await;
-        let redis_cfg = RedisConfig {
-            url: redis_url.clone(),
-            prefix: p.clone(),
-            window_ttl_secs: 7200,
-        };
+        let s = Stores::fresh("qs_hourly");
+        let st = s.state();
 
         // The windows as the pipeline writes them: final ones to both stores (twice: a
         // replay), open ones to Redis; then one final minute rewritten (a replay with new
@@ -1141,18 +887,15 @@ mod hourly {
                 .cloned()
                 .partition(|r| is_final(r.window_start_ms));
             CountsBatch {
-                epoch,
-                watermark_ms: W,
-                window_size_ms: M,
                 final_types: ft,
                 open_types: ot,
                 final_campaigns: fc,
                 open_campaigns: oc,
-                ..CountsBatch::default()
+                ..eddy_testkit::fixtures::batch(epoch, W)
             }
         };
-        let mut redis_sink = RedisSink::connect(&redis_cfg).unwrap();
-        let mut ch_sink = ClickHouseSink::connect(&ch_cfg).unwrap();
+        let mut redis_sink = RedisSink::connect(&s.redis).unwrap();
+        let mut ch_sink = ClickHouseSink::connect(&s.ch).unwrap();
         let b1 = batch(1, &types, &campaigns);
         for _ in 0..2 {
             redis_sink.write(&b1).unwrap();
@@ -1169,7 +912,7 @@ mod hourly {
         redis_sink.write(&b2).unwrap();
         ch_sink.write(&b2).unwrap();
         redis_sink.write_boundary(B).unwrap();
-        ClickHouseCheckpoints::connect(&ch_cfg)
+        ClickHouseCheckpoints::connect(&s.ch)
             .unwrap()
             .save(&Checkpoint {
                 topic: "events".into(),
@@ -1189,30 +932,31 @@ mod hourly {
         let (from, to) = (FIRST + 7 * M, LAST);
         let q =
             |g: &str, extra: &str| format!("/v1/counts?granularity={g}&from={from}&to={to}{extra}");
-        let (s, hourly) = get(&st, &q("hour", "")).await;
-        assert_eq!(s, StatusCode::OK, "{hourly}");
+        let counts =
+            |st: AppState, uri: String| async move { get(&st, &uri).await.ok::<CountsResponse>() };
+        let hourly = counts(st.clone(), q("hour", "")).await;
         let source = |hour: i64| {
             if hour + HOUR <= B {
-                "clickhouse"
+                RowSource::Clickhouse
             } else {
-                "mixed"
+                RowSource::Mixed
             }
         };
         assert_eq!(
-            hourly["series"],
+            hourly.series,
             expected(&types, from, to, |_| true, W, source)
         );
         // The same totals as the minutes, and the same native windows per layer.
-        let (_, minutes) = get(&st, &q("minute", "")).await;
-        assert_eq!(hourly["layers"], minutes["layers"]);
+        let minutes = counts(st.clone(), q("minute", "")).await;
+        assert_eq!(hourly.layers, minutes.layers);
         let batch_windows = types
             .iter()
             .filter(|r| (from..to).contains(&r.window_start_ms) && r.window_start_ms + M <= B)
             .count();
-        assert_eq!(hourly["layers"]["batch"]["windows"], batch_windows);
+        assert_eq!(hourly.layers.batch.windows, batch_windows);
 
         // One campaign, one type.
-        let (_, v) = get(&st, &q("hour", "&campaign_id=42&event_type=click")).await;
+        let v = counts(st.clone(), q("hour", "&campaign_id=42&event_type=click")).await;
         let mut want: BTreeMap<i64, u64> = BTreeMap::new();
         for r in campaigns
             .iter()
@@ -1222,66 +966,49 @@ mod hourly {
                 .entry(r.window_start_ms.div_euclid(HOUR) * HOUR)
                 .or_default() += r.count;
         }
-        let got: BTreeMap<i64, u64> = v["series"]
-            .as_array()
-            .unwrap()
+        let got: BTreeMap<i64, u64> = v
+            .series
             .iter()
-            .map(|p| {
-                (
-                    p["window_start_ms"].as_i64().unwrap(),
-                    p["count"].as_u64().unwrap(),
-                )
-            })
+            .map(|p| (p.window_start_ms, p.count))
             .collect();
-        assert_eq!(got, want, "{v}");
-        assert!(
-            v["series"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["campaign_id"] == 42)
-        );
+        assert_eq!(got, want, "{v:?}");
+        assert!(v.series.iter().all(|p| p.campaign_id == Some(42)));
 
         // Redis down: ClickHouse alone (every final window it holds), boundary B from the
         // checkpoint.
-        let down = state(DOWN);
-        let (s, v) = get(&down, &q("hour", "")).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        let down = s.state_at(DOWN, &s.ch.url, Duration::from_secs(2));
+        let v = counts(down, q("hour", "")).await;
         assert_eq!(
-            v["series"],
-            expected(&types, from, to, is_final, B, |_| "clickhouse")
+            v.series,
+            expected(&types, from, to, is_final, B, |_| RowSource::Clickhouse)
         );
 
         // The whole hours are read from the rollups: a minute only the rollup holds (written
         // into it directly) shows in a fresh backend's hourly answer, not in the minutes, nor
         // in the answer of a backend that cached the hour.
-        ch_server()
-            .query(&format!(
+        ch_exec(
+            &s.ch,
+            &format!(
                 "INSERT INTO {db}.type_windows_hourly SELECT toInt64({hour}), 'view', \
                  groupUniqArrayState(tuple(toInt64({ws}), toUInt64(1), toUInt64(1000), \
                  toInt64(0), CAST(NULL AS Nullable(Int64)), CAST(NULL AS Nullable(Int64))))",
+                db = s.ch.database,
                 hour = H + HOUR,
                 ws = H + HOUR + 30 * M + 1,
-            ))
-            .execute()
-            .await
-            .unwrap();
-        let view_at = |v: &Value, hour: i64| {
-            v["series"]
-                .as_array()
-                .unwrap()
+            ),
+        );
+        let view_at = |v: &CountsResponse, hour: i64| {
+            v.series
                 .iter()
-                .find(|p| p["event_type"] == "view" && p["window_start_ms"] == hour)
-                .map(|p| p["count"].as_u64().unwrap())
+                .find(|p| p.event_type == View && p.window_start_ms == hour)
+                .map(|p| p.count)
         };
         let before = view_at(&hourly, H + HOUR).unwrap();
-        let (_, fresh) = get(&state(&redis_url), &q("hour", "")).await;
+        let fresh = counts(s.state(), q("hour", "")).await;
         assert_eq!(view_at(&fresh, H + HOUR), Some(before + 1000));
-        let (_, cached) = get(&st, &q("hour", "")).await;
-        assert_eq!(cached["series"], hourly["series"]);
-        let (_, again) = get(&state(&redis_url), &q("minute", "")).await;
-        assert_eq!(again["series"], minutes["series"]);
-
-        drop_all(&db, &p).await;
+        let cached = counts(st.clone(), q("hour", "")).await;
+        assert_eq!(cached.series, hourly.series);
+        let again = counts(s.state(), q("minute", "")).await;
+        assert_eq!(again.series, minutes.series);
     }
 }

@@ -4,7 +4,10 @@
 
 use axum::body::Body;
 use axum::http::{Request, header};
-use eddy_core::api::{ErrorBody, ErrorCode};
+use eddy_core::api::{
+    AnswerMeta, CampaignResponse, ErrorBody, ErrorCode, RecommendationsResponse,
+    SimilarUsersResponse, TopCampaignsResponse,
+};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -66,6 +69,30 @@ impl Reply {
         e
     }
 
+    /// The body of a 200 decoded as an engagement, similar-users or recommendations answer,
+    /// with its wall-clock fields checked and cleared (so the rest compares exactly): with
+    /// `fresh`, `updated_at_ms` within the last minute and `freshness_ms` under a minute;
+    /// without, both `null` (no store reported an update time).
+    pub fn answer<T: Serialize + DeserializeOwned + Debug + Answer>(&self, fresh: bool) -> T {
+        let mut t: T = self.ok();
+        let meta = t.meta_mut();
+        let (updated, freshness) = (meta.updated_at_ms.take(), meta.freshness_ms.take());
+        if fresh {
+            let now = eddy_core::now_ms();
+            let updated = updated.unwrap_or_else(|| panic!("updated_at_ms unset: {}", self.body));
+            let freshness =
+                freshness.unwrap_or_else(|| panic!("freshness_ms unset: {}", self.body));
+            assert!(
+                (now - 60_000..=now).contains(&updated) && (0..60_000).contains(&freshness),
+                "{}",
+                self.body
+            );
+        } else {
+            assert_eq!((updated, freshness), (None, None), "{}", self.body);
+        }
+        t
+    }
+
     /// `Ok(T)` for a 200, `Err((status, error body))` otherwise.
     pub fn result<T: Serialize + DeserializeOwned>(&self) -> Result<T, (u16, ErrorBody)> {
         if self.status == 200 {
@@ -75,6 +102,28 @@ impl Reply {
         }
     }
 }
+
+/// An answer carrying an [`AnswerMeta`] (read with [`Reply::answer`]).
+pub trait Answer {
+    /// The answer's meta.
+    fn meta_mut(&mut self) -> &mut AnswerMeta;
+}
+
+macro_rules! answers {
+    ($($t:ty),*) => {$(
+        impl Answer for $t {
+            fn meta_mut(&mut self) -> &mut AnswerMeta {
+                &mut self.meta
+            }
+        }
+    )*};
+}
+answers!(
+    CampaignResponse,
+    TopCampaignsResponse,
+    SimilarUsersResponse,
+    RecommendationsResponse
+);
 
 /// Sends `method uri` (empty body) to `app` in process.
 pub async fn call(app: axum::Router, method: &str, uri: &str) -> Reply {
