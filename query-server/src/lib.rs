@@ -142,6 +142,7 @@ mod engagement;
 mod error;
 mod query;
 mod routes;
+mod server;
 
 pub use backend::Backend;
 pub use backend::{
@@ -153,6 +154,7 @@ pub use query::CountsParams;
 
 use eddy_core::{Metrics, Weights};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Limits and settings the server applies to queries.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,6 +177,17 @@ pub struct ServerQueryLimits {
     /// Recommendations kept per user (`similarity.recommendations`): default and largest `k`
     /// of `/v1/users/{id}/recommendations`.
     pub recommendations: usize,
+    /// Most points per series of one `/v1/counts` answer (`server.max_points`): windows of
+    /// `window_ms`, or hours with `granularity=hour`, whose start lies in `[from, to)`.
+    pub max_points: usize,
+    /// Time limit of one request (`server.request_timeout_ms`): past it, a 503.
+    pub request_timeout: Duration,
+    /// Most requests in progress at once (`server.max_concurrent_requests`): one more is
+    /// answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Time limit for a client to send a request's headers (`server.header_read_timeout_ms`),
+    /// applied by [`serve`] and [`serve_with_shutdown`]: past it the connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerQueryLimits {
@@ -184,7 +197,7 @@ impl Default for ServerQueryLimits {
 }
 
 impl ServerQueryLimits {
-    /// Takes `server.max_range_ms`, `pipeline.window_ms`, the `[engagement]` settings and
+    /// Takes the `[server]` limits, `pipeline.window_ms`, the `[engagement]` settings and
     /// `similarity.k` / `similarity.recommendations` from eddy's configuration.
     pub fn from_config(config: &eddy_core::Config) -> Self {
         Self {
@@ -195,6 +208,10 @@ impl ServerQueryLimits {
             top_k: config.engagement.top_k,
             similar_k: config.similarity.k,
             recommendations: config.similarity.recommendations,
+            max_points: config.server.max_points,
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            max_concurrent_requests: config.server.max_concurrent_requests,
+            header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         }
     }
 }
@@ -221,18 +238,22 @@ impl AppState {
     }
 }
 
-/// The router with every route, the JSON 404/405 fallbacks and request counting.
+/// The router with every route, the JSON 404/405 fallbacks, request counting and the
+/// overload limits (`max_concurrent_requests`, `request_timeout` of [`ServerQueryLimits`]:
+/// both answered with a JSON 503).
 pub fn app(state: AppState) -> axum::Router {
     routes::router(state)
 }
 
-/// Serves [`app`] on `listener` until the process ends.
+/// Serves [`app`] on `listener` until the process ends (see [`serve_with_shutdown`]).
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).await
+    serve_with_shutdown(listener, state, std::future::pending()).await
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes, then finishes in-flight requests
-/// and returns.
+/// Serves [`app`] on `listener` (HTTP/1.1, keep-alive) until `shutdown` completes, then
+/// finishes in-flight requests and returns. A client that does not send a request's headers
+/// within `header_read_timeout` has its connection closed (axum's own `serve` sets no such
+/// limit, so a client trickling headers would hold a connection forever).
 pub async fn serve_with_shutdown<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -241,7 +262,5 @@ pub async fn serve_with_shutdown<F>(
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, state, shutdown).await
 }

@@ -120,7 +120,8 @@ pub struct CountsParams {
 }
 
 impl CountsParams {
-    /// Checks `from < to` and `to - from <= max_range_ms`, and fills in the defaults.
+    /// Checks `from < to`, `to - from <= max_range_ms` and that the answer holds at most
+    /// `max_points` points per series, and fills in the defaults.
     pub fn validate(q: CountsQuery, limits: &ServerQueryLimits) -> Result<Self, AppError> {
         let CountsQuery {
             from,
@@ -143,12 +144,29 @@ impl CountsParams {
                 )));
             }
         }
+        let granularity = granularity.unwrap_or_default();
+        let step = match granularity {
+            Granularity::Minute => limits.window_ms,
+            Granularity::Hour => HOUR_MS,
+        };
+        let points = points_in(from, to, step);
+        if points > limits.max_points as i128 {
+            return Err(AppError::BadRequest(format!(
+                "the query would return {points} points per series, above the maximum of {} \
+                 (server.max_points): narrow `from`..`to`{}",
+                limits.max_points,
+                match granularity {
+                    Granularity::Minute => " or ask for granularity=hour",
+                    Granularity::Hour => "",
+                }
+            )));
+        }
         Ok(Self {
             event_type,
             campaign_id,
             from_ms: from,
             to_ms: to,
-            granularity: granularity.unwrap_or_default(),
+            granularity,
         })
     }
 }
@@ -160,6 +178,16 @@ impl FromRequestParts<AppState> for CountsParams {
         let Params(q) = Params::<CountsQuery>::from_request_parts(parts, state).await?;
         Self::validate(q, &state.config)
     }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// How many multiples of `step` (window or hour starts) lie in `[from, to)`.
+fn points_in(from: i64, to: i64, step: i64) -> i128 {
+    let step = i128::from(step.max(1));
+    let first = -(-i128::from(from)).div_euclid(step);
+    let last = (i128::from(to) - 1).div_euclid(step);
+    (last - first + 1).max(0)
 }
 
 /// The list length `k`: `default.min(max)` when absent, else it must be in `1..=max`.
@@ -212,6 +240,37 @@ mod tests {
         assert_eq!(p.event_type, Some(EventType::Conversion));
         assert_eq!(p.granularity, Granularity::Hour);
         assert_eq!((p.from_ms, p.to_ms), (-5, -1));
+    }
+
+    #[test]
+    fn counts_bounds_points_per_series() {
+        let limits = ServerQueryLimits {
+            max_points: 10,
+            ..limits()
+        };
+        assert_eq!(points_in(0, 100, 10), 10);
+        assert_eq!(points_in(1, 100, 10), 9);
+        assert_eq!(points_in(-15, -5, 10), 1);
+        assert_eq!(points_in(0, 1, 10), 1);
+        assert!(CountsParams::validate(CountsQuery::new(0, 100), &limits).is_ok());
+        assert!(CountsParams::validate(CountsQuery::new(-5, 95), &limits).is_ok());
+        let err = CountsParams::validate(CountsQuery::new(-5, 100), &limits).unwrap_err();
+        assert!(err.to_string().contains("server.max_points"), "{err}");
+        // Hours count as points of hourly answers.
+        let hourly = CountsQuery {
+            granularity: Some(Granularity::Hour),
+            ..CountsQuery::new(0, 10 * HOUR_MS)
+        };
+        let wide = ServerQueryLimits {
+            max_range_ms: i64::MAX,
+            ..limits
+        };
+        assert!(CountsParams::validate(hourly, &wide).is_ok());
+        let hourly = CountsQuery {
+            granularity: Some(Granularity::Hour),
+            ..CountsQuery::new(0, 10 * HOUR_MS + 1)
+        };
+        assert!(CountsParams::validate(hourly, &wide).is_err());
     }
 
     #[test]

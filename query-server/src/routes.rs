@@ -1,12 +1,12 @@
 //! Routes, the counts and health handlers, and request counting (response types are in
 //! [`eddy_core::api`]).
 
-use crate::AppState;
 use crate::backend::{BackendAnswer, LayerStatus, WindowQuery, WindowRow};
 use crate::error::AppError;
 use crate::query::CountsParams;
+use crate::{AppState, ServerQueryLimits};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,9 @@ use eddy_core::event::micros_to_amount;
 use eddy_core::metrics::RouteLabel;
 use eddy_core::{EventType, Metrics};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -40,10 +43,61 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Overload::new(&state.config)),
+            limit_requests,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             count_requests,
         ))
         .with_state(state)
+}
+
+/// The overload limits of one router: a permit per request in progress, and a time limit.
+struct Overload {
+    permits: Arc<Semaphore>,
+    max: usize,
+    timeout: Duration,
+}
+
+impl Overload {
+    fn new(limits: &ServerQueryLimits) -> Self {
+        let max = limits
+            .max_concurrent_requests
+            .clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            timeout: limits.request_timeout,
+        }
+    }
+}
+
+/// A 503 (`unavailable`) with `Retry-After: 1`.
+fn overloaded(message: String) -> Response {
+    let mut resp = AppError::Unavailable(message).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Sheds load instead of queueing it: past `max_concurrent_requests` requests in progress, a
+/// request is answered 503 at once; a request running longer than `request_timeout` is
+/// abandoned (its future dropped) and answered 503.
+async fn limit_requests(State(limits): State<Arc<Overload>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = limits.permits.clone().try_acquire_owned() else {
+        return overloaded(format!(
+            "overloaded: {} requests in progress (server.max_concurrent_requests); retry later",
+            limits.max
+        ));
+    };
+    match tokio::time::timeout(limits.timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => overloaded(format!(
+            "request timed out after {} ms (server.request_timeout_ms)",
+            limits.timeout.as_millis()
+        )),
+    }
 }
 
 async fn count_requests(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
