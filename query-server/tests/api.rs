@@ -2,10 +2,9 @@
 //! degraded and failing stores).
 
 use eddy_core::api::{
-    AnswerMeta, BecauseJson, CampaignJson, CampaignResponse, CountsResponse, ErrorCode,
-    Granularity, HealthResponse, HealthStatus, LayerJson, LayersJson, QueryEcho,
-    RecommendationJson, RecommendationsResponse, SeriesPoint, SimilarUserJson,
-    SimilarUsersResponse, TopCampaignsResponse,
+    AnswerMeta, CampaignJson, CampaignResponse, CountsResponse, ErrorCode, Granularity,
+    HealthResponse, HealthStatus, LayerJson, LayersJson, QueryEcho, RecommendationsResponse,
+    SeriesPoint, SimilarUserJson, SimilarUsersResponse, TopCampaignsResponse,
 };
 use eddy_core::{
     CampaignEngagement, Checkpoint, CountsBatch, EventType, MemoryStore, Metrics, Neighbor,
@@ -17,7 +16,7 @@ use eddy_query_server::{
     WindowRow, app,
 };
 use eddy_testkit::fixtures::{
-    HOUR as H, MIN as M, cw, eng, nb, point, rec, recs, similar as similar_users, tw,
+    HOUR as H, MIN as M, cw, eng, nb, point, rec, rec_json, recs, similar as similar_users, tw,
 };
 use eddy_testkit::http::{self, Reply, as_read};
 use std::sync::{Arc, RwLock};
@@ -856,7 +855,6 @@ async fn similar_users_and_recommendations_from_memory() {
     );
 
     // Default k = similarity.recommendations (2).
-    let because = |user_id: u64, jaccard: f64| BecauseJson { user_id, jaccard };
     assert_eq!(
         recommendations(&st, "/v1/users/7/recommendations").await,
         RecommendationsResponse {
@@ -864,18 +862,8 @@ async fn similar_users_and_recommendations_from_memory() {
             k: 2,
             meta: memory_meta(H + 3 * M),
             recommendations: vec![
-                RecommendationJson {
-                    campaign_id: 45,
-                    score: 6.0,
-                    campaign_score: 8.0,
-                    because: vec![because(8, 0.5), because(9, 0.25)],
-                },
-                RecommendationJson {
-                    campaign_id: 43,
-                    score: 2.0,
-                    campaign_score: 4.0,
-                    because: vec![because(8, 0.5)],
-                },
+                rec_json(45, 6.0, 8.0, &[(8, 0.5), (9, 0.25)]),
+                rec_json(43, 2.0, 4.0, &[(8, 0.5)]),
             ],
         }
     );

@@ -424,15 +424,15 @@ fn meta(as_of_ms: i64, source: Store) -> AnswerMeta {
 mod engagement {
     use super::*;
     use eddy_core::api::{
-        BecauseJson, CampaignJson, CampaignResponse, RecommendationJson, RecommendationsResponse,
-        SimilarUsersResponse, TopCampaignsResponse,
+        CampaignJson, CampaignResponse, RecommendationsResponse, SimilarUsersResponse,
+        TopCampaignsResponse,
     };
     use eddy_core::{Checkpoint, PartitionCheckpoint};
     use eddy_sinks::{
         Batch, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
     };
     use eddy_testkit::fixtures::{
-        batch, campaign_json, eng, nb, pane, rec, recs, sim_batch, similar, similar_json,
+        batch, campaign_json, eng, nb, pane, rec, rec_json, recs, sim_batch, similar, similar_json,
     };
 
     /// Writes `b` with both real sinks, as the pipeline does.
@@ -452,31 +452,80 @@ mod engagement {
             .unwrap();
     }
 
-    /// A campaign answered from `source` as of `as_of`.
-    fn with(campaign: CampaignJson, as_of: i64, source: Store) -> CampaignResponse {
-        CampaignResponse {
-            campaign,
-            meta: meta(as_of, source),
+    /// Asserts every answer about the fixture from `source` as of `as_of` (`fresh`: with an
+    /// update time): each campaign of `top_list` and the top list (whole, and cut to 1 and 2),
+    /// user 7's similar users (the default 3, and 2) and recommendations (the default 2,
+    /// and 1).
+    async fn assert_answers(
+        st: &AppState,
+        fresh: bool,
+        as_of: i64,
+        source: Store,
+        top_list: &[CampaignJson],
+    ) {
+        let meta = meta(as_of, source);
+        for c in top_list {
+            let uri = format!("/v1/campaigns/{}", c.campaign_id);
+            let campaign = c.clone();
+            assert_eq!(
+                get(st, &uri).await.answer::<CampaignResponse>(fresh),
+                CampaignResponse { campaign, meta },
+                "{uri}"
+            );
         }
-    }
-
-    /// User 7's top-2 recommendations, as answered.
-    fn recs_json() -> Vec<RecommendationJson> {
-        let because = |user_id, jaccard| BecauseJson { user_id, jaccard };
-        vec![
-            RecommendationJson {
-                campaign_id: 45,
-                score: 6.0,
-                campaign_score: 8.0,
-                because: vec![because(8, 0.5), because(9, 0.25)],
-            },
-            RecommendationJson {
-                campaign_id: 43,
-                score: 2.0,
-                campaign_score: 4.0,
-                because: vec![because(8, 0.5)],
-            },
-        ]
+        let campaigns = top_list.to_vec();
+        assert_eq!(
+            get(st, "/v1/campaigns/top")
+                .await
+                .answer::<TopCampaignsResponse>(fresh),
+            TopCampaignsResponse {
+                k: 5,
+                meta,
+                campaigns
+            }
+        );
+        for k in [1, 2] {
+            let top: TopCampaignsResponse = get(st, &format!("/v1/campaigns/top?k={k}"))
+                .await
+                .answer(fresh);
+            assert_eq!(top.campaigns, top_list[..k], "k={k}");
+        }
+        let similar = vec![
+            similar_json(8, 2, 3),
+            similar_json(9, 1, 4),
+            similar_json(10, 1, 5),
+        ];
+        for (uri, k) in [("/v1/users/7/similar", 3), ("/v1/users/7/similar?k=2", 2)] {
+            assert_eq!(
+                get(st, uri).await.answer::<SimilarUsersResponse>(fresh),
+                SimilarUsersResponse {
+                    user_id: 7,
+                    k,
+                    meta,
+                    similar: similar[..k].to_vec()
+                },
+                "{uri}"
+            );
+        }
+        let recommendations = vec![
+            rec_json(45, 6.0, 8.0, &[(8, 0.5), (9, 0.25)]),
+            rec_json(43, 2.0, 4.0, &[(8, 0.5)]),
+        ];
+        for (uri, k) in [
+            ("/v1/users/7/recommendations", 2),
+            ("/v1/users/7/recommendations?k=1", 1),
+        ] {
+            assert_eq!(
+                get(st, uri).await.answer::<RecommendationsResponse>(fresh),
+                RecommendationsResponse {
+                    user_id: 7,
+                    k,
+                    meta,
+                    recommendations: recommendations[..k].to_vec()
+                },
+                "{uri}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -542,74 +591,13 @@ mod engagement {
                 }],
             })
             .unwrap();
-        let top = |k, as_of, source, campaigns| TopCampaignsResponse {
-            k,
-            meta: meta(as_of, source),
-            campaigns,
-        };
-        let similar_users = |k, as_of, source, similar| SimilarUsersResponse {
-            user_id: 7,
-            k,
-            meta: meta(as_of, source),
-            similar,
-        };
-        let recommendations = |as_of, source, recommendations| RecommendationsResponse {
-            user_id: 7,
-            k: 2,
-            meta: meta(as_of, source),
-            recommendations,
-        };
-        let sims = |n: usize| {
-            let mut all = vec![
-                similar_json(8, 2, 3),
-                similar_json(9, 1, 4),
-                similar_json(10, 1, 5),
-            ];
-            all.truncate(n);
-            all
-        };
 
         // 1. Both up: Redis answers (the live values).
         let st = s.state();
         let r42 = campaign_json(42, 13, 3, 1, 6_000_000, 53.0);
         let r45 = campaign_json(45, 3, 1, 0, 0, 8.0);
         let r43 = campaign_json(43, 4, 0, 0, 0, 4.0);
-        assert_eq!(
-            get(&st, "/v1/campaigns/42")
-                .await
-                .answer::<CampaignResponse>(true),
-            with(r42.clone(), H + 2 * M, Store::Redis)
-        );
-        assert_eq!(
-            get(&st, "/v1/campaigns/top")
-                .await
-                .answer::<TopCampaignsResponse>(true),
-            top(
-                5,
-                H + 2 * M,
-                Store::Redis,
-                vec![r42.clone(), r45.clone(), r43.clone()]
-            )
-        );
-        assert_eq!(
-            get(&st, "/v1/campaigns/top?k=2")
-                .await
-                .answer::<TopCampaignsResponse>(true)
-                .campaigns,
-            vec![r42.clone(), r45.clone()]
-        );
-        assert_eq!(
-            get(&st, "/v1/users/7/similar")
-                .await
-                .answer::<SimilarUsersResponse>(true),
-            similar_users(3, H + 2 * M, Store::Redis, sims(3))
-        );
-        assert_eq!(
-            get(&st, "/v1/users/7/recommendations")
-                .await
-                .answer::<RecommendationsResponse>(true),
-            recommendations(H + 2 * M, Store::Redis, recs_json())
-        );
+        assert_answers(&st, true, H + 2 * M, Store::Redis, &[r42, r45, r43]).await;
         for uri in [
             "/v1/campaigns/99",
             "/v1/users/99/similar",
@@ -647,48 +635,8 @@ mod engagement {
         let c42 = campaign_json(42, 12, 3, 1, 6_000_000, 52.0);
         let c45 = campaign_json(45, 3, 1, 0, 0, 8.0);
         let c43 = campaign_json(43, 4, 0, 0, 0, 4.0);
-        assert_eq!(
-            get(&st, "/v1/campaigns/42")
-                .await
-                .answer::<CampaignResponse>(true),
-            with(c42.clone(), H + 2 * M, Store::Clickhouse)
-        );
-        assert_eq!(
-            get(&st, "/v1/campaigns/43")
-                .await
-                .answer::<CampaignResponse>(true),
-            with(c43.clone(), H + 2 * M, Store::Clickhouse)
-        );
-        assert_eq!(
-            get(&st, "/v1/campaigns/top")
-                .await
-                .answer::<TopCampaignsResponse>(true),
-            top(
-                5,
-                H + 2 * M,
-                Store::Clickhouse,
-                vec![c42.clone(), c45.clone(), c43.clone()]
-            )
-        );
-        assert_eq!(
-            get(&st, "/v1/campaigns/top?k=1")
-                .await
-                .answer::<TopCampaignsResponse>(true)
-                .campaigns,
-            vec![c42.clone()]
-        );
-        assert_eq!(
-            get(&st, "/v1/users/7/similar?k=2")
-                .await
-                .answer::<SimilarUsersResponse>(true),
-            similar_users(2, H + 2 * M, Store::Clickhouse, sims(2))
-        );
-        assert_eq!(
-            get(&st, "/v1/users/7/recommendations")
-                .await
-                .answer::<RecommendationsResponse>(true),
-            recommendations(H + 2 * M, Store::Clickhouse, recs_json())
-        );
+        let top = [c42, c45.clone(), c43];
+        assert_answers(&st, true, H + 2 * M, Store::Clickhouse, &top).await;
         get(&st, "/v1/campaigns/99")
             .await
             .error(404, ErrorCode::NotFound);
@@ -699,41 +647,20 @@ mod engagement {
             get(&st, "/v1/campaigns/42")
                 .await
                 .answer::<CampaignResponse>(true),
-            with(d42.clone(), H + 3 * M, Store::Clickhouse)
+            CampaignResponse {
+                campaign: d42.clone(),
+                meta: meta(H + 3 * M, Store::Clickhouse)
+            }
         );
 
-        // 3. Redis unavailable: ClickHouse at the latest checkpoint, freshness unknown.
+        // 3. Redis unavailable: ClickHouse at the latest checkpoint, freshness unknown. Pane H
+        // retired: campaign 43 left the window; 42 and 45 tie on score 8 (lower id first). The
+        // similar users written at H + 2M still hold at the boundary H + 3M.
         let down = s.state_at(DOWN, &ch_url, Duration::from_secs(2));
-        assert_eq!(
-            get(&down, "/v1/campaigns/42")
-                .await
-                .answer::<CampaignResponse>(false),
-            with(d42.clone(), H + 3 * M, Store::Clickhouse)
-        );
-        // Pane H retired: campaign 43 left the window; 42 and 45 tie on score 8 (lower id first).
+        assert_answers(&down, false, H + 3 * M, Store::Clickhouse, &[d42, c45]).await;
         get(&down, "/v1/campaigns/43")
             .await
             .error(404, ErrorCode::NotFound);
-        assert_eq!(
-            get(&down, "/v1/campaigns/top")
-                .await
-                .answer::<TopCampaignsResponse>(false),
-            top(5, H + 3 * M, Store::Clickhouse, vec![d42, c45])
-        );
-        assert_eq!(
-            get(&down, "/v1/users/7/similar")
-                .await
-                .answer::<SimilarUsersResponse>(false),
-            // The snapshot written at H + 2M still holds at the boundary H + 3M.
-            similar_users(3, H + 3 * M, Store::Clickhouse, sims(3))
-        );
-        assert_eq!(
-            get(&down, "/v1/users/7/recommendations?k=1")
-                .await
-                .answer::<RecommendationsResponse>(false)
-                .recommendations,
-            recs_json()[..1]
-        );
 
         // 4. User 7 loses both lists: Redis keys deleted, empty snapshots in ClickHouse: 404.
         write(&s, &sliding(batch(3, H + 4 * M)));

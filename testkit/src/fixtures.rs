@@ -12,7 +12,9 @@
 //! ```
 
 use crate::http::as_read;
-use eddy_core::api::{CampaignJson, RowSource, SeriesPoint, SimilarUserJson};
+use eddy_core::api::{
+    BecauseJson, CampaignJson, RecommendationJson, RowSource, SeriesPoint, SimilarUserJson,
+};
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, EventType, Neighbor, PaneEngagement,
     Recommendation, Score, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
@@ -230,4 +232,22 @@ pub fn similar_json(user_id: u64, shared: u32, union: u32) -> SimilarUserJson {
         shared,
         union,
     })
+}
+
+/// A recommendation as answered: `because` lists `(user_id, jaccard)` of the similar users.
+pub fn rec_json(
+    campaign_id: u64,
+    score: f64,
+    campaign_score: f64,
+    because: &[(u64, f64)],
+) -> RecommendationJson {
+    RecommendationJson {
+        campaign_id,
+        score,
+        campaign_score,
+        because: because
+            .iter()
+            .map(|&(user_id, jaccard)| BecauseJson { user_id, jaccard })
+            .collect(),
+    }
 }
