@@ -7,9 +7,13 @@ use eddy_core::api::{
     CampaignResponse, CountsQuery, CountsResponse, ErrorCode, RecommendationJson,
     RecommendationsResponse, RowSource, SimilarUsersResponse, Store, TopCampaignsResponse,
 };
-use eddy_core::{Config, EventType, Metrics, TypeWindowStats, WindowSpec};
-use eddy_load_gen::expected::WindowTotals;
+use eddy_core::{Config, EventType, Metrics, Neighbor, TypeWindowStats, WindowSpec};
+use eddy_load_gen::expected::{self, WindowTotals};
+use eddy_storage::{CampaignWindowRow, CheckpointRow, TypeWindowRow, keys};
+use eddy_testkit::fixtures::nb;
 use eddy_testkit::http;
+use eddy_testkit::stores::{PrivateRedis, ch_fetch, redis_conn, reset_database};
+use eddy_testkit::wait::wait_until;
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -28,15 +32,6 @@ const PARTITIONS: i32 = 3;
 
 fn services() {
     eddy_testkit::services(&[]);
-}
-
-/// Waits for `pred` to hold, polling, or panics after `secs` with `what`.
-fn wait_for(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -65,65 +60,27 @@ fn config(name: &str) -> Config {
     // implies final similarity answers.
     cfg.similarity.close_spread_epochs = 1;
     cfg.clickhouse.database = format!("eddy_e2e_{name}");
-    ch(
-        &cfg,
-        &format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database),
-    );
-    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
+    reset_database(&cfg.clickhouse);
     rt().block_on(eddy::kafka::create_topics(&cfg.kafka))
         .unwrap();
     cfg
-}
-
-/// Runs a ClickHouse query (test-authored SQL only) and returns JSONEachRow rows.
-fn ch(cfg: &Config, sql: &str) -> Vec<serde_json::Value> {
-    let body = rt().block_on(async {
-        reqwest::Client::new()
-            .post(&cfg.clickhouse.url)
-            .body(format!("{sql} FORMAT JSONEachRow"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    body.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("clickhouse said {body}: {e}")))
-        .collect()
-}
-
-fn num(v: &serde_json::Value) -> i64 {
-    match v {
-        serde_json::Value::String(s) => s.parse().unwrap(),
-        v => v.as_i64().unwrap(),
-    }
 }
 
 /// Latest checkpoint: watermark and `partition -> (resume, high)`.
 type Offsets = BTreeMap<i32, (i64, i64)>;
 
 fn checkpoint(cfg: &Config) -> Option<(i64, Offsets)> {
-    let db = &cfg.clickhouse.database;
-    let rows = ch(
-        cfg,
-        &format!(
-            "SELECT partition, resume_offset, high_offset, watermark_ms FROM {db}.source_checkpoints \
-             WHERE version = (SELECT max(version) FROM {db}.source_checkpoints)"
-        ),
+    let topic = cfg.kafka.topic.as_str();
+    let rows: Vec<CheckpointRow> = ch_fetch(
+        &cfg.clickhouse,
+        eddy_storage::LATEST_CHECKPOINT_QUERY,
+        |q| q.bind(topic).bind(topic),
     );
-    let first = rows.first()?;
-    let wm = num(&first["watermark_ms"]);
+    let wm = rows.first()?.watermark_ms;
     Some((
         wm,
         rows.iter()
-            .map(|r| {
-                (
-                    num(&r["partition"]) as i32,
-                    (num(&r["resume_offset"]), num(&r["high_offset"])),
-                )
-            })
+            .map(|r| (r.partition, (r.resume_offset, r.high_offset)))
             .collect(),
     ))
 }
@@ -252,17 +209,28 @@ fn counts_per_partition(msgs: &[Msg]) -> BTreeMap<i32, i64> {
     m
 }
 
-/// Waits until the checkpoint covers every produced message and the watermark reaches `wm`.
+/// Waits until the checkpoint covers every produced message, its watermark reaches `wm`, and
+/// Redis's batch/speed boundary has caught up with it (written after the checkpoint).
 fn wait_drained(cfg: &Config, msgs: &[Msg], wm: i64) {
     let want = counts_per_partition(msgs);
-    wait_for(120, "the checkpoint to cover every message", || {
-        checkpoint(cfg).is_some_and(|(w, parts)| {
-            w >= wm
-                && want
-                    .iter()
-                    .all(|(p, n)| parts.get(p).is_some_and(|(_, high)| high == n))
-        })
-    });
+    let mut con = redis_conn(&cfg.redis);
+    wait_until(
+        "the checkpoint to cover every message",
+        Duration::from_secs(120),
+        || {
+            checkpoint(cfg).is_some_and(|(w, parts)| {
+                w >= wm
+                    && want
+                        .iter()
+                        .all(|(p, n)| parts.get(p).is_some_and(|(_, high)| high == n))
+                    && redis::cmd("GET")
+                        .arg(keys::boundary(&cfg.redis.prefix))
+                        .query::<Option<i64>>(&mut con)
+                        .unwrap()
+                        .is_some_and(|b| b >= w)
+            })
+        },
+    );
 }
 
 type Oracle = WindowTotals;
@@ -303,28 +271,24 @@ fn counts(
 /// Asserts ClickHouse holds exactly the final windows, Redis exactly the open ones, and the
 /// query server merges both into the oracle's series.
 fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
-    let db = &cfg.clickhouse.database;
-    let rows = ch(
-        cfg,
-        &format!(
-            "SELECT window_start_ms, event_type, count, sum_micros, min_micros, max_micros FROM {db}.type_windows FINAL ORDER BY window_start_ms, event_type"
-        ),
-    );
+    let rows: Vec<TypeWindowRow> =
+        ch_fetch(&cfg.clickhouse, eddy_storage::TYPE_WINDOWS_QUERY, |q| {
+            q.bind(i64::MIN).bind(i64::MAX)
+        });
     let got: BTreeMap<(i64, EventType), TypeWindowStats> = rows
-        .iter()
+        .into_iter()
         .map(|r| {
-            let t = EventType::parse(r["event_type"].as_str().unwrap()).unwrap();
-            let ws = num(&r["window_start_ms"]);
-            let opt = |v: &serde_json::Value| (!v.is_null()).then(|| num(v));
+            let t = EventType::parse(&r.event_type).unwrap();
+            let ws = r.window_start_ms;
             (
                 (ws, t),
                 TypeWindowStats {
                     window_start_ms: ws,
                     event_type: t,
-                    count: num(&r["count"]) as u64,
-                    sum_micros: num(&r["sum_micros"]),
-                    min_micros: opt(&r["min_micros"]),
-                    max_micros: opt(&r["max_micros"]),
+                    count: r.count,
+                    sum_micros: r.sum_micros,
+                    min_micros: r.min_micros,
+                    max_micros: r.max_micros,
                 },
             )
         })
@@ -337,20 +301,16 @@ fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
         .collect();
     assert!(!want_final.is_empty(), "some windows are final");
     assert_eq!(got, want_final, "ClickHouse type_windows");
-    let rows = ch(
-        cfg,
-        &format!(
-            "SELECT window_start_ms, campaign_id, event_type, count FROM {db}.campaign_windows FINAL"
-        ),
+    let rows: Vec<CampaignWindowRow> = ch_fetch(
+        &cfg.clickhouse,
+        "SELECT ?fields FROM campaign_windows FINAL",
+        |q| q,
     );
     let got: BTreeMap<(i64, u64, EventType), u64> = rows
-        .iter()
+        .into_iter()
         .map(|r| {
-            let t = EventType::parse(r["event_type"].as_str().unwrap()).unwrap();
-            (
-                (num(&r["window_start_ms"]), num(&r["campaign_id"]) as u64, t),
-                num(&r["count"]) as u64,
-            )
+            let t = EventType::parse(&r.event_type).unwrap();
+            ((r.window_start_ms, r.campaign_id, t), r.count)
         })
         .collect();
     let want: BTreeMap<_, _> = o
@@ -362,10 +322,7 @@ fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
     assert_eq!(got, want, "ClickHouse campaign_windows");
 
     // Redis: every open window, exact values, not final.
-    let mut con = redis::Client::open(cfg.redis.url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = redis_conn(&cfg.redis);
     let open: Vec<_> = o
         .types
         .values()
@@ -373,16 +330,14 @@ fn assert_outputs(cfg: &Config, o: &Oracle, wm: i64) {
         .collect();
     assert!(!open.is_empty(), "some windows are open");
     for r in open {
-        let key = format!(
-            "{}:tw:{}:{}",
-            cfg.redis.prefix, r.event_type, r.window_start_ms
-        );
+        use keys::type_window::{COUNT, FINAL, MAX, MIN, SUM};
+        let key = keys::type_window(&cfg.redis.prefix, r.event_type, r.window_start_ms);
         let h: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap();
-        assert_eq!(h.get("count").copied(), Some(r.count as i64), "{key}");
-        assert_eq!(h.get("sum").copied(), Some(r.sum_micros), "{key}");
-        assert_eq!(h.get("min").copied(), r.min_micros, "{key}");
-        assert_eq!(h.get("max").copied(), r.max_micros, "{key}");
-        assert_eq!(h.get("final").copied(), Some(0), "{key}");
+        assert_eq!(h.get(COUNT).copied(), Some(r.count as i64), "{key}");
+        assert_eq!(h.get(SUM).copied(), Some(r.sum_micros), "{key}");
+        assert_eq!(h.get(MIN).copied(), r.min_micros, "{key}");
+        assert_eq!(h.get(MAX).copied(), r.max_micros, "{key}");
+        assert_eq!(h.get(FINAL).copied(), Some(0), "{key}");
     }
 
     // HTTP: the query server merges both layers into the oracle's series.
@@ -538,14 +493,18 @@ fn kafka_to_clickhouse_redis_and_http_exact() {
     // Offsets committed to the broker equal the checkpoint's resume offsets.
     let (_, parts) = checkpoint(&cfg).unwrap();
     let committer = eddy::kafka::KafkaCommitter::new(&cfg.kafka).unwrap();
-    wait_for(30, "broker offsets to match the checkpoint", || {
-        let committed = committer
-            .committed(&(0..PARTITIONS).collect::<Vec<_>>())
-            .unwrap();
-        parts
-            .iter()
-            .all(|(p, (resume, _))| committed.get(p) == Some(resume))
-    });
+    wait_until(
+        "broker offsets to match the checkpoint",
+        Duration::from_secs(30),
+        || {
+            let committed = committer
+                .committed(&(0..PARTITIONS).collect::<Vec<_>>())
+                .unwrap();
+            parts
+                .iter()
+                .all(|(p, (resume, _))| committed.get(p) == Some(resume))
+        },
+    );
     worker.stop();
 }
 
@@ -565,11 +524,15 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     // the restart must rebuild open windows from their first offsets and skip final ones.
     // Stopping past T0 + 50 s leaves the final window [T0 + 40 s, T0 + 50 s) inside the
     // sliding window at the end (T0 + 63 s): only its re-read history can rebuild it.
-    wait_for(120, "a checkpoint with final and open windows", || {
-        checkpoint(&cfg).is_some_and(|(w, parts)| {
-            w > T0 + 5 * WINDOW && parts.values().any(|(resume, high)| resume < high)
-        })
-    });
+    wait_until(
+        "a checkpoint with final and open windows",
+        Duration::from_secs(120),
+        || {
+            checkpoint(&cfg).is_some_and(|(w, parts)| {
+                w > T0 + 5 * WINDOW && parts.values().any(|(resume, high)| resume < high)
+            })
+        },
+    );
     worker.stop();
     let (wm_at_stop, parts_at_stop) = checkpoint(&cfg).unwrap();
     let read: i64 = parts_at_stop.values().map(|(_, h)| h).sum();
@@ -606,37 +569,28 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
 }
 
 /// Asserts the live engagement of every campaign, and the similar users of every user (exact
-/// mode, settled sets: closed windows), over HTTP equal a from-scratch computation over the
-/// events still in the sliding window.
+/// mode, settled sets: closed windows), over HTTP equal load-gen's from-scratch oracle
+/// ([`expected`]) over the events still in the sliding window.
 fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
     let window = WindowSpec::new(WINDOW);
+    let sliding = cfg.engagement.sliding_ms;
     let weights = cfg.engagement.weights();
-    let inside: Vec<eddy_core::Event> = all
-        .iter()
-        .filter_map(|m| m.event)
-        .filter(|e| window.start(e.ts_ms) + cfg.engagement.sliding_ms > wm)
-        .collect();
+    let events: Vec<eddy_core::Event> = all.iter().filter_map(|m| m.event).collect();
+    let per_campaign = expected::engagement(&events, window, sliding, wm);
+    let inside: i64 = per_campaign.values().map(|s| s[0] + s[1] + s[2]).sum();
     assert!(
-        inside.len() < all.len() / 2,
+        inside < all.len() as i64 / 2,
         "events slid out of the window"
     );
-    let mut per_campaign: BTreeMap<u64, [i64; 4]> = BTreeMap::new();
-    let mut sets: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
-    for e in &inside {
-        let s = per_campaign.entry(e.campaign_id).or_default();
-        match e.event_type {
-            EventType::View => s[0] += 1,
-            EventType::Click => s[1] += 1,
-            EventType::Conversion => {
-                s[2] += 1;
-                s[3] += e.amount_micros.unwrap_or(0);
-            }
-        }
-        // Similarity runs on settled sets: closed windows only.
-        if e.event_type != EventType::View && window.end(e.ts_ms) <= wm {
-            sets.entry(e.user_id).or_default().insert(e.campaign_id);
-        }
-    }
+    // Similarity runs on settled sets: closed windows only.
+    let interests = expected::settled_interests(
+        &events,
+        window,
+        sliding,
+        wm,
+        cfg.similarity.views_are_interest,
+    );
+    let similar = expected::similar_users(&interests, cfg.similarity.k);
     let (_rt, addr) = serve(lambda_state(cfg));
     for campaign in 0..6u64 {
         let reply = http::get_blocking(addr, &format!("/v1/campaigns/{campaign}"));
@@ -655,31 +609,19 @@ fn assert_sliding_state(cfg: &Config, all: &[Msg], wm: i64) {
         let score = weights.score(s[0] as u64, s[1] as u64, s[2] as u64).0;
         assert_eq!(c.score, score, "campaign {campaign}");
     }
-    let k = cfg.similarity.k;
-    for (u, su) in &sets {
-        let mut want: Vec<(u64, u64, u64)> = sets
-            .iter()
-            .filter(|(v, _)| *v != u)
-            .map(|(v, sv)| {
-                let shared = su.intersection(sv).count() as u64;
-                (*v, shared, (su.len() + sv.len()) as u64 - shared)
-            })
-            .filter(|(_, shared, _)| *shared > 0)
-            .collect();
-        want.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
-        want.truncate(k);
+    for (u, want) in &similar {
         let reply = http::get_blocking(addr, &format!("/v1/users/{u}/similar"));
         if want.is_empty() {
             reply.error(404, ErrorCode::NotFound);
             continue;
         }
-        let got: Vec<(u64, u64, u64)> = reply
+        let got: Vec<Neighbor> = reply
             .ok::<SimilarUsersResponse>()
             .similar
             .iter()
-            .map(|n| (n.user_id, n.shared as u64, n.union as u64))
+            .map(|n| nb(n.user_id, n.shared, n.union))
             .collect();
-        assert_eq!(got, want, "user {u}");
+        assert_eq!(&got, want, "user {u}");
     }
 }
 
@@ -796,7 +738,7 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         Some(report.probes_sent)
     );
     // The per-second series accounts for every message and every probe exactly once.
-    let sum = |f: fn(&eddy_load_gen::timeline::Point) -> u64| -> u64 {
+    let sum = |f: fn(&eddy_load_gen::report::Point) -> u64| -> u64 {
         report.timeline.iter().map(f).sum()
     };
     assert_eq!(sum(|p| p.sent), report.produced);
@@ -834,49 +776,6 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         other => panic!("verify accepted a wrong engagement expectation: {other:?}"),
     }
     worker.stop();
-}
-
-/// A Redis server of this test's own on a free loopback port, so stopping it disturbs no
-/// other test. Killed on drop.
-struct PrivateRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // `scripts/services up` (run by `config`) installed redis-server.
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let url = format!("redis://127.0.0.1:{port}/");
-        let client = redis::Client::open(url.as_str()).unwrap();
-        wait_for(20, "the private redis to answer", || {
-            client
-                .get_connection()
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
-        Self { child, url }
-    }
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn interaction(i: usize, user: u64, campaign: u64, t: EventType, ts: i64, amount: &str) -> Msg {
@@ -984,7 +883,7 @@ fn assert_known_answers(addr: std::net::SocketAddr, source: Store, wm: i64) {
 fn engagement_similarity_and_recommendations_over_http() {
     let mut cfg = config("engagement");
     let mut redis = PrivateRedis::start();
-    cfg.redis.url = redis.url.clone();
+    cfg.redis.url = redis.url();
     cfg.engagement.sliding_ms = 4 * WINDOW;
     cfg.similarity.mode = eddy_core::config::SimilarityAlgorithm::Exact;
     // One closed window [T0, T0 + 10 s) of known interactions (views are not interest).
