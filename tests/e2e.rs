@@ -12,18 +12,14 @@ use eddy_load_gen::expected::{self, WindowTotals};
 use eddy_storage::{CampaignWindowRow, CheckpointRow, TypeWindowRow, keys};
 use eddy_testkit::fixtures::nb;
 use eddy_testkit::http;
+use eddy_testkit::kafka;
 use eddy_testkit::stores::{PrivateRedis, ch_fetch, redis_conn, reset_database};
 use eddy_testkit::wait::wait_until;
-use rdkafka::Message;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T0: i64 = 1_767_225_600_000;
 const WINDOW: i64 = 10_000;
@@ -155,26 +151,7 @@ fn phase(partition: i32, from: i64, n: i64) -> Vec<Msg> {
 }
 
 fn produce(cfg: &Config, msgs: &[Msg]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("acks", "all")
-        .create()
-        .unwrap();
-    rt().block_on(async {
-        for m in msgs {
-            // In order per partition: each send is acknowledged before the next.
-            producer
-                .send(
-                    FutureRecord::<(), [u8]>::to(&cfg.kafka.topic)
-                        .partition(m.partition)
-                        .payload(&m.bytes),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
-    });
+    kafka::produce(&cfg.kafka, msgs.iter().map(|m| (m.partition, &m.bytes[..])));
 }
 
 struct Worker {
@@ -388,41 +365,17 @@ type Letter = (String, i32, i64, Vec<u8>);
 /// Every dead letter on the DLQ topic, sorted: reads until at least `expect` arrived, then
 /// until nothing more comes for a second.
 fn dead_letters(cfg: &Config, expect: usize) -> Vec<Letter> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", format!("{}-reader", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&cfg.kafka.dlq_topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline
-        && (out.len() < expect || quiet_since.elapsed() < Duration::from_secs(1))
-    {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            quiet_since = Instant::now();
-            let headers = m.headers().expect("dead letters carry headers");
-            let get = |k: &str| {
-                headers
-                    .iter()
-                    .find(|h| h.key == k)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap()
-            };
-            out.push((
-                get("eddy-reason"),
-                get("eddy-source-partition").parse().unwrap(),
-                get("eddy-source-offset").parse().unwrap(),
-                m.payload().unwrap_or(&[]).to_vec(),
-            ));
-        }
-    }
+    let mut out: Vec<Letter> = kafka::dead_letters(&cfg.kafka, expect)
+        .into_iter()
+        .map(|l| {
+            (
+                l.header("eddy-reason").to_owned(),
+                l.header("eddy-source-partition").parse().unwrap(),
+                l.header("eddy-source-offset").parse().unwrap(),
+                l.payload,
+            )
+        })
+        .collect();
     out.sort();
     out
 }

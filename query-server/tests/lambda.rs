@@ -490,7 +490,7 @@ mod engagement {
                 .answer(fresh);
             assert_eq!(top.campaigns, top_list[..k], "k={k}");
         }
-        let similar = vec![
+        let similar = [
             similar_json(8, 2, 3),
             similar_json(9, 1, 4),
             similar_json(10, 1, 5),
@@ -507,7 +507,7 @@ mod engagement {
                 "{uri}"
             );
         }
-        let recommendations = vec![
+        let recommendations = [
             rec_json(45, 6.0, 8.0, &[(8, 0.5), (9, 0.25)]),
             rec_json(43, 2.0, 4.0, &[(8, 0.5)]),
         ];

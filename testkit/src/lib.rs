@@ -4,10 +4,12 @@
 //! - [`stores`]: a fresh Redis prefix and ClickHouse database per test, typed reads;
 //! - [`fixtures`]: builders of rows, batches and the query server's answers;
 //! - [`http`]: requests to the query server, answers decoded into `eddy_core::api` types;
+//! - [`kafka`]: producing raw messages, reading the dead-letter topic back;
 //! - [`wait`]: polling a condition with a deadline instead of sleeping.
 
 pub mod fixtures;
 pub mod http;
+pub mod kafka;
 pub mod proxy;
 pub mod stores;
 pub mod wait;
