@@ -132,19 +132,17 @@ fn writes_final_rows_only_and_replays_converge() {
     ];
     b.final_campaigns = vec![cw(HOUR, 5, View, 6), cw(HOUR, 6, View, 4)];
     sink.write(&b).unwrap();
+    let conversion = t(
+        HOUR + MIN,
+        "conversion",
+        2,
+        3_000_000,
+        Some(1_000_000),
+        Some(2_000_000),
+    );
     assert_eq!(
         type_rows(&cfg),
-        vec![
-            t(
-                HOUR + MIN,
-                "conversion",
-                2,
-                3_000_000,
-                Some(1_000_000),
-                Some(2_000_000)
-            ),
-            t(HOUR, "view", 10, 0, None, None),
-        ]
+        vec![conversion.clone(), t(HOUR, "view", 10, 0, None, None)]
     );
     assert_eq!(
         campaign_rows(&cfg),
@@ -165,17 +163,7 @@ fn writes_final_rows_only_and_replays_converge() {
 
     assert_eq!(
         type_rows(&cfg),
-        vec![
-            t(
-                HOUR + MIN,
-                "conversion",
-                2,
-                3_000_000,
-                Some(1_000_000),
-                Some(2_000_000)
-            ),
-            t(HOUR, "view", 11, 0, None, None),
-        ]
+        vec![conversion, t(HOUR, "view", 11, 0, None, None)]
     );
     assert_eq!(
         campaign_rows(&cfg),

@@ -20,7 +20,8 @@ fn h(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn zset(con: &mut redis::Connection, key: &str) -> Vec<(String, i64)> {
+/// A sorted set's members with their scores (as `S`), lowest score first.
+fn zset<S: redis::FromRedisValue>(con: &mut redis::Connection, key: &str) -> Vec<(String, S)> {
     con.zrange_withscores(key, 0, -1).unwrap()
 }
 
@@ -228,10 +229,6 @@ fn string(con: &mut redis::Connection, key: &str) -> Option<String> {
     con.get(key).unwrap()
 }
 
-fn zset_f(con: &mut redis::Connection, key: &str) -> Vec<(String, f64)> {
-    con.zrange_withscores(key, 0, -1).unwrap()
-}
-
 #[test]
 fn writes_engagement_top_list_and_user_lists() {
     let cfg = fresh_redis("engagement");
@@ -286,7 +283,7 @@ fn writes_engagement_top_list_and_user_lists() {
         ])
     );
     assert_eq!(
-        zset_f(&mut con, &keys::top_campaigns(&p)),
+        zset::<f64>(&mut con, &keys::top_campaigns(&p)),
         vec![("43".to_owned(), 3.0), ("42".to_owned(), 45.0)]
     );
     assert_eq!(
@@ -357,7 +354,7 @@ fn writes_engagement_top_list_and_user_lists() {
         ])
     );
     assert_eq!(
-        zset_f(&mut con, &keys::top_campaigns(&p)),
+        zset::<f64>(&mut con, &keys::top_campaigns(&p)),
         vec![("43".to_owned(), 10.0)]
     );
     assert_eq!(
@@ -382,7 +379,7 @@ fn writes_engagement_top_list_and_user_lists() {
     b4.engagement_removed = vec![43];
     b4.top_campaigns = Some(vec![]);
     sink.write(&b4).unwrap();
-    assert!(zset_f(&mut con, &keys::top_campaigns(&p)).is_empty());
+    assert!(zset::<f64>(&mut con, &keys::top_campaigns(&p)).is_empty());
     assert!(hash(&mut con, &keys::campaign(&p, 43)).is_empty());
     assert_eq!(
         string(&mut con, &keys::top_campaigns_as_of(&p)),

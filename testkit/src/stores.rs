@@ -1,7 +1,7 @@
 //! Per-test stores on the real services: a fresh Redis key prefix and a fresh ClickHouse
 //! database with eddy's schema applied, each removed when the test passes (kept for a look
-//! when it fails); ClickHouse statements and typed reads; a private `redis-server` a test may
-//! stop and restart.
+//! when it fails: [`Fresh`]); ClickHouse statements and typed reads; a private
+//! `redis-server` a test may stop and restart.
 //!
 //! The stores are those `scripts/services up redis clickhouse` starts on loopback, or the
 //! ones named by `EDDY_TEST_REDIS_URL` / `EDDY_TEST_CLICKHOUSE_URL`. Names carry the process
@@ -71,12 +71,57 @@ where
     })
 }
 
+// ---- per-test store guards ----
+
+/// A store config whose prefix or database no other test uses, removed ([`Cleanup::remove`])
+/// when the guard drops, unless the test is failing (kept for a look). Derefs to the config.
+#[derive(Debug)]
+pub struct Fresh<C: Cleanup>(C);
+
+/// A store config a [`Fresh`] guard can clean up after.
+pub trait Cleanup {
+    /// Removes what the test wrote: every key under the prefix, or the database.
+    fn remove(&self);
+}
+
+impl Cleanup for RedisConfig {
+    fn remove(&self) {
+        clear_redis(self);
+    }
+}
+
+impl Cleanup for ClickHouseConfig {
+    fn remove(&self) {
+        drop_database(self);
+    }
+}
+
+impl<C: Cleanup> Fresh<C> {
+    /// The config, to build a variant of (`RedisConfig { url: …, ..redis.config().clone() }`).
+    pub fn config(&self) -> &C {
+        &self.0
+    }
+}
+
+impl<C: Cleanup> Deref for Fresh<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.0
+    }
+}
+
+impl<C: Cleanup> Drop for Fresh<C> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.0.remove();
+        }
+    }
+}
+
 // ---- Redis ----
 
-/// A Redis config whose prefix no other test uses, with no key under it; the keys are
-/// deleted when it drops, unless the test is failing. Derefs to its [`RedisConfig`].
-#[derive(Debug)]
-pub struct TestRedis(RedisConfig);
+/// A Redis config whose prefix no other test uses, with no key under it at first.
+pub type TestRedis = Fresh<RedisConfig>;
 
 /// A fresh prefix [`unique`]`(name)` on the test Redis (see [`TestRedis`]).
 pub fn fresh_redis(name: &str) -> TestRedis {
@@ -86,29 +131,7 @@ pub fn fresh_redis(name: &str) -> TestRedis {
         ..RedisConfig::default()
     };
     clear_redis(&cfg);
-    TestRedis(cfg)
-}
-
-impl TestRedis {
-    /// The config, to build a variant of (`RedisConfig { url: …, ..redis.config().clone() }`).
-    pub fn config(&self) -> &RedisConfig {
-        &self.0
-    }
-}
-
-impl Deref for TestRedis {
-    type Target = RedisConfig;
-    fn deref(&self) -> &RedisConfig {
-        &self.0
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            clear_redis(&self.0);
-        }
-    }
+    Fresh(cfg)
 }
 
 /// A blocking connection to `cfg`'s Redis, as the sinks make it.
@@ -135,11 +158,8 @@ pub fn clear_redis(cfg: &RedisConfig) {
 
 // ---- ClickHouse ----
 
-/// A ClickHouse config for a database no other test uses, just created with eddy's schema;
-/// the database is dropped when it drops, unless the test is failing. Derefs to its
-/// [`ClickHouseConfig`].
-#[derive(Debug)]
-pub struct TestDatabase(ClickHouseConfig);
+/// A ClickHouse config for a database no other test uses, just created with eddy's schema.
+pub type TestDatabase = Fresh<ClickHouseConfig>;
 
 /// A fresh database [`unique`]`(name)` on the test ClickHouse (see [`TestDatabase`]).
 pub fn fresh_clickhouse(name: &str) -> TestDatabase {
@@ -149,29 +169,7 @@ pub fn fresh_clickhouse(name: &str) -> TestDatabase {
         ..ClickHouseConfig::default()
     };
     reset_database(&cfg);
-    TestDatabase(cfg)
-}
-
-impl TestDatabase {
-    /// The config, to build a variant of.
-    pub fn config(&self) -> &ClickHouseConfig {
-        &self.0
-    }
-}
-
-impl Deref for TestDatabase {
-    type Target = ClickHouseConfig;
-    fn deref(&self) -> &ClickHouseConfig {
-        &self.0
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            drop_database(&self.0);
-        }
-    }
+    Fresh(cfg)
 }
 
 /// Drops `cfg.database` and creates it again with the schema of `clickhouse/schema/` (as
