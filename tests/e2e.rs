@@ -30,13 +30,6 @@ fn services() {
     eddy_testkit::services(&[]);
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn config(name: &str) -> Config {
     services();
     let unique = format!("{name}_{}_{}", std::process::id(), eddy_core::now_ms());
@@ -57,8 +50,7 @@ fn config(name: &str) -> Config {
     cfg.similarity.close_spread_epochs = 1;
     cfg.clickhouse.database = format!("eddy_e2e_{name}");
     reset_database(&cfg.clickhouse);
-    rt().block_on(eddy::kafka::create_topics(&cfg.kafka))
-        .unwrap();
+    eddy_testkit::block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
     cfg
 }
 

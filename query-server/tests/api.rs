@@ -16,7 +16,8 @@ use eddy_query_server::{
     WindowRow, app,
 };
 use eddy_testkit::fixtures::{
-    HOUR as H, MIN as M, cw, eng, nb, point, rec, rec_json, recs, similar as similar_users, tw,
+    HOUR as H, MIN as M, cw, eng, health, nb, point, rec, rec_json, recs, similar as similar_users,
+    tw,
 };
 use eddy_testkit::http::{self, Reply, as_read};
 use std::sync::{Arc, RwLock};
@@ -358,35 +359,21 @@ async fn bad_parameters_are_400_json() {
             format!("from={H}&to=99999999999999999999"),
             "`to`: number too large",
         ),
-        (
-            format!("from={H}&to={}&event_type=like", H + M),
-            "`event_type`: unknown variant `like`",
-        ),
-        (
-            format!("from={H}&to={}&event_type=", H + M),
-            "`event_type`: unknown variant",
-        ),
-        (
-            format!("from={H}&to={}&campaign_id=-3", H + M),
-            "`campaign_id`: invalid digit",
-        ),
-        (
-            format!("from={H}&to={}&campaign_id=abc", H + M),
-            "`campaign_id`: invalid digit",
-        ),
-        (
-            format!("from={H}&to={}&granularity=day", H + M),
-            "`granularity`: unknown variant `day`",
-        ),
-        (
-            format!("from={H}&to={}&limit=10", H + M),
-            "unknown field `limit`",
-        ),
-        (
-            format!("from={H}&to={}&from={H}", H + M),
-            "duplicate field `from`",
-        ),
     ];
+    // A valid range with one more parameter.
+    let valid = format!("from={H}&to={}", H + M);
+    let cases = cases.into_iter().chain(
+        [
+            ("&event_type=like", "`event_type`: unknown variant `like`"),
+            ("&event_type=", "`event_type`: unknown variant"),
+            ("&campaign_id=-3", "`campaign_id`: invalid digit"),
+            ("&campaign_id=abc", "`campaign_id`: invalid digit"),
+            ("&granularity=day", "`granularity`: unknown variant `day`"),
+            ("&limit=10", "unknown field `limit`"),
+            (&format!("&from={H}"), "duplicate field `from`"),
+        ]
+        .map(|(extra, needle)| (format!("{valid}{extra}"), needle)),
+    );
     for (qs, needle) in cases {
         // `error` checks the status, the code and that the body has no other field.
         let e = get(&st, &format!("/v1/counts?{qs}"))
@@ -413,13 +400,7 @@ async fn unknown_route_and_method_are_json() {
 async fn healthz_and_metrics() {
     let st = memory_state();
     let h: HealthResponse = get(&st, "/healthz").await.ok();
-    assert_eq!(
-        h,
-        HealthResponse {
-            status: HealthStatus::Ok,
-            stores: [(Store::Memory, "ok".to_owned())].into(),
-        }
-    );
+    assert_eq!(h, health(HealthStatus::Ok, &[(Store::Memory, "ok")]));
     get(&st, "/nope").await.error(404, ErrorCode::NotFound);
     get(&st, "/v1/counts?from=1")
         .await
@@ -576,14 +557,13 @@ async fn degraded_and_unavailable_stores() {
     let h: HealthResponse = get(&st, "/healthz").await.json();
     assert_eq!(
         h,
-        HealthResponse {
-            status: HealthStatus::Degraded,
-            stores: [
-                (Store::Redis, "down: connection refused".to_owned()),
-                (Store::Clickhouse, "ok".to_owned())
+        health(
+            HealthStatus::Degraded,
+            &[
+                (Store::Redis, "down: connection refused"),
+                (Store::Clickhouse, "ok")
             ]
-            .into(),
-        }
+        )
     );
     assert_eq!(get(&st, "/healthz").await.status, 503);
 

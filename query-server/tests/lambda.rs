@@ -13,7 +13,7 @@ use eddy_core::config::{ClickHouseConfig, RedisConfig};
 use eddy_core::{EventType, Metrics};
 use eddy_query_server::{AppState, LambdaBackend, ServerQueryLimits, app};
 use eddy_storage::keys;
-use eddy_testkit::fixtures::{HOUR as H, MIN as M, campaign_point, point};
+use eddy_testkit::fixtures::{HOUR as H, MIN as M, campaign_point, health, point};
 use eddy_testkit::http::{self, Reply, as_read};
 use eddy_testkit::stores::{
     PrivateRedis, TestDatabase, TestRedis, ch_exec, fresh_clickhouse, fresh_redis, redis_conn,
@@ -273,14 +273,10 @@ async fn lambda_backend_against_real_stores() {
     let h: HealthResponse = get(&st, "/healthz").await.ok();
     assert_eq!(
         h,
-        HealthResponse {
-            status: HealthStatus::Ok,
-            stores: [
-                (Store::Redis, "ok".into()),
-                (Store::Clickhouse, "ok".into())
-            ]
-            .into(),
-        }
+        health(
+            HealthStatus::Ok,
+            &[(Store::Redis, "ok"), (Store::Clickhouse, "ok")]
+        )
     );
 
     // Redis down: ClickHouse alone, boundary from source_checkpoints.

@@ -13,7 +13,8 @@
 
 use crate::http::as_read;
 use eddy_core::api::{
-    BecauseJson, CampaignJson, RecommendationJson, RowSource, SeriesPoint, SimilarUserJson,
+    BecauseJson, CampaignJson, HealthResponse, HealthStatus, RecommendationJson, RowSource,
+    SeriesPoint, SimilarUserJson, Store,
 };
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, EventType, Neighbor, PaneEngagement,
@@ -249,5 +250,13 @@ pub fn rec_json(
             .iter()
             .map(|&(user_id, jaccard)| BecauseJson { user_id, jaccard })
             .collect(),
+    }
+}
+
+/// A `/healthz` answer: `status`, and per store `ok` or `down: <reason>`.
+pub fn health(status: HealthStatus, stores: &[(Store, &str)]) -> HealthResponse {
+    HealthResponse {
+        status,
+        stores: stores.iter().map(|&(s, h)| (s, h.to_owned())).collect(),
     }
 }

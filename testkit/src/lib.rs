@@ -47,3 +47,23 @@ pub fn services(services: &[&str]) {
     );
     started.push(wanted);
 }
+
+/// Runs `f` to completion on a tokio runtime of its own, on a thread of its own, so that it
+/// may be called from sync tests and from inside another runtime (an async test) alike.
+pub fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(f)
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}

@@ -17,9 +17,9 @@
 //! let _con = redis_conn(&redis);
 //! ```
 
+use crate::block_on;
 use crate::wait::wait_until;
 use eddy_core::config::{ClickHouseConfig, RedisConfig};
-use std::future::Future;
 use std::ops::Deref;
 use std::time::Duration;
 
@@ -49,26 +49,6 @@ pub fn clickhouse_url() -> String {
 /// `eddy_test_{name}_{pid}`: a store name of this test binary's own.
 pub fn unique(name: &str) -> String {
     format!("eddy_test_{name}_{}", std::process::id())
-}
-
-/// Runs `f` to completion on a runtime of its own, on a thread of its own (so it may be
-/// called inside another runtime).
-fn block_on<F>(f: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime")
-                .block_on(f)
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
 }
 
 // ---- per-test store guards ----
