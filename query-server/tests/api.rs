@@ -4,7 +4,7 @@
 use eddy_core::api::{
     AnswerMeta, CampaignJson, CampaignResponse, CountsResponse, ErrorCode, Granularity,
     HealthResponse, HealthStatus, LayerJson, LayersJson, QueryEcho, RecommendationsResponse,
-    SeriesPoint, SimilarUserJson, SimilarUsersResponse, TopCampaignsResponse,
+    SeriesPoint, SimilarUsersResponse, TopCampaignsResponse,
 };
 use eddy_core::{
     CampaignEngagement, Checkpoint, CountsBatch, EventType, MemoryStore, Metrics, Neighbor,
@@ -17,7 +17,7 @@ use eddy_query_server::{
 };
 use eddy_testkit::fixtures::{
     HOUR as H, MIN as M, cw, eng, health, nb, point, rec, rec_json, recs, similar as similar_users,
-    tw,
+    similar_json, tw,
 };
 use eddy_testkit::http::{self, Reply, as_read};
 use std::sync::{Arc, RwLock};
@@ -807,14 +807,7 @@ async fn top_campaigns_from_memory() {
 #[tokio::test]
 async fn similar_users_and_recommendations_from_memory() {
     let st = engagement_state();
-    let sim = |user_id: u64, shared: u32, union: u32| {
-        as_read(&SimilarUserJson {
-            user_id,
-            jaccard: shared as f64 / union as f64,
-            shared,
-            union,
-        })
-    };
+    let sim = similar_json;
     // Default k = similarity.k (3).
     assert_eq!(
         similar(&st, "/v1/users/7/similar").await,
