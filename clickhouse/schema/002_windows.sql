@@ -1,6 +1,9 @@
 -- Finalized minute (window) rows. A row may be written more than once (retries, replays):
 -- ReplacingMergeTree keeps the highest `version` per sorting key; read with FINAL or argMax.
--- No PARTITION BY: one INSERT of a sink batch is one part, hence atomic.
+-- Partitioned by day of window start (integer day number since the Unix epoch,
+-- intDiv(window_start_ms, 86400000)) so that retention drops whole days
+-- (eddy_storage::drop_expired_partitions) and time-range reads skip other days. The sink
+-- writes one INSERT per day, so each INSERT is still one part (docs/storage.md).
 
 CREATE TABLE IF NOT EXISTS {database}.type_windows
 (
@@ -13,6 +16,7 @@ CREATE TABLE IF NOT EXISTS {database}.type_windows
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(window_start_ms, 86400000)
 ORDER BY (event_type, window_start_ms);
 
 CREATE TABLE IF NOT EXISTS {database}.campaign_windows
@@ -24,4 +28,5 @@ CREATE TABLE IF NOT EXISTS {database}.campaign_windows
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(window_start_ms, 86400000)
 ORDER BY (campaign_id, event_type, window_start_ms);

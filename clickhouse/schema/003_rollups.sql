@@ -6,6 +6,8 @@
 -- element, and the read query keeps, per minute, only the values of the highest version
 -- (argMax), exactly like FINAL on the minute table. So hourly totals always equal the sum of
 -- the FINAL minute rows, however often minutes are replayed.
+-- Partitioned by day (intDiv(hour_start_ms, 86400000)), like the minute tables: an hour lies
+-- in one day, and retention drops the same days from both.
 -- (18.16 has no maxMap/minMap; groupUniqArray over tuples works on 18.16 and current releases.)
 --
 -- Read query (type rollups; campaign rollups are the same with campaign_id and count only):
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS {database}.type_windows_hourly
         Tuple(Int64, UInt64, UInt64, Int64, Nullable(Int64), Nullable(Int64)))
 )
 ENGINE = AggregatingMergeTree()
+PARTITION BY intDiv(hour_start_ms, 86400000)
 ORDER BY (event_type, hour_start_ms);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.type_windows_hourly_mv
@@ -57,6 +60,7 @@ CREATE TABLE IF NOT EXISTS {database}.campaign_windows_hourly
     minutes AggregateFunction(groupUniqArray, Tuple(Int64, UInt64, UInt64))
 )
 ENGINE = AggregatingMergeTree()
+PARTITION BY intDiv(hour_start_ms, 86400000)
 ORDER BY (campaign_id, event_type, hour_start_ms);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.campaign_windows_hourly_mv

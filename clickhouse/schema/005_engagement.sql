@@ -1,8 +1,9 @@
 -- Campaign engagement panes and user similarity / recommendation snapshots.
 -- Layout and semantics: docs/storage.md, "Engagement, similarity and recommendations".
 -- ReplacingMergeTree(version): a replayed row (same key, higher version) replaces the old one;
--- read with FINAL. No PARTITION BY: one INSERT of a sink batch is one part, hence atomic.
--- No TTL (ClickHouse 18.16): snapshots are kept as history.
+-- read with FINAL. Partitioned by day of event time (intDiv(..._ms, 86400000)); no TTL on
+-- ClickHouse 18.16, so retention drops whole day partitions (eddy_storage::drop_expired_partitions)
+-- and the sink writes one INSERT per day (each one part).
 
 -- Per-pane engagement of finalized tumbling windows. The sliding-window engagement as of a
 -- boundary B is the sum over panes with window_start_ms + window_ms <= B and
@@ -18,6 +19,7 @@ CREATE TABLE IF NOT EXISTS {database}.campaign_engagement
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(window_start_ms, 86400000)
 ORDER BY (campaign_id, window_start_ms);
 
 -- One snapshot per user per batch in which the user's similar users changed; the arrays are
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS {database}.user_similar
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(as_of_ms, 86400000)
 ORDER BY (user_id, as_of_ms);
 
 -- One snapshot per user per batch in which the user's recommendations changed: `items` is the
@@ -47,4 +50,5 @@ CREATE TABLE IF NOT EXISTS {database}.user_recommendations
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
+PARTITION BY intDiv(as_of_ms, 86400000)
 ORDER BY (user_id, as_of_ms);

@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(points_in(0, 1, 10), 1);
         assert!(CountsParams::validate(CountsQuery::new(0, 100), &limits).is_ok());
         assert!(CountsParams::validate(CountsQuery::new(-5, 95), &limits).is_ok());
-        let err = CountsParams::validate(CountsQuery::new(-5, 100), &limits).unwrap_err();
+        let err = CountsParams::validate(CountsQuery::new(-15, 100), &limits).unwrap_err();
         assert!(err.to_string().contains("server.max_points"), "{err}");
         // Hours count as points of hourly answers.
         let hourly = CountsQuery {

@@ -11,6 +11,8 @@ use eddy_storage::{
     LATEST_CHECKPOINT_QUERY, PaneEngagementRow, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow,
     USER_RECOMMENDATIONS, USER_SIMILAR, UserRecommendationsRow, UserSimilarRow,
 };
+use eddy_storage::{RetentionReport, day_of_ms};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -56,9 +58,11 @@ pub fn check_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
 /// snapshots of `similar` / `recommendations` (with `as_of_ms` = the batch watermark) into
 /// `user_similar` / `user_recommendations`: one INSERT per table per batch, every row tagged
 /// with a fresh, strictly increasing `version` (wall-clock microseconds). Open windows and the
-/// live engagement are the speed layer's only. Each INSERT is atomic; a batch whose later
-/// INSERT fails is retried whole, which is harmless (ReplacingMergeTree keeps one row per key,
-/// the hourly rollups count each minute once).
+/// live engagement are the speed layer's only. Rows are inserted one INSERT per table and day
+/// partition; each INSERT is atomic; a batch whose later INSERT fails is retried whole, which
+/// is harmless (ReplacingMergeTree keeps one row per key, the hourly rollups count each minute
+/// once, and readers read ClickHouse only up to the boundary, which moves after the batch is
+/// written whole).
 pub struct ClickHouseSink {
     client: Client,
     rt: Blocking,
@@ -86,20 +90,27 @@ impl ClickHouseSink {
     }
 }
 
-/// Inserts `rows` into `table` as one INSERT (one part, so atomic); nothing when empty.
+/// Inserts `rows` into `table`, one INSERT per day partition (`day_of(row)`: the table's
+/// partition key, `docs/storage.md` "Retention"), so each INSERT is one part, hence atomic, and
+/// no INSERT spans more partitions than ClickHouse accepts in one block; nothing when empty.
 async fn insert_all<R: RowOwned + RowWrite>(
     client: &Client,
     table: &str,
     rows: &[R],
+    day_of: impl Fn(&R) -> i64,
 ) -> Result<(), clickhouse::error::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client.insert::<R>(table).await?;
+    let mut by_day: BTreeMap<i64, Vec<&R>> = BTreeMap::new();
     for row in rows {
-        insert.write(row).await?;
+        by_day.entry(day_of(row)).or_default().push(row);
     }
-    insert.end().await
+    for rows in by_day.values() {
+        let mut insert = client.insert::<R>(table).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
+    Ok(())
 }
 
 impl EpochSink<CountsBatch> for ClickHouseSink {
@@ -155,9 +166,18 @@ impl EpochSink<CountsBatch> for ClickHouseSink {
             .collect();
         let client = &self.client;
         self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
-            insert_all(client, TYPE_WINDOWS, &types).await?;
-            insert_all(client, CAMPAIGN_WINDOWS, &campaigns).await?;
-            insert_all(client, CAMPAIGN_ENGAGEMENT, &panes).await?;
+            insert_all(client, TYPE_WINDOWS, &types, |r| {
+                day_of_ms(r.window_start_ms)
+            })
+            .await?;
+            insert_all(client, CAMPAIGN_WINDOWS, &campaigns, |r| {
+                day_of_ms(r.window_start_ms)
+            })
+            .await?;
+            insert_all(client, CAMPAIGN_ENGAGEMENT, &panes, |r| {
+                day_of_ms(r.window_start_ms)
+            })
+            .await?;
             Ok(())
         })?;
         tracing::debug!(
@@ -213,8 +233,11 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
             .collect::<Result<Vec<_>, SinkError>>()?;
         let client = &self.client;
         self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
-            insert_all(client, USER_SIMILAR, &similar).await?;
-            insert_all(client, USER_RECOMMENDATIONS, &recommendations).await?;
+            insert_all(client, USER_SIMILAR, &similar, |r| day_of_ms(r.as_of_ms)).await?;
+            insert_all(client, USER_RECOMMENDATIONS, &recommendations, |r| {
+                day_of_ms(r.as_of_ms)
+            })
+            .await?;
             Ok(())
         })?;
         tracing::debug!(
@@ -228,11 +251,69 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
     }
 }
 
-/// Source checkpoints in ClickHouse table `source_checkpoints`.
+/// Wall-clock ms now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Applies retention once (blocking): drops the day partitions older than
+/// `cfg.retention_days` before `min(watermark_ms, wall clock)`
+/// ([`eddy_storage::drop_expired_partitions`]) and prunes old checkpoints
+/// ([`eddy_storage::prune_checkpoints`]). [`ClickHouseCheckpoints::save`] runs it whenever
+/// the day of the saved watermark (or of the wall clock) changes; call it directly at start
+/// (e.g. after `eddy schema apply`) with the latest checkpoint's watermark.
+pub fn apply_retention(
+    cfg: &ClickHouseConfig,
+    watermark_ms: i64,
+) -> Result<RetentionReport, SinkError> {
+    let report = Blocking::new()?.run("retention", REQUEST_TIMEOUT, async {
+        Ok(retention(cfg, watermark_ms).await?)
+    })?;
+    log_retention(cfg, &report);
+    Ok(report)
+}
+
+async fn retention(
+    cfg: &ClickHouseConfig,
+    watermark_ms: i64,
+) -> Result<RetentionReport, eddy_storage::StorageError> {
+    let mut report = eddy_storage::drop_expired_partitions(cfg, watermark_ms, now_ms()).await?;
+    for day in eddy_storage::prune_checkpoints(cfg).await? {
+        report.dropped.push(eddy_storage::DroppedPartition {
+            table: SOURCE_CHECKPOINTS.to_owned(),
+            day,
+        });
+    }
+    Ok(report)
+}
+
+fn log_retention(cfg: &ClickHouseConfig, report: &RetentionReport) {
+    for d in &report.dropped {
+        tracing::info!(database = %cfg.database, table = %d.table, day = d.day, "retention: dropped partition");
+    }
+    if !report.unpartitioned.is_empty() {
+        tracing::warn!(
+            database = %cfg.database,
+            tables = %report.unpartitioned.join(", "),
+            "retention: tables created before day partitioning grow forever (docs/storage.md, Retention)"
+        );
+    }
+}
+
+/// Source checkpoints in ClickHouse table `source_checkpoints`. Saving a checkpoint also
+/// applies retention ([`apply_retention`]) when the day of its watermark or of the wall clock
+/// changed since the last time it did (at most a few times a day; a failure is logged and
+/// retried at the next save, never failing the save).
 pub struct ClickHouseCheckpoints {
     client: Client,
     rt: Blocking,
     last_version: u64,
+    cfg: ClickHouseConfig,
+    /// (watermark day, wall-clock day) of the last successful retention run.
+    retention_days_seen: Option<(i64, i64)>,
 }
 
 impl ClickHouseCheckpoints {
@@ -242,6 +323,8 @@ impl ClickHouseCheckpoints {
             client: db_client(cfg)?,
             rt: Blocking::new()?,
             last_version: 0,
+            cfg: cfg.clone(),
+            retention_days_seen: None,
         };
         store.rt.run("clickhouse ping", REQUEST_TIMEOUT, async {
             Ok(store.client.query("SELECT 1").fetch_one::<u8>().await?)
@@ -317,6 +400,21 @@ impl CheckpointStore for ClickHouseCheckpoints {
             Ok(())
         })?;
         tracing::info!(topic = %cp.topic, epoch = cp.epoch, watermark_ms = cp.watermark_ms, version, "checkpoint saved");
+        let days = (day_of_ms(cp.watermark_ms), day_of_ms(now_ms()));
+        if self.retention_days_seen != Some(days) {
+            let cfg = &self.cfg;
+            match self.rt.run("retention", REQUEST_TIMEOUT, async {
+                Ok(retention(cfg, cp.watermark_ms).await?)
+            }) {
+                Ok(report) => {
+                    log_retention(cfg, &report);
+                    self.retention_days_seen = Some(days);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention failed; retried at the next checkpoint")
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -21,7 +21,9 @@ mod runtime;
 mod worker;
 
 pub use batch::{Batch, merge_batches};
-pub use clickhouse_sink::{ClickHouseCheckpoints, ClickHouseSink, apply_schema, check_schema};
+pub use clickhouse_sink::{
+    ClickHouseCheckpoints, ClickHouseSink, apply_retention, apply_schema, check_schema,
+};
 pub use error::SinkError;
 pub use memory::{MemoryCheckpoints, MemoryDeadLetters, MemorySink};
 pub use redis_sink::RedisSink;

@@ -7,6 +7,8 @@
 //! * [`queries`]: the SQL run against ClickHouse, hourly rollups included.
 //! * [`schema`]: `clickhouse/schema/*.sql`, embedded, with [`apply_schema`] and
 //!   [`check_schema`].
+//! * [`retention`]: day partitions dropped after `clickhouse.retention_days`
+//!   ([`drop_expired_partitions`]) and old checkpoints pruned ([`prune_checkpoints`]).
 //! * [`clickhouse_client`], [`redis_client`], [`redis_connection`], [`redis_manager`]: one
 //!   constructor per store, so every client talks to the stores the same way.
 
@@ -14,6 +16,7 @@ mod clients;
 mod error;
 pub mod keys;
 pub mod queries;
+pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod values;
@@ -24,6 +27,10 @@ pub use clients::{
 };
 pub use error::StorageError;
 pub use queries::*;
+pub use retention::{
+    DAY_MICROS, DAY_MS, DAY_PARTITIONED_TABLES, DroppedPartition, RetentionReport, day_of_ms,
+    drop_expired_partitions, prune_checkpoints, retention_cutoff_day,
+};
 pub use rows::*;
 pub use schema::{
     EMBEDDED_SCHEMA, REQUIRED_TABLES, SchemaFile, apply_schema, check_schema, embedded_schema,

@@ -2,11 +2,19 @@
 //! client-side with `?`, table names unqualified (run with the database set on the client,
 //! [`clickhouse_client`](crate::clickhouse_client)). `?fields` is expanded by the client to the
 //! columns of the row type read.
+//!
+//! No query of a request path scans a whole table: each filters on a prefix of its table's
+//! `ORDER BY` key (the id, or the event type) and, for time ranges, on the column of the day
+//! partition key, so ClickHouse reads only the granules and days asked for (checked by
+//! `storage/tests/queries.rs` with `force_primary_key` and `force_index_by_date`). The one
+//! exception, [`LATEST_WATERMARK_QUERY`], reads `source_checkpoints`, which retention keeps to
+//! about two days of checkpoints.
 
 /// Finalized type windows with `from_ms <= window_start_ms < to_ms`, all event types.
 /// Binds: `from_ms`, `to_ms`. Rows: [`TypeWindowRow`](crate::TypeWindowRow).
 pub const TYPE_WINDOWS_QUERY: &str = "SELECT ?fields FROM type_windows FINAL \
-WHERE window_start_ms >= ? AND window_start_ms < ?";
+WHERE event_type IN ('view', 'click', 'conversion') \
+AND window_start_ms >= ? AND window_start_ms < ?";
 
 /// As [`TYPE_WINDOWS_QUERY`] for one event type. Binds: `from_ms`, `to_ms`, `event_type`.
 pub const TYPE_WINDOWS_OF_TYPE_QUERY: &str = "SELECT ?fields FROM type_windows FINAL \
@@ -38,7 +46,8 @@ argMax(tupleElement(m, 5), tupleElement(m, 2)) AS mn, \
 argMax(tupleElement(m, 6), tupleElement(m, 2)) AS mx \
 FROM (\
 SELECT hour_start_ms, event_type, arrayJoin(groupUniqArrayMerge(minutes)) AS m \
-FROM type_windows_hourly WHERE hour_start_ms >= ? AND hour_start_ms < ? \
+FROM type_windows_hourly WHERE event_type IN ('view', 'click', 'conversion') \
+AND hour_start_ms >= ? AND hour_start_ms < ? \
 GROUP BY hour_start_ms, event_type) \
 GROUP BY hour_start_ms, event_type, ws) \
 GROUP BY hour_start_ms, event_type \

@@ -7,6 +7,10 @@
 //! span's edges, so a dashboard polling "the last N minutes" reads ClickHouse only for the
 //! windows that became final since its last poll. The same holds for whole hours read from the
 //! hourly rollups ([`HourRow`]), cached apart.
+//!
+//! Bounded per series, least recently used first: past `max_series` series or `max_rows` rows
+//! in all, the series read or written longest ago is dropped (only that one), so a dashboard's
+//! hot series stay cached however many other series (campaigns) are asked for once.
 
 use super::WindowRow;
 use eddy_core::EventType;
@@ -15,10 +19,12 @@ use std::collections::{BTreeMap, HashMap};
 /// Series key: campaign (or per-type windows) and event-type filter.
 pub type SeriesKey = (Option<u64>, Option<EventType>);
 
-/// Most series kept; past this the cache starts over.
-const MAX_SERIES: usize = 4_096;
+/// Default most series kept; past this the least recently used series is dropped.
+pub const DEFAULT_MAX_SERIES: usize = 16_384;
+/// Default most rows kept in all; past this least recently used series are dropped.
+pub const DEFAULT_MAX_ROWS: usize = 500_000;
 /// Most rows kept per series; past this the series starts over.
-const MAX_ROWS: usize = 100_000;
+const MAX_SERIES_ROWS: usize = 100_000;
 
 /// A row the cache can hold: keyed by its start and event type.
 pub trait CachedRow: Copy {
@@ -53,6 +59,8 @@ struct Span<R> {
     from: i64,
     to: i64,
     rows: BTreeMap<(i64, EventType), R>,
+    /// When the series was last read or written (a tick of the cache).
+    used: u64,
 }
 
 impl<R> Default for Span<R> {
@@ -61,6 +69,7 @@ impl<R> Default for Span<R> {
             from: 0,
             to: 0,
             rows: BTreeMap::new(),
+            used: 0,
         }
     }
 }
@@ -69,12 +78,60 @@ impl<R> Default for Span<R> {
 #[derive(Debug)]
 pub struct BatchCache<R = WindowRow> {
     series: HashMap<SeriesKey, Span<R>>,
+    /// Series by last use, oldest first.
+    lru: BTreeMap<u64, SeriesKey>,
+    tick: u64,
+    /// Rows held in all series.
+    rows: usize,
+    max_series: usize,
+    max_rows: usize,
 }
 
 impl<R> Default for BatchCache<R> {
     fn default() -> Self {
+        Self::with_limits(DEFAULT_MAX_SERIES, DEFAULT_MAX_ROWS)
+    }
+}
+
+impl<R> BatchCache<R> {
+    /// A cache of at most `max_series` series and `max_rows` rows in all (each at least 1).
+    pub fn with_limits(max_series: usize, max_rows: usize) -> Self {
         Self {
             series: HashMap::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+            rows: 0,
+            max_series: max_series.max(1),
+            max_rows: max_rows.max(1),
+        }
+    }
+
+    /// Series held.
+    #[cfg(test)]
+    pub fn series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Marks `key` (present) as just used.
+    fn touch(&mut self, key: SeriesKey) {
+        if let Some(span) = self.series.get_mut(&key) {
+            self.lru.remove(&span.used);
+            self.tick += 1;
+            span.used = self.tick;
+            self.lru.insert(self.tick, key);
+        }
+    }
+
+    /// Drops least recently used series other than `keep` until within the limits.
+    fn evict(&mut self, keep: SeriesKey) {
+        while self.series.len() > self.max_series || self.rows > self.max_rows {
+            let Some(victim) = self.lru.values().copied().find(|k| *k != keep) else {
+                break;
+            };
+            if let Some(span) = self.series.remove(&victim) {
+                self.lru.remove(&span.used);
+                self.rows -= span.rows.len();
+            }
         }
     }
 }
@@ -103,17 +160,13 @@ impl<R: CachedRow> BatchCache<R> {
 
     /// Records that `rows` are all the finalized windows of `key` in `[from, to)`.
     pub fn insert(&mut self, key: SeriesKey, from: i64, to: i64, rows: Vec<R>) {
-        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
-            self.series.clear();
-        }
         let span = self.series.entry(key).or_default();
+        let before = span.rows.len();
         let touches = !span.rows.is_empty() || span.from < span.to;
-        if !touches || to < span.from || from > span.to || span.rows.len() >= MAX_ROWS {
-            *span = Span {
-                from,
-                to,
-                rows: BTreeMap::new(),
-            };
+        if !touches || to < span.from || from > span.to || span.rows.len() >= MAX_SERIES_ROWS {
+            span.from = from;
+            span.to = to;
+            span.rows.clear();
         } else {
             span.from = span.from.min(from);
             span.to = span.to.max(to);
@@ -121,22 +174,26 @@ impl<R: CachedRow> BatchCache<R> {
         for r in rows {
             span.rows.insert(r.key(), r);
         }
+        self.rows = self.rows - before + span.rows.len();
+        self.touch(key);
+        self.evict(key);
     }
 
     /// The cached rows of `key` in `[from, to)`, if the cache holds that whole range.
-    pub fn rows(&self, key: SeriesKey, from: i64, to: i64) -> Option<Vec<R>> {
+    pub fn rows(&mut self, key: SeriesKey, from: i64, to: i64) -> Option<Vec<R>> {
         let span = self.series.get(&key)?;
         if from < span.from || to > span.to {
             return None;
         }
         let lo = (from, EventType::View);
-        Some(
-            span.rows
-                .range(lo..)
-                .take_while(|((start, _), _)| *start < to)
-                .map(|(_, r)| *r)
-                .collect(),
-        )
+        let rows = span
+            .rows
+            .range(lo..)
+            .take_while(|((start, _), _)| *start < to)
+            .map(|(_, r)| *r)
+            .collect();
+        self.touch(key);
+        Some(rows)
     }
 }
 
@@ -179,5 +236,33 @@ mod tests {
         assert_eq!(c.rows(K, 500, 600).unwrap(), vec![row(540)]);
         // Other series are independent.
         assert_eq!(c.gaps((Some(1), None), 500, 600), vec![(500, 600)]);
+    }
+
+    #[test]
+    fn many_series_evict_the_least_recently_used_one_only() {
+        let mut c: BatchCache = BatchCache::with_limits(3, 1_000);
+        let key = |campaign| (Some(campaign), None);
+        c.insert(K, 0, 100, vec![row(0)]);
+        for campaign in 0..50 {
+            c.insert(key(campaign), 0, 100, vec![row(0), row(60)]);
+            // The hot series is read between the others: it stays.
+            assert_eq!(c.rows(K, 0, 100).unwrap(), vec![row(0)], "after {campaign}");
+            assert!(c.series() <= 3);
+        }
+        // The two most recent others are still there, older ones were dropped one by one.
+        assert!(c.rows(key(49), 0, 100).is_some());
+        assert!(c.rows(key(48), 0, 100).is_some());
+        assert!(c.rows(key(47), 0, 100).is_none());
+        // The row budget evicts too.
+        let mut c: BatchCache = BatchCache::with_limits(100, 4);
+        c.insert(K, 0, 100, vec![row(0), row(60)]);
+        c.insert(key(1), 0, 100, vec![row(0), row(60)]);
+        assert!(c.rows(K, 0, 100).is_some());
+        c.insert(key(2), 0, 100, vec![row(0)]);
+        assert!(
+            c.rows(key(1), 0, 100).is_none(),
+            "least recently used dropped"
+        );
+        assert_eq!(c.rows, 3);
     }
 }

@@ -5,6 +5,7 @@ mod engagement;
 mod hourly;
 
 use super::batch_cache::{BatchCache, HourRow};
+use super::negative_cache::NegativeCache;
 use super::{
     Amounts, Backend, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LayerStatus,
     RowSource, Sourced, Store, StoreHealth, WindowQuery, WindowRow,
@@ -21,6 +22,7 @@ use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Default bound on each store round (connect + query).
@@ -58,6 +60,10 @@ pub struct LambdaBackend {
     batch_cache: std::sync::Mutex<BatchCache>,
     /// Whole finalized hours already read from the hourly rollups (they never change either).
     hours_cache: std::sync::Mutex<BatchCache<HourRow>>,
+    /// Campaigns and users ClickHouse did not know at the current boundary.
+    negative: std::sync::Mutex<NegativeCache>,
+    /// ClickHouse queries sent ([`LambdaBackend::clickhouse_queries`]).
+    ch_queries: AtomicU64,
 }
 
 impl std::fmt::Debug for LambdaBackend {
@@ -110,7 +116,43 @@ impl LambdaBackend {
             timeout: DEFAULT_TIMEOUT,
             batch_cache: std::sync::Mutex::default(),
             hours_cache: std::sync::Mutex::default(),
+            negative: std::sync::Mutex::default(),
+            ch_queries: AtomicU64::new(0),
         })
+    }
+
+    /// Sets the negative cache's bounds (default 100 000 entries, 30 s): campaigns and users
+    /// that neither store knows are remembered for at most `ttl`, and until the batch/speed
+    /// boundary moves, so repeating such a lookup costs no ClickHouse query. Call before the
+    /// first query.
+    pub fn with_negative_cache(mut self, max_entries: usize, ttl: Duration) -> Self {
+        self.negative = std::sync::Mutex::new(NegativeCache::new(max_entries, ttl));
+        self
+    }
+
+    /// Sets the finalized-window caches' bounds (default 16 384 series and 500 000 rows
+    /// each, for minutes and for hours): past them the least recently used series is dropped.
+    /// Call before the first query.
+    pub fn with_batch_cache(mut self, max_series: usize, max_rows: usize) -> Self {
+        self.batch_cache = std::sync::Mutex::new(BatchCache::with_limits(max_series, max_rows));
+        self.hours_cache = std::sync::Mutex::new(BatchCache::with_limits(max_series, max_rows));
+        self
+    }
+
+    /// ClickHouse queries sent so far (every read, the health check included): for tests and
+    /// diagnostics of how much load reads put on the batch layer.
+    pub fn clickhouse_queries(&self) -> u64 {
+        self.ch_queries.load(Ordering::Relaxed)
+    }
+
+    /// A ClickHouse query, counted.
+    fn ch_query(&self, sql: &str) -> clickhouse::query::Query {
+        self.ch_queries.fetch_add(1, Ordering::Relaxed);
+        self.ch.query(sql)
+    }
+
+    fn negative(&self) -> std::sync::MutexGuard<'_, NegativeCache> {
+        self.negative.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the bound on each store round (default 2 s). Call before the first query.
@@ -233,8 +275,8 @@ impl LambdaBackend {
         match q.campaign_id {
             None => {
                 let query = match t {
-                    None => self.ch.query(TYPE_WINDOWS_QUERY),
-                    Some(_) => self.ch.query(TYPE_WINDOWS_OF_TYPE_QUERY),
+                    None => self.ch_query(TYPE_WINDOWS_QUERY),
+                    Some(_) => self.ch_query(TYPE_WINDOWS_OF_TYPE_QUERY),
                 };
                 let query = query.bind(q.from_ms).bind(to_ms);
                 let rows: Vec<TypeWindowRow> = match t {
@@ -262,8 +304,8 @@ impl LambdaBackend {
             }
             Some(c) => {
                 let query = match t {
-                    None => self.ch.query(CAMPAIGN_WINDOWS_QUERY),
-                    Some(_) => self.ch.query(CAMPAIGN_WINDOWS_OF_TYPE_QUERY),
+                    None => self.ch_query(CAMPAIGN_WINDOWS_QUERY),
+                    Some(_) => self.ch_query(CAMPAIGN_WINDOWS_OF_TYPE_QUERY),
                 };
                 let query = query.bind(c).bind(q.from_ms).bind(to_ms);
                 let rows: Vec<CampaignWindowRow> = match t {
@@ -317,7 +359,7 @@ impl LambdaBackend {
 
     /// Watermark of the latest checkpoint recorded in ClickHouse, if any.
     async fn ch_boundary(&self) -> clickhouse::error::Result<Option<i64>> {
-        let b: LatestWatermarkRow = self.ch.query(LATEST_WATERMARK_QUERY).fetch_one().await?;
+        let b: LatestWatermarkRow = self.ch_query(LATEST_WATERMARK_QUERY).fetch_one().await?;
         Ok((b.checkpoints > 0).then_some(b.watermark_ms))
     }
 
@@ -419,7 +461,7 @@ impl LambdaBackend {
             let mut conn = self.redis_conn().await?;
             redis::cmd("PING").query_async::<String>(&mut conn).await
         };
-        let ch = self.ch.query("SELECT 1").fetch_one::<u8>();
+        let ch = self.ch_query("SELECT 1").fetch_one::<u8>();
         let (r, c) = tokio::join!(self.timed("redis", redis), self.timed("clickhouse", ch));
         vec![
             StoreHealth {

@@ -3,6 +3,7 @@
 pub mod batch_cache;
 mod lambda;
 mod memory;
+mod negative_cache;
 
 pub use lambda::LambdaBackend;
 pub use memory::MemoryBackend;

@@ -5,6 +5,7 @@
 //! snapshot). Keys, values, rows and queries are the storage contract's ([`eddy_storage`]).
 
 use super::{LambdaBackend, Meta, parse_i64};
+use crate::backend::negative_cache::Missing;
 use crate::backend::{BackendError, EngagementQuery, Sourced, Store};
 use eddy_core::{CampaignEngagement, Neighbor, Recommendation, Score};
 use eddy_storage::keys::{self, campaign as cf};
@@ -13,6 +14,7 @@ use eddy_storage::{
     LATEST_SIMILAR_QUERY, RecsValue, SimilarValue, UserRecommendationsRow, UserSimilarRow,
 };
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// A value found in Redis: the value and the watermark it reflects.
 type Hit<T> = Option<(T, i64)>;
@@ -183,8 +185,8 @@ impl LambdaBackend {
         let last_start = b.saturating_sub(q.window_ms);
         let after_start = b.saturating_sub(q.sliding_ms);
         let query = match campaign_id {
-            Some(c) => self.ch.query(CAMPAIGN_ENGAGEMENT_QUERY).bind(c),
-            None => self.ch.query(ENGAGEMENT_QUERY),
+            Some(c) => self.ch_query(CAMPAIGN_ENGAGEMENT_QUERY).bind(c),
+            None => self.ch_query(ENGAGEMENT_QUERY),
         };
         let rows: Vec<EngagementSumRow> =
             query.bind(last_start).bind(after_start).fetch_all().await?;
@@ -205,8 +207,7 @@ impl LambdaBackend {
 
     async fn ch_similar(&self, user_id: u64) -> Result<Hit<Vec<Neighbor>>, String> {
         let row: Option<UserSimilarRow> = self
-            .ch
-            .query(LATEST_SIMILAR_QUERY)
+            .ch_query(LATEST_SIMILAR_QUERY)
             .bind(user_id)
             .fetch_optional()
             .await
@@ -233,8 +234,7 @@ impl LambdaBackend {
 
     async fn ch_recommendations(&self, user_id: u64) -> Result<Hit<Vec<Recommendation>>, String> {
         let row: Option<UserRecommendationsRow> = self
-            .ch
-            .query(LATEST_RECOMMENDATIONS_QUERY)
+            .ch_query(LATEST_RECOMMENDATIONS_QUERY)
             .bind(user_id)
             .fetch_optional()
             .await
@@ -301,13 +301,21 @@ impl LambdaBackend {
                 let Some(b) = self.fallback_boundary(meta.as_ref(), &redis_err).await? else {
                     return Ok(None);
                 };
+                let key = Missing::Campaign(id);
+                if self.negative().is_missing(key, Some(b), Instant::now()) {
+                    return Ok(None);
+                }
                 let list = self
                     .timed("clickhouse", self.ch_engagement(q, b, Some(id)))
                     .await
                     .map_err(|e| {
                         BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
                     })?;
-                Ok(list.into_iter().next().map(|e| (e, b)))
+                let found = list.into_iter().next();
+                if found.is_none() {
+                    self.negative().insert(key, Some(b), Instant::now());
+                }
+                Ok(found.map(|e| (e, b)))
             },
         )
         .await
@@ -345,6 +353,7 @@ impl LambdaBackend {
         let key = keys::user_similar(&self.prefix, user_id);
         self.user_answer(
             "similar users",
+            Missing::Similar(user_id),
             key,
             |j: SimilarValue| (j.neighbors.into_owned(), j.as_of),
             self.ch_similar(user_id),
@@ -359,6 +368,7 @@ impl LambdaBackend {
         let key = keys::user_recs(&self.prefix, user_id);
         self.user_answer(
             "recommendations",
+            Missing::Recommendations(user_id),
             key,
             |j: RecsValue| (j.items.into_owned(), j.as_of),
             self.ch_recommendations(user_id),
@@ -367,10 +377,13 @@ impl LambdaBackend {
     }
 
     /// Cache-aside for a per-user list: the JSON at `key` in Redis (an empty list is a miss),
-    /// else the latest ClickHouse snapshot from `clickhouse`.
+    /// else the latest ClickHouse snapshot from `clickhouse`, unless the negative cache knows
+    /// `missing` is missing at the boundary Redis gave (none with Redis down: then the TTL
+    /// alone bounds the entry).
     async fn user_answer<T, J>(
         &self,
         what: &str,
+        missing: Missing,
         key: String,
         from_json: impl FnOnce(J) -> (Vec<T>, i64),
         clickhouse: impl std::future::Future<Output = Result<Hit<Vec<T>>, String>>,
@@ -384,9 +397,20 @@ impl LambdaBackend {
             Ok((hit, meta))
         };
         self.cache_aside(what, redis, |meta, redis_err| async move {
+            let boundary = meta.as_ref().and_then(|m| m.boundary);
+            if self
+                .negative()
+                .is_missing(missing, boundary, Instant::now())
+            {
+                return Ok(None);
+            }
             let found = self.timed("clickhouse", clickhouse).await.map_err(|e| {
                 BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
             })?;
+            if found.is_none() {
+                self.negative().insert(missing, boundary, Instant::now());
+                return Ok(None);
+            }
             // The latest snapshot still holds at the boundary (a later change would have
             // written a newer one before the checkpoint).
             let b = self

@@ -131,8 +131,7 @@ impl LambdaBackend {
         Ok(match q.campaign_id {
             None => {
                 let rows: Vec<TypeHourlyRow> = self
-                    .ch
-                    .query(TYPE_HOURLY_QUERY)
+                    .ch_query(TYPE_HOURLY_QUERY)
                     .bind(from)
                     .bind(to)
                     .fetch_all()
@@ -151,8 +150,7 @@ impl LambdaBackend {
             }
             Some(c) => {
                 let rows: Vec<CampaignHourlyRow> = self
-                    .ch
-                    .query(CAMPAIGN_HOURLY_QUERY)
+                    .ch_query(CAMPAIGN_HOURLY_QUERY)
                     .bind(c)
                     .bind(from)
                     .bind(to)
