@@ -418,3 +418,68 @@ impl CheckpointStore for ClickHouseCheckpoints {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickhouse::Row;
+    use eddy_storage::{DAY_MICROS, DAY_MS};
+    use eddy_testkit::stores::{ch_exec, ch_fetch, fresh_clickhouse};
+    use serde::Deserialize;
+
+    #[derive(Debug, Row, Deserialize)]
+    struct Count {
+        n: u64,
+    }
+
+    fn count(db: &ClickHouseConfig, sql: &str) -> u64 {
+        ch_fetch::<Count>(db, sql, |q| q)[0].n
+    }
+
+    /// Saving checkpoints applies retention: old event-time days leave the tables, old
+    /// checkpoints leave `source_checkpoints`, and the latest checkpoint loads back.
+    #[test]
+    fn saving_a_checkpoint_applies_retention() {
+        let db = fresh_clickhouse("sink_retention");
+        let name = &db.database;
+        // Event time: day D and day D - 40; the watermark is on day D.
+        let d: i64 = 19_675;
+        for day in [d - 40, d] {
+            ch_exec(
+                &db,
+                &format!(
+                    "INSERT INTO {name}.type_windows VALUES ({}, 'view', 1, 0, NULL, NULL, 1)",
+                    day * DAY_MS
+                ),
+            );
+        }
+        // A checkpoint saved five wall-clock days ago.
+        let today = now_ms() / DAY_MS;
+        ch_exec(
+            &db,
+            &format!(
+                "INSERT INTO {name}.source_checkpoints VALUES ('events', 0, 1, 1, 0, 1, {})",
+                (today - 5) as u64 * DAY_MICROS
+            ),
+        );
+        let mut store = ClickHouseCheckpoints::connect(&db).unwrap();
+        let cp = Checkpoint {
+            topic: "events".into(),
+            epoch: 9,
+            watermark_ms: d * DAY_MS + 5,
+            partitions: vec![PartitionCheckpoint {
+                partition: 0,
+                resume_offset: 10,
+                high_offset: 12,
+            }],
+        };
+        store.save(&cp).unwrap();
+        assert_eq!(count(&db, "SELECT count() AS n FROM type_windows"), 1);
+        assert_eq!(
+            count(&db, "SELECT min(window_start_ms) AS n FROM type_windows"),
+            (d * DAY_MS) as u64
+        );
+        assert_eq!(count(&db, "SELECT count() AS n FROM source_checkpoints"), 1);
+        assert_eq!(store.load("events").unwrap(), Some(cp));
+    }
+}
