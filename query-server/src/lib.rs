@@ -26,7 +26,9 @@
 //! | `campaign_id` | no | u64; present: per-campaign counts, absent: per-type stats |
 //! | `granularity` | no | `minute` (default) or `hour` |
 //!
-//! `from < to` and `to - from <= max_range_ms` ([`ServerQueryLimits`]) must hold. `minute` means
+//! `from < to` and `to - from <= max_range_ms` ([`ServerQueryLimits`]) must hold, and the
+//! answer may hold at most `max_points` points per series (window starts, or hour starts with
+//! `hour`, in `[from, to)`; `server.max_points`): else a 400 naming the limit. `minute` means
 //! the pipeline's native window (`window_ms`, 60 s by default). `hour` sums the native windows
 //! whose start falls in each hour (`count`, `sum_amount`; `min` of `min_amount`, `max` of
 //! `max_amount`); an hour cut by `from`/`to` only holds the windows inside the range.
@@ -136,6 +138,15 @@
 //! field `to` ``, ``campaign id must be an unsigned integer, got "abc"``). Codes:
 //! `bad_request` (400), `not_found` (404, unknown route, campaign or user),
 //! `method_not_allowed` (405), `unavailable` (503, no store answered), `internal` (500).
+//!
+//! ## Overload
+//!
+//! Load is shed, never queued: with `max_concurrent_requests` requests in progress
+//! (`server.max_concurrent_requests`), another is answered at once with a 503 `unavailable`
+//! (and `Retry-After: 1`); a request running longer than `request_timeout`
+//! (`server.request_timeout_ms`) is abandoned and answered the same way. [`serve`] closes a
+//! connection whose request headers do not arrive within `header_read_timeout`
+//! (`server.header_read_timeout_ms`).
 
 mod backend;
 mod engagement;
