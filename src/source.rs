@@ -11,7 +11,8 @@
 //!      the restart; every record late before the restart is in such a window, as the
 //!      watermark only grows), except that a valid event of a final window still inside the
 //!      retention (the sliding window) goes to `history`: it rebuilds sliding state only;
-//!    - malformed → dead letter with its reason;
+//!    - malformed, or dated after the wall clock + `max_future_ms` → dead letter with its
+//!      reason (`bad_ts` for the future);
 //!    - in a window closed under `W(e)` → dead letter `late`;
 //!    - otherwise an on-time event at time `e`.
 //! 3. Report the progress of every partition that changed, then advance to `e + 1`.
@@ -22,9 +23,11 @@
 use crate::reader::{PartitionReader, Record};
 use differential_dataflow::{AsCollection, VecCollection};
 pub use eddy_core::DeadLetter;
+use eddy_core::event::check_not_future;
 use eddy_core::{Checkpoint, Event, Metrics, WindowSpec, parse_event};
 use eddy_operators::{Epoch, PartitionProgress, WatermarkHandle};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -49,6 +52,42 @@ pub struct SourceSettings {
     pub idle_timeout: Duration,
     /// Checkpoint restored at start-up, if any.
     pub restore: Option<Checkpoint>,
+    /// Latest accepted event time after the wall clock, ms (`pipeline.max_future_ms`): a later
+    /// event is a dead letter `bad_ts`, so it moves neither the watermark nor the resume offset.
+    pub max_future_ms: i64,
+    /// The wall clock that bound is measured from.
+    pub clock: WallClock,
+}
+
+/// The wall clock, epoch ms: the system's, or any function (tests).
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl WallClock {
+    /// The system clock ([`eddy_core::now_ms`]).
+    pub fn system() -> Self {
+        Self(Arc::new(eddy_core::now_ms))
+    }
+    /// A clock reading `f()`.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+    /// Now, epoch ms.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WallClock({})", self.now_ms())
+    }
 }
 
 /// The source's output streams.
@@ -149,13 +188,18 @@ pub fn source<'scope, R: PartitionReader>(
                 let mut history =
                     history.session(history_cap.as_ref().expect("held with events_cap"));
                 let budget = settings.max_records_per_epoch - read_this_epoch;
+                let now_ms = settings.clock.now_ms();
+                let max_future_ms = settings.max_future_ms;
                 let result = reader.poll(budget, &mut |rec: Record<'_>| {
                     let st = parts.entry(rec.partition).or_default();
                     st.next_offset = rec.offset + 1;
                     st.changed = true;
                     st.last_record = Some(now);
                     let replayed = restore_high.get(&rec.partition).is_some_and(|&h| rec.offset < h);
-                    match parse_event(rec.payload) {
+                    let parsed = parse_event(rec.payload).and_then(|ev| {
+                        check_not_future(ev.ts_ms, now_ms, max_future_ms).map(|()| ev)
+                    });
+                    match parsed {
                         // Dead-lettered before the restart.
                         Err(_) if replayed => {
                             metrics.replay_skipped.inc();
@@ -266,5 +310,172 @@ pub fn source<'scope, R: PartitionReader>(
         history: history.as_collection(),
         progress,
         dead_letters,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_operators::{TrackWatermark, WatermarkPolicy};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::Inspect;
+
+    /// One partition whose records the test appends while the dataflow runs.
+    struct VecReader {
+        records: Rc<RefCell<Vec<Vec<u8>>>>,
+        next: usize,
+    }
+
+    impl PartitionReader for VecReader {
+        type Error = std::convert::Infallible;
+        fn partitions(&self) -> Vec<i32> {
+            vec![0]
+        }
+        fn start_offset(&self, _: i32) -> i64 {
+            0
+        }
+        fn poll(
+            &mut self,
+            max: usize,
+            f: &mut dyn FnMut(Record<'_>),
+        ) -> Result<usize, Self::Error> {
+            let records = self.records.borrow();
+            let mut n = 0;
+            while n < max && self.next < records.len() {
+                f(Record {
+                    partition: 0,
+                    offset: self.next as i64,
+                    payload: &records[self.next],
+                });
+                self.next += 1;
+                n += 1;
+            }
+            Ok(n)
+        }
+        fn at_end(&self, _: i32) -> bool {
+            self.next == self.records.borrow().len()
+        }
+    }
+
+    /// 2026-01-01T00:00:00Z, the fake wall clock.
+    const NOW: i64 = 1_767_225_600_000;
+
+    fn view(i: i64, ts: i64) -> Vec<u8> {
+        format!(
+            r#"{{"event_id":"e{i}","ts":{ts},"user_id":{i},"campaign_id":1,"event_type":"view"}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Feeds one event dated 2090, lets the partition go idle (idle timeout 0: the all-idle
+    /// watermark is the largest event time seen), then 20 events of the current minute.
+    /// Returns the offsets counted and the dead letters' `(offset, reason)`.
+    fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
+        timely::execute_directly(move |worker| {
+            let records = Rc::new(RefCell::new(vec![view(0, 3_786_825_600_000)]));
+            let reader = VecReader {
+                records: records.clone(),
+                next: 0,
+            };
+            let counted = Rc::new(RefCell::new(Vec::new()));
+            let letters = Rc::new(RefCell::new(Vec::new()));
+            let watermark = WatermarkHandle::new(i64::MIN);
+            let window = WindowSpec::new(60_000);
+            let settings = SourceSettings {
+                window,
+                retain_ms: 60_000,
+                epoch: Duration::from_millis(1),
+                max_records_per_epoch: 1_000,
+                max_inflight_epochs: 1_000,
+                idle_timeout: Duration::ZERO,
+                restore: None,
+                max_future_ms,
+                clock: WallClock::from_fn(|| NOW),
+            };
+            let policy = WatermarkPolicy {
+                window,
+                retain_ms: 60_000,
+                lateness_ms: 5_000,
+                partitions: vec![0],
+                floor_ms: i64::MIN,
+            };
+            let first_windows = Rc::new(RefCell::new(Vec::new()));
+            let f = first_windows.clone();
+            let (c, l, w) = (counted.clone(), letters.clone(), watermark.clone());
+            worker.dataflow::<Epoch, _, _>(move |scope| {
+                let src = source(
+                    scope,
+                    reader,
+                    settings,
+                    w.clone(),
+                    ProbeHandle::new(),
+                    Metrics::new(),
+                );
+                let windows = f.clone();
+                src.progress
+                    .inspect(move |p| {
+                        windows
+                            .borrow_mut()
+                            .extend(p.first_offsets.iter().map(|&(start, _)| start))
+                    })
+                    .track_watermark(policy, w);
+                src.events.inner.inspect(move |(e, _, _)| {
+                    c.borrow_mut().push(e.user_id as i64);
+                });
+                src.dead_letters.inspect(move |d| {
+                    l.borrow_mut().push((d.offset, d.reason.clone()));
+                });
+            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut step_until = |what: &str, done: &dyn Fn() -> bool| {
+                while !done() {
+                    assert!(Instant::now() < deadline, "timed out: {what}");
+                    worker.step();
+                }
+            };
+            // The 2090 event is read, and several epochs pass with the partition idle.
+            step_until("the first record read and epoch 10", &|| {
+                counted.borrow().len() + letters.borrow().len() == 1
+                    && watermark.watermark_at(10).is_some()
+            });
+            records
+                .borrow_mut()
+                .extend((1..=20).map(|i| view(i, NOW - 30_000 + i * 100)));
+            step_until("every record read", &|| {
+                counted.borrow().len() + letters.borrow().len() == 21
+            });
+            assert!(
+                watermark.latest() <= NOW + max_future_ms,
+                "the watermark never runs ahead of the wall clock + max_future_ms"
+            );
+            assert!(
+                first_windows
+                    .borrow()
+                    .iter()
+                    .all(|&start| start <= NOW + max_future_ms),
+                "no future window holds the resume offset: {:?}",
+                first_windows.borrow()
+            );
+            let mut counted = counted.borrow().clone();
+            counted.sort();
+            let letters = letters.borrow().clone();
+            // The source never completes: drop the dataflow, or timely steps it forever.
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+            (counted, letters)
+        })
+    }
+
+    #[test]
+    fn an_event_from_the_future_is_bad_ts_and_later_events_count() {
+        let (counted, letters) = run(300_000);
+        assert_eq!(letters, vec![(0, "bad_ts".to_owned())]);
+        assert_eq!(
+            counted,
+            (1..=20).collect::<Vec<_>>(),
+            "every current event counted"
+        );
     }
 }

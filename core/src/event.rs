@@ -103,6 +103,16 @@ pub enum ParseError {
     /// `ts` outside 2000-01-01 .. 2100-01-01.
     #[error("ts {0} is not a plausible epoch-milliseconds timestamp")]
     BadTimestamp(i64),
+    /// `ts` later than the wall clock plus `pipeline.max_future_ms` ([`check_not_future`]).
+    #[error(
+        "ts {ts_ms} is in the future: later than {max_ms} (wall clock + pipeline.max_future_ms)"
+    )]
+    FutureTimestamp {
+        /// The event's time.
+        ts_ms: i64,
+        /// The latest accepted event time when it was read.
+        max_ms: i64,
+    },
 }
 
 impl ParseError {
@@ -113,7 +123,7 @@ impl ParseError {
             ParseError::Json(_) => "bad_json",
             ParseError::UnknownEventType(_) => "unknown_event_type",
             ParseError::BadAmount(_) => "bad_amount",
-            ParseError::BadTimestamp(_) => "bad_ts",
+            ParseError::BadTimestamp(_) | ParseError::FutureTimestamp { .. } => "bad_ts",
         }
     }
 }
@@ -199,6 +209,23 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, ParseError> {
         event_type,
         amount_micros,
     })
+}
+
+/// Rejects an event dated after `now_ms + max_future_ms` (wall clock, epoch ms): one event
+/// from the far future would otherwise carry the watermark there and make every later event
+/// late.
+///
+/// ```
+/// use eddy_core::event::check_not_future;
+/// assert!(check_not_future(1_000, 900, 100).is_ok());
+/// assert_eq!(check_not_future(1_001, 900, 100).unwrap_err().reason(), "bad_ts");
+/// ```
+pub fn check_not_future(ts_ms: i64, now_ms: i64, max_future_ms: i64) -> Result<(), ParseError> {
+    let max_ms = now_ms.saturating_add(max_future_ms.max(0));
+    if ts_ms > max_ms {
+        return Err(ParseError::FutureTimestamp { ts_ms, max_ms });
+    }
+    Ok(())
 }
 
 /// Converts micro-units back to a decimal amount (for display only; sums stay integral).

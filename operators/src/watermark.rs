@@ -66,6 +66,20 @@ pub struct WatermarkPolicy {
     pub floor_ms: i64,
 }
 
+impl WatermarkPolicy {
+    /// The floor to restore from a checkpoint's watermark: never later than the wall clock
+    /// `now_ms` + `max_future_ms` (`pipeline.max_future_ms`), so a watermark carried into the
+    /// future (by a version without that bound, or a clock set wrong) does not survive the
+    /// restart and make every new event late.
+    ///
+    /// Together with the sources rejecting event times after their wall clock +
+    /// `max_future_ms` (`bad_ts`), this keeps `W(e) <= wall clock + max_future_ms - lateness`:
+    /// reports only carry accepted event times.
+    pub fn bounded_floor(checkpoint_watermark_ms: i64, now_ms: i64, max_future_ms: i64) -> i64 {
+        checkpoint_watermark_ms.min(now_ms.saturating_add(max_future_ms.max(0)))
+    }
+}
+
 /// A checkpoint candidate for one epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochCheckpoint {
@@ -372,5 +386,23 @@ mod tests {
             ]
         );
         assert_eq!(run(false), (None, 2_900));
+    }
+
+    #[test]
+    fn a_restored_floor_never_runs_ahead_of_the_wall_clock() {
+        let now = 1_767_225_600_000;
+        let year_2090 = 3_786_825_600_000;
+        assert_eq!(
+            WatermarkPolicy::bounded_floor(year_2090, now, 300_000),
+            now + 300_000
+        );
+        assert_eq!(
+            WatermarkPolicy::bounded_floor(now - 5, now, 300_000),
+            now - 5
+        );
+        assert_eq!(
+            WatermarkPolicy::bounded_floor(i64::MAX, i64::MAX - 1, 10),
+            i64::MAX
+        );
     }
 }
