@@ -16,6 +16,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Kafka errors, with the operation that failed.
@@ -32,6 +33,47 @@ pub enum KafkaIoError {
     /// The topic does not exist or has no partitions.
     #[error("kafka topic {0:?} not found (create it with `eddy topics create`)")]
     NoTopic(String),
+    /// The topic's partitions changed while eddy was reading it (added, removed, or the topic
+    /// deleted): the partition assignment and the watermark cover a fixed set, so the run
+    /// stops; a restart reads every partition.
+    #[error(
+        "the partitions of topic {topic:?} changed from {was:?} to {now:?} while running: \
+         stopping (restart eddy to read every partition)"
+    )]
+    PartitionsChanged {
+        /// The topic.
+        topic: String,
+        /// Partitions at start-up.
+        was: Vec<i32>,
+        /// Partitions now (empty: the topic is gone).
+        now: Vec<i32>,
+    },
+    /// The restored checkpoint does not belong to the topic as it is now: a partition of the
+    /// checkpoint is missing, or its log ends before the checkpoint's high offset (the topic
+    /// was deleted and recreated, or truncated). Its offsets would point at other records, so
+    /// eddy refuses to start.
+    #[error(
+        "checkpoint of topic {topic:?} does not match the topic: partition {partition} {problem} \
+         (was the topic recreated? start a new job: another topic, or clear the checkpoint)"
+    )]
+    CheckpointMismatch {
+        /// The topic.
+        topic: String,
+        /// The partition that does not match.
+        partition: i32,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl KafkaIoError {
+    /// True when retrying cannot help and the run must stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            KafkaIoError::PartitionsChanged { .. } | KafkaIoError::CheckpointMismatch { .. }
+        )
+    }
 }
 
 fn client(cfg: &KafkaConfig) -> ClientConfig {
@@ -103,6 +145,123 @@ pub fn topic_partitions(cfg: &KafkaConfig, topic: &str) -> Result<Vec<i32>, Kafk
     Ok(parts)
 }
 
+/// Refuses a restored checkpoint that does not belong to the topic as it is now: every
+/// partition of `cp` must exist, and its log must reach the checkpoint's high offset (a log
+/// that ends earlier was recreated or truncated: the checkpoint's offsets would name other
+/// records). A recreated topic that already holds more records than the checkpoint read is
+/// not detected here.
+pub fn check_checkpoint(cfg: &KafkaConfig, cp: &Checkpoint) -> Result<(), KafkaIoError> {
+    let parts = topic_partitions(cfg, &cp.topic)?;
+    let consumer: BaseConsumer = client(cfg)
+        .create()
+        .map_err(|source| KafkaIoError::Client {
+            op: "watermarks client",
+            source,
+        })?;
+    for p in &cp.partitions {
+        let mismatch = |problem: String| KafkaIoError::CheckpointMismatch {
+            topic: cp.topic.clone(),
+            partition: p.partition,
+            problem,
+        };
+        if !parts.contains(&p.partition) {
+            return Err(mismatch("no longer exists".into()));
+        }
+        let (_, high) = consumer
+            .fetch_watermarks(&cp.topic, p.partition, Duration::from_secs(10))
+            .map_err(|source| KafkaIoError::Client {
+                op: "fetch watermarks",
+                source,
+            })?;
+        if high < p.high_offset {
+            return Err(mismatch(format!(
+                "ends at offset {high}, before the checkpoint's high offset {}",
+                p.high_offset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How often [`KafkaReader`]'s watcher thread compares the topic's partitions with those at
+/// start-up.
+pub const PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Watches a topic's partitions on its own thread (metadata calls never block a worker):
+/// records the first change seen, until dropped.
+struct PartitionWatch {
+    changed: Arc<Mutex<Option<KafkaIoError>>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl PartitionWatch {
+    /// Compares `list()` (the topic's partitions now; `NoTopic` when it is gone) with `was`
+    /// every `every`.
+    fn spawn(
+        topic: String,
+        was: Vec<i32>,
+        every: Duration,
+        list: impl Fn() -> Result<Vec<i32>, KafkaIoError> + Send + 'static,
+    ) -> Self {
+        let changed = Arc::new(Mutex::new(None));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (c, s) = (changed.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("partition-watch".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let (lock, cv) = &*s;
+                        let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        let (stopped, _) = cv
+                            .wait_timeout_while(stopped, every, |stopped| !*stopped)
+                            .unwrap_or_else(|e| e.into_inner());
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    let now = match list() {
+                        Ok(now) => now,
+                        Err(KafkaIoError::NoTopic(_)) => Vec::new(),
+                        // The broker is unreachable: not a change; try again later.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "partition check failed");
+                            continue;
+                        }
+                    };
+                    if now != was {
+                        *c.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(KafkaIoError::PartitionsChanged {
+                                topic: topic.clone(),
+                                was,
+                                now,
+                            });
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the partition watcher");
+        }
+        Self { changed, stop }
+    }
+
+    fn take(&self) -> Option<KafkaIoError> {
+        self.changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+impl Drop for PartitionWatch {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+}
+
 /// The reader's librdkafka context: end-of-partition notices (eddy asks for them, to detect
 /// caught-up partitions) are not errors, so they are logged at debug level instead of error;
 /// other global errors go to `tracing` as errors.
@@ -121,6 +280,11 @@ impl rdkafka::client::ClientContext for ReaderContext {
 impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 /// Reads the partitions assigned to one worker.
+///
+/// A watcher thread compares the topic's partitions with those at start-up every
+/// [`PARTITION_CHECK_INTERVAL`]; after a change (partitions added or removed, topic deleted)
+/// [`PartitionReader::poll`] fails with [`KafkaIoError::PartitionsChanged`], a fatal error
+/// ([`PartitionReader::is_fatal`]): the source stops the run.
 pub struct KafkaReader {
     consumer: BaseConsumer<ReaderContext>,
     topic: String,
@@ -130,6 +294,7 @@ pub struct KafkaReader {
     metrics: Metrics,
     next_lag_check: Instant,
     positions: HashMap<i32, i64>,
+    watch: PartitionWatch,
 }
 
 impl KafkaReader {
@@ -140,6 +305,24 @@ impl KafkaReader {
         start: HashMap<i32, i64>,
         metrics: Metrics,
     ) -> Result<Self, KafkaIoError> {
+        Self::with_partition_check(cfg, partitions, start, metrics, PARTITION_CHECK_INTERVAL)
+    }
+
+    /// [`KafkaReader::new`], checking the topic's partitions every `every`.
+    pub fn with_partition_check(
+        cfg: &KafkaConfig,
+        partitions: Vec<i32>,
+        start: HashMap<i32, i64>,
+        metrics: Metrics,
+        every: Duration,
+    ) -> Result<Self, KafkaIoError> {
+        let list_cfg = cfg.clone();
+        let watch = PartitionWatch::spawn(
+            cfg.topic.clone(),
+            topic_partitions(cfg, &cfg.topic)?,
+            every,
+            move || topic_partitions(&list_cfg, &list_cfg.topic),
+        );
         let consumer: BaseConsumer<ReaderContext> = client(cfg)
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
@@ -178,6 +361,7 @@ impl KafkaReader {
             at_end: HashSet::new(),
             metrics,
             next_lag_check: Instant::now(),
+            watch,
         })
     }
 
@@ -212,6 +396,9 @@ impl PartitionReader for KafkaReader {
         self.start.get(&partition).copied().unwrap_or(0)
     }
     fn poll(&mut self, max: usize, f: &mut dyn FnMut(Record<'_>)) -> Result<usize, KafkaIoError> {
+        if let Some(changed) = self.watch.take() {
+            return Err(changed);
+        }
         let mut n = 0;
         while n < max {
             let timeout = if n == 0 {
@@ -242,6 +429,9 @@ impl PartitionReader for KafkaReader {
     }
     fn at_end(&self, partition: i32) -> bool {
         self.at_end.contains(&partition)
+    }
+    fn is_fatal(error: &KafkaIoError) -> bool {
+        error.is_fatal()
     }
 }
 
@@ -566,6 +756,71 @@ mod tests {
                 assert!(b.payload.len() > max - 2_048, "the payload keeps what fits");
             }
         }
+    }
+
+    #[test]
+    fn the_partition_watch_reports_the_first_change() {
+        // The topic's partitions as the broker reports them over time: unchanged, a failed
+        // metadata call (not a change), then a partition added.
+        let answers = Mutex::new(vec![
+            Ok(vec![0, 1]),
+            Err(KafkaIoError::Client {
+                op: "fetch metadata",
+                source: KafkaError::Canceled,
+            }),
+            Ok(vec![0, 1]),
+            Ok(vec![0, 1, 2]),
+        ]);
+        let calls = Arc::new(Mutex::new(0usize));
+        let c = calls.clone();
+        let watch = PartitionWatch::spawn(
+            "events".into(),
+            vec![0, 1],
+            Duration::from_millis(1),
+            move || {
+                *c.lock().unwrap() += 1;
+                let mut a = answers.lock().unwrap();
+                if a.is_empty() {
+                    Ok(vec![0, 1, 2])
+                } else {
+                    a.remove(0)
+                }
+            },
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let changed = loop {
+            if let Some(e) = watch.take() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "no change reported");
+            std::thread::park_timeout(Duration::from_millis(5));
+        };
+        assert!(changed.is_fatal());
+        assert!(
+            matches!(&changed, KafkaIoError::PartitionsChanged { topic, was, now }
+                if topic == "events" && was == &[0, 1] && now == &[0, 1, 2]),
+            "{changed}"
+        );
+        assert_eq!(
+            *calls.lock().unwrap(),
+            4,
+            "stops watching after the first change"
+        );
+
+        // A deleted topic is a change too (no partitions).
+        let gone =
+            PartitionWatch::spawn("events".into(), vec![0], Duration::from_millis(1), || {
+                Err(KafkaIoError::NoTopic("events".into()))
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let changed = loop {
+            if let Some(e) = gone.take() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "no change reported");
+            std::thread::park_timeout(Duration::from_millis(5));
+        };
+        assert!(matches!(&changed, KafkaIoError::PartitionsChanged { now, .. } if now.is_empty()));
     }
 
     #[test]

@@ -24,4 +24,10 @@ pub trait PartitionReader: 'static {
     fn poll(&mut self, max: usize, f: &mut dyn FnMut(Record<'_>)) -> Result<usize, Self::Error>;
     /// True when the reader has caught up with the end of `partition`.
     fn at_end(&self, partition: i32) -> bool;
+    /// True when `error` (from [`PartitionReader::poll`]) cannot be retried: the source stops
+    /// the run (its worker fails with the error) instead of retrying. Default: never.
+    fn is_fatal(error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
 }

@@ -262,6 +262,9 @@ pub fn source<'scope, R: PartitionReader>(
                         }
                         read_this_epoch += n;
                     }
+                    // The partition set changed or similar: the run cannot go on; the worker
+                    // fails with the error (and every other worker stops).
+                    Err(e) if R::is_fatal(&e) => panic!("source cannot continue: {e}"),
                     Err(e) => tracing::warn!(error = %e, "source read failed; retrying"),
                 }
             }
@@ -477,5 +480,66 @@ mod tests {
             (1..=20).collect::<Vec<_>>(),
             "every current event counted"
         );
+    }
+
+    /// A reader whose partitions changed under it.
+    struct ChangedReader;
+
+    impl PartitionReader for ChangedReader {
+        type Error = String;
+        fn partitions(&self) -> Vec<i32> {
+            vec![0]
+        }
+        fn start_offset(&self, _: i32) -> i64 {
+            0
+        }
+        fn poll(&mut self, _: usize, _: &mut dyn FnMut(Record<'_>)) -> Result<usize, String> {
+            Err("partitions changed".into())
+        }
+        fn at_end(&self, _: i32) -> bool {
+            false
+        }
+        fn is_fatal(_: &String) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_fatal_read_error_fails_the_worker() {
+        let message = timely::execute_directly(|worker| {
+            worker.dataflow::<Epoch, _, _>(|scope| {
+                let settings = SourceSettings {
+                    window: WindowSpec::new(1_000),
+                    retain_ms: 1_000,
+                    epoch: Duration::from_millis(1),
+                    max_records_per_epoch: 10,
+                    max_inflight_epochs: 10,
+                    idle_timeout: Duration::ZERO,
+                    restore: None,
+                    max_future_ms: 0,
+                    clock: WallClock::from_fn(|| NOW),
+                };
+                let watermark = WatermarkHandle::new(i64::MIN);
+                source(
+                    scope,
+                    ChangedReader,
+                    settings,
+                    watermark,
+                    ProbeHandle::new(),
+                    Metrics::new(),
+                );
+            });
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for _ in 0..1_000 {
+                    worker.step();
+                }
+            }))
+            .expect_err("the source stops instead of retrying forever");
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+            panic.downcast_ref::<String>().cloned().unwrap_or_default()
+        });
+        assert_eq!(message, "source cannot continue: partitions changed");
     }
 }
