@@ -1,0 +1,162 @@
+//! One writer per job, against the real Redis (127.0.0.1:6379) and broker: a second run on the
+//! same job refuses to start, a crashed holder's lease is taken over once it expires, and a
+//! holder whose lease is taken over stops.
+
+use eddy::fence::{FenceError, JobFence};
+use eddy::pipeline::{Mode, PipelineError, RunOptions, run};
+use eddy_core::{Config, Metrics};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const REDIS: &str = "redis://127.0.0.1:6379/";
+
+fn unique(name: &str) -> String {
+    format!(
+        "fence_{name}_{}_{}",
+        std::process::id(),
+        eddy_core::now_ms()
+    )
+}
+
+fn redis() -> redis::Connection {
+    eddy_testkit::services(&[]);
+    redis::Client::open(REDIS)
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Waits for `pred` to hold, polling, or panics after `secs` with `what`.
+fn wait_for(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn acquire(key: &str, ttl_ms: u64) -> (Result<JobFence, FenceError>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let fence = JobFence::acquire(
+        REDIS,
+        key.to_owned(),
+        Duration::from_millis(ttl_ms),
+        stop.clone(),
+    );
+    (fence, stop)
+}
+
+#[test]
+fn a_held_lease_refuses_a_second_holder_until_released() {
+    let mut conn = redis();
+    let key = JobFence::key(&unique("held"), "events");
+    let (a, a_stop) = acquire(&key, 300);
+    let a = a.expect("the first run takes the lease");
+    // A renews (every 100 ms), so B gives up after waiting 1.5 TTL.
+    let (b, _) = acquire(&key, 300);
+    assert!(matches!(b, Err(FenceError::Held { .. })), "{:?}", b.err());
+    assert!(a.check().is_ok() && !a_stop.load(Ordering::SeqCst));
+    drop(a);
+    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(holder, None, "released on drop");
+    let (b, _) = acquire(&key, 300);
+    b.expect("free again");
+}
+
+#[test]
+fn a_crashed_holders_lease_is_taken_once_it_expires() {
+    let mut conn = redis();
+    let key = JobFence::key(&unique("crashed"), "events");
+    // A holder that stopped renewing (killed): its lease expires after its TTL.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("killed-run")
+        .arg("PX")
+        .arg(400)
+        .query(&mut conn)
+        .unwrap();
+    let (c, _) = acquire(&key, 1_000);
+    c.expect("taken over after the dead holder's lease expired");
+}
+
+#[test]
+fn a_holder_whose_lease_is_taken_over_stops() {
+    let mut conn = redis();
+    let key = JobFence::key(&unique("taken"), "events");
+    let (a, a_stop) = acquire(&key, 300);
+    let a = a.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("another-run")
+        .query(&mut conn)
+        .unwrap();
+    wait_for(10, "the holder to notice", || a_stop.load(Ordering::SeqCst));
+    assert!(matches!(a.check(), Err(FenceError::Lost { .. })));
+    drop(a);
+    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(
+        holder.as_deref(),
+        Some("another-run"),
+        "a lost lease is not released"
+    );
+}
+
+/// Two `eddy run`s on the same job: the second refuses to start while the first runs.
+#[test]
+fn a_second_run_on_the_same_job_refuses_to_start() {
+    let mut conn = redis();
+    let u = unique("run");
+    let mut cfg = Config::default();
+    cfg.kafka.topic = u.clone();
+    cfg.kafka.dlq_topic = format!("{u}.dlq");
+    cfg.kafka.group_id = u.clone();
+    cfg.kafka.partitions = 1;
+    cfg.pipeline.workers = 1;
+    cfg.similarity.enabled = false;
+    cfg.redis.prefix = u.clone();
+    cfg.clickhouse.database = "eddy_fence".into();
+    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(eddy::kafka::create_topics(&cfg.kafka))
+        .unwrap();
+    let options = |stop: &Arc<AtomicBool>| RunOptions {
+        config: cfg.clone(),
+        timely: timely::Config::process(1),
+        stop: stop.clone(),
+        metrics: Metrics::new(),
+    };
+    let first_stop = Arc::new(AtomicBool::new(false));
+    let first = {
+        let opts = options(&first_stop);
+        std::thread::spawn(move || run(opts, Mode::Kafka))
+    };
+    let key = JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic);
+    wait_for(30, "the first run to hold the job", || {
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query::<bool>(&mut conn)
+            .unwrap()
+    });
+    let second_stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let opts = options(&second_stop);
+        std::thread::spawn(move || tx.send(run(opts, Mode::Kafka)).unwrap());
+    }
+    let second = rx.recv_timeout(Duration::from_secs(30));
+    second_stop.store(true, Ordering::SeqCst);
+    first_stop.store(true, Ordering::SeqCst);
+    let second = second.expect("the second run ends by itself");
+    assert!(
+        matches!(second, Err(PipelineError::Fence(FenceError::Held { .. }))),
+        "{second:?}"
+    );
+    first
+        .join()
+        .unwrap()
+        .expect("the first run ends cleanly when stopped");
+}
