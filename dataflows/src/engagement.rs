@@ -357,4 +357,33 @@ mod tests {
             check(seed, 3);
         }
     }
+
+    #[test]
+    fn revenue_adds_exactly_and_never_wraps() {
+        let conversion = |micros| Event {
+            ts_ms: 1_700_000_000_000,
+            user_id: 1,
+            campaign_id: 7,
+            event_type: EventType::Conversion,
+            amount_micros: Some(micros),
+        };
+        // Five conversions of 2 000 000 000 000 units (the parser rejects these now; built
+        // here directly): 10^19 micros, which wrapped to negative revenue in i64.
+        let big = 2_000_000_000_000 * 1_000_000;
+        let mut sums = EngagementSums::default();
+        for _ in 0..5 {
+            sums.plus_equals(&EngagementSums::of(&conversion(big), 1));
+        }
+        assert_eq!(sums.revenue, 5 * i128::from(big));
+        let row = sums_row(7, sums, &params().weights);
+        assert_eq!((row.conversions, row.revenue_micros), (5, i64::MAX));
+        // Retracting them all is exact: back to zero.
+        let mut gone = sums;
+        gone.plus_equals(&{
+            let mut n = sums;
+            n.negate();
+            n
+        });
+        assert!(gone.is_zero());
+    }
 }
