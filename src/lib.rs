@@ -3,7 +3,9 @@
 
 pub mod cli;
 pub mod demo;
+pub mod fence;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod reader;
 pub mod sink_op;

@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eddy::cli::{DemoArgs, TimelyArgs};
 use eddy::pipeline::{Mode, RunOptions, run};
-use eddy_core::{Config, MemoryStore, Metrics};
+use eddy_core::{Config, Metrics};
 use eddy_load_gen::runner::LoadGenArgs;
 use eddy_query_server::{AppState, LambdaBackend, MemoryBackend, ServerQueryLimits};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 #[derive(Parser)]
 #[command(
@@ -114,13 +114,21 @@ fn main() -> Result<()> {
         } => {
             let server = match metrics_listen {
                 Some(addr) => {
-                    let store = Arc::new(RwLock::new(MemoryStore::default()));
-                    let state = AppState::new(
-                        Arc::new(MemoryBackend::new(store)),
-                        metrics.clone(),
-                        ServerQueryLimits::from_config(&cfg),
-                    );
-                    Some(spawn_server(addr, state, stop.clone())?)
+                    let ops = eddy::ops::Ops {
+                        metrics: metrics.clone(),
+                        started_ms: eddy_core::now_ms(),
+                        timeout_ms: cfg.pipeline.liveness_timeout_ms,
+                    };
+                    let router = eddy::ops::router(ops);
+                    Some(spawn_http(
+                        addr,
+                        stop.clone(),
+                        |listener, shutdown| async move {
+                            axum::serve(listener, router)
+                                .with_graceful_shutdown(shutdown)
+                                .await
+                        },
+                    )?)
                 }
                 None => None,
             };
@@ -190,11 +198,31 @@ fn run_pipeline(
     Ok(())
 }
 
+/// Serves the query server's routes over `state` on `addr` until `stop`.
 fn spawn_server(
     addr: String,
     state: AppState,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
+    spawn_http(addr, stop, |listener, shutdown| {
+        eddy_query_server::serve_with_shutdown(listener, state, shutdown)
+    })
+}
+
+/// Binds `addr` and runs `serve(listener, shutdown)` on a thread with its own runtime; the
+/// `shutdown` future completes once `stop` is set.
+fn spawn_http<F, Fut, E>(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    serve: F,
+) -> Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut
+        + Send
+        + 'static,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -204,14 +232,13 @@ fn spawn_server(
         .with_context(|| format!("binding {addr}"))?;
     Ok(std::thread::spawn(move || {
         rt.block_on(async move {
-            let shutdown = async move {
+            let shutdown = Box::pin(async move {
                 while !stop.load(Ordering::SeqCst) {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-            };
-            if let Err(e) = eddy_query_server::serve_with_shutdown(listener, state, shutdown).await
-            {
-                tracing::error!(error = %e, "query server failed");
+            });
+            if let Err(e) = serve(listener, shutdown).await {
+                tracing::error!(error = %e, "http server failed");
             }
         });
     }))

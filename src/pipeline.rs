@@ -46,6 +46,9 @@ pub enum PipelineError {
     /// A worker thread failed to start or panicked.
     #[error("worker failed: {0}")]
     Worker(String),
+    /// Another run holds the job, or this run lost it (see [`crate::fence`]).
+    #[error(transparent)]
+    Fence(#[from] crate::fence::FenceError),
 }
 
 /// Where records come from and results go.
@@ -88,6 +91,20 @@ pub struct RunOptions {
 /// Runs the pipeline until `opts.stop` is set.
 pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
     let cfg = opts.config.clone();
+    // One writer per job: process 0 of a cluster holds the job's lease for the whole run.
+    let first_process = !matches!(
+        &opts.timely.communication,
+        timely::CommunicationConfig::Cluster { process, .. } if *process != 0
+    );
+    let fence = match &mode {
+        Mode::Kafka if first_process => Some(crate::fence::JobFence::acquire(
+            &cfg.redis.url,
+            crate::fence::JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic),
+            crate::fence::LEASE_TTL,
+            opts.stop.clone(),
+        )?),
+        _ => None,
+    };
     let (partitions, restore) = match &mode {
         Mode::Kafka => {
             eddy_sinks::check_schema(&cfg.clickhouse)?;
@@ -95,6 +112,8 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
             let restore =
                 ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load(&cfg.kafka.topic)?;
             if let Some(cp) = &restore {
+                // A recreated or truncated topic: the checkpoint's offsets name other records.
+                crate::kafka::check_checkpoint(&cfg.kafka, cp)?;
                 tracing::info!(
                     epoch = cp.epoch,
                     watermark_ms = cp.watermark_ms,
@@ -138,6 +157,9 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         }
     }
     stop.store(true, Ordering::SeqCst);
+    if let Some(fence) = &fence {
+        fence.check()?;
+    }
     first_error.map_or(Ok(()), Err)
 }
 

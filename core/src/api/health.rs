@@ -23,6 +23,21 @@ pub struct HealthResponse {
     pub stores: BTreeMap<Store, String>,
 }
 
+/// Body of `GET /healthz` on `eddy run --metrics-listen`: liveness from the age of the last
+/// committed checkpoint (a stuck worker or store stops checkpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivenessResponse {
+    /// `ok` (HTTP 200) while checkpoints are committed within `timeout_ms`; `degraded` (503)
+    /// once none has been for longer.
+    pub status: HealthStatus,
+    /// Wall-clock ms of the last committed checkpoint, `null` before the first.
+    pub last_checkpoint_ms: Option<i64>,
+    /// Ms since the last checkpoint (since the process started, before the first).
+    pub checkpoint_age_ms: i64,
+    /// The limit, `pipeline.liveness_timeout_ms`.
+    pub timeout_ms: u64,
+}
+
 /// Machine-readable error code of an [`ErrorBody`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
