@@ -389,7 +389,13 @@ fn kafka_io(
                 Vec::new()
             },
         ),
-        dead_letters: spawn(opts, vec![Box::new(KafkaDeadLetters::new(&cfg.kafka, opts.metrics.clone())?)]),
+        dead_letters: spawn(
+            opts,
+            vec![Box::new(KafkaDeadLetters::new(
+                &cfg.kafka,
+                opts.metrics.clone(),
+            )?)],
+        ),
         commit,
     })
 }
