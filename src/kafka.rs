@@ -17,7 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Kafka errors, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +279,67 @@ impl rdkafka::client::ClientContext for ReaderContext {
 
 impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
+/// The high watermark of each of a reader's partitions, fetched once a second on a thread of
+/// its own with its own client (a broker round trip never blocks a worker), until dropped.
+struct HighWatermarks {
+    highs: Arc<Mutex<HashMap<i32, i64>>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl HighWatermarks {
+    fn spawn(cfg: &KafkaConfig, partitions: Vec<i32>) -> Result<Self, KafkaIoError> {
+        let client: BaseConsumer = client(cfg)
+            .create()
+            .map_err(|source| KafkaIoError::Client {
+                op: "watermarks client",
+                source,
+            })?;
+        let topic = cfg.topic.clone();
+        let highs = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (h, s) = (highs.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("lag-watch".into())
+            .spawn(move || {
+                loop {
+                    for &p in &partitions {
+                        if let Ok((_, high)) =
+                            client.fetch_watermarks(&topic, p, Duration::from_secs(2))
+                        {
+                            h.lock().unwrap_or_else(|e| e.into_inner()).insert(p, high);
+                        }
+                    }
+                    let (lock, cv) = &*s;
+                    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let (stopped, _) = cv
+                        .wait_timeout_while(stopped, Duration::from_secs(1), |stopped| !*stopped)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the lag watcher");
+        }
+        Ok(Self { highs, stop })
+    }
+
+    /// The latest high watermark fetched for `partition`.
+    fn get(&self, partition: i32) -> Option<i64> {
+        let highs = self.highs.lock().unwrap_or_else(|e| e.into_inner());
+        highs.get(&partition).copied()
+    }
+}
+
+impl Drop for HighWatermarks {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+}
+
 /// Reads the partitions assigned to one worker.
 ///
 /// A watcher thread compares the topic's partitions with those at start-up every
@@ -287,14 +348,13 @@ impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 /// ([`PartitionReader::is_fatal`]): the source stops the run.
 pub struct KafkaReader {
     consumer: BaseConsumer<ReaderContext>,
-    topic: String,
     partitions: Vec<i32>,
     start: HashMap<i32, i64>,
     at_end: HashSet<i32>,
     metrics: Metrics,
-    next_lag_check: Instant,
     positions: HashMap<i32, i64>,
     watch: PartitionWatch,
+    highs: HighWatermarks,
 }
 
 impl KafkaReader {
@@ -354,29 +414,20 @@ impl KafkaReader {
             })?;
         Ok(Self {
             consumer,
-            topic: cfg.topic.clone(),
+            highs: HighWatermarks::spawn(cfg, partitions.clone())?,
             partitions,
             positions: starts.clone(),
             start: starts,
             at_end: HashSet::new(),
             metrics,
-            next_lag_check: Instant::now(),
             watch,
         })
     }
 
-    fn update_lag(&mut self) {
-        if Instant::now() < self.next_lag_check {
-            return;
-        }
-        self.next_lag_check = Instant::now() + Duration::from_secs(1);
+    /// Consumer lag per partition from the latest high watermarks (fetched off this thread).
+    fn update_lag(&self) {
         for &p in &self.partitions {
-            // A broker round trip inside the worker loop, once a second per partition: kept
-            // short so a slow broker costs the metric, not the pipeline's latency.
-            if let Ok((_, high)) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_millis(50))
-            {
+            if let Some(high) = self.highs.get(p) {
                 let pos = self.positions.get(&p).copied().unwrap_or(0);
                 self.metrics
                     .consumer_lag
@@ -711,6 +762,7 @@ impl KafkaCommitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn letter(error: String, payload: Vec<u8>) -> DeadLetter {
         DeadLetter {

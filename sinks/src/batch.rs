@@ -17,6 +17,14 @@ pub trait Batch: Send + Sync + 'static {
     fn rows(&self) -> usize;
     /// One write equivalent to writing `self`, then `later` (the later epoch's values win).
     fn merge(&self, later: &Self) -> Self;
+    /// `self` as consecutive parts of at most `max_rows` rows each (writing them in order is
+    /// writing `self`, but not atomically), or `None` if the batch must be written whole.
+    fn split(&self, _max_rows: usize) -> Option<Vec<Self>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Merges two consecutive batches into one equivalent write: `later`'s rows win over
@@ -139,6 +147,24 @@ impl Batch for SimilarityBatch {
             recommendations: recommendations.into_values().cloned().collect(),
         }
     }
+
+    /// Users are independent values: a pane close's batch is written a slice at a time
+    /// (a reader may see some users' new lists before others', each with its `as_of`).
+    fn split(&self, max_rows: usize) -> Option<Vec<Self>> {
+        let max_rows = max_rows.max(1);
+        let part = |similar: &[SimilarUsers], recommendations: &[UserRecommendations]| Self {
+            similar: similar.to_vec(),
+            recommendations: recommendations.to_vec(),
+            ..*self
+        };
+        let mut parts: Vec<Self> = self
+            .similar
+            .chunks(max_rows)
+            .map(|c| part(c, &[]))
+            .collect();
+        parts.extend(self.recommendations.chunks(max_rows).map(|c| part(&[], c)));
+        Some(parts)
+    }
 }
 
 impl Batch for DeadLetterBatch {
@@ -148,6 +174,15 @@ impl Batch for DeadLetterBatch {
 
     fn rows(&self) -> usize {
         self.letters.len()
+    }
+
+    /// Letters are independent records: written a slice at a time, in order.
+    fn split(&self, max_rows: usize) -> Option<Vec<Self>> {
+        let parts = self.letters.chunks(max_rows.max(1)).map(|c| Self {
+            epoch: self.epoch,
+            letters: c.to_vec(),
+        });
+        Some(parts.collect())
     }
 
     /// Letters are records, not keyed values: merging keeps every letter, in order.

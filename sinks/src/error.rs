@@ -55,6 +55,16 @@ impl From<eddy_storage::StorageError> for SinkError {
 }
 
 impl SinkError {
+    /// True when the store's time limit ran out (the operation may have been too large).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            SinkError::Timeout { .. } => true,
+            SinkError::Redis(e) => e.is_timeout(),
+            SinkError::ClickHouse(e) => matches!(e, clickhouse::error::Error::TimedOut),
+            _ => false,
+        }
+    }
+
     /// True when retrying the same operation later may succeed (network trouble, timeouts,
     /// servers loading or overloaded). False for configuration, schema and data errors, which
     /// need an operator.

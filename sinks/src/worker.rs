@@ -176,7 +176,7 @@ impl<B: Batch> Run<B> {
     fn run(mut self) {
         let name = self.sink.name();
         while let Some(batch) = self.next_write() {
-            if !self.write_with_retries(&batch) {
+            if !self.write_split(&batch, self.max_rows) {
                 let mut dropped = 1 + usize::from(self.carry.take().is_some());
                 while self.rx.try_recv().is_ok() {
                     dropped += 1;
@@ -220,8 +220,35 @@ impl<B: Batch> Run<B> {
         })
     }
 
-    /// Writes `batch`, retrying until it succeeds; false if it gave up during shutdown.
-    fn write_with_retries(&mut self, batch: &B) -> bool {
+    /// Writes `batch` in parts of at most `limit` rows when it is larger and can be split
+    /// ([`Batch::split`]), each part retried until written; a part whose write times out is
+    /// split in two and the halves written instead, so a batch too large for the store's time
+    /// limit is never retried whole forever. False if it gave up during shutdown.
+    fn write_split(&mut self, batch: &B, limit: usize) -> bool {
+        if batch.rows() > limit
+            && let Some(parts) = batch.split(limit)
+        {
+            return parts.iter().all(|p| self.write_split(p, limit));
+        }
+        match self.write_with_retries(batch) {
+            Written::Yes => true,
+            Written::GaveUp => false,
+            Written::TimedOut => {
+                let half = batch.rows().div_ceil(2).max(1);
+                tracing::warn!(
+                    sink = self.sink.name(),
+                    epoch = batch.epoch(),
+                    rows = batch.rows(),
+                    "sink write timed out: writing the batch in halves"
+                );
+                self.write_split(batch, half)
+            }
+        }
+    }
+
+    /// Writes `batch`, retrying until it succeeds; a timeout of a batch that can be split is
+    /// handed back ([`Written::TimedOut`]) instead of retried.
+    fn write_with_retries(&mut self, batch: &B) -> Written {
         let name = self.sink.name();
         let mut backoff = self.initial_backoff;
         let mut attempt: u64 = 0;
@@ -244,7 +271,11 @@ impl<B: Batch> Run<B> {
                             "sink write succeeded after retries"
                         );
                     }
-                    return true;
+                    return Written::Yes;
+                }
+                Ok(Err(e)) if e.is_timeout() && batch.rows() > 1 && batch.split(1).is_some() => {
+                    self.metrics.sink_errors.get_or_create(&self.label).inc();
+                    return Written::TimedOut;
                 }
                 Ok(Err(e)) => {
                     let retryable = e.is_retryable();
@@ -270,7 +301,7 @@ impl<B: Batch> Run<B> {
                 attempts_while_stopping += 1;
                 if attempts_while_stopping > SHUTDOWN_ATTEMPTS {
                     tracing::error!(sink = name, epoch = batch.epoch(), error = %error, "giving up at shutdown");
-                    return false;
+                    return Written::GaveUp;
                 }
                 // Do not cut the backoff short while stopping: pause() returns at once then.
                 std::thread::sleep(backoff);
@@ -280,4 +311,13 @@ impl<B: Batch> Run<B> {
             backoff = (backoff * 2).min(self.max_backoff);
         }
     }
+}
+
+/// How [`Run::write_with_retries`] ended.
+enum Written {
+    Yes,
+    /// Still failing at shutdown.
+    GaveUp,
+    /// The store's time limit ran out: split the batch.
+    TimedOut,
 }

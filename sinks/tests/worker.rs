@@ -2,13 +2,13 @@
 
 use eddy_core::EventType::{Click, View};
 use eddy_core::config::SinkConfig;
-use eddy_core::{Checkpoint, CountsBatch, MemoryStore, Metrics};
+use eddy_core::{Checkpoint, CountsBatch, MemoryStore, Metrics, SimilarityBatch};
 use eddy_sinks::{
     CheckpointStore, EpochSink, MemoryCheckpoints, MemorySink, RedisSink, SinkError, SinkWorker,
     merge_batches,
 };
 use eddy_storage::keys;
-use eddy_testkit::fixtures::{HOUR, MIN, batch, cw, tw};
+use eddy_testkit::fixtures::{HOUR, MIN, batch, cw, nb, similar, tw};
 use eddy_testkit::stores::{fresh_redis, redis_conn};
 use eddy_testkit::wait::wait_for;
 use redis::Commands;
@@ -264,4 +264,72 @@ fn worker_writes_to_real_redis() {
     assert_eq!(h.get("count").map(String::as_str), Some("20"));
     assert_eq!(h.get("final").map(String::as_str), Some("1"));
     assert_eq!(h.get("epoch").map(String::as_str), Some("20"));
+}
+
+/// Records the users of each similarity write; a write of more than `max_ok` users times out,
+/// as a store's time limit does for a batch too large.
+struct TimeLimited {
+    max_ok: usize,
+    writes: Arc<Mutex<Vec<Vec<u64>>>>,
+}
+
+impl EpochSink<SimilarityBatch> for TimeLimited {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
+        let users: Vec<u64> = batch
+            .similar
+            .iter()
+            .map(|s| s.user_id)
+            .chain(batch.recommendations.iter().map(|r| r.user_id))
+            .collect();
+        if users.len() > self.max_ok {
+            return Err(SinkError::Timeout {
+                what: "test write",
+                after: Duration::ZERO,
+            });
+        }
+        self.writes.lock().unwrap().push(users);
+        Ok(())
+    }
+}
+
+/// A pane-close batch larger than `sink.max_batch_rows` is written in parts of at most that
+/// many rows; a part the store times out on is split in halves instead of retried whole
+/// forever; the epoch is acknowledged once every part is written.
+#[test]
+fn large_pane_close_batches_are_split() {
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let sink = TimeLimited {
+        max_ok: 4,
+        writes: writes.clone(),
+    };
+    let config = SinkConfig {
+        max_batch_rows: 10,
+        ..cfg(4)
+    };
+    let worker = SinkWorker::spawn(Box::new(sink), &config, Metrics::new());
+    let batch = SimilarityBatch {
+        epoch: 7,
+        as_of_ms: HOUR,
+        sliding_ms: MIN,
+        similar: (0..25)
+            .map(|u| similar(u, vec![nb(u + 100, 1, 2)]))
+            .collect(),
+        recommendations: Vec::new(),
+    };
+    assert!(worker.try_send(Arc::new(batch)).is_ok());
+    wait_for("epoch 7 acknowledged", Duration::from_secs(10), || {
+        worker.acked_through().filter(|&e| e >= 7)
+    });
+    let writes = writes.lock().unwrap();
+    // Parts of 10, 10 and 5 rows, each too large for the store, halved until they fit.
+    assert!(writes.iter().all(|w| w.len() <= 4), "{writes:?}");
+    let users: Vec<u64> = writes.iter().flatten().copied().collect();
+    assert_eq!(
+        users,
+        (0..25).collect::<Vec<_>>(),
+        "every user once, in order"
+    );
 }
