@@ -14,9 +14,9 @@
 //! Invariant required from upstream: no event of a window closed by the watermark of epoch `e`
 //! arrives at an epoch `>= e` (eddy's source rejects such events as late).
 
-use crate::{Epoch, PaneAccumulate, PaneSpec};
+use crate::{Epoch, PaneAccumulate, PaneSpec, Panes};
+use differential_dataflow::ExchangeData;
 use differential_dataflow::difference::Semigroup;
-use differential_dataflow::{ExchangeData, VecCollection};
 use eddy_core::WindowSpec;
 use std::hash::Hash;
 use timely::dataflow::StreamVec;
@@ -137,11 +137,13 @@ impl Accumulator for MinMax {
 }
 
 /// Updates `((window_start, key), data)` with the accumulator's difference type.
-pub type Windowed<'scope, K, A> =
-    VecCollection<'scope, Epoch, ((i64, K), <A as Accumulator>::Data), <A as Accumulator>::Diff>;
+pub type Windowed<'scope, K, A> = Panes<'scope, K, A>;
 
 /// Pre-aggregates a stream of events into tumbling windows (see the module docs).
-pub trait WindowedAccumulate<'scope, E> {
+///
+/// Implemented for every stream that implements [`PaneAccumulate`]: a tumbling window is a pane
+/// retired as it closes, emitted live ([`PaneSpec::tumbling`]).
+pub trait WindowedAccumulate<'scope, E>: PaneAccumulate<'scope, E> + Sized {
     /// `logic` maps an event to `(event_time_ms, key, input)` or `None` to skip it; the result
     /// holds updates `((window_start, key), data)` with the accumulator's difference type.
     /// `watermarks` carries the watermark of epoch `e` at time `e` (one per worker).
@@ -179,22 +181,10 @@ pub trait WindowedAccumulate<'scope, E> {
     where
         K: ExchangeData + Hash + Eq,
         A: Accumulator,
-        L: FnMut(&E) -> Option<(i64, K, A::Input)> + 'static;
-}
-
-impl<'scope, E: Clone + 'static> WindowedAccumulate<'scope, E> for StreamVec<'scope, Epoch, E> {
-    fn windowed_accumulate<K, A, L>(
-        self,
-        watermarks: StreamVec<'scope, Epoch, i64>,
-        window: WindowSpec,
-        name: &str,
-        logic: L,
-    ) -> Windowed<'scope, K, A>
-    where
-        K: ExchangeData + Hash + Eq,
-        A: Accumulator,
         L: FnMut(&E) -> Option<(i64, K, A::Input)> + 'static,
     {
         self.pane_accumulate::<K, A, L>(watermarks, PaneSpec::tumbling(window), name, logic)
     }
 }
+
+impl<'scope, E, S: PaneAccumulate<'scope, E>> WindowedAccumulate<'scope, E> for S {}
