@@ -1,0 +1,253 @@
+//! Kafka plumbing: the reader of assigned partitions ([`reader`]), the dead-letter producer
+//! ([`dead_letters`]), topic creation and checks, and the offset commit that follows a durable
+//! checkpoint. No consumer-group rebalancing, auto-commit off.
+
+mod dead_letters;
+mod reader;
+
+pub use dead_letters::{
+    BoundedLetter, KafkaDeadLetters, MAX_ERROR_HEADER_BYTES, RECORD_OVERHEAD_BYTES, bound_letter,
+    truncate_text,
+};
+pub use reader::{KafkaReader, PARTITION_CHECK_INTERVAL, ReaderContext};
+
+use eddy_core::Checkpoint;
+use eddy_core::config::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Kafka errors, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaIoError {
+    /// A client call failed.
+    #[error("kafka {op}: {source}")]
+    Client {
+        /// What was attempted.
+        op: &'static str,
+        /// Cause.
+        source: KafkaError,
+    },
+    /// The topic does not exist or has no partitions.
+    #[error("kafka topic {0:?} not found (create it with `eddy topics create`)")]
+    NoTopic(String),
+    /// The topic's partitions changed while eddy was reading it (added, removed, or the topic
+    /// deleted): the partition assignment and the watermark cover a fixed set, so the run
+    /// stops; a restart reads every partition.
+    #[error(
+        "the partitions of topic {topic:?} changed from {was:?} to {now:?} while running: \
+         stopping (restart eddy to read every partition)"
+    )]
+    PartitionsChanged {
+        /// The topic.
+        topic: String,
+        /// Partitions at start-up.
+        was: Vec<i32>,
+        /// Partitions now (empty: the topic is gone).
+        now: Vec<i32>,
+    },
+    /// The restored checkpoint does not belong to the topic as it is now: a partition of the
+    /// checkpoint is missing, or its log ends before the checkpoint's high offset (the topic
+    /// was deleted and recreated, or truncated). Its offsets would point at other records, so
+    /// eddy refuses to start.
+    #[error(
+        "checkpoint of topic {topic:?} does not match the topic: partition {partition} {problem} \
+         (was the topic recreated? start a new job: another topic, or clear the checkpoint)"
+    )]
+    CheckpointMismatch {
+        /// The topic.
+        topic: String,
+        /// The partition that does not match.
+        partition: i32,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl KafkaIoError {
+    /// True when retrying cannot help and the run must stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            KafkaIoError::PartitionsChanged { .. } | KafkaIoError::CheckpointMismatch { .. }
+        )
+    }
+}
+
+fn client(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    c
+}
+
+/// Creates the source topic (with `cfg.partitions`) and the dead-letter topic if missing.
+pub async fn create_topics(cfg: &KafkaConfig) -> Result<(), KafkaIoError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client(cfg)
+            .create()
+            .map_err(|source| KafkaIoError::Client {
+                op: "admin client",
+                source,
+            })?;
+    let topics = [
+        NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.dlq_topic, 1, TopicReplication::Fixed(1)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .map_err(|source| KafkaIoError::Client {
+            op: "create topics",
+            source,
+        })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaIoError::Client {
+                    op: "create topic",
+                    source: KafkaError::AdminOp(code),
+                })
+                .inspect_err(|_| tracing::error!(%topic, "topic creation failed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Partitions of `topic`, sorted.
+pub fn topic_partitions(cfg: &KafkaConfig, topic: &str) -> Result<Vec<i32>, KafkaIoError> {
+    let consumer: BaseConsumer = client(cfg)
+        .create()
+        .map_err(|source| KafkaIoError::Client {
+            op: "metadata client",
+            source,
+        })?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| KafkaIoError::Client {
+            op: "fetch metadata",
+            source,
+        })?;
+    let mut parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    parts.sort_unstable();
+    if parts.is_empty() {
+        return Err(KafkaIoError::NoTopic(topic.to_owned()));
+    }
+    Ok(parts)
+}
+
+/// Refuses a restored checkpoint that does not belong to the topic as it is now: every
+/// partition of `cp` must exist, and its log must reach the checkpoint's high offset (a log
+/// that ends earlier was recreated or truncated: the checkpoint's offsets would name other
+/// records). A recreated topic that already holds more records than the checkpoint read is
+/// not detected here.
+pub fn check_checkpoint(cfg: &KafkaConfig, cp: &Checkpoint) -> Result<(), KafkaIoError> {
+    let parts = topic_partitions(cfg, &cp.topic)?;
+    let consumer: BaseConsumer = client(cfg)
+        .create()
+        .map_err(|source| KafkaIoError::Client {
+            op: "watermarks client",
+            source,
+        })?;
+    for p in &cp.partitions {
+        let mismatch = |problem: String| KafkaIoError::CheckpointMismatch {
+            topic: cp.topic.clone(),
+            partition: p.partition,
+            problem,
+        };
+        if !parts.contains(&p.partition) {
+            return Err(mismatch("no longer exists".into()));
+        }
+        let (_, high) = consumer
+            .fetch_watermarks(&cp.topic, p.partition, Duration::from_secs(10))
+            .map_err(|source| KafkaIoError::Client {
+                op: "fetch watermarks",
+                source,
+            })?;
+        if high < p.high_offset {
+            return Err(mismatch(format!(
+                "ends at offset {high}, before the checkpoint's high offset {}",
+                p.high_offset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Commits a checkpoint's resume offsets to the broker (for lag tooling; the checkpoint store
+/// is the source of truth on restart).
+pub struct KafkaCommitter {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl KafkaCommitter {
+    /// A committer for `cfg.group_id`.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaIoError> {
+        let consumer: BaseConsumer = client(cfg)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|source| KafkaIoError::Client {
+                op: "committer",
+                source,
+            })?;
+        Ok(Self {
+            consumer,
+            topic: cfg.topic.clone(),
+        })
+    }
+
+    /// Commits `resume_offset` of every partition of `cp`, synchronously.
+    pub fn commit(&self, cp: &Checkpoint) -> Result<(), KafkaIoError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in &cp.partitions {
+            tpl.add_partition_offset(&self.topic, p.partition, Offset::Offset(p.resume_offset))
+                .map_err(|source| KafkaIoError::Client {
+                    op: "commit list",
+                    source,
+                })?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|source| KafkaIoError::Client {
+                op: "commit",
+                source,
+            })
+    }
+
+    /// Offsets committed for `partitions` (for tests and tooling).
+    pub fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, KafkaIoError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|source| KafkaIoError::Client {
+                op: "committed",
+                source,
+            })?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,358 @@
+//! Assembles eddy's dataflow on every timely worker and drives it: source → watermark →
+//! windowed counts → sinks, plus the checkpoint coordinator on worker 0.
+//!
+//! # Commit protocol
+//! A probe follows every sink (Redis, ClickHouse or memory, and the dead-letter writer); each
+//! sink operator holds epoch `e`'s capability until its sink threads have written `e`. When the
+//! probe passes `e` on worker 0, the checkpoint candidate of the newest epoch `<= e` (computed
+//! by `TrackWatermark` from the broadcast progress reports, so it covers every partition) is
+//! saved to the checkpoint store, then the batch/speed boundary is published and the resume
+//! offsets are committed to the broker. A restart loads that checkpoint, re-reads every
+//! partition from its resume offset (rebuilding the open windows in full) and skips re-read
+//! records of windows already final. Sinks are idempotent, so replayed output is harmless.
+
+mod checkpointer;
+mod io;
+
+use crate::kafka::{KafkaIoError, topic_partitions};
+use crate::reader::PartitionReader;
+use crate::sink_op::{sink_counts, sink_dead_letters, sink_similarity};
+use crate::source::{SourceSettings, source};
+use checkpointer::Checkpointer;
+use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
+use eddy_dataflows::Inputs;
+use eddy_load_gen::GenConfig;
+use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
+use eddy_sinks::{CheckpointStore, ClickHouseCheckpoints, MemoryDeadLetters, SinkError};
+use io::{WorkerIo, demo_io, kafka_io};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Probe;
+
+/// Pipeline errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Kafka set-up or a broker call failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaIoError),
+    /// A store failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A worker thread failed to start or panicked.
+    #[error("worker failed: {0}")]
+    Worker(String),
+    /// Another run holds the job, or this run lost it (see [`crate::fence`]).
+    #[error(transparent)]
+    Fence(#[from] crate::fence::FenceError),
+}
+
+/// Where records come from and results go.
+#[derive(Clone)]
+pub enum Mode {
+    /// Kafka in, Redis + ClickHouse out (the production shape).
+    Kafka,
+    /// The embedded demo: generated records in, memory out.
+    Demo(DemoSetup),
+}
+
+/// The embedded demo's wiring.
+#[derive(Clone)]
+pub struct DemoSetup {
+    /// Both layers, shared with the query server.
+    pub store: Arc<RwLock<MemoryStore>>,
+    /// Dead letters kept in memory.
+    pub dead_letters: MemoryDeadLetters,
+    /// Generator parameters (seed, skew, fractions of late/malformed messages).
+    pub generator: GenConfig,
+    /// Messages per second per generated partition.
+    pub rate_per_partition: f64,
+    /// Generated partitions.
+    pub partitions: i32,
+}
+
+/// What a run needs.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Configuration.
+    pub config: Config,
+    /// Timely configuration (workers, processes).
+    pub timely: timely::Config,
+    /// Set to stop the run (abruptly: no final checkpoint, as a crash would).
+    pub stop: Arc<AtomicBool>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+}
+
+/// Runs the pipeline until `opts.stop` is set.
+pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
+    let cfg = opts.config.clone();
+    // One writer per job: process 0 of a cluster holds the job's lease for the whole run.
+    let first_process = !matches!(
+        &opts.timely.communication,
+        timely::CommunicationConfig::Cluster { process, .. } if *process != 0
+    );
+    let fence = match &mode {
+        Mode::Kafka if first_process => Some(crate::fence::JobFence::acquire(
+            &cfg.redis.url,
+            crate::fence::JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic),
+            crate::fence::LEASE_TTL,
+            opts.stop.clone(),
+        )?),
+        _ => None,
+    };
+    let (partitions, restore) = match &mode {
+        Mode::Kafka => {
+            eddy_sinks::check_schema(&cfg.clickhouse)?;
+            let parts = topic_partitions(&cfg.kafka, &cfg.kafka.topic)?;
+            let restore =
+                ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load(&cfg.kafka.topic)?;
+            if let Some(cp) = &restore {
+                // A recreated or truncated topic: the checkpoint's offsets name other records.
+                crate::kafka::check_checkpoint(&cfg.kafka, cp)?;
+                tracing::info!(
+                    epoch = cp.epoch,
+                    watermark_ms = cp.watermark_ms,
+                    "restoring checkpoint"
+                );
+            }
+            (parts, restore)
+        }
+        Mode::Demo(d) => ((0..d.partitions).collect(), None),
+    };
+    let mode = Arc::new(mode);
+    let stop = opts.stop.clone();
+    let guards = timely::execute(opts.timely.clone(), move |worker| {
+        guard_worker(worker, &opts.stop, |worker| {
+            let index = worker.index();
+            let peers = worker.peers();
+            let mine: Vec<i32> = partitions
+                .iter()
+                .copied()
+                .filter(|p| *p as usize % peers == index)
+                .collect();
+            let lead = index == 0;
+            match &*mode {
+                Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead)
+                    .and_then(|io| drive(worker, &opts, &partitions, io, restore.clone())),
+                Mode::Demo(d) => drive(
+                    worker,
+                    &opts,
+                    &partitions,
+                    demo_io(&opts, mine, d, lead),
+                    None,
+                ),
+            }
+        })
+    })
+    .map_err(PipelineError::Worker)?;
+    let mut first_error = None;
+    for r in guards.join() {
+        if let Err(e) = r.map_err(PipelineError::Worker).and_then(|r| r) {
+            first_error.get_or_insert(e);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    if let Some(fence) = &fence {
+        fence.check()?;
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Runs one worker's body. If it fails or panics, the failure is logged and `stop` is set, so
+/// every other worker stops too (instead of waiting forever for a peer that is gone) and the
+/// run ends with the error: a failing worker ends the process loudly, never leaves it alive
+/// and idle. Whatever happens, the worker's dataflows are dropped before returning (their
+/// sources never complete, so timely would step them forever).
+///
+/// ```
+/// use eddy::pipeline::{PipelineError, guard_worker};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use timely::dataflow::operators::Inspect;
+/// use timely::dataflow::operators::vec::ToStream;
+///
+/// let stop = Arc::new(AtomicBool::new(false));
+/// let s = stop.clone();
+/// let results = timely::execute(timely::Config::process(2), move |worker| {
+///     guard_worker(worker, &s, |worker| {
+///         let index = worker.index();
+///         worker.dataflow::<u64, _, _>(|scope| {
+///             (0..3u64).to_stream(scope).inspect(move |x: &u64| {
+///                 if index == 1 && *x == 2 {
+///                     panic!("worker 1 breaks");
+///                 }
+///             });
+///         });
+///         // Run until told to stop, as the pipeline's workers do.
+///         while !s.load(Ordering::SeqCst) {
+///             worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+///         }
+///         Ok(())
+///     })
+/// })
+/// .unwrap()
+/// .join();
+/// assert!(stop.load(Ordering::SeqCst));
+/// assert!(matches!(&results[0], Ok(Ok(()))));
+/// assert!(matches!(&results[1], Ok(Err(PipelineError::Worker(m))) if m.contains("worker 1 breaks")));
+/// ```
+pub fn guard_worker(
+    worker: &mut timely::worker::Worker,
+    stop: &AtomicBool,
+    body: impl FnOnce(&mut timely::worker::Worker) -> Result<(), PipelineError>,
+) -> Result<(), PipelineError> {
+    let index = worker.index();
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| body(&mut *worker))).unwrap_or_else(|panic| {
+            Err(PipelineError::Worker(format!(
+                "worker {index} panicked: {}",
+                panic_message(&*panic)
+            )))
+        });
+    if let Err(e) = &result {
+        tracing::error!(worker = index, error = %e, "worker failed; stopping every worker");
+        stop.store(true, Ordering::SeqCst);
+    }
+    let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+    }));
+    if let Err(panic) = dropped {
+        // The worker cannot be stopped cleanly: end the process rather than leave it stuck.
+        tracing::error!(
+            worker = index,
+            panic = panic_message(&*panic),
+            "cannot drop a failed worker's dataflow; exiting"
+        );
+        std::process::exit(70);
+    }
+    result
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Builds the dataflow on this worker (source, watermark, [`eddy_dataflows::build`], the
+/// sink paths, all probed for durability) and steps it until `opts.stop`; worker 0 saves a
+/// checkpoint every `pipeline.checkpoint_ms` once the sinks hold everything before it.
+fn drive<R: PartitionReader>(
+    worker: &mut timely::worker::Worker,
+    opts: &RunOptions,
+    all: &[i32],
+    io: WorkerIo<R>,
+    restore: Option<Checkpoint>,
+) -> Result<(), PipelineError> {
+    let cfg = &opts.config;
+    let WorkerIo {
+        reader,
+        counts: counts_sinks,
+        similarity: similarity_sinks,
+        dead_letters: dlq_sinks,
+        commit,
+    } = io;
+    let window = WindowSpec::new(cfg.pipeline.window_ms);
+    let floor = restore.as_ref().map_or(i64::MIN, |cp| {
+        WatermarkPolicy::bounded_floor(
+            cp.watermark_ms,
+            eddy_core::now_ms(),
+            cfg.pipeline.max_future_ms,
+        )
+    });
+    // Only the coordinating worker takes checkpoints, so only it records candidates.
+    let watermark = if commit.is_some() {
+        WatermarkHandle::recording_checkpoints(floor)
+    } else {
+        WatermarkHandle::new(floor)
+    };
+    let durable: ProbeHandle<Epoch> = ProbeHandle::new();
+    let sliding_ms = cfg.engagement.sliding_ms;
+    let settings = SourceSettings {
+        window,
+        retain_ms: sliding_ms,
+        epoch: Duration::from_millis(cfg.pipeline.epoch_ms),
+        max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
+        max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
+        idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
+        restore,
+        max_future_ms: cfg.pipeline.max_future_ms,
+        clock: crate::source::WallClock::system(),
+    };
+    let policy = WatermarkPolicy {
+        window,
+        retain_ms: sliding_ms,
+        lateness_ms: cfg.pipeline.lateness_ms,
+        partitions: all.to_vec(),
+        floor_ms: floor,
+    };
+    let metrics = opts.metrics.clone();
+    worker.dataflow::<Epoch, _, _>(|scope| {
+        let src = source(
+            scope,
+            reader,
+            settings,
+            watermark.clone(),
+            durable.clone(),
+            metrics,
+        );
+        let marks = src.progress.track_watermark(policy, watermark.clone());
+        let out = eddy_dataflows::build(
+            cfg,
+            Inputs {
+                events: src.events,
+                history: Some(src.history),
+                watermarks: marks.clone(),
+            },
+        );
+        // Every sink path is probed for durability: an epoch is durable once all hold it.
+        sink_counts(
+            &out.counts,
+            &out.engagement,
+            marks.clone(),
+            window,
+            sliding_ms,
+            counts_sinks,
+        )
+        .probe_with(&durable);
+        if let Some(similarity) = &out.similarity {
+            sink_similarity(similarity, marks, sliding_ms, similarity_sinks).probe_with(&durable);
+        }
+        sink_dead_letters(src.dead_letters, dlq_sinks).probe_with(&durable);
+    });
+    let checkpointer = commit.map(|c| Checkpointer::spawn(c, opts.metrics.clone()));
+    let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);
+    let mut next_checkpoint = Instant::now() + every;
+    while !opts.stop.load(Ordering::SeqCst) {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        opts.metrics.watermark_ms.set(watermark.latest().max(0));
+        let Some(checkpointer) = checkpointer.as_ref() else {
+            continue;
+        };
+        if Instant::now() < next_checkpoint {
+            continue;
+        }
+        let through = durable.with_frontier(|f| f.iter().min().copied());
+        let Some(through) = through.and_then(|t| t.checked_sub(1)) else {
+            continue;
+        };
+        if let Some(c) = watermark.take_checkpoint(through) {
+            checkpointer.offer(Checkpoint {
+                topic: cfg.kafka.topic.clone(),
+                epoch: c.epoch,
+                watermark_ms: c.watermark_ms,
+                partitions: c.partitions,
+            });
+            next_checkpoint = Instant::now() + every;
+        }
+    }
+    // The source never completes on its own: `guard_worker` drops the dataflow.
+    Ok(())
+}

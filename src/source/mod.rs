@@ -1,0 +1,320 @@
+//! The source operator: reads partitions, validates events, applies the event-time watermark,
+//! and reports per-partition progress.
+//!
+//! # Protocol (per worker, per epoch `e`)
+//! 1. Wait until the watermark `W(e)` is known (every worker has finished epoch `e - 1`).
+//! 2. Read records for up to `epoch_ms` (at most `max_records_per_epoch`), unless
+//!    `max_inflight_epochs` epochs with data are not yet durable in the sinks (backpressure).
+//!    Each record is one of:
+//!    - below the restored checkpoint's high offset, and malformed or in a window already
+//!      final under the restored watermark → skipped (it was dead-lettered or counted before
+//!      the restart; every record late before the restart is in such a window, as the
+//!      watermark only grows), except that a valid event of a final window still inside the
+//!      retention (the sliding window) goes to `history`: it rebuilds sliding state only;
+//!    - malformed, or dated after the wall clock + `max_future_ms` → dead letter with its
+//!      reason (`bad_ts` for the future);
+//!    - in a window closed under `W(e)` → dead letter `late`;
+//!    - otherwise an on-time event at time `e`.
+//! 3. Report the progress of every partition that changed, then advance to `e + 1`.
+//!
+//! Nothing is dropped silently: every record ends up counted, dead-lettered or (on replay)
+//! recognised as already counted.
+
+use crate::reader::{PartitionReader, Record};
+use differential_dataflow::{AsCollection, VecCollection};
+pub use eddy_core::DeadLetter;
+use eddy_core::event::check_not_future;
+use eddy_core::{Checkpoint, Event, Metrics, WindowSpec, parse_event};
+use eddy_operators::{Epoch, PartitionProgress, WatermarkHandle};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+/// Source settings.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Tumbling window (decides lateness).
+    pub window: WindowSpec,
+    /// How long after its start a window's events still feed some state (the sliding window's
+    /// length; at least the tumbling window's).
+    pub retain_ms: i64,
+    /// Epoch length.
+    pub epoch: Duration,
+    /// Most records per epoch per worker.
+    pub max_records_per_epoch: usize,
+    /// Most epochs with data in flight before reading pauses.
+    pub max_inflight_epochs: usize,
+    /// Quiet time after which a caught-up partition is idle.
+    pub idle_timeout: Duration,
+    /// Checkpoint restored at start-up, if any.
+    pub restore: Option<Checkpoint>,
+    /// Latest accepted event time after the wall clock, ms (`pipeline.max_future_ms`): a later
+    /// event is a dead letter `bad_ts`, so it moves neither the watermark nor the resume offset.
+    pub max_future_ms: i64,
+    /// The wall clock that bound is measured from.
+    pub clock: WallClock,
+}
+
+/// The wall clock, epoch ms: the system's, or any function (tests).
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl WallClock {
+    /// The system clock ([`eddy_core::now_ms`]).
+    pub fn system() -> Self {
+        Self(Arc::new(eddy_core::now_ms))
+    }
+    /// A clock reading `f()`.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+    /// Now, epoch ms.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WallClock({})", self.now_ms())
+    }
+}
+
+/// The source's output streams.
+pub struct SourceStreams<'scope> {
+    /// On-time events (insert-only).
+    pub events: VecCollection<'scope, Epoch, Event, isize>,
+    /// Replayed events of windows final before a restart but still inside the retention: they
+    /// rebuild sliding-window state only (insert-only).
+    pub history: VecCollection<'scope, Epoch, Event, isize>,
+    /// Progress reports, for `TrackWatermark`.
+    pub progress: StreamVec<'scope, Epoch, PartitionProgress>,
+    /// Dead letters.
+    pub dead_letters: StreamVec<'scope, Epoch, DeadLetter>,
+}
+
+#[derive(Debug, Default)]
+struct PartState {
+    max_ts: Option<i64>,
+    next_offset: i64,
+    idle: bool,
+    reported: bool,
+    changed: bool,
+    last_record: Option<Instant>,
+    seen_windows: BTreeSet<i64>,
+    first_offsets: Vec<(i64, i64)>,
+}
+
+/// Builds the source operator over `reader` (see the module docs). `durable` is a probe that
+/// passes epoch `e` once every sink holds epoch `e`.
+pub fn source<'scope, R: PartitionReader>(
+    scope: Scope<'scope, Epoch>,
+    mut reader: R,
+    settings: SourceSettings,
+    watermark: WatermarkHandle,
+    durable: ProbeHandle<Epoch>,
+    metrics: Metrics,
+) -> SourceStreams<'scope> {
+    let mut builder = OperatorBuilder::new("Source".to_owned(), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address.clone());
+    let (events_out, events) = builder.new_output();
+    let (history_out, history) = builder.new_output();
+    let (progress_out, progress) = builder.new_output();
+    let (dead_out, dead_letters) = builder.new_output();
+    let mut events_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Event, Epoch, isize)>>>::from(events_out);
+    let mut history_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Event, Epoch, isize)>>>::from(history_out);
+    let mut progress_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<PartitionProgress>>>::from(progress_out);
+    let mut dead_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(dead_out);
+
+    builder.build(move |mut caps| {
+        let mut dead_cap = caps.pop();
+        let mut progress_cap = caps.pop();
+        let mut history_cap = caps.pop();
+        let mut events_cap = caps.pop();
+        let window = settings.window;
+        let retain = settings.retain_ms.max(window.size_ms);
+        let (restore_wm, restore_high): (i64, HashMap<i32, i64>) = match &settings.restore {
+            Some(cp) => (
+                cp.watermark_ms,
+                cp.partitions.iter().map(|p| (p.partition, p.high_offset)).collect(),
+            ),
+            None => (i64::MIN, HashMap::new()),
+        };
+        let mut parts: HashMap<i32, PartState> = reader
+            .partitions()
+            .into_iter()
+            .map(|p| (p, PartState { next_offset: reader.start_offset(p), ..PartState::default() }))
+            .collect();
+        let mut epoch: Epoch = 0;
+        let mut epoch_started: Option<Instant> = None;
+        let mut read_this_epoch = 0usize;
+        let mut inflight: VecDeque<Epoch> = VecDeque::new();
+        let started = Instant::now();
+        move |_frontiers| {
+            let Some(cap) = events_cap.as_ref() else { return };
+            let Some(wm) = watermark.watermark_at(epoch) else {
+                // Other workers have not finished the previous epoch yet.
+                activator.activate_after(Duration::from_micros(200));
+                return;
+            };
+            let now = Instant::now();
+            let began = *epoch_started.get_or_insert(now);
+            while inflight.front().is_some_and(|e| !durable.less_equal(e)) {
+                inflight.pop_front();
+            }
+            if inflight.len() < settings.max_inflight_epochs
+                && read_this_epoch < settings.max_records_per_epoch
+            {
+                let mut events = events_out.activate();
+                let mut events = events.session(cap);
+                let mut dead = dead_out.activate();
+                let mut dead = dead.session(dead_cap.as_ref().expect("held with events_cap"));
+                let mut history = history_out.activate();
+                let mut history =
+                    history.session(history_cap.as_ref().expect("held with events_cap"));
+                let budget = settings.max_records_per_epoch - read_this_epoch;
+                let now_ms = settings.clock.now_ms();
+                let max_future_ms = settings.max_future_ms;
+                let result = reader.poll(budget, &mut |rec: Record<'_>| {
+                    let st = parts.entry(rec.partition).or_default();
+                    st.next_offset = rec.offset + 1;
+                    st.changed = true;
+                    st.last_record = Some(now);
+                    let replayed = restore_high.get(&rec.partition).is_some_and(|&h| rec.offset < h);
+                    let parsed = parse_event(rec.payload).and_then(|ev| {
+                        check_not_future(ev.ts_ms, now_ms, max_future_ms).map(|()| ev)
+                    });
+                    match parsed {
+                        // Dead-lettered before the restart.
+                        Err(_) if replayed => {
+                            metrics.replay_skipped.inc();
+                        }
+                        Err(e) => {
+                            metrics.dead_letter(e.reason());
+                            dead.give(DeadLetter {
+                                partition: rec.partition,
+                                offset: rec.offset,
+                                reason: e.reason().to_owned(),
+                                error: e.to_string(),
+                                payload: rec.payload.to_vec(),
+                            });
+                        }
+                        Ok(ev) => {
+                            if replayed && window.is_closed(ev.ts_ms, restore_wm) {
+                                let start = window.start(ev.ts_ms);
+                                if start.saturating_add(retain) > restore_wm {
+                                    if st.seen_windows.insert(start) {
+                                        st.first_offsets.push((start, rec.offset));
+                                    }
+                                    history.give((ev, epoch, 1));
+                                } else {
+                                    metrics.replay_skipped.inc();
+                                }
+                                return;
+                            }
+                            st.max_ts = st.max_ts.max(Some(ev.ts_ms));
+                            if window.is_closed(ev.ts_ms, wm) {
+                                metrics.late_events.inc();
+                                metrics.dead_letter("late");
+                                dead.give(DeadLetter {
+                                    partition: rec.partition,
+                                    offset: rec.offset,
+                                    reason: "late".to_owned(),
+                                    error: format!(
+                                        "event time {} is in window [{}, {}) already closed by watermark {}",
+                                        ev.ts_ms,
+                                        window.start(ev.ts_ms),
+                                        window.end(ev.ts_ms),
+                                        wm
+                                    ),
+                                    payload: rec.payload.to_vec(),
+                                });
+                                return;
+                            }
+                            let start = window.start(ev.ts_ms);
+                            if st.seen_windows.insert(start) {
+                                st.first_offsets.push((start, rec.offset));
+                            }
+                            metrics.events_in.inc();
+                            events.give((ev, epoch, 1));
+                        }
+                    }
+                });
+                match result {
+                    Ok(n) => {
+                        if n > 0 && inflight.back() != Some(&epoch) {
+                            inflight.push_back(epoch);
+                        }
+                        read_this_epoch += n;
+                    }
+                    // The partition set changed or similar: the run cannot go on; the worker
+                    // fails with the error (and every other worker stops).
+                    Err(e) if R::is_fatal(&e) => panic!("source cannot continue: {e}"),
+                    Err(e) => tracing::warn!(error = %e, "source read failed; retrying"),
+                }
+            }
+            if now.duration_since(began) < settings.epoch
+                && read_this_epoch < settings.max_records_per_epoch
+            {
+                activator.activate_after(Duration::from_micros(500));
+                return;
+            }
+            // End of epoch: report progress, then advance every capability.
+            {
+                let mut progress = progress_out.activate();
+                let mut progress = progress.session(progress_cap.as_ref().expect("held"));
+                for (&partition, st) in parts.iter_mut() {
+                    let quiet = st.last_record.unwrap_or(started);
+                    let idle = reader.at_end(partition)
+                        && now.duration_since(quiet) >= settings.idle_timeout;
+                    if st.changed || !st.reported || idle != st.idle {
+                        st.idle = idle;
+                        st.changed = false;
+                        st.reported = true;
+                        // Windows past the retention never need their first offset.
+                        let keep = st.seen_windows.split_off(&(wm.saturating_sub(retain).saturating_add(1)));
+                        st.seen_windows = keep;
+                        progress.give(PartitionProgress {
+                            partition,
+                            max_ts_ms: st.max_ts,
+                            idle,
+                            next_offset: st.next_offset,
+                            first_offsets: std::mem::take(&mut st.first_offsets),
+                        });
+                    }
+                }
+            }
+            epoch += 1;
+            for c in [&mut events_cap, &mut history_cap, &mut progress_cap, &mut dead_cap].into_iter().flatten() {
+                c.downgrade(&epoch);
+            }
+            epoch_started = None;
+            read_this_epoch = 0;
+            activator.activate();
+        }
+    });
+    SourceStreams {
+        events: events.as_collection(),
+        history: history.as_collection(),
+        progress,
+        dead_letters,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! The source operator's tests: validation, lateness, replay and the future bound.
+use super::*;
+use eddy_operators::{TrackWatermark, WatermarkPolicy};
+use std::cell::RefCell;
+use std::rc::Rc;
+use timely::dataflow::operators::Inspect;
+
+/// One partition whose records the test appends while the dataflow runs.
+struct VecReader {
+    records: Rc<RefCell<Vec<Vec<u8>>>>,
+    next: usize,
+}
+
+impl PartitionReader for VecReader {
+    type Error = std::convert::Infallible;
+    fn partitions(&self) -> Vec<i32> {
+        vec![0]
+    }
+    fn start_offset(&self, _: i32) -> i64 {
+        0
+    }
+    fn poll(&mut self, max: usize, f: &mut dyn FnMut(Record<'_>)) -> Result<usize, Self::Error> {
+        let records = self.records.borrow();
+        let mut n = 0;
+        while n < max && self.next < records.len() {
+            f(Record {
+                partition: 0,
+                offset: self.next as i64,
+                payload: &records[self.next],
+            });
+            self.next += 1;
+            n += 1;
+        }
+        Ok(n)
+    }
+    fn at_end(&self, _: i32) -> bool {
+        self.next == self.records.borrow().len()
+    }
+}
+
+/// 2026-01-01T00:00:00Z, the fake wall clock.
+const NOW: i64 = 1_767_225_600_000;
+
+fn view(i: i64, ts: i64) -> Vec<u8> {
+    format!(r#"{{"event_id":"e{i}","ts":{ts},"user_id":{i},"campaign_id":1,"event_type":"view"}}"#)
+        .into_bytes()
+}
+
+/// Feeds one event dated 2090, lets the partition go idle (idle timeout 0: the all-idle
+/// watermark is the largest event time seen), then 20 events of the current minute.
+/// Returns the offsets counted and the dead letters' `(offset, reason)`.
+fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
+    timely::execute_directly(move |worker| {
+        let records = Rc::new(RefCell::new(vec![view(0, 3_786_825_600_000)]));
+        let reader = VecReader {
+            records: records.clone(),
+            next: 0,
+        };
+        let counted = Rc::new(RefCell::new(Vec::new()));
+        let letters = Rc::new(RefCell::new(Vec::new()));
+        let watermark = WatermarkHandle::new(i64::MIN);
+        let window = WindowSpec::new(60_000);
+        let settings = SourceSettings {
+            window,
+            retain_ms: 60_000,
+            epoch: Duration::from_millis(1),
+            max_records_per_epoch: 1_000,
+            max_inflight_epochs: 1_000,
+            idle_timeout: Duration::ZERO,
+            restore: None,
+            max_future_ms,
+            clock: WallClock::from_fn(|| NOW),
+        };
+        let policy = WatermarkPolicy {
+            window,
+            retain_ms: 60_000,
+            lateness_ms: 5_000,
+            partitions: vec![0],
+            floor_ms: i64::MIN,
+        };
+        let first_windows = Rc::new(RefCell::new(Vec::new()));
+        let f = first_windows.clone();
+        let (c, l, w) = (counted.clone(), letters.clone(), watermark.clone());
+        worker.dataflow::<Epoch, _, _>(move |scope| {
+            let src = source(
+                scope,
+                reader,
+                settings,
+                w.clone(),
+                ProbeHandle::new(),
+                Metrics::new(),
+            );
+            let windows = f.clone();
+            src.progress
+                .inspect(move |p| {
+                    windows
+                        .borrow_mut()
+                        .extend(p.first_offsets.iter().map(|&(start, _)| start))
+                })
+                .track_watermark(policy, w);
+            src.events.inner.inspect(move |(e, _, _)| {
+                c.borrow_mut().push(e.user_id as i64);
+            });
+            src.dead_letters.inspect(move |d| {
+                l.borrow_mut().push((d.offset, d.reason.clone()));
+            });
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut step_until = |what: &str, done: &dyn Fn() -> bool| {
+            while !done() {
+                assert!(Instant::now() < deadline, "timed out: {what}");
+                worker.step();
+            }
+        };
+        // The 2090 event is read, and several epochs pass with the partition idle.
+        step_until("the first record read and epoch 10", &|| {
+            counted.borrow().len() + letters.borrow().len() == 1
+                && watermark.watermark_at(10).is_some()
+        });
+        records
+            .borrow_mut()
+            .extend((1..=20).map(|i| view(i, NOW - 30_000 + i * 100)));
+        step_until("every record read", &|| {
+            counted.borrow().len() + letters.borrow().len() == 21
+        });
+        assert!(
+            watermark.latest() <= NOW + max_future_ms,
+            "the watermark never runs ahead of the wall clock + max_future_ms"
+        );
+        assert!(
+            first_windows
+                .borrow()
+                .iter()
+                .all(|&start| start <= NOW + max_future_ms),
+            "no future window holds the resume offset: {:?}",
+            first_windows.borrow()
+        );
+        let mut counted = counted.borrow().clone();
+        counted.sort();
+        let letters = letters.borrow().clone();
+        // The source never completes: drop the dataflow, or timely steps it forever.
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        (counted, letters)
+    })
+}
+
+#[test]
+fn an_event_from_the_future_is_bad_ts_and_later_events_count() {
+    let (counted, letters) = run(300_000);
+    assert_eq!(letters, vec![(0, "bad_ts".to_owned())]);
+    assert_eq!(
+        counted,
+        (1..=20).collect::<Vec<_>>(),
+        "every current event counted"
+    );
+}
+
+/// A reader whose partitions changed under it.
+struct ChangedReader;
+
+impl PartitionReader for ChangedReader {
+    type Error = String;
+    fn partitions(&self) -> Vec<i32> {
+        vec![0]
+    }
+    fn start_offset(&self, _: i32) -> i64 {
+        0
+    }
+    fn poll(&mut self, _: usize, _: &mut dyn FnMut(Record<'_>)) -> Result<usize, String> {
+        Err("partitions changed".into())
+    }
+    fn at_end(&self, _: i32) -> bool {
+        false
+    }
+    fn is_fatal(_: &String) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_fatal_read_error_fails_the_worker() {
+    let message = timely::execute_directly(|worker| {
+        worker.dataflow::<Epoch, _, _>(|scope| {
+            let settings = SourceSettings {
+                window: WindowSpec::new(1_000),
+                retain_ms: 1_000,
+                epoch: Duration::from_millis(1),
+                max_records_per_epoch: 10,
+                max_inflight_epochs: 10,
+                idle_timeout: Duration::ZERO,
+                restore: None,
+                max_future_ms: 0,
+                clock: WallClock::from_fn(|| NOW),
+            };
+            let watermark = WatermarkHandle::new(i64::MIN);
+            source(
+                scope,
+                ChangedReader,
+                settings,
+                watermark,
+                ProbeHandle::new(),
+                Metrics::new(),
+            );
+        });
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..1_000 {
+                worker.step();
+            }
+        }))
+        .expect_err("the source stops instead of retrying forever");
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    });
+    assert_eq!(message, "source cannot continue: partitions changed");
+}
