@@ -6,123 +6,48 @@
 use eddy::pipeline::{Mode, RunOptions, run};
 use eddy_core::metrics::ReasonLabel;
 use eddy_core::{Config, Metrics};
-use rdkafka::Message;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::collections::BTreeMap;
+use eddy_storage::CheckpointRow;
+use eddy_testkit::kafka::{dead_letters, produce};
+use eddy_testkit::stores::ch_fetch;
+use eddy_testkit::wait::wait_until;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// 2026-01-01T00:00:00Z: event times of the valid events.
 const T0: i64 = 1_767_225_600_000;
 /// Valid events produced after the bad message(s).
 const VALID: i64 = 20;
 
-/// Waits for `pred` to hold, polling, or panics after `secs` with `what`.
-fn wait_for(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A fresh topic pair, consumer group, Redis prefix and ClickHouse database for `name`.
 fn config(name: &str) -> Config {
-    eddy_testkit::services(&[]);
-    let unique = format!("{name}_{}_{}", std::process::id(), eddy_core::now_ms());
-    let mut cfg = Config::default();
-    cfg.kafka.topic = format!("dlq_{unique}");
-    cfg.kafka.dlq_topic = format!("dlq_{unique}.dlq");
-    cfg.kafka.group_id = format!("dlq_{unique}");
-    cfg.kafka.partitions = 1;
+    let mut cfg = eddy_testkit::pipeline::fresh_config(&format!("dlq_{name}"));
     cfg.kafka.idle_timeout_ms = 300;
     cfg.pipeline.window_ms = 10_000;
     cfg.pipeline.lateness_ms = 2_000;
     cfg.pipeline.checkpoint_ms = 100;
-    cfg.pipeline.workers = 1;
-    cfg.similarity.enabled = false;
     cfg.sink.max_backoff_ms = 200;
-    cfg.redis.prefix = format!("dlq_{unique}");
-    cfg.clickhouse.database = format!("eddy_dlq_{name}");
-    ch(
-        &cfg,
-        &format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database),
-    );
-    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
-    rt().block_on(eddy::kafka::create_topics(&cfg.kafka))
-        .unwrap();
+    eddy_testkit::block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
     cfg
-}
-
-/// Runs a ClickHouse statement (test-authored SQL only) and returns JSONEachRow rows.
-fn ch(cfg: &Config, sql: &str) -> Vec<serde_json::Value> {
-    let body = rt().block_on(async {
-        reqwest::Client::new()
-            .post(&cfg.clickhouse.url)
-            .body(format!("{sql} FORMAT JSONEachRow"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    body.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("clickhouse said {body}: {e}")))
-        .collect()
 }
 
 /// High offset of partition 0 in the latest checkpoint.
 fn checkpoint_high(cfg: &Config) -> Option<i64> {
-    let db = &cfg.clickhouse.database;
-    let rows = ch(
-        cfg,
-        &format!(
-            "SELECT high_offset FROM {db}.source_checkpoints \
-             WHERE version = (SELECT max(version) FROM {db}.source_checkpoints) AND partition = 0"
-        ),
+    let topic = cfg.kafka.topic.as_str();
+    let rows: Vec<CheckpointRow> = ch_fetch(
+        &cfg.clickhouse,
+        eddy_storage::LATEST_CHECKPOINT_QUERY,
+        |q| q.bind(topic).bind(topic),
     );
-    let v = &rows.first()?["high_offset"];
-    Some(match v {
-        serde_json::Value::String(s) => s.parse().unwrap(),
-        v => v.as_i64().unwrap(),
-    })
+    rows.iter()
+        .find(|r| r.partition == 0)
+        .map(|r| r.high_offset)
 }
 
-fn produce(cfg: &Config, msgs: &[Vec<u8>]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("acks", "all")
-        .set("message.max.bytes", "2000000")
-        .create()
-        .unwrap();
-    rt().block_on(async {
-        for m in msgs {
-            producer
-                .send(
-                    FutureRecord::<(), [u8]>::to(&cfg.kafka.topic)
-                        .partition(0)
-                        .payload(m),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
-    });
+/// Produces `msgs` to partition 0 of the source topic, in order.
+fn produce_all(cfg: &Config, msgs: &[Vec<u8>]) {
+    produce(&cfg.kafka, msgs.iter().map(|m| (0, m.as_slice())));
 }
 
 /// Valid views, 100 ms apart from [`T0`].
@@ -179,56 +104,13 @@ impl Pipeline {
     /// Waits until a durable checkpoint covers `n` records of partition 0 and every valid
     /// event was counted: nothing stalls behind the bad message.
     fn wait_past(&self, cfg: &Config, n: i64) {
-        wait_for(60, "the checkpoint to pass every message", || {
-            checkpoint_high(cfg) == Some(n)
-        });
+        wait_until(
+            "the checkpoint to pass every message",
+            Duration::from_secs(60),
+            || checkpoint_high(cfg) == Some(n),
+        );
         assert_eq!(self.metrics.events_in.get(), VALID as u64);
     }
-}
-
-/// A dead letter as read back: headers by name, and the payload.
-struct Letter {
-    headers: BTreeMap<String, String>,
-    payload: Vec<u8>,
-}
-
-/// Every dead letter on the DLQ topic: reads until `expect` arrived, then until nothing more
-/// comes for a second.
-fn dead_letters(cfg: &Config, expect: usize) -> Vec<Letter> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", format!("{}-reader", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&cfg.kafka.dlq_topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline
-        && (out.len() < expect || quiet_since.elapsed() < Duration::from_secs(1))
-    {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            quiet_since = Instant::now();
-            let headers = m.headers().expect("dead letters carry headers");
-            out.push(Letter {
-                headers: headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or(&[])).into_owned(),
-                        )
-                    })
-                    .collect(),
-                payload: m.payload().unwrap_or(&[]).to_vec(),
-            });
-        }
-    }
-    out
 }
 
 #[test]
@@ -239,10 +121,10 @@ fn an_oversized_bad_message_costs_one_bounded_dead_letter() {
     let big = long_user_id(900_000);
     let mut msgs = vec![big.clone()];
     msgs.extend(valid_events());
-    produce(&cfg, &msgs);
+    produce_all(&cfg, &msgs);
     let p = start(&cfg);
     p.wait_past(&cfg, msgs.len() as i64);
-    let letters = dead_letters(&cfg, 1);
+    let letters = dead_letters(&cfg.kafka, 1);
     assert_eq!(letters.len(), 1, "one dead letter");
     let l = &letters[0];
     assert_eq!(l.headers["eddy-reason"], "bad_json");
@@ -282,7 +164,7 @@ fn a_letter_refused_for_good_is_counted_and_skipped() {
         long_user_id(3_000),
     ];
     msgs.extend(valid_events());
-    produce(&cfg, &msgs);
+    produce_all(&cfg, &msgs);
     let p = start(&cfg);
     p.wait_past(&cfg, msgs.len() as i64);
     let dropped = p
@@ -293,7 +175,7 @@ fn a_letter_refused_for_good_is_counted_and_skipped() {
         })
         .get();
     assert_eq!(dropped, 2, "both long letters refused, counted and skipped");
-    let letters = dead_letters(&cfg, 1);
+    let letters = dead_letters(&cfg.kafka, 1);
     assert_eq!(
         letters.len(),
         1,

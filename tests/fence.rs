@@ -4,10 +4,11 @@
 
 use eddy::fence::{FenceError, JobFence};
 use eddy::pipeline::{Mode, PipelineError, RunOptions, run};
-use eddy_core::{Config, Metrics};
+use eddy_core::Metrics;
+use eddy_testkit::wait::wait_until;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REDIS: &str = "redis://127.0.0.1:6379/";
 
@@ -27,13 +28,19 @@ fn redis() -> redis::Connection {
         .unwrap()
 }
 
-/// Waits for `pred` to hold, polling, or panics after `secs` with `what`.
-fn wait_for(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(20));
+/// Sets the lease `key` to `holder` as another run would, expiring after `ttl_ms` if given.
+fn set_holder(conn: &mut redis::Connection, key: &str, holder: &str, ttl_ms: Option<u64>) {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(holder);
+    if let Some(ttl) = ttl_ms {
+        cmd.arg("PX").arg(ttl);
     }
+    let _: () = cmd.query(conn).unwrap();
+}
+
+/// The holder the lease `key` names, if any.
+fn holder(conn: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(conn).unwrap()
 }
 
 fn acquire(key: &str, ttl_ms: u64) -> (Result<JobFence, FenceError>, Arc<AtomicBool>) {
@@ -58,8 +65,7 @@ fn a_held_lease_refuses_a_second_holder_until_released() {
     assert!(matches!(b, Err(FenceError::Held { .. })), "{:?}", b.err());
     assert!(a.check().is_ok() && !a_stop.load(Ordering::SeqCst));
     drop(a);
-    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
-    assert_eq!(holder, None, "released on drop");
+    assert_eq!(holder(&mut conn, &key), None, "released on drop");
     let (b, _) = acquire(&key, 300);
     b.expect("free again");
 }
@@ -69,13 +75,7 @@ fn a_crashed_holders_lease_is_taken_once_it_expires() {
     let mut conn = redis();
     let key = JobFence::key(&unique("crashed"), "events");
     // A holder that stopped renewing (killed): its lease expires after its TTL.
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("killed-run")
-        .arg("PX")
-        .arg(400)
-        .query(&mut conn)
-        .unwrap();
+    set_holder(&mut conn, &key, "killed-run", Some(400));
     let (c, _) = acquire(&key, 1_000);
     c.expect("taken over after the dead holder's lease expired");
 }
@@ -86,17 +86,14 @@ fn a_holder_whose_lease_is_taken_over_stops() {
     let key = JobFence::key(&unique("taken"), "events");
     let (a, a_stop) = acquire(&key, 300);
     let a = a.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("another-run")
-        .query(&mut conn)
-        .unwrap();
-    wait_for(10, "the holder to notice", || a_stop.load(Ordering::SeqCst));
+    set_holder(&mut conn, &key, "another-run", None);
+    wait_until("the holder to notice", Duration::from_secs(10), || {
+        a_stop.load(Ordering::SeqCst)
+    });
     assert!(matches!(a.check(), Err(FenceError::Lost { .. })));
     drop(a);
-    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
     assert_eq!(
-        holder.as_deref(),
+        holder(&mut conn, &key).as_deref(),
         Some("another-run"),
         "a lost lease is not released"
     );
@@ -106,23 +103,8 @@ fn a_holder_whose_lease_is_taken_over_stops() {
 #[test]
 fn a_second_run_on_the_same_job_refuses_to_start() {
     let mut conn = redis();
-    let u = unique("run");
-    let mut cfg = Config::default();
-    cfg.kafka.topic = u.clone();
-    cfg.kafka.dlq_topic = format!("{u}.dlq");
-    cfg.kafka.group_id = u.clone();
-    cfg.kafka.partitions = 1;
-    cfg.pipeline.workers = 1;
-    cfg.similarity.enabled = false;
-    cfg.redis.prefix = u.clone();
-    cfg.clickhouse.database = "eddy_fence".into();
-    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(eddy::kafka::create_topics(&cfg.kafka))
-        .unwrap();
+    let cfg = eddy_testkit::pipeline::fresh_config("fence_run");
+    eddy_testkit::block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
     let options = |stop: &Arc<AtomicBool>| RunOptions {
         config: cfg.clone(),
         timely: timely::Config::process(1),
@@ -135,12 +117,11 @@ fn a_second_run_on_the_same_job_refuses_to_start() {
         std::thread::spawn(move || run(opts, Mode::Kafka))
     };
     let key = JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic);
-    wait_for(30, "the first run to hold the job", || {
-        redis::cmd("EXISTS")
-            .arg(&key)
-            .query::<bool>(&mut conn)
-            .unwrap()
-    });
+    wait_until(
+        "the first run to hold the job",
+        Duration::from_secs(30),
+        || holder(&mut conn, &key).is_some(),
+    );
     let second_stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     {

@@ -12,73 +12,27 @@ use eddy::kafka::{KafkaIoError, check_checkpoint};
 use eddy::pipeline::{Mode, RunOptions, run};
 use eddy_core::{Checkpoint, Config, Metrics, PartitionCheckpoint};
 use eddy_sinks::{CheckpointStore, ClickHouseCheckpoints};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A fresh topic (one partition) and ClickHouse database for `name`.
 fn config(name: &str) -> Config {
-    eddy_testkit::services(&[]);
-    let unique = format!("{name}_{}_{}", std::process::id(), eddy_core::now_ms());
-    let mut cfg = Config::default();
-    cfg.kafka.topic = format!("src_{unique}");
-    cfg.kafka.dlq_topic = format!("src_{unique}.dlq");
-    cfg.kafka.group_id = format!("src_{unique}");
-    cfg.kafka.partitions = 1;
-    cfg.pipeline.workers = 1;
-    cfg.similarity.enabled = false;
-    cfg.redis.prefix = format!("src_{unique}");
-    cfg.clickhouse.database = format!("eddy_src_{name}");
-    rt().block_on(async {
-        reqwest::Client::new()
-            .post(&cfg.clickhouse.url)
-            .body(format!(
-                "DROP DATABASE IF EXISTS {}",
-                cfg.clickhouse.database
-            ))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
-    });
-    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
-    rt().block_on(eddy::kafka::create_topics(&cfg.kafka))
-        .unwrap();
+    let cfg = eddy_testkit::pipeline::fresh_config(&format!("src_{name}"));
+    eddy_testkit::block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
     cfg
 }
 
+/// Produces `n` views to partition 0 of the source topic.
 fn produce(cfg: &Config, n: usize) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .create()
-        .unwrap();
-    rt().block_on(async {
-        for i in 0..n {
-            let payload = format!(
+    let payloads: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
                 r#"{{"event_id":"{i}","ts":1767225600000,"user_id":1,"campaign_id":1,"event_type":"view"}}"#
-            );
-            producer
-                .send(
-                    FutureRecord::<(), str>::to(&cfg.kafka.topic)
-                        .partition(0)
-                        .payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
-    });
+            )
+        })
+        .collect();
+    eddy_testkit::kafka::produce(&cfg.kafka, payloads.iter().map(|p| (0, p.as_bytes())));
 }
 
 fn checkpoint(cfg: &Config, partition: i32, high_offset: i64) -> Checkpoint {

@@ -5,11 +5,13 @@
 //! - [`fixtures`]: builders of rows, batches and the query server's answers;
 //! - [`http`]: requests to the query server, answers decoded into `eddy_core::api` types;
 //! - [`kafka`]: producing raw messages, reading the dead-letter topic back;
+//! - [`pipeline`]: a pipeline config with topics, Redis prefix and database of a test's own;
 //! - [`wait`]: polling a condition with a deadline instead of sleeping.
 
 pub mod fixtures;
 pub mod http;
 pub mod kafka;
+pub mod pipeline;
 pub mod proxy;
 pub mod stores;
 pub mod wait;
