@@ -5,59 +5,30 @@
 //! single-threaded `HashMap`s (and, for reference, only parse them).
 //! Run: `cargo bench -p eddy-benches --bench windowed_counts`.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use differential_dataflow::input::Input;
+use criterion::{Criterion, criterion_group, criterion_main};
+use eddy_benches::{bench_messages, by_workers, run_epochs};
 use eddy_core::{EventType, WindowSpec, parse_event};
 use eddy_dataflows::windowed_counts;
-use eddy_load_gen::{GenConfig, Generator};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use timely::dataflow::InputHandle;
-use timely::dataflow::operators::Input as _;
 
-const EVENTS: usize = 200_000;
-const EPOCH: usize = 10_000;
 const WINDOW: i64 = 60_000;
-
-fn messages() -> Arc<Vec<Vec<u8>>> {
-    let cfg = GenConfig {
-        events_per_sec: 50_000.0,
-        ..GenConfig::default()
-    };
-    Arc::new(
-        Generator::new(cfg)
-            .take(EVENTS)
-            .map(|g| g.bytes().to_vec())
-            .collect(),
-    )
-}
 
 /// Runs the dataflow on `workers` threads; worker `i` parses and feeds every `workers`-th
 /// message of each epoch.
-fn eddy(messages: Arc<Vec<Vec<u8>>>, workers: usize) {
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let mut marks = InputHandle::new();
-        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, events) = scope.new_collection();
-            let watermarks = scope.input_from(&mut marks);
+fn eddy(messages: &Arc<Vec<Vec<u8>>>, workers: usize) {
+    run_epochs(
+        messages.clone(),
+        Arc::default(),
+        workers,
+        |events, watermarks| {
             let out = windowed_counts(events, watermarks, WindowSpec::new(WINDOW));
             let (probe, _) = out.types.probe();
             out.campaigns.probe_with(&probe);
-            (input, probe)
-        });
-        for (epoch, chunk) in messages.chunks(EPOCH).enumerate() {
-            for m in chunk.iter().skip(index).step_by(peers) {
-                input.insert(parse_event(m).expect("generated events are valid"));
-            }
-            input.advance_to(epoch as u64 + 1);
-            marks.advance_to(epoch as u64 + 1);
-            input.flush();
-            worker.step_while(|| probe.less_than(input.time()));
-        }
-    })
-    .expect("timely runs");
+            probe
+        },
+    );
 }
 
 /// count, sum, min, max of one `(window, event type)`.
@@ -86,15 +57,10 @@ fn naive(messages: &[Vec<u8>]) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let messages = messages();
-    let mut group = c.benchmark_group("windowed_counts");
-    group.throughput(Throughput::Elements(EVENTS as u64));
-    group.sample_size(10);
-    for workers in [1, 2] {
-        group.bench_function(format!("eddy parse+count, {workers} worker(s)"), |b| {
-            b.iter(|| eddy(messages.clone(), workers))
-        });
-    }
+    let messages = Arc::new(bench_messages(50_000.0));
+    let mut group = by_workers(c, "windowed_counts", "eddy parse+count", |workers| {
+        eddy(&messages, workers)
+    });
     group.bench_function("naive HashMap parse+count, 1 thread", |b| {
         b.iter(|| black_box(naive(&messages)))
     });

@@ -3,10 +3,88 @@
 
 pub mod cli;
 
+use cli::EventFeed;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput};
 use differential_dataflow::VecCollection;
-use eddy_core::{Config, Event};
+use eddy_core::{Config, Event, parse_event};
 use eddy_dataflows::Inputs;
+use eddy_load_gen::{GenConfig, Generator};
+use std::sync::Arc;
 use timely::dataflow::{ProbeHandle, StreamVec};
+
+/// Events per iteration of the criterion benchmarks (`benches/`).
+pub const BENCH_EVENTS: usize = 200_000;
+/// Events per epoch of the criterion benchmarks' dataflow runs.
+pub const BENCH_EPOCH: usize = 10_000;
+
+/// [`BENCH_EVENTS`] generated JSON events, `events_per_sec` of event time (the generator's
+/// defaults otherwise).
+pub fn bench_messages(events_per_sec: f64) -> Vec<Vec<u8>> {
+    let cfg = GenConfig {
+        events_per_sec,
+        ..GenConfig::default()
+    };
+    Generator::new(cfg)
+        .take(BENCH_EVENTS)
+        .map(|g| g.bytes().to_vec())
+        .collect()
+}
+
+/// Runs the dataflow `build(events, watermarks)` (which returns its probe) on `workers` timely
+/// threads over `messages` in epochs of [`BENCH_EPOCH`]: worker `i` parses and feeds every
+/// `workers`-th message of each epoch, sends the epoch's entry of `watermarks` if it has one
+/// (every worker the same), and steps until every output has caught up with the epoch.
+pub fn run_epochs<B>(
+    messages: Arc<Vec<Vec<u8>>>,
+    watermarks: Arc<Vec<i64>>,
+    workers: usize,
+    build: B,
+) where
+    B: for<'s> Fn(
+            VecCollection<'s, u64, Event, isize>,
+            StreamVec<'s, u64, i64>,
+        ) -> ProbeHandle<u64>
+        + Send
+        + Sync
+        + 'static,
+{
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut feed = EventFeed::new(worker, &build);
+        for (epoch, chunk) in messages.chunks(BENCH_EPOCH).enumerate() {
+            for m in chunk.iter().skip(index).step_by(peers) {
+                feed.events
+                    .insert(parse_event(m).expect("generated events are valid"));
+            }
+            if let Some(w) = watermarks.get(epoch) {
+                feed.marks.send(*w);
+            }
+            feed.advance_to(worker, epoch as u64 + 1);
+        }
+    })
+    .expect("timely runs");
+}
+
+/// A criterion group `name` of 10 samples, each iteration counting [`BENCH_EVENTS`] elements,
+/// with `run(workers)` benchmarked on 1 and 2 workers as `"{label}, {workers} worker(s)"`;
+/// the caller may add baselines, then finishes the group.
+pub fn by_workers<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    label: &str,
+    run: impl Fn(usize),
+) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(BENCH_EVENTS as u64));
+    group.sample_size(10);
+    for workers in [1, 2] {
+        group.bench_function(format!("{label}, {workers} worker(s)"), |b| {
+            b.iter(|| run(workers))
+        });
+    }
+    group
+}
 
 /// eddy's full dataflow as `eddy run` builds it ([`eddy_dataflows::build`]: windowed counts,
 /// sliding engagement and top list, and with `similarity.enabled` the interaction sets,
