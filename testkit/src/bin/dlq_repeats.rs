@@ -1,0 +1,93 @@
+//! `dlq_repeats BROKERS TOPIC`: reads every partition of the dead-letter topic `TOPIC` from the
+//! beginning up to its high watermark and prints `letters=N distinct=D repeats=R`, where a
+//! repeat is a letter whose key (`partition:offset` of the source record) was already seen.
+//! Each repeated key is also printed to stderr with its `eddy-reason` header.
+//! Used by `scripts/chaos` to count dead letters written twice across crashes and outages.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, brokers, topic] = args.as_slice() else {
+        eprintln!("usage: dlq_repeats BROKERS TOPIC");
+        std::process::exit(2);
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "dlq-repeats-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a kafka consumer");
+    let timeout = Duration::from_secs(10);
+    let meta = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .expect("topic metadata");
+    let partitions: Vec<i32> = meta
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    // Partition -> high watermark still to reach.
+    let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .expect("watermarks");
+        if high > low {
+            pending.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("a partition list");
+        }
+    }
+    let mut keys: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut letters = 0u64;
+    if !pending.is_empty() {
+        consumer.assign(&tpl).expect("partitions assigned");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            letters += 1;
+            let seen = keys
+                .entry(m.key().unwrap_or_default().to_vec())
+                .or_default();
+            *seen += 1;
+            if *seen > 1 {
+                let reason = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "eddy-reason")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                eprintln!(
+                    "repeat: key {} (seen {} times), reason {:?}, at {}:{}",
+                    String::from_utf8_lossy(m.key().unwrap_or_default()),
+                    *seen,
+                    reason,
+                    m.partition(),
+                    m.offset()
+                );
+            }
+            if pending
+                .get(&m.partition())
+                .is_some_and(|&h| m.offset() + 1 >= h)
+            {
+                pending.remove(&m.partition());
+            }
+        }
+    }
+    if !pending.is_empty() {
+        eprintln!("dlq_repeats: partitions not read to the end: {pending:?}");
+        std::process::exit(1);
+    }
+    let distinct = keys.len() as u64;
+    println!(
+        "letters={letters} distinct={distinct} repeats={}",
+        letters - distinct
+    );
+}
