@@ -162,6 +162,7 @@ pub use backend::{
 };
 pub use error::AppError;
 pub use query::CountsParams;
+pub use server::serve_with_shutdown;
 
 use eddy_core::{Metrics, Weights};
 use std::sync::Arc;
@@ -259,19 +260,4 @@ pub fn app(state: AppState) -> axum::Router {
 /// Serves [`app`] on `listener` until the process ends (see [`serve_with_shutdown`]).
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     serve_with_shutdown(listener, state, std::future::pending()).await
-}
-
-/// Serves [`app`] on `listener` (HTTP/1.1, keep-alive) until `shutdown` completes, then
-/// finishes in-flight requests and returns. A client that does not send a request's headers
-/// within `header_read_timeout` has its connection closed (axum's own `serve` sets no such
-/// limit, so a client trickling headers would hold a connection forever).
-pub async fn serve_with_shutdown<F>(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: F,
-) -> std::io::Result<()>
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    server::serve(listener, state, shutdown).await
 }

@@ -10,9 +10,11 @@ use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Serves `app(state)` on `listener` until `shutdown` completes, then lets every connection
-/// finish its request in progress and returns.
-pub(crate) async fn serve<F>(
+/// Serves [`app`] on `listener` (HTTP/1.1, keep-alive) until `shutdown` completes, then
+/// finishes in-flight requests and returns. A client that does not send a request's headers
+/// within `header_read_timeout` has its connection closed (axum's own `serve` sets no such
+/// limit, so a client trickling headers would hold a connection forever).
+pub async fn serve_with_shutdown<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: F,

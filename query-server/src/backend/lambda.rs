@@ -87,6 +87,34 @@ fn parse_i64(v: Option<&String>) -> Option<i64> {
     v.and_then(|s| s.trim().parse().ok())
 }
 
+/// A finalized row as the batch layer (ClickHouse) answers it.
+fn batch_row(
+    window_start_ms: i64,
+    event_type: EventType,
+    campaign_id: Option<u64>,
+    count: u64,
+    amounts: Option<Amounts>,
+) -> WindowRow {
+    WindowRow {
+        window_start_ms,
+        event_type,
+        campaign_id,
+        count,
+        amounts,
+        is_final: true,
+        source: RowSource::Clickhouse,
+    }
+}
+
+/// The amounts of a type series' row (windows and hours alike).
+fn type_amounts(sum_micros: i64, min_micros: Option<i64>, max_micros: Option<i64>) -> Amounts {
+    Amounts {
+        sum_micros,
+        min_micros,
+        max_micros,
+    }
+}
+
 impl Meta {
     /// The reply of `MGET` on [`keys::meta`].
     fn parse(vals: &[Option<String>]) -> Self {
@@ -265,69 +293,65 @@ impl LambdaBackend {
         Ok(rows)
     }
 
+    /// The rows of `sql`, a query on one series (docs/storage.md): with the `campaign` bound
+    /// first if any, then `from` and `to`, then the `event_type` if any (a query of one type).
+    async fn ch_series<R>(
+        &self,
+        sql: &str,
+        campaign: Option<u64>,
+        (from, to): (i64, i64),
+        event_type: Option<EventType>,
+    ) -> clickhouse::error::Result<Vec<R>>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let mut query = self.ch_query(sql);
+        if let Some(c) = campaign {
+            query = query.bind(c);
+        }
+        query = query.bind(from).bind(to);
+        if let Some(t) = event_type {
+            query = query.bind(t.as_str());
+        }
+        query.fetch_all().await
+    }
+
     /// Finalized windows with `from_ms <= start < to_ms` from ClickHouse.
     async fn ch_windows(
         &self,
         q: WindowQuery,
         to_ms: i64,
     ) -> clickhouse::error::Result<Vec<WindowRow>> {
-        let t = q.event_type.map(EventType::as_str);
-        match q.campaign_id {
+        let (c, t, range) = (q.campaign_id, q.event_type, (q.from_ms, to_ms));
+        let row = |start, event_type: &str, count, amounts| {
+            let event_type = EventType::parse(event_type)?;
+            Some(batch_row(start, event_type, c, count, amounts))
+        };
+        Ok(match c {
             None => {
-                let query = match t {
-                    None => self.ch_query(TYPE_WINDOWS_QUERY),
-                    Some(_) => self.ch_query(TYPE_WINDOWS_OF_TYPE_QUERY),
+                let sql = match t {
+                    None => TYPE_WINDOWS_QUERY,
+                    Some(_) => TYPE_WINDOWS_OF_TYPE_QUERY,
                 };
-                let query = query.bind(q.from_ms).bind(to_ms);
-                let rows: Vec<TypeWindowRow> = match t {
-                    None => query.fetch_all().await?,
-                    Some(t) => query.bind(t).fetch_all().await?,
-                };
-                Ok(rows
-                    .into_iter()
+                let rows: Vec<TypeWindowRow> = self.ch_series(sql, c, range, t).await?;
+                rows.into_iter()
                     .filter_map(|r| {
-                        Some(WindowRow {
-                            window_start_ms: r.window_start_ms,
-                            event_type: EventType::parse(&r.event_type)?,
-                            campaign_id: None,
-                            count: r.count,
-                            amounts: Some(Amounts {
-                                sum_micros: r.sum_micros,
-                                min_micros: r.min_micros,
-                                max_micros: r.max_micros,
-                            }),
-                            is_final: true,
-                            source: RowSource::Clickhouse,
-                        })
+                        let amounts = type_amounts(r.sum_micros, r.min_micros, r.max_micros);
+                        row(r.window_start_ms, &r.event_type, r.count, Some(amounts))
                     })
-                    .collect())
+                    .collect()
             }
-            Some(c) => {
-                let query = match t {
-                    None => self.ch_query(CAMPAIGN_WINDOWS_QUERY),
-                    Some(_) => self.ch_query(CAMPAIGN_WINDOWS_OF_TYPE_QUERY),
+            Some(_) => {
+                let sql = match t {
+                    None => CAMPAIGN_WINDOWS_QUERY,
+                    Some(_) => CAMPAIGN_WINDOWS_OF_TYPE_QUERY,
                 };
-                let query = query.bind(c).bind(q.from_ms).bind(to_ms);
-                let rows: Vec<CampaignWindowRow> = match t {
-                    None => query.fetch_all().await?,
-                    Some(t) => query.bind(t).fetch_all().await?,
-                };
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|r| {
-                        Some(WindowRow {
-                            window_start_ms: r.window_start_ms,
-                            event_type: EventType::parse(&r.event_type)?,
-                            campaign_id: Some(c),
-                            count: r.count,
-                            amounts: None,
-                            is_final: true,
-                            source: RowSource::Clickhouse,
-                        })
-                    })
-                    .collect())
+                let rows: Vec<CampaignWindowRow> = self.ch_series(sql, c, range, t).await?;
+                rows.into_iter()
+                    .filter_map(|r| row(r.window_start_ms, &r.event_type, r.count, None))
+                    .collect()
             }
-        }
+        })
     }
 
     /// Finalized windows with `from_ms <= start < to_ms`: from the cache, reading ClickHouse

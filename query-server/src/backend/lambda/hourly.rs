@@ -6,9 +6,9 @@
 //! does) therefore gives exactly the totals of the minute windows: the rollups equal the sums
 //! of `… FINAL` per hour (`docs/storage.md`).
 
-use super::LambdaBackend;
+use super::{LambdaBackend, batch_row, type_amounts};
 use crate::backend::batch_cache::{BatchCache, HourRow};
-use crate::backend::{Amounts, RowSource, WindowQuery, WindowRow};
+use crate::backend::{WindowQuery, WindowRow};
 use eddy_core::EventType;
 use eddy_storage::{CAMPAIGN_HOURLY_QUERY, CampaignHourlyRow, TYPE_HOURLY_QUERY, TypeHourlyRow};
 
@@ -113,54 +113,37 @@ impl LambdaBackend {
         from: i64,
         to: i64,
     ) -> clickhouse::error::Result<Vec<HourRow>> {
-        let wanted = |t: &str| {
-            EventType::parse(t).filter(|t| q.event_type.is_none_or(|wanted| wanted == *t))
+        let hour = |start, event_type: &str, count, amounts, windows| {
+            let event_type = EventType::parse(event_type)
+                .filter(|t| q.event_type.is_none_or(|wanted| wanted == *t))?;
+            let row = batch_row(start, event_type, q.campaign_id, count, amounts);
+            Some(HourRow { row, windows })
         };
-        let hour = |start: i64, event_type, count, amounts, windows| HourRow {
-            row: WindowRow {
-                window_start_ms: start,
-                event_type,
-                campaign_id: q.campaign_id,
-                count,
-                amounts,
-                is_final: true,
-                source: RowSource::Clickhouse,
-            },
-            windows,
-        };
-        Ok(match q.campaign_id {
+        let c = q.campaign_id;
+        Ok(match c {
             None => {
                 let rows: Vec<TypeHourlyRow> = self
-                    .ch_query(TYPE_HOURLY_QUERY)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all()
+                    .ch_series(TYPE_HOURLY_QUERY, c, (from, to), None)
                     .await?;
                 rows.into_iter()
                     .filter_map(|r| {
-                        let amounts = Amounts {
-                            sum_micros: r.sum_micros,
-                            min_micros: r.min_micros,
-                            max_micros: r.max_micros,
-                        };
-                        let t = wanted(&r.event_type)?;
-                        Some(hour(r.hour_start_ms, t, r.count, Some(amounts), r.windows))
+                        let amounts = type_amounts(r.sum_micros, r.min_micros, r.max_micros);
+                        hour(
+                            r.hour_start_ms,
+                            &r.event_type,
+                            r.count,
+                            Some(amounts),
+                            r.windows,
+                        )
                     })
                     .collect()
             }
-            Some(c) => {
+            Some(_) => {
                 let rows: Vec<CampaignHourlyRow> = self
-                    .ch_query(CAMPAIGN_HOURLY_QUERY)
-                    .bind(c)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all()
+                    .ch_series(CAMPAIGN_HOURLY_QUERY, c, (from, to), None)
                     .await?;
                 rows.into_iter()
-                    .filter_map(|r| {
-                        let t = wanted(&r.event_type)?;
-                        Some(hour(r.hour_start_ms, t, r.count, None, r.windows))
-                    })
+                    .filter_map(|r| hour(r.hour_start_ms, &r.event_type, r.count, None, r.windows))
                     .collect()
             }
         })
