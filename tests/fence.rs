@@ -43,6 +43,11 @@ fn holder(conn: &mut redis::Connection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(conn).unwrap()
 }
 
+/// A connection to the test Redis, and the lease key of a job of the test's own.
+fn fresh_lease(name: &str) -> (redis::Connection, String) {
+    (redis(), JobFence::key(&unique(name), "events"))
+}
+
 fn acquire(key: &str, ttl_ms: u64) -> (Result<JobFence, FenceError>, Arc<AtomicBool>) {
     let stop = Arc::new(AtomicBool::new(false));
     let fence = JobFence::acquire(
@@ -56,8 +61,7 @@ fn acquire(key: &str, ttl_ms: u64) -> (Result<JobFence, FenceError>, Arc<AtomicB
 
 #[test]
 fn a_held_lease_refuses_a_second_holder_until_released() {
-    let mut conn = redis();
-    let key = JobFence::key(&unique("held"), "events");
+    let (mut conn, key) = fresh_lease("held");
     let (a, a_stop) = acquire(&key, 300);
     let a = a.expect("the first run takes the lease");
     // A renews (every 100 ms), so B gives up after waiting 1.5 TTL.
@@ -72,8 +76,7 @@ fn a_held_lease_refuses_a_second_holder_until_released() {
 
 #[test]
 fn a_crashed_holders_lease_is_taken_once_it_expires() {
-    let mut conn = redis();
-    let key = JobFence::key(&unique("crashed"), "events");
+    let (mut conn, key) = fresh_lease("crashed");
     // A holder that stopped renewing (killed): its lease expires after its TTL.
     set_holder(&mut conn, &key, "killed-run", Some(400));
     let (c, _) = acquire(&key, 1_000);
@@ -82,8 +85,7 @@ fn a_crashed_holders_lease_is_taken_once_it_expires() {
 
 #[test]
 fn a_holder_whose_lease_is_taken_over_stops() {
-    let mut conn = redis();
-    let key = JobFence::key(&unique("taken"), "events");
+    let (mut conn, key) = fresh_lease("taken");
     let (a, a_stop) = acquire(&key, 300);
     let a = a.unwrap();
     set_holder(&mut conn, &key, "another-run", None);
