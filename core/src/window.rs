@@ -22,15 +22,26 @@ impl WindowSpec {
         assert!(size_ms > 0, "window size must be positive");
         Self { size_ms }
     }
-    /// Start of the window holding event time `ts_ms`.
+    /// Start of the window holding event time `ts_ms`. The first window of the `i64` range,
+    /// whose start lies below `i64::MIN`, saturates to `i64::MIN` (never overflows).
     #[inline]
     pub fn start(&self, ts_ms: i64) -> i64 {
-        ts_ms.div_euclid(self.size_ms) * self.size_ms
+        // The product can only fall below i64::MIN (it is <= ts_ms).
+        ts_ms
+            .div_euclid(self.size_ms)
+            .checked_mul(self.size_ms)
+            .unwrap_or(i64::MIN)
     }
-    /// End (exclusive) of the window holding event time `ts_ms`.
+    /// End (exclusive) of the window holding event time `ts_ms`. The last window of the `i64`
+    /// range, whose end lies above `i64::MAX`, saturates to `i64::MAX` (never overflows).
     #[inline]
     pub fn end(&self, ts_ms: i64) -> i64 {
-        self.start(ts_ms) + self.size_ms
+        let q = ts_ms.div_euclid(self.size_ms);
+        match q.checked_mul(self.size_ms) {
+            Some(start) => start.saturating_add(self.size_ms),
+            // The start is below i64::MIN (so q < 0): the end, > ts_ms and <= 0, fits.
+            None => (q + 1) * self.size_ms,
+        }
     }
     /// True when the window holding `ts_ms` is closed under `watermark_ms`
     /// (a window is open until the watermark reaches its end).
