@@ -176,8 +176,9 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
         self.binary_frontier(watermarks, Pipeline, Pipeline, name, move |_cap, _info| {
             // pane start -> key -> local accumulator, for panes not yet retired.
             let mut panes: BTreeMap<i64, HashMap<K, A>> = BTreeMap::new();
-            // OnClose: panes starting at or before this have been emitted.
-            let mut closed_through = i64::MIN;
+            // OnClose: panes starting at or before this have been emitted (`None`: none yet;
+            // not `i64::MIN`, which would count the pane starting there as emitted).
+            let mut closed_through: Option<i64> = None;
             // Spread closes: the epoch each pane's close began at.
             let mut closed_at: BTreeMap<i64, Epoch> = BTreeMap::new();
             // watermarks not yet applied, by epoch.
@@ -190,7 +191,7 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
                     for event in data.iter() {
                         if let Some((ts, key, input)) = logic(event) {
                             let start = window.start(ts);
-                            let emit_now = live || start <= closed_through;
+                            let emit_now = live || closed_through.is_some_and(|c| start <= c);
                             let slot = panes.entry(start).or_default();
                             if let Some(acc) = slot.get_mut(&key) {
                                 if acc.add(input) && emit_now {
@@ -235,7 +236,7 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
                         let at = closed_at
                             .remove(&start)
                             .map_or(time, |c: Epoch| time.max(c + spread - 1));
-                        if live || start <= closed_through {
+                        if live || closed_through.is_some_and(|c| start <= c) {
                             let slot = out.entry(at).or_default();
                             for (key, acc) in keys {
                                 acc.retract(&mut |d, r| {
@@ -246,9 +247,13 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
                     }
                     if !live {
                         // Emit panes this watermark closes, each key at `time + slot(key)`.
-                        let through = w.saturating_sub(window.size_ms);
-                        if through > closed_through {
-                            let lo = closed_through.saturating_add(1);
+                        // Panes with `start + size <= w`, exactly: none while `w - size` is
+                        // below i64::MIN.
+                        if let Some(through) = w.checked_sub(window.size_ms)
+                            && closed_through.is_none_or(|c| through > c)
+                        {
+                            // c < through, so c + 1 cannot overflow.
+                            let lo = closed_through.map_or(i64::MIN, |c| c + 1);
                             for (&start, keys) in panes.range_mut(lo..=through) {
                                 if spread > 1 {
                                     closed_at.insert(start, time);
@@ -261,7 +266,7 @@ impl<'scope, E: Clone + 'static> PaneAccumulate<'scope, E> for StreamVec<'scope,
                                     });
                                 }
                             }
-                            closed_through = through;
+                            closed_through = Some(through);
                         }
                     }
                     for (at, updates) in out {
