@@ -1,6 +1,7 @@
 //! `dlq_repeats BROKERS TOPIC`: reads every partition of the dead-letter topic `TOPIC` from the
 //! beginning up to its high watermark and prints `letters=N distinct=D repeats=R`, where a
 //! repeat is a letter whose key (`partition:offset` of the source record) was already seen.
+//! With `DLQ_DUMP=1`, every letter is printed to stderr as `key reason payload`.
 //! Each repeated key is also printed to stderr with its `eddy-reason` header.
 //! Used by `scripts/chaos` to count dead letters written twice across crashes and outages.
 
@@ -49,6 +50,7 @@ fn main() {
     if !pending.is_empty() {
         consumer.assign(&tpl).expect("partitions assigned");
     }
+    let dump = std::env::var("DLQ_DUMP").is_ok_and(|v| v == "1");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
@@ -57,13 +59,16 @@ fn main() {
                 .entry(m.key().unwrap_or_default().to_vec())
                 .or_default();
             *seen += 1;
+            if dump {
+                eprintln!(
+                    "{} {} {}",
+                    String::from_utf8_lossy(m.key().unwrap_or_default()),
+                    reason_of(&m).unwrap_or_default(),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default())
+                );
+            }
             if *seen > 1 {
-                let reason = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "eddy-reason")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
+                let reason = reason_of(&m);
                 eprintln!(
                     "repeat: key {} (seen {} times), reason {:?}, at {}:{}",
                     String::from_utf8_lossy(m.key().unwrap_or_default()),
@@ -90,4 +95,14 @@ fn main() {
         "letters={letters} distinct={distinct} repeats={}",
         letters - distinct
     );
+}
+
+/// The `eddy-reason` header of a dead letter.
+fn reason_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == "eddy-reason")
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
 }
