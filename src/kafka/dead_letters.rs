@@ -5,11 +5,16 @@
 use super::{KafkaIoError, client};
 use eddy_core::config::KafkaConfig;
 use eddy_core::metrics::ReasonLabel;
-use eddy_core::{DeadLetter, DeadLetterBatch, Metrics};
+use eddy_core::{Checkpoint, DeadLetter, DeadLetterBatch, Metrics};
 use eddy_sinks::{EpochSink, SinkError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 /// Longest `eddy-error` header of a dead letter, bytes: a longer error text (serde quotes a
 /// bad field whole) is cut at a character boundary and ends with `…`.
@@ -216,6 +221,94 @@ impl EpochSink<DeadLetterBatch> for KafkaDeadLetters {
             failed.map_or(Ok(()), Err)
         })
     }
+}
+
+/// The records of `cp`'s replay range (`[resume_offset, high_offset)` per partition) that
+/// were dead-lettered as `late` before the restart, read back from the dead-letter topic.
+///
+/// A restart re-reads that range to rebuild sliding-window state; whether a record was late
+/// depended on the watermark when it was first read, which the restart no longer knows. The
+/// dead-letter topic does: every letter below the checkpoint's high offsets is durable
+/// (the checkpoint waits for the dead-letter sink). Reads the whole dead-letter topic, up to its
+/// high watermark at the call; its retention bounds the cost.
+pub fn late_before(
+    cfg: &KafkaConfig,
+    cp: &Checkpoint,
+) -> Result<HashSet<(i32, i64)>, KafkaIoError> {
+    let ranges: HashMap<i32, (i64, i64)> = cp
+        .partitions
+        .iter()
+        .map(|p| (p.partition, (p.resume_offset, p.high_offset)))
+        .collect();
+    let mut late = HashSet::new();
+    if ranges.values().all(|(resume, high)| resume >= high) {
+        return Ok(late);
+    }
+    let client_error = |op| move |source| KafkaIoError::Client { op, source };
+    let consumer: BaseConsumer = client(cfg)
+        .set("group.id", format!("{}-late-scan", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(client_error("dead-letter scan client"))?;
+    let dlq_parts = super::topic_partitions(cfg, &cfg.dlq_topic)?;
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &dlq_parts {
+        let (low, high) = consumer
+            .fetch_watermarks(&cfg.dlq_topic, p, Duration::from_secs(10))
+            .map_err(client_error("dead-letter watermarks"))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(&cfg.dlq_topic, p, Offset::Offset(low))
+                .map_err(client_error("dead-letter assignment"))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(late);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(client_error("dead-letter assign"))?;
+    let header = |m: &BorrowedMessage<'_>, key: &str| -> Option<String> {
+        let headers = m.headers()?;
+        headers
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| std::str::from_utf8(h.value?).ok().map(str::to_owned))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaIoError::Timeout {
+                op: "reading the dead-letter topic back",
+            });
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(client_error("dead-letter poll"))?;
+        if ends
+            .get(&m.partition())
+            .is_some_and(|&end| m.offset() + 1 >= end)
+        {
+            ends.remove(&m.partition());
+        }
+        if header(&m, "eddy-reason").as_deref() != Some("late")
+            || header(&m, "eddy-source-topic").as_deref() != Some(cp.topic.as_str())
+        {
+            continue;
+        }
+        let partition = header(&m, "eddy-source-partition").and_then(|v| v.parse::<i32>().ok());
+        let offset = header(&m, "eddy-source-offset").and_then(|v| v.parse::<i64>().ok());
+        if let (Some(partition), Some(offset)) = (partition, offset)
+            && ranges
+                .get(&partition)
+                .is_some_and(|&(resume, high)| (resume..high).contains(&offset))
+        {
+            late.insert((partition, offset));
+        }
+    }
+    Ok(late)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod reader;
 
 pub use dead_letters::{
     BoundedLetter, KafkaDeadLetters, MAX_ERROR_HEADER_BYTES, RECORD_OVERHEAD_BYTES, bound_letter,
-    truncate_text,
+    late_before, truncate_text,
 };
 pub use reader::{KafkaReader, PARTITION_CHECK_INTERVAL, ReaderContext};
 
@@ -66,6 +66,12 @@ pub enum KafkaIoError {
         partition: i32,
         /// What is wrong.
         problem: String,
+    },
+    /// An operation did not finish in time.
+    #[error("kafka: {op} timed out")]
+    Timeout {
+        /// What was attempted.
+        op: &'static str,
     },
 }
 

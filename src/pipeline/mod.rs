@@ -103,6 +103,8 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         )?),
         _ => None,
     };
+    // Replayed records that were dead-lettered as late before the restart.
+    let mut late: Arc<std::collections::HashSet<(i32, i64)>> = Arc::default();
     let (partitions, restore) = match &mode {
         Mode::Kafka => {
             eddy_sinks::check_schema(&cfg.clickhouse)?;
@@ -112,6 +114,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
             if let Some(cp) = &restore {
                 // A recreated or truncated topic: the checkpoint's offsets name other records.
                 crate::kafka::check_checkpoint(&cfg.kafka, cp)?;
+                late = Arc::new(crate::kafka::late_before(&cfg.kafka, cp)?);
                 tracing::info!(
                     epoch = cp.epoch,
                     watermark_ms = cp.watermark_ms,
@@ -135,8 +138,10 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                 .collect();
             let lead = index == 0;
             match &*mode {
-                Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead)
-                    .and_then(|io| drive(worker, &opts, &partitions, io, restore.clone())),
+                Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead).and_then(|io| {
+                    let restored = restore.clone().map(|cp| (cp, late.clone()));
+                    drive(worker, &opts, &partitions, io, restored)
+                }),
                 Mode::Demo(d) => drive(
                     worker,
                     &opts,
@@ -249,7 +254,7 @@ fn drive<R: PartitionReader>(
     opts: &RunOptions,
     all: &[i32],
     io: WorkerIo<R>,
-    restore: Option<Checkpoint>,
+    restore: Option<(Checkpoint, Arc<std::collections::HashSet<(i32, i64)>>)>,
 ) -> Result<(), PipelineError> {
     let cfg = &opts.config;
     let WorkerIo {
@@ -262,7 +267,7 @@ fn drive<R: PartitionReader>(
     let window = WindowSpec::new(cfg.pipeline.window_ms);
     let floor = restore.as_ref().map_or(i64::MIN, |cp| {
         WatermarkPolicy::bounded_floor(
-            cp.watermark_ms,
+            cp.0.watermark_ms,
             eddy_core::now_ms(),
             cfg.pipeline.max_future_ms,
         )
@@ -282,7 +287,8 @@ fn drive<R: PartitionReader>(
         max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
         idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
-        restore,
+        late_before_restore: restore.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
+        restore: restore.map(|r| r.0),
         max_future_ms: cfg.pipeline.max_future_ms,
         clock: crate::source::WallClock::system(),
     };

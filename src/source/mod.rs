@@ -26,7 +26,7 @@ pub use eddy_core::DeadLetter;
 use eddy_core::event::check_not_future;
 use eddy_core::{Checkpoint, Event, Metrics, WindowSpec, parse_event};
 use eddy_operators::{Epoch, PartitionProgress, WatermarkHandle};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
@@ -52,6 +52,10 @@ pub struct SourceSettings {
     pub idle_timeout: Duration,
     /// Checkpoint restored at start-up, if any.
     pub restore: Option<Checkpoint>,
+    /// Records below the restored checkpoint's high offsets that were dead-lettered as `late`
+    /// before the restart, as `(partition, offset)` (read back from the dead-letter topic):
+    /// their replay must not feed the sliding-window history either.
+    pub late_before_restore: Arc<HashSet<(i32, i64)>>,
     /// Latest accepted event time after the wall clock, ms (`pipeline.max_future_ms`): a later
     /// event is a dead letter `bad_ts`, so it moves neither the watermark nor the resume offset.
     pub max_future_ms: i64,
@@ -217,7 +221,10 @@ pub fn source<'scope, R: PartitionReader>(
                         Ok(ev) => {
                             if replayed && window.is_closed(ev.ts_ms, restore_wm) {
                                 let start = window.start(ev.ts_ms);
-                                if start.saturating_add(retain) > restore_wm {
+                                let was_late = settings
+                                    .late_before_restore
+                                    .contains(&(rec.partition, rec.offset));
+                                if !was_late && start.saturating_add(retain) > restore_wm {
                                     if st.seen_windows.insert(start) {
                                         st.first_offsets.push((start, rec.offset));
                                     }

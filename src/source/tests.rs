@@ -68,6 +68,7 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
             max_inflight_epochs: 1_000,
             idle_timeout: Duration::ZERO,
             restore: None,
+            late_before_restore: Default::default(),
             max_future_ms,
             clock: WallClock::from_fn(|| NOW),
         };
@@ -191,6 +192,7 @@ fn a_fatal_read_error_fails_the_worker() {
                 max_inflight_epochs: 10,
                 idle_timeout: Duration::ZERO,
                 restore: None,
+                late_before_restore: Default::default(),
                 max_future_ms: 0,
                 clock: WallClock::from_fn(|| NOW),
             };
