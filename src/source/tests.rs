@@ -219,3 +219,83 @@ fn a_fatal_read_error_fails_the_worker() {
     });
     assert_eq!(message, "source cannot continue: partitions changed");
 }
+
+/// After a restart, a replayed record of a window already final goes to `history` (it rebuilds
+/// sliding-window state), except one that was dead-lettered as `late` before the restart: it
+/// was never counted, so replaying it must not count it now.
+#[test]
+fn replayed_records_late_before_the_restart_stay_out_of_history() {
+    let window = WindowSpec::new(60_000);
+    // Four records of the window [NOW - 120 s, NOW - 60 s), final at the restored watermark;
+    // offset 1 was late before the restart.
+    let start = NOW - 120_000;
+    let history = timely::execute_directly(move |worker| {
+        let records = Rc::new(RefCell::new(
+            (0..4).map(|i| view(i, start + i * 1_000)).collect(),
+        ));
+        let reader = VecReader { records, next: 0 };
+        let restore = Checkpoint {
+            topic: "events".into(),
+            epoch: 9,
+            watermark_ms: NOW,
+            partitions: vec![eddy_core::PartitionCheckpoint {
+                partition: 0,
+                resume_offset: 0,
+                high_offset: 4,
+            }],
+        };
+        let settings = SourceSettings {
+            window,
+            retain_ms: 600_000,
+            epoch: Duration::from_millis(1),
+            max_records_per_epoch: 1_000,
+            max_inflight_epochs: 1_000,
+            idle_timeout: Duration::ZERO,
+            restore: Some(restore),
+            late_before_restore: Arc::new([(0, 1)].into_iter().collect()),
+            max_future_ms: 60_000,
+            clock: WallClock::from_fn(|| NOW),
+        };
+        let history = Rc::new(RefCell::new(Vec::new()));
+        let (h, watermark) = (history.clone(), WatermarkHandle::new(NOW));
+        worker.dataflow::<Epoch, _, _>(move |scope| {
+            let src = source(
+                scope,
+                reader,
+                settings,
+                watermark.clone(),
+                ProbeHandle::new(),
+                Metrics::new(),
+            );
+            let policy = WatermarkPolicy {
+                window,
+                retain_ms: 600_000,
+                lateness_ms: 5_000,
+                partitions: vec![0],
+                floor_ms: NOW,
+            };
+            src.progress.track_watermark(policy, watermark);
+            src.history.inner.inspect(move |(e, _, _)| {
+                h.borrow_mut().push(e.user_id as i64);
+            });
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while history.borrow().len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the replay"
+            );
+            worker.step();
+        }
+        for _ in 0..100 {
+            worker.step();
+        }
+        // The source never completes on its own.
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        let seen = history.borrow().clone();
+        seen
+    });
+    assert_eq!(history, vec![0, 2, 3]);
+}
