@@ -86,6 +86,9 @@ pub struct RunOptions {
     pub metrics: Metrics,
 }
 
+/// `(partition, offset)` of the replayed records dead-lettered as late before a restart.
+type LateBeforeRestore = Arc<std::collections::HashSet<(i32, i64)>>;
+
 /// Runs the pipeline until `opts.stop` is set.
 pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
     let cfg = opts.config.clone();
@@ -104,7 +107,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         _ => None,
     };
     // Replayed records that were dead-lettered as late before the restart.
-    let mut late: Arc<std::collections::HashSet<(i32, i64)>> = Arc::default();
+    let mut late: LateBeforeRestore = Arc::default();
     let (partitions, restore) = match &mode {
         Mode::Kafka => {
             eddy_sinks::check_schema(&cfg.clickhouse)?;
@@ -254,7 +257,7 @@ fn drive<R: PartitionReader>(
     opts: &RunOptions,
     all: &[i32],
     io: WorkerIo<R>,
-    restore: Option<(Checkpoint, Arc<std::collections::HashSet<(i32, i64)>>)>,
+    restore: Option<(Checkpoint, LateBeforeRestore)>,
 ) -> Result<(), PipelineError> {
     let cfg = &opts.config;
     let WorkerIo {

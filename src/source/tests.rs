@@ -294,8 +294,7 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
         for id in worker.installed_dataflows() {
             worker.drop_dataflow(id);
         }
-        let seen = history.borrow().clone();
-        seen
+        history.borrow().clone()
     });
     assert_eq!(history, vec![0, 2, 3]);
 }
