@@ -1,8 +1,12 @@
 //! Backend over the production stores: ClickHouse (batch layer) and Redis (speed layer), laid
 //! out as in `docs/storage.md`.
 
+mod batch;
 mod engagement;
 mod hourly;
+mod speed;
+
+use speed::{Meta, batch_row, parse_i64, type_amounts};
 
 use super::batch_cache::{BatchCache, HourRow};
 use super::negative_cache::NegativeCache;
@@ -72,58 +76,6 @@ impl std::fmt::Debug for LambdaBackend {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
-    }
-}
-
-/// Speed-layer metadata keys.
-#[derive(Debug, Default)]
-struct Meta {
-    boundary: Option<i64>,
-    watermark: Option<i64>,
-    as_of: Option<i64>,
-}
-
-fn parse_i64(v: Option<&String>) -> Option<i64> {
-    v.and_then(|s| s.trim().parse().ok())
-}
-
-/// A finalized row as the batch layer (ClickHouse) answers it.
-fn batch_row(
-    window_start_ms: i64,
-    event_type: EventType,
-    campaign_id: Option<u64>,
-    count: u64,
-    amounts: Option<Amounts>,
-) -> WindowRow {
-    WindowRow {
-        window_start_ms,
-        event_type,
-        campaign_id,
-        count,
-        amounts,
-        is_final: true,
-        source: RowSource::Clickhouse,
-    }
-}
-
-/// The amounts of a type series' row (windows and hours alike).
-fn type_amounts(sum_micros: i64, min_micros: Option<i64>, max_micros: Option<i64>) -> Amounts {
-    Amounts {
-        sum_micros,
-        min_micros,
-        max_micros,
-    }
-}
-
-impl Meta {
-    /// The reply of `MGET` on [`keys::meta`].
-    fn parse(vals: &[Option<String>]) -> Self {
-        let at = |i: usize| parse_i64(vals.get(i).and_then(Option::as_ref));
-        Self {
-            boundary: at(0),
-            watermark: at(1),
-            as_of: at(2),
-        }
     }
 }
 
@@ -202,189 +154,6 @@ impl LambdaBackend {
                 self.timeout.as_millis()
             )),
         }
-    }
-
-    async fn redis_conn(&self) -> redis::RedisResult<ConnectionManager> {
-        let conn = self
-            .redis
-            .get_or_try_init(|| async {
-                eddy_storage::redis_manager(&self.redis_client, self.timeout)
-            })
-            .await?;
-        Ok(conn.clone())
-    }
-
-    async fn redis_meta(&self) -> redis::RedisResult<Meta> {
-        let mut conn = self.redis_conn().await?;
-        let vals: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys::meta(&self.prefix)[..])
-            .query_async(&mut conn)
-            .await?;
-        Ok(Meta::parse(&vals))
-    }
-
-    fn index_key(&self, q: &WindowQuery, t: EventType) -> String {
-        match q.campaign_id {
-            None => keys::type_windows(&self.prefix, t),
-            Some(c) => keys::campaign_windows(&self.prefix, c, t),
-        }
-    }
-
-    /// Every window in the query's range that Redis still holds.
-    async fn redis_windows(&self, q: WindowQuery) -> redis::RedisResult<Vec<WindowRow>> {
-        if q.from_ms >= q.to_ms {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.redis_conn().await?;
-        let types = q.types();
-        let mut pipe = redis::pipe();
-        for &t in &types {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(self.index_key(&q, t))
-                .arg(q.from_ms)
-                .arg(q.to_ms - 1);
-        }
-        let members: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-        let mut wanted: Vec<(EventType, i64)> = Vec::new();
-        for (&t, starts) in types.iter().zip(members) {
-            for m in starts {
-                match m.parse::<i64>() {
-                    Ok(s) if (q.from_ms..q.to_ms).contains(&s) => wanted.push((t, s)),
-                    Ok(_) => {}
-                    Err(_) => {
-                        tracing::warn!(member = %m, "ignoring non-integer window index member")
-                    }
-                }
-            }
-        }
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for &(t, s) in &wanted {
-            pipe.cmd("HGETALL")
-                .arg(keys::window_in(&self.index_key(&q, t), s));
-        }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        let mut rows = Vec::with_capacity(wanted.len());
-        for ((t, s), h) in wanted.into_iter().zip(hashes) {
-            // An empty hash: the window key expired while its index entry remains.
-            let Some(count) = h.get(wf::COUNT).and_then(|c| c.trim().parse::<u64>().ok()) else {
-                continue;
-            };
-            let amounts = match q.campaign_id {
-                Some(_) => None,
-                None => Some(Amounts {
-                    sum_micros: parse_i64(h.get(wf::SUM)).unwrap_or(0),
-                    min_micros: parse_i64(h.get(wf::MIN)),
-                    max_micros: parse_i64(h.get(wf::MAX)),
-                }),
-            };
-            rows.push(WindowRow {
-                window_start_ms: s,
-                event_type: t,
-                campaign_id: q.campaign_id,
-                count,
-                amounts,
-                is_final: h.get(wf::FINAL).is_some_and(|f| f.trim() == "1"),
-                source: RowSource::Redis,
-            });
-        }
-        Ok(rows)
-    }
-
-    /// The rows of `sql`, a query on one series (docs/storage.md): with the `campaign` bound
-    /// first if any, then `from` and `to`, then the `event_type` if any (a query of one type).
-    async fn ch_series<R>(
-        &self,
-        sql: &str,
-        campaign: Option<u64>,
-        (from, to): (i64, i64),
-        event_type: Option<EventType>,
-    ) -> clickhouse::error::Result<Vec<R>>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowRead,
-    {
-        let mut query = self.ch_query(sql);
-        if let Some(c) = campaign {
-            query = query.bind(c);
-        }
-        query = query.bind(from).bind(to);
-        if let Some(t) = event_type {
-            query = query.bind(t.as_str());
-        }
-        query.fetch_all().await
-    }
-
-    /// Finalized windows with `from_ms <= start < to_ms` from ClickHouse.
-    async fn ch_windows(
-        &self,
-        q: WindowQuery,
-        to_ms: i64,
-    ) -> clickhouse::error::Result<Vec<WindowRow>> {
-        let (c, t, range) = (q.campaign_id, q.event_type, (q.from_ms, to_ms));
-        let row = |start, event_type: &str, count, amounts| {
-            let event_type = EventType::parse(event_type)?;
-            Some(batch_row(start, event_type, c, count, amounts))
-        };
-        Ok(match c {
-            None => {
-                let sql = match t {
-                    None => TYPE_WINDOWS_QUERY,
-                    Some(_) => TYPE_WINDOWS_OF_TYPE_QUERY,
-                };
-                let rows: Vec<TypeWindowRow> = self.ch_series(sql, c, range, t).await?;
-                rows.into_iter()
-                    .filter_map(|r| {
-                        let amounts = type_amounts(r.sum_micros, r.min_micros, r.max_micros);
-                        row(r.window_start_ms, &r.event_type, r.count, Some(amounts))
-                    })
-                    .collect()
-            }
-            Some(_) => {
-                let sql = match t {
-                    None => CAMPAIGN_WINDOWS_QUERY,
-                    Some(_) => CAMPAIGN_WINDOWS_OF_TYPE_QUERY,
-                };
-                let rows: Vec<CampaignWindowRow> = self.ch_series(sql, c, range, t).await?;
-                rows.into_iter()
-                    .filter_map(|r| row(r.window_start_ms, &r.event_type, r.count, None))
-                    .collect()
-            }
-        })
-    }
-
-    /// Finalized windows with `from_ms <= start < to_ms`: from the cache, reading ClickHouse
-    /// only for the part of the range the cache lacks (see `batch_cache`).
-    async fn batch_windows(
-        &self,
-        q: WindowQuery,
-        to_ms: i64,
-    ) -> clickhouse::error::Result<Vec<WindowRow>> {
-        let key = (q.campaign_id, q.event_type);
-        let gaps = self.cache().gaps(key, q.from_ms, to_ms);
-        for (from, to) in gaps {
-            let rows = self
-                .ch_windows(WindowQuery { from_ms: from, ..q }, to)
-                .await?;
-            self.cache().insert(key, from, to, rows);
-        }
-        let cached = self.cache().rows(key, q.from_ms, to_ms);
-        match cached {
-            Some(rows) => Ok(rows),
-            // Another request replaced the span meanwhile: read the range directly.
-            None => self.ch_windows(q, to_ms).await,
-        }
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, BatchCache> {
-        self.batch_cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Watermark of the latest checkpoint recorded in ClickHouse, if any.
-    async fn ch_boundary(&self) -> clickhouse::error::Result<Option<i64>> {
-        let b: LatestWatermarkRow = self.ch_query(LATEST_WATERMARK_QUERY).fetch_one().await?;
-        Ok((b.checkpoints > 0).then_some(b.watermark_ms))
     }
 
     /// The answer to `q`; with `hourly`, whole finalized hours come from the hourly rollups
