@@ -62,8 +62,9 @@ impl Eddy {
 
     /// Sends `signal` (`INT`, `TERM`).
     fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.0.id().to_string()])
+        // The shell's builtin `kill`: no dependency on procps.
+        let ok = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.0.id())])
             .status()
             .unwrap()
             .success();

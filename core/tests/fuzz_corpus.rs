@@ -6,22 +6,11 @@
 #[path = "../../fuzz/src/event_check.rs"]
 mod event_check;
 
-use std::path::PathBuf;
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
 
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/event_decoder");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|f| f.expect("a directory entry").path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).expect("a readable corpus file");
-            (p, bytes)
-        })
-        .collect()
+fn corpus() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    corpus::corpus(env!("CARGO_MANIFEST_DIR"), "event_decoder")
 }
 
 #[test]

@@ -87,7 +87,11 @@ impl<'scope, D: Data> ClosedWindows<'scope, D> for VecCollection<'scope, Epoch, 
                 let mut marks = EpochStash::<i64>::default();
                 let mut watermark = i64::MIN;
                 move |(input, rows_frontier), (mark_input, marks_frontier), output| {
-                    input.for_each(|cap, data| rows.absorb_updates(cap, data));
+                    input.for_each(|cap, data| {
+                        // Only a retraction can be a close: insertions are not kept.
+                        data.retain(|(_, _, diff)| *diff < 0);
+                        rows.absorb_updates(cap, data)
+                    });
                     mark_input.for_each(|cap, data| marks.absorb(cap, data));
                     // An epoch is complete once neither input can still deliver data for it.
                     let done =
