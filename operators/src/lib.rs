@@ -7,6 +7,7 @@
 
 pub mod accumulate;
 pub mod closed;
+pub mod distinct;
 pub mod panes;
 pub mod stash;
 pub mod top_k;
@@ -14,6 +15,7 @@ pub mod watermark;
 
 pub use accumulate::{Accumulator, MinMax, Sum, WindowedAccumulate};
 pub use closed::ClosedWindows;
+pub use distinct::{SlidingDistinct, StateGauge};
 pub use panes::{Emit, PaneAccumulate, PaneSpec, Panes};
 pub use stash::EpochStash;
 pub use top_k::TopKTotal;
