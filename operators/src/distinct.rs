@@ -213,7 +213,8 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
         }
     }
 
-    /// One event of epoch `time`, after the watermark of `time` was applied.
+    /// One event of epoch `time`, after the watermark of `time` was applied (and before the
+    /// panes it retires are retired).
     fn event(&mut self, ts: i64, key: K, time: Epoch) {
         let p = self.spec.pane.start(ts);
         if self.passed(p, self.spec.retire_after_ms) {
@@ -226,7 +227,8 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
         }
     }
 
-    /// Applies watermark `w` at epoch `time`: closes panes, then retires them.
+    /// Applies watermark `w` at epoch `time`: drops the open panes it retires and counts the
+    /// ones it closes (retirement of counted panes waits for [`Self::retire`]).
     fn advance(&mut self, w: i64, time: Epoch) {
         if self.watermark.is_some_and(|old| old >= w) {
             return;
@@ -252,8 +254,13 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
                 self.count(key, p, at);
             }
         }
-        // Then retire: a key refreshed by a pane this watermark closed has left the retiring
-        // pane's set, so it stays without an update.
+    }
+
+    /// Retires the counted panes the watermark has passed, at epoch `time`, after its panes
+    /// closed and its events were folded in: a key they refreshed has left the retiring
+    /// pane's set, so it stays without an update.
+    fn retire(&mut self, time: Epoch) {
+        let length = self.spec.retire_after_ms;
         while let Some((&p, _)) = self.index.first_key_value() {
             if !self.passed(p, length) {
                 break;
@@ -296,7 +303,8 @@ impl<'scope, E: Clone + 'static> SlidingDistinct<'scope, E> for StreamVec<'scope
                     input.for_each(|cap, data| events.absorb(cap, data));
                     marks_in.for_each(|cap, data| marks.absorb(cap, data));
                     // Epochs in order, once both inputs are complete through them: the
-                    // watermark of an epoch first, then its events.
+                    // watermark of an epoch closes panes, then its events are folded in, then
+                    // the panes it retires leave.
                     while let Some(time) = [events.first_epoch(), marks.first_epoch()]
                         .into_iter()
                         .flatten()
@@ -320,6 +328,7 @@ impl<'scope, E: Clone + 'static> SlidingDistinct<'scope, E> for StreamVec<'scope
                             }
                             cap = Some(c);
                         }
+                        state.retire(time);
                         let cap = cap.expect("an epoch was popped");
                         for (at, updates) in std::mem::take(&mut state.out) {
                             let delayed = cap.delayed(&at);

@@ -1,0 +1,261 @@
+//! Property test of `sliding_distinct` (operators/src/distinct.rs) against a brute-force oracle
+//! over random streams: random pane sizes and window lengths, every `Emit` mode, 1–3 workers,
+//! random (sometimes missing, sometimes going back) watermarks, events in open, closed (replays)
+//! and retired panes, and epochs fed ahead of the dataflow (so events of later epochs reach the
+//! operator before earlier watermarks are applied).
+//!
+//! The oracle recomputes the set from scratch at every epoch `e`, under the running maximum
+//! `W(e)` of the watermarks sent through `e`:
+//! * `Live`: keys with an event (sent at an epoch `<= e`) in a pane not retired under `W(e)`;
+//! * `OnClose`: the same, in a pane closed and not retired under `W(e)`;
+//! * `OnCloseSpread { epochs }`: the `OnClose` set, where a key entering at `e` because a pane
+//!   holding one of its earlier events closed at `e` enters at `e + hash(key) % epochs` instead,
+//!   and a key leaving at `e` leaves at `max(e, its entry)`.
+//!
+//! Each key's multiplicity is 0 or 1 at every epoch, the updates are exactly the entries and
+//! exits (in `Live`/`OnClose`: no update when a newer pane refreshes a key), and the final
+//! gauge is exact (two entries per key in the set plus the `(open pane, key)` pairs).
+
+use eddy_core::WindowSpec;
+use eddy_operators::{Emit, Epoch, PaneSpec, SlidingDistinct, StateGauge};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use timely::dataflow::InputHandle;
+use timely::dataflow::operators::{Input, Inspect, Probe};
+
+type Key = u64;
+
+/// One epoch: events `(ts, key, worker)`, the watermark sent (if any), and whether the driver
+/// waits for the dataflow to finish the epoch before feeding the next.
+#[derive(Debug, Clone)]
+struct Epochal {
+    events: Vec<(i64, Key, usize)>,
+    mark: Option<i64>,
+    wait: bool,
+}
+
+/// The slot of `OnCloseSpread` (the operator's documented `hash(key) % epochs`).
+fn slot(key: &Key, spread: u64) -> u64 {
+    if spread <= 1 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish() % spread
+}
+
+/// Runs the operator on `workers` workers; returns every update and the gauge at the end.
+fn run(workers: usize, spec: PaneSpec, epochs: &[Epochal]) -> (Vec<(Key, Epoch, isize)>, usize) {
+    let out: Arc<Mutex<Vec<(Key, Epoch, isize)>>> = Arc::default();
+    let gauge = StateGauge::new();
+    let (out2, gauge2) = (out.clone(), gauge.clone());
+    let epochs = Arc::new(epochs.to_vec());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let out3 = out2.clone();
+        let gauge3 = gauge2.clone();
+        let mut events = InputHandle::new();
+        let mut marks = InputHandle::new();
+        let probe = worker.dataflow::<Epoch, _, _>(|scope| {
+            let (probe, _) = scope
+                .input_from(&mut events)
+                .sliding_distinct(
+                    scope.input_from(&mut marks),
+                    spec,
+                    "Distinct",
+                    // A poor hash on purpose: neighbouring keys share a worker.
+                    |k: &Key| *k / 2,
+                    &gauge3,
+                    |e: &(i64, Key)| Some(*e),
+                )
+                .inner
+                .inspect(move |u| out3.lock().unwrap().push(*u))
+                .probe();
+            probe
+        });
+        for (e, epoch) in epochs.iter().enumerate() {
+            let e = e as Epoch;
+            events.advance_to(e);
+            marks.advance_to(e);
+            for &(ts, k, w) in &epoch.events {
+                if w % worker.peers() == index {
+                    events.send((ts, k));
+                }
+            }
+            if let Some(m) = epoch.mark {
+                marks.send(m);
+            }
+            events.advance_to(e + 1);
+            marks.advance_to(e + 1);
+            if epoch.wait {
+                worker.step_while(|| probe.less_than(&(e + 1)));
+            }
+        }
+    })
+    .expect("timely runs");
+    let updates = std::mem::take(&mut *out.lock().unwrap());
+    (updates, gauge.get())
+}
+
+/// The expected updates `(key, time) -> diff` (consolidated) and the final gauge.
+fn oracle(spec: PaneSpec, epochs: &[Epochal]) -> (BTreeMap<(Key, Epoch), isize>, usize) {
+    let size = spec.pane.size_ms;
+    let length = spec.retire_after_ms;
+    let passed = |p: i64, w: Option<i64>, by: i64| {
+        w.and_then(|w| w.checked_sub(by))
+            .is_some_and(|through| p <= through)
+    };
+    let live = spec.emit == Emit::Live;
+    let spread = match spec.emit {
+        Emit::OnCloseSpread { epochs } => epochs.max(1),
+        _ => 1,
+    };
+    // Watermark applied after each epoch.
+    let mut marks: Vec<Option<i64>> = Vec::new();
+    let mut w: Option<i64> = None;
+    for epoch in epochs {
+        if let Some(m) = epoch.mark {
+            w = Some(w.map_or(m, |w| w.max(m)));
+        }
+        marks.push(w);
+    }
+    // (pane, key, epoch sent) of every event.
+    let sent: Vec<(i64, Key, usize)> = epochs
+        .iter()
+        .enumerate()
+        .flat_map(|(e, epoch)| {
+            epoch
+                .events
+                .iter()
+                .map(move |&(ts, k, _)| (spec.pane.start(ts), k, e))
+        })
+        .collect();
+    let set_at = |e: usize| -> BTreeSet<Key> {
+        sent.iter()
+            .filter(|&&(p, _, at)| {
+                at <= e && !passed(p, marks[e], length) && (live || passed(p, marks[e], size))
+            })
+            .map(|&(_, k, _)| k)
+            .collect()
+    };
+    let mut updates: BTreeMap<(Key, Epoch), isize> = BTreeMap::new();
+    let mut entered: BTreeMap<Key, Epoch> = BTreeMap::new();
+    let mut prev = BTreeSet::new();
+    for e in 0..epochs.len() {
+        let cur = set_at(e);
+        for &k in cur.difference(&prev) {
+            let by_close = e > 0
+                && sent.iter().any(|&(p, key, at)| {
+                    key == k
+                        && at < e
+                        && passed(p, marks[e], size)
+                        && !passed(p, marks[e - 1], size)
+                        && !passed(p, marks[e], length)
+                });
+            let at = e as Epoch + if by_close { slot(&k, spread) } else { 0 };
+            entered.insert(k, at);
+            *updates.entry((k, at)).or_default() += 1;
+        }
+        for &k in prev.difference(&cur) {
+            let at = (e as Epoch).max(entered[&k]);
+            *updates.entry((k, at)).or_default() -= 1;
+        }
+        prev = cur;
+    }
+    updates.retain(|_, d| *d != 0);
+    let last = epochs.len() - 1;
+    let open: BTreeSet<(i64, Key)> = sent
+        .iter()
+        .filter(|&&(p, _, _)| !live && !passed(p, marks[last], size))
+        .map(|&(p, k, _)| (p, k))
+        .collect();
+    (updates, 2 * prev.len() + open.len())
+}
+
+fn any_epochs(size: i64, length: i64) -> impl Strategy<Value = Vec<Epochal>> {
+    let epoch = (
+        proptest::collection::vec((-(length + 2 * size)..3 * size, 0..8u64, 0..3usize), 0..6),
+        prop_oneof![
+            6 => (0..size).prop_map(Some),
+            1 => (-3 * size..0).prop_map(Some),
+            1 => Just(None),
+        ],
+        any::<bool>(),
+    );
+    proptest::collection::vec(epoch, 1..30).prop_map(move |raw| {
+        // Event times and watermarks relative to a clock that advances by the mark's offset.
+        let mut clock = 1_000i64;
+        raw.into_iter()
+            .map(|(events, mark, wait)| {
+                let events = events
+                    .into_iter()
+                    .map(|(off, k, w)| (clock + off, k, w))
+                    .collect();
+                let mark = mark.map(|m| {
+                    if m >= 0 {
+                        clock += m;
+                        clock
+                    } else {
+                        clock + m
+                    }
+                });
+                Epochal { events, mark, wait }
+            })
+            .collect()
+    })
+}
+
+fn any_case() -> impl Strategy<Value = (PaneSpec, usize, Vec<Epochal>)> {
+    (
+        1..20i64,
+        1..5i64,
+        prop_oneof![
+            Just(Emit::Live),
+            Just(Emit::OnClose),
+            (1..5u64).prop_map(|epochs| Emit::OnCloseSpread { epochs }),
+        ],
+        1..=3usize,
+    )
+        .prop_flat_map(|(size, panes, emit, workers)| {
+            let spec = PaneSpec::sliding(WindowSpec::new(size), size * panes, emit);
+            (Just(spec), Just(workers), any_epochs(size, size * panes))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn sliding_distinct_matches_the_oracle((spec, workers, epochs) in any_case()) {
+        let (updates, held) = run(workers, spec, &epochs);
+        let (want, want_held) = oracle(spec, &epochs);
+        let mut got: BTreeMap<(Key, Epoch), isize> = BTreeMap::new();
+        let mut raw: BTreeMap<(Key, Epoch), usize> = BTreeMap::new();
+        for &(k, t, d) in &updates {
+            *got.entry((k, t)).or_default() += d;
+            *raw.entry((k, t)).or_default() += 1;
+        }
+        got.retain(|_, d| *d != 0);
+        prop_assert_eq!(&got, &want, "spec {:?} workers {}", spec, workers);
+        // Multiplicity 0 or 1 at every epoch.
+        let mut acc: BTreeMap<Key, isize> = BTreeMap::new();
+        let mut by_time: BTreeMap<Epoch, Vec<(Key, isize)>> = BTreeMap::new();
+        for (&(k, t), &d) in &got {
+            by_time.entry(t).or_default().push((k, d));
+        }
+        for (t, changes) in by_time {
+            for (k, d) in changes {
+                let m = acc.entry(k).or_default();
+                *m += d;
+                prop_assert!(*m == 0 || *m == 1, "key {} multiplicity {} at {}", k, m, t);
+            }
+        }
+        // Without spread, one update per entry or exit: nothing when a key is refreshed.
+        if !matches!(spec.emit, Emit::OnCloseSpread { epochs } if epochs > 1) {
+            prop_assert!(raw.values().all(|n| *n == 1), "redundant updates: {:?}", raw);
+        }
+        prop_assert_eq!(held, want_held, "gauge");
+    }
+}
