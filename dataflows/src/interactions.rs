@@ -1,8 +1,9 @@
 //! User interaction sets: the campaigns each user showed interest in within the sliding window.
 
 use differential_dataflow::VecCollection;
+use differential_dataflow::hashable::Hashable;
 use eddy_core::{Event, EventType, WindowSpec};
-use eddy_operators::{Emit, Epoch, PaneAccumulate, PaneSpec, Sum};
+use eddy_operators::{Emit, Epoch, PaneSpec, SlidingDistinct, StateGauge};
 use timely::dataflow::StreamVec;
 
 /// Parameters of [`interactions`].
@@ -37,30 +38,42 @@ impl InteractionParams {
 ///   AND (event_type IN ('click', 'conversion') OR (:views_are_interest AND event_type = 'view'));
 /// ```
 ///
-/// Each worker counts its events per `(pane, user, campaign)` (one update per message per
-/// pair); the panes' counts are retracted when they retire, and a pair leaves the set when its
-/// last interest event slides out.
+/// A [`SlidingDistinct`] keyed by pair: each pair is held once, with the latest pane that
+/// holds an interest event of it, and leaves the set when that pane retires (state: the pairs
+/// in the window plus the pairs of open panes, never pairs × panes). With
+/// [`Emit::OnCloseSpread`] a pair entering at a pane close is inserted at `close + slot(pair)`.
+///
+/// Placement: the pairs of user `u` live (and their updates are produced) on worker
+/// `Hashable::hashed(&u) % peers`, differential's exchange hash, which is where
+/// `arrange_by_key` of the pairs (keyed by user) sends them.
 pub fn interactions<'scope>(
     events: VecCollection<'scope, Epoch, Event, isize>,
     watermarks: StreamVec<'scope, Epoch, i64>,
     params: InteractionParams,
 ) -> VecCollection<'scope, Epoch, (u64, u64), isize> {
-    events
-        .inner
-        .pane_accumulate::<_, Sum<isize>, _>(
-            watermarks,
-            PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
-            "Interactions",
-            move |(e, _, d): &(Event, Epoch, isize)| {
-                params.is_interest(e.event_type).then_some((
-                    e.ts_ms,
-                    (e.user_id, e.campaign_id),
-                    *d,
-                ))
-            },
-        )
-        .map(|((_, pair), ())| pair)
-        .distinct()
+    interactions_with_gauge(events, watermarks, params, &StateGauge::new())
+}
+
+/// [`interactions`], reporting the entries it holds to `gauge` (see [`SlidingDistinct`]: two
+/// per pair in the set, one per pair of each open pane in the on-close modes).
+pub fn interactions_with_gauge<'scope>(
+    events: VecCollection<'scope, Epoch, Event, isize>,
+    watermarks: StreamVec<'scope, Epoch, i64>,
+    params: InteractionParams,
+    gauge: &StateGauge,
+) -> VecCollection<'scope, Epoch, (u64, u64), isize> {
+    events.inner.sliding_distinct(
+        watermarks,
+        PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
+        "Interactions",
+        |(user, _): &(u64, u64)| user.hashed(),
+        gauge,
+        // Events are insert-only: a positive difference is an event.
+        move |(e, _, d): &(Event, Epoch, isize)| {
+            (*d > 0 && params.is_interest(e.event_type))
+                .then_some((e.ts_ms, (e.user_id, e.campaign_id)))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -113,6 +126,142 @@ mod tests {
             assert_eq!(got, want, "seed {seed} epoch {epoch}");
         }
         assert!(left > 20, "pairs slide out of the window ({left})");
+    }
+
+    /// Per-epoch samples of a run of [`interactions_with_gauge`] on `workers` workers: the
+    /// gauges summed over the workers after each epoch.
+    fn gauge_run(
+        workers: usize,
+        accepted: &[Vec<Event>],
+        marks: &[i64],
+        params: InteractionParams,
+    ) -> Vec<usize> {
+        use differential_dataflow::input::Input as _;
+        use std::sync::{Arc, Mutex};
+        use timely::dataflow::InputHandle;
+        use timely::dataflow::operators::{Input as _, Probe as _};
+        let samples: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; accepted.len()]));
+        let samples2 = samples.clone();
+        let accepted = Arc::new(accepted.to_vec());
+        let marks = Arc::new(marks.to_vec());
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            // One gauge per worker: its operator is quiescent when it is read (below).
+            let gauge = StateGauge::new();
+            let g = gauge.clone();
+            let mut wm_input = InputHandle::new();
+            let (mut events, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (events_in, events) = scope.new_collection::<Event, isize>();
+                let watermarks = scope.input_from(&mut wm_input);
+                let (probe, _) = interactions_with_gauge(events, watermarks, params, &g)
+                    .inner
+                    .probe();
+                (events_in, probe)
+            });
+            for (epoch, batch) in accepted.iter().enumerate() {
+                let e = epoch as Epoch;
+                events.advance_to(e);
+                wm_input.advance_to(e);
+                wm_input.send(marks[epoch]);
+                for (i, ev) in batch.iter().enumerate() {
+                    if i % peers == index {
+                        events.insert(*ev);
+                    }
+                }
+                events.advance_to(e + 1);
+                wm_input.advance_to(e + 1);
+                events.flush();
+                worker.step_while(|| probe.less_than(&(e + 1)));
+                // Epoch `e` is done everywhere, and `e + 1` cannot start before this worker
+                // releases its inputs past it: the gauge holds the state after `e`, exactly.
+                samples2.lock().unwrap()[epoch] += gauge.get();
+            }
+        })
+        .expect("timely runs");
+        std::mem::take(&mut *samples.lock().unwrap())
+    }
+
+    /// State at constant key cardinality over 20 windows: exactly one entry per pair in the
+    /// window (plus its index entry) and per pair of an open pane, flat once the window is
+    /// full, and far below the `(pane, pair)` entries a per-pane design holds.
+    #[test]
+    fn state_is_bounded_by_the_pairs_in_the_window() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::{BTreeMap, BTreeSet};
+        let pane = WindowSpec::new(1_000);
+        let window_panes = 16;
+        // 10 users x 10 campaigns = 100 pairs; 200 events per pane, 2 epochs per pane.
+        let epochs = 2 * window_panes * 20;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let base = 1_700_000_000_000i64;
+        let raw: Vec<Vec<Event>> = (0..epochs)
+            .map(|epoch| {
+                (0..100)
+                    .map(|_| Event {
+                        ts_ms: base + epoch as i64 * 500 + rng.random_range(-300..200),
+                        user_id: rng.random_range(0..10),
+                        campaign_id: rng.random_range(0..10),
+                        event_type: EventType::Click,
+                        amount_micros: None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let (accepted, marks) = accept(&raw, pane, 200);
+        for emit in [Emit::Live, Emit::OnCloseSpread { epochs: 3 }] {
+            let params = InteractionParams {
+                pane,
+                sliding_ms: window_panes as i64 * 1_000,
+                views_are_interest: false,
+                emit,
+            };
+            let held = gauge_run(2, &accepted, &marks, params);
+            // From scratch: the (pane, pair) entries of the panes not retired.
+            let mut panes: BTreeMap<i64, BTreeSet<(u64, u64)>> = BTreeMap::new();
+            let mut per_pane = Vec::new();
+            let mut max_open = 0;
+            for (epoch, batch) in accepted.iter().enumerate() {
+                let w = marks[epoch];
+                for e in batch {
+                    panes
+                        .entry(pane.start(e.ts_ms))
+                        .or_default()
+                        .insert((e.user_id, e.campaign_id));
+                }
+                panes.retain(|p, _| p + params.sliding_ms > w);
+                let counted: BTreeSet<(u64, u64)> = panes
+                    .iter()
+                    .filter(|(p, _)| emit == Emit::Live || *p + pane.size_ms <= w)
+                    .flat_map(|(_, pairs)| pairs.iter().copied())
+                    .collect();
+                let open: usize = panes
+                    .iter()
+                    .filter(|(p, _)| emit != Emit::Live && *p + pane.size_ms > w)
+                    .map(|(_, pairs)| pairs.len())
+                    .sum();
+                let entries: usize = panes.values().map(BTreeSet::len).sum();
+                max_open = max_open.max(open);
+                assert_eq!(
+                    held[epoch],
+                    2 * counted.len() + open,
+                    "{emit:?} epoch {epoch}"
+                );
+                per_pane.push(entries);
+            }
+            let n = held.len();
+            let middle = held[n / 4..n / 2].iter().max().unwrap();
+            let end = held[3 * n / 4..].iter().max().unwrap();
+            // Two entries per pair of the key space, plus the pairs of the open panes.
+            assert!(*end <= 2 * 100 + max_open, "{end} > 200 + {max_open}");
+            assert!(end * 10 <= middle * 11, "flat: {middle} then {end}");
+            // A design that keeps (pane, pair) entries holds several times more.
+            let last = per_pane[n - 1];
+            assert!(
+                held[n - 1] * 3 < last,
+                "{} entries vs {last} (pane, pair) entries",
+                held[n - 1]
+            );
+        }
     }
 
     #[test]
