@@ -3,13 +3,20 @@
 //!
 //! With the panes of [`PaneSpec`] (see [`panes`](crate::panes): a pane starting at `p` is
 //! *closed* once `p + size <= w` and *retired* once `p + length <= w`), a key belongs to the set
-//! under watermark `w` iff it has an event in a pane that *counts* and is not retired:
+//! at epoch `e` iff an event of it, received at an epoch `<= e`, lies in a pane that *counts*
+//! and is not retired under the watermark of `e` (the largest received so far):
 //! * [`Emit::Live`]: every pane counts, open ones included;
 //! * [`Emit::OnClose`]: only closed panes count (a key enters when a pane holding it closes, or
 //!   at once when an event replays into a closed pane);
-//! * [`Emit::OnCloseSpread`]: as `OnClose`, except that a key entering because a pane closed at
-//!   epoch `c` is inserted at `c + hash(k) % epochs` (the slot of
-//!   [`Emit::OnCloseSpread`]), and its retraction is never before its insertion.
+//! * [`Emit::OnCloseSpread`]: the `OnClose` set, except that a key entering it at epoch `c`
+//!   because a pane closed is inserted at `c + hash(k) % epochs` (the slot of
+//!   [`Emit::OnCloseSpread`], `DefaultHasher`), and a key leaving at `e` is retracted at
+//!   `max(e, its insertion)`; a key entering by a replay is inserted at once.
+//!
+//! This is the set `pane_accumulate` followed by `distinct` computes, but for one case of
+//! [`Emit::OnCloseSpread`]: when a watermark retires a key's pane and closes a newer pane of
+//! it, `pane_accumulate` retracts the old pane at once and inserts the new one at its slot, so
+//! the key is missing for up to `epochs - 1` epochs; here it stays, with no update.
 //!
 //! Only the *latest* counted pane of a key decides whether it is in the set, so each worker
 //! keeps, per key it owns, that pane (and the epoch its insertion was emitted at), plus an index
@@ -150,6 +157,8 @@ struct State<K> {
     index: BTreeMap<i64, HashSet<K>>,
     /// On-close modes: open pane → the keys with an event in it.
     open: BTreeMap<i64, HashSet<K>>,
+    /// Entries of `index`, summed.
+    indexed: usize,
     /// Entries of `open`, summed.
     open_keys: usize,
     /// Updates to emit, by epoch.
@@ -169,14 +178,15 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
             latest: HashMap::new(),
             index: BTreeMap::new(),
             open: BTreeMap::new(),
+            indexed: 0,
             open_keys: 0,
             out: BTreeMap::new(),
         }
     }
 
-    /// Entries held (what the gauge reports).
+    /// Entries held (what the gauge reports): keys, index entries (as many) and open keys.
     fn size(&self) -> usize {
-        2 * self.latest.len() + self.open_keys
+        self.latest.len() + self.indexed + self.open_keys
     }
 
     /// Whether pane `p` is at or before `w - by` (exact, no overflow).
@@ -198,16 +208,22 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
             Some((q, _)) => {
                 let old = std::mem::replace(q, p);
                 if let Some(keys) = self.index.get_mut(&old) {
-                    keys.remove(&key);
+                    if keys.remove(&key) {
+                        self.indexed -= 1;
+                    }
                     if keys.is_empty() {
                         self.index.remove(&old);
                     }
                 }
-                self.index.entry(p).or_default().insert(key);
+                if self.index.entry(p).or_default().insert(key) {
+                    self.indexed += 1;
+                }
             }
             None => {
                 self.latest.insert(key.clone(), (p, at));
-                self.index.entry(p).or_default().insert(key.clone());
+                if self.index.entry(p).or_default().insert(key.clone()) {
+                    self.indexed += 1;
+                }
                 self.emit(key, at, 1);
             }
         }
@@ -266,6 +282,7 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
                 break;
             }
             let (_, keys) = self.index.pop_first().expect("checked");
+            self.indexed -= keys.len();
             for key in keys {
                 let (_, inserted) = self.latest.remove(&key).expect("indexed keys are held");
                 self.emit(key, time.max(inserted), -1);
