@@ -178,6 +178,9 @@ pub struct KafkaConfig {
     /// to (payload truncated, with an `eddy-truncated` header, when key + headers + payload
     /// would not fit). At most the broker's `message.max.bytes` for the dead-letter topic.
     pub dlq_max_message_bytes: usize,
+    /// At start-up, how long `eddy run` retries a broker that does not answer (bounded
+    /// exponential backoff, each attempt logged) before it exits with an error, ms.
+    pub startup_timeout_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -191,6 +194,7 @@ impl Default for KafkaConfig {
             idle_timeout_ms: 2_000,
             fetch_wait_max_ms: 10,
             dlq_max_message_bytes: 1_000_000,
+            startup_timeout_ms: 120_000,
         }
     }
 }

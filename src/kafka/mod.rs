@@ -4,12 +4,14 @@
 
 mod dead_letters;
 mod reader;
+mod startup;
 
 pub use dead_letters::{
     BoundedLetter, KafkaDeadLetters, MAX_ERROR_HEADER_BYTES, RECORD_OVERHEAD_BYTES, bound_letter,
     late_before, truncate_text,
 };
 pub use reader::{KafkaReader, PARTITION_CHECK_INTERVAL, ReaderContext};
+pub use startup::{BrokerStartup, FIRST_BACKOFF, MAX_BACKOFF};
 
 use eddy_core::Checkpoint;
 use eddy_core::config::KafkaConfig;
@@ -72,6 +74,16 @@ pub enum KafkaIoError {
     Timeout {
         /// What was attempted.
         op: &'static str,
+    },
+    /// The broker did not answer within `kafka.startup_timeout_ms` at start-up.
+    #[error("kafka {op}: broker not answering after {timeout_ms} ms of retries: {last}")]
+    StartupTimeout {
+        /// What was attempted.
+        op: &'static str,
+        /// The start-up deadline, ms.
+        timeout_ms: u64,
+        /// The last attempt's error.
+        last: Box<KafkaIoError>,
     },
 }
 

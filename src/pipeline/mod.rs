@@ -14,7 +14,7 @@
 mod checkpointer;
 mod io;
 
-use crate::kafka::{KafkaIoError, topic_partitions};
+use crate::kafka::{BrokerStartup, KafkaIoError, topic_partitions};
 use crate::reader::PartitionReader;
 use crate::sink_op::{sink_counts, sink_dead_letters, sink_similarity};
 use crate::source::{SourceSettings, source};
@@ -111,13 +111,24 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
     let (partitions, restore) = match &mode {
         Mode::Kafka => {
             eddy_sinks::check_schema(&cfg.clickhouse)?;
-            let parts = topic_partitions(&cfg.kafka, &cfg.kafka.topic)?;
+            // A broker that does not answer yet (restarting, overloaded) is waited for.
+            let broker = BrokerStartup::new(
+                Duration::from_millis(cfg.kafka.startup_timeout_ms),
+                &opts.stop,
+            );
+            let parts = broker.retry("source topic metadata", || {
+                topic_partitions(&cfg.kafka, &cfg.kafka.topic)
+            })?;
             let restore =
                 ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load(&cfg.kafka.topic)?;
             if let Some(cp) = &restore {
                 // A recreated or truncated topic: the checkpoint's offsets name other records.
-                crate::kafka::check_checkpoint(&cfg.kafka, cp)?;
-                late = Arc::new(crate::kafka::late_before(&cfg.kafka, cp)?);
+                broker.retry("checkpoint check", || {
+                    crate::kafka::check_checkpoint(&cfg.kafka, cp)
+                })?;
+                late = Arc::new(broker.retry("dead-letter read-back", || {
+                    crate::kafka::late_before(&cfg.kafka, cp)
+                })?);
                 tracing::info!(
                     epoch = cp.epoch,
                     watermark_ms = cp.watermark_ms,
