@@ -2,6 +2,11 @@
 //! scheduled time, and its acknowledgement is awaited in order on a task of its own, so a slow
 //! broker shows as produce latency, never as a quietly lower rate. Probes are interleaved
 //! every `probe_interval` when a query server watches for them.
+//!
+//! A broker outage (stopped, restarting, overloaded) costs latency, not the run: the producer
+//! keeps undelivered messages queued for [`DELIVERY_TIMEOUT`], and a message the broker
+//! refused (e.g. answered with an error while shutting down) is sent again, with backoff,
+//! until it is acknowledged or [`DELIVERY_TIMEOUT`] after its scheduled time has passed.
 
 use super::probe::{self, Probes};
 use super::{RunConfig, RunError, kafka};
@@ -11,11 +16,18 @@ use eddy_core::Event;
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type AckSender = tokio::sync::mpsc::UnboundedSender<(Instant, DeliveryFuture)>;
+
+/// How long a message may take to be acknowledged, from its scheduled time, through broker
+/// outages and re-sends, before the run fails.
+pub(super) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// First pause before re-sending a refused message; doubles up to 5 s.
+const FIRST_RESEND_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the producer sent.
 pub(super) struct Produced {
@@ -39,7 +51,10 @@ pub(super) fn producer(cfg: &RunConfig) -> Result<FutureProducer, RunError> {
         .set("bootstrap.servers", &cfg.brokers)
         .set("acks", "all")
         .set("linger.ms", cfg.linger_ms.to_string())
-        .set("message.timeout.ms", "60000")
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
         .set("queue.buffering.max.messages", "200000")
         .create()
         .map_err(kafka("producer"))
@@ -66,7 +81,13 @@ pub(super) async fn produce(
 ) -> Result<Produced, RunError> {
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("valid sigfig")));
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, DeliveryFuture)>();
-    let acks = tokio::spawn(await_acks(ack_rx, latency.clone(), timeline.clone()));
+    let acks = tokio::spawn(await_acks(
+        producer.clone(),
+        cfg.topic.clone(),
+        ack_rx,
+        latency.clone(),
+        timeline.clone(),
+    ));
     let total = cfg
         .events
         .map(|e| e as f64)
@@ -163,25 +184,113 @@ pub(super) async fn produce(
     })
 }
 
-/// Awaits acknowledgements in order, recording their latency; returns the failures.
+/// Awaits acknowledgements in order, recording their latency; a refused message is handed to
+/// a re-send task of its own ([`resend`]), so the acknowledgements behind it are not held up.
+/// Returns the messages never acknowledged.
 async fn await_acks(
+    producer: FutureProducer,
+    topic: String,
     mut acks: tokio::sync::mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
     latency: Arc<Mutex<Histogram<u64>>>,
     timeline: Arc<Mutex<Timeline>>,
 ) -> u64 {
     let mut failures = 0u64;
+    let mut resends = Vec::new();
+    let record = Recorder { latency, timeline };
     while let Some((scheduled, delivery)) = acks.recv().await {
         match delivery.await {
-            Ok(Ok(_)) => {
-                let now = Instant::now();
-                let us = now.saturating_duration_since(scheduled).as_micros() as u64;
-                latency.lock().expect("not poisoned").record(us.max(1)).ok();
-                timeline.lock().expect("not poisoned").acked(scheduled, now);
+            Ok(Ok(_)) => record.acked(scheduled),
+            Ok(Err((error, msg))) => {
+                let (producer, topic, record) = (producer.clone(), topic.clone(), record.clone());
+                resends.push(tokio::spawn(async move {
+                    let ok = resend(producer, topic, scheduled, error, msg).await;
+                    if ok {
+                        record.acked(scheduled);
+                    }
+                    ok
+                }));
             }
-            _ => failures += 1,
+            // The producer was dropped with the message in its queue.
+            Err(_) => failures += 1,
+        }
+    }
+    if !resends.is_empty() {
+        eprintln!(
+            "\n{} messages refused by the broker, sent again",
+            resends.len()
+        );
+    }
+    for r in resends {
+        if !matches!(r.await, Ok(true)) {
+            failures += 1;
         }
     }
     failures
+}
+
+/// Records acknowledgements: scheduled-to-acknowledged latency, and the timeline.
+#[derive(Clone)]
+struct Recorder {
+    latency: Arc<Mutex<Histogram<u64>>>,
+    timeline: Arc<Mutex<Timeline>>,
+}
+
+impl Recorder {
+    /// The message scheduled at `scheduled` is acknowledged now.
+    fn acked(&self, scheduled: Instant) {
+        let now = Instant::now();
+        let us = now.saturating_duration_since(scheduled).as_micros() as u64;
+        self.latency
+            .lock()
+            .expect("not poisoned")
+            .record(us.max(1))
+            .ok();
+        self.timeline
+            .lock()
+            .expect("not poisoned")
+            .acked(scheduled, now);
+    }
+}
+
+/// Sends `msg` again (the broker refused it with `error`) until it is acknowledged (true) or
+/// [`DELIVERY_TIMEOUT`] after `scheduled` has passed (false). A refused message was not
+/// written (the broker answered with an error), so sending it again does not duplicate it.
+async fn resend(
+    producer: FutureProducer,
+    topic: String,
+    scheduled: Instant,
+    mut error: KafkaError,
+    msg: OwnedMessage,
+) -> bool {
+    let mut backoff = FIRST_RESEND_BACKOFF;
+    let deadline = scheduled + DELIVERY_TIMEOUT;
+    loop {
+        if Instant::now() >= deadline {
+            eprintln!("a message was never acknowledged: {error}");
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic);
+        if let Some(key) = msg.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = msg.payload() {
+            record = record.payload(payload);
+        }
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((e, _)) => {
+                error = e;
+                continue;
+            }
+        };
+        match delivery.await {
+            Ok(Ok(_)) => return true,
+            Ok(Err((e, _))) => error = e,
+            Err(_) => return false,
+        }
+    }
 }
 
 async fn send(
@@ -221,4 +330,163 @@ fn progress_bar(done: f64) -> String {
         ".".repeat(20 - filled),
         done.clamp(0.0, 1.0) * 100.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{RunConfig, run};
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::net::TcpListener;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A private broker (tansu, as `scripts/services` runs it) on its own port and data
+    /// directory; killed when dropped.
+    struct Broker {
+        child: Child,
+        port: u16,
+    }
+
+    impl Broker {
+        fn start(dir: &Path, port: u16) -> Self {
+            let bin = std::env::var("HOME")
+                .map(|h| format!("{h}/.cargo/bin/tansu"))
+                .ok()
+                .filter(|b| Path::new(b).exists())
+                .unwrap_or_else(|| "tansu".into());
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = Command::new(bin)
+                .args(["broker", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("tansu (scripts/services installs it)");
+            let broker = Self { child, port };
+            wait("the broker's port", Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            broker
+        }
+
+        /// SIGTERM, as `scripts/services` stops it; waits for the exit.
+        fn stop(mut self) {
+            let pid = self.child.id();
+            let ok = Command::new("sh")
+                .args(["-c", &format!("kill -TERM {pid}")])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -TERM {pid}");
+            let child = &mut self.child;
+            wait("the broker to exit", Duration::from_secs(60), || {
+                child.try_wait().unwrap().is_some()
+            });
+        }
+
+        fn brokers(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for Broker {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn wait(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ready() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
+    /// Records on `topic` (sum of the partitions' high watermarks), if the broker answers.
+    fn records(brokers: &str, topic: &str, partitions: i32) -> Option<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .ok()?;
+        (0..partitions)
+            .map(|p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .ok()?;
+                Some(high)
+            })
+            .sum()
+    }
+
+    /// The broker is stopped (SIGTERM) and started again while load-gen produces: the run
+    /// still ends with every message acknowledged, and the topic holds each exactly once.
+    /// Without re-sending refused messages, the produce requests the broker answered with an
+    /// error while shutting down fail the run ("N messages were not acknowledged").
+    #[test]
+    fn a_broker_restart_costs_latency_not_messages() {
+        let dir = std::env::temp_dir().join(format!(
+            "load_gen_broker_restart_{}_{}",
+            std::process::id(),
+            eddy_core::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let broker = Broker::start(&dir, port);
+        let brokers = broker.brokers();
+        let topic = "restart";
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let created = rt
+            .block_on(admin.create_topics(
+                &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .unwrap();
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+        let cfg = RunConfig {
+            brokers: brokers.clone(),
+            topic: topic.into(),
+            dlq_topic: format!("{topic}.dlq"),
+            rate: 1000.0,
+            events: None,
+            duration: Some(Duration::from_secs(8)),
+            generator: crate::GenConfig::default(),
+            query_url: None,
+            metrics_url: None,
+            probe_interval: Duration::from_secs(1),
+            linger_ms: 5,
+            window_ms: 10_000,
+            sliding_ms: 60_000,
+            verify: false,
+            verify_timeout: Duration::from_secs(10),
+        };
+        let running = std::thread::spawn(move || rt.block_on(run(cfg)));
+        wait("records on the topic", Duration::from_secs(60), || {
+            records(&brokers, topic, 2).is_some_and(|n| n >= 1000)
+        });
+        broker.stop();
+        let broker = Broker::start(&dir, port);
+        let report = running.join().unwrap().expect("every message acknowledged");
+        let on_topic = records(&broker.brokers(), topic, 2).expect("the broker answers");
+        assert_eq!(
+            on_topic as u64, report.produced,
+            "each message exactly once"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
