@@ -5,14 +5,14 @@
 //! events ──┬─► windowed_counts ─► open windows, closed windows
 //!          │
 //! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes, settled scores
-//!                         └─► interactions ─► by user ─┬─► sets ─► similar_users ─┐
-//!                                                      └───────────► recommendations ◄─┘
+//!                         └─► interactions ─┬─► similar_users (own loop) ─┐
+//!                                           └─► by user ───────► recommendations ◄─┘
 //! ```
 
 use crate::engagement::{Engagement, EngagementParams, engagement};
 use crate::interactions::{InteractionParams, interactions};
 use crate::recommendations::recommendations;
-use crate::similarity::{SimilarityParams, sets, similar_users};
+use crate::similarity::{SimilarityParams, similar_users};
 use crate::windowed_counts::{WindowedCounts, windowed_counts};
 use differential_dataflow::VecCollection;
 use eddy_core::{Config, Event, SimilarUsers, UserRecommendations, WindowSpec};
@@ -73,9 +73,9 @@ impl Outputs<'_> {
 /// * windowed counts over `events` (tumbling windows of `pipeline.window_ms`);
 /// * engagement over `events` and `history` (panes of `pipeline.window_ms`, sliding window of
 ///   `engagement.sliding_ms`);
-/// * with `similarity.enabled`: the settled interaction sets (emitted once per pane close,
-///   spread over `similarity.close_spread_epochs`), arranged once by user and shared by the
-///   sets, the candidate generation and the recommendations join.
+/// * with `similarity.enabled`: the settled interaction pairs (changed once per pane close,
+///   spread over `similarity.close_spread_epochs`), fed to the similarity loop (which keeps
+///   each user's set on its owner worker) and, arranged by user, to the recommendations join.
 pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
     let window = WindowSpec::new(cfg.pipeline.window_ms);
     let sliding_ms = cfg.engagement.sliding_ms;
@@ -117,7 +117,7 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
         );
         let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
         let similar = similar_users(
-            sets(by_user.clone()),
+            pairs.clone(),
             SimilarityParams::from_config(&cfg.similarity),
         );
         let recommendations = recommendations(

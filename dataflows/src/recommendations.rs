@@ -78,7 +78,7 @@ mod tests {
     use super::*;
     use crate::engagement::{EngagementParams, engagement};
     use crate::interactions::{InteractionParams, interactions};
-    use crate::similarity::{SimilarityMode, SimilarityParams, sets, similar_users};
+    use crate::similarity::{SimilarityMode, SimilarityParams, similar_users};
     use crate::testing::{StreamShape, accept, as_of, oracle_sets, oracle_similar, run, stream};
     use eddy_core::{Event, EventType, Weights, WindowSpec};
     use std::collections::BTreeMap;
@@ -193,7 +193,7 @@ mod tests {
             );
             let by_user = pairs.clone().arrange_by_key();
             let similar = similar_users(
-                sets(by_user.clone()),
+                pairs.clone(),
                 SimilarityParams {
                     k: K,
                     mode: SimilarityMode::Exact,

@@ -1,16 +1,23 @@
 //! User–user similarity: the top-K users by Jaccard similarity of their interaction sets.
 
-use differential_dataflow::VecCollection;
-use differential_dataflow::operators::CountTotal;
+mod state;
+
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{Neighbor, SimilarUsers};
-use eddy_operators::{Epoch, TopKTotal};
+use eddy_operators::Epoch;
+use serde::{Deserialize, Serialize};
+use state::{Buffer, Part, State};
+use std::collections::{BTreeMap, HashSet};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::{Capability, ConnectLoop, Enter, Feedback, Leave, OkErr};
+use timely::order::Product;
 
 /// `(user_id, campaign_id)` interactions arranged by user, shared by every consumer.
 pub type ByUser<'scope> = Arranged<'scope, TraceAgent<ValSpine<u64, u64, Epoch, isize>>>;
-/// Each user's interaction set (sorted campaign ids), arranged by user.
-pub type Sets<'scope> = Arranged<'scope, TraceAgent<ValSpine<u64, Vec<u64>, Epoch, isize>>>;
 
 /// How candidate pairs are produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +90,6 @@ pub fn band_keys(set: &[u64], bands: usize, rows: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Sub-buckets for a bucket of `n` users: the power of two at or above `n / bucket_size`.
-pub fn sub_buckets(n: i64, bucket_size: usize) -> u64 {
-    let n = n.max(1) as u64;
-    n.div_ceil(bucket_size as u64).next_power_of_two()
-}
-
 /// The neighbor record of `other` for a user with set `mine`, or `None` if they share nothing.
 pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
     let (mut i, mut j, mut shared) = (0, 0, 0u32);
@@ -110,89 +111,298 @@ pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
     })
 }
 
-/// Interaction sets per user, from the shared by-user arrangement.
-pub fn sets<'scope>(by_user: ByUser<'scope>) -> Sets<'scope> {
-    by_user.reduce_abelian::<_, ValBuilder<u64, Vec<u64>, Epoch, isize>, ValSpine<u64, Vec<u64>, Epoch, isize>, _, _>(
-        "InteractionSets",
-        |_user, campaigns, out| out.push((campaigns.iter().map(|(c, _)| **c).collect(), 1)),
-        |vec, key, upds| {
-            vec.clear();
-            vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
-        },
-    )
+/// A message of the similarity loop (see [`similar_users`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Msg {
+    /// Score `user`'s set against your users; with `changed`, also offer it to them.
+    Probe {
+        user: u64,
+        set: Vec<u64>,
+        changed: bool,
+    },
+    /// One worker's best candidates of `user`, and the best of its others.
+    Reply {
+        user: u64,
+        items: Vec<Neighbor>,
+        tau: Option<Neighbor>,
+    },
 }
 
+/// What the similarity operator emits: a loop message for a worker, or an output update.
+enum Out {
+    Loop((u64, Msg)),
+    Update((SimilarUsers, Epoch, isize)),
+}
+
+/// The worker that owns `user`'s set, buckets and neighbor list.
+fn owner(user: u64, peers: usize) -> u64 {
+    mix(user) % peers as u64
+}
+
+/// Rounds of one epoch in the similarity loop: 0 apply set changes, 1 probe changed users,
+/// 2 merge their answers and probe users to recompute, 3 merge those answers.
+const LAST_ROUND: u32 = 3;
+
 /// For each user, the `k` most similar users by Jaccard similarity of their interaction sets
-/// (from [`crate::interactions`]), with the number of shared campaigns:
+/// (the `(user, campaign)` pairs of [`crate::interactions`]), with the number of shared
+/// campaigns:
 ///
 /// ```sql
 /// WITH sets AS (SELECT user_id, array_agg(campaign_id) AS s FROM interactions GROUP BY user_id)
 /// SELECT a.user_id, b.user_id AS other, |a.s ∩ b.s| AS shared, |a.s ∪ b.s| AS union
 /// FROM sets a JOIN sets b ON a.user_id <> b.user_id AND |a.s ∩ b.s| > 0
-/// -- exact mode: every such pair; MinHash mode: only pairs proposed by LSH (see below)
+///   AND candidate(a, b)  -- exact mode: true; MinHash mode: proposed by LSH (see below)
 /// QUALIFY row_number() OVER (PARTITION BY a.user_id
 ///                            ORDER BY shared / union DESC, other) <= :k;
 /// ```
 ///
-/// Candidate pairs come from [`SimilarityMode`]; every candidate is scored exactly from the two
-/// sets, so the bounded mode can miss a neighbor but never misreports a similarity. Users with
-/// identical sets always share every band, and so are always candidates unless their bucket is
-/// split (then each still gets about `bucket_size` identical-set candidates per band). Users
-/// with no similar user have no row.
+/// Candidates come from buckets: in exact mode one per campaign (every user sharing a campaign
+/// is a candidate); in MinHash mode one per LSH band key, of which a user's candidates are the
+/// `bucket_size` members nearest it in hash order (split evenly over the workers), so a change
+/// costs O(bands × bucket_size) however popular a campaign is. Every score is exact (computed
+/// from the two sets), so the bounded mode can miss a neighbor but never misreports one; users
+/// with identical sets share every band. Users with no similar user have no row.
 ///
-/// Plan: the members of each candidate group (an LSH bucket, or a campaign's audience in exact
-/// mode) are arranged once *with their sets*, so the self-join on the group scores each pair
-/// where it is found. A pair found in several groups is one `(user, neighbor)` value with a
-/// larger multiplicity, which the top-K reads as one value: no `distinct`, and no join back to
-/// the sets. The top-K ([`TopKTotal`]) costs O(log n) per changed candidate instead of a
-/// re-read of the user's every candidate.
+/// Plan: a user's set, its bucket entries and a buffer of its best `2k` candidates live on
+/// one worker (its owner, by a hash of the id); nothing is copied per band or per pane. Each
+/// epoch runs a loop of at most four rounds (a timely iterative scope):
+/// 0. owners apply the epoch's set changes and move bucket entries;
+/// 1. each changed user is probed on every worker: its set is scored against the owned members
+///    of its buckets; each such member's buffer is offered the new score (holders of the user
+///    that are no longer candidates drop it); the worker answers the owner with its best `2k`
+///    and a bound on the rest;
+/// 2. owners rebuild changed users' buffers from the answers; users whose buffer can no longer
+///    prove its top `k` exact (a neighbor's score fell below the bound on the others) are
+///    probed again, without offers;
+/// 3. their owners rebuild those buffers.
+///
+/// A buffer proves its top `k` when its `k`-th item ranks before every candidate outside it,
+/// so a change costs one probe (O(candidates of the changed user)) and rarely a recompute,
+/// never a rescan of every pair; the state is O(users × (set + bands + 2k)).
 pub fn similar_users<'scope>(
-    sets: Sets<'scope>,
+    pairs: VecCollection<'scope, Epoch, (u64, u64), isize>,
     params: SimilarityParams,
 ) -> VecCollection<'scope, Epoch, SimilarUsers, isize> {
-    let groups = match params.mode {
-        SimilarityMode::Exact => sets
-            .flat_map_ref(|u, set| {
-                let (u, set) = (*u, set.clone());
-                (0..set.len()).map(move |i| ((set[i], 0), (u, set.clone())))
-            })
-            .arrange_by_key_named("AudienceByCampaign"),
-        SimilarityMode::MinHash {
-            bands,
-            rows,
-            bucket_size,
-        } => {
-            let members = sets.flat_map_ref(move |u, set| {
-                let (u, set) = (*u, set.clone());
-                band_keys(&set, bands, rows)
-                    .into_iter()
-                    .map(move |k| (k, (u, set.clone())))
-            });
-            let splits = members
-                .clone()
-                .map(|(k, _)| k)
-                .count_total()
-                .map(move |(k, n)| (k, sub_buckets(n as i64, bucket_size)));
-            members
-                .join_map(splits, |k, (u, set), subs| {
-                    ((*k, mix(*u) & (subs - 1)), (*u, set.clone()))
-                })
-                .arrange_by_key_named("LshBuckets")
+    let outer = pairs.inner.scope();
+    let peers = outer.peers();
+    outer.iterative::<u32, _, _>(|inner| {
+        let (handle, cycle) = inner.feedback::<Vec<(u64, Msg)>>(Product::new(0, 1));
+        let input = pairs.inner.enter(inner);
+        let out = input.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
+            cycle,
+            Exchange::new(move |((u, _), _, _): &((u64, u64), Epoch, isize)| owner(*u, peers)),
+            Exchange::new(|(to, _): &(u64, Msg)| *to),
+            "SimilarUsers",
+            move |_cap, _info| {
+                let mut state = State::new(params.mode, params.k, peers);
+                let mut loop_ = Loop::default();
+                move |(pairs, pairs_frontier), (msgs, msgs_frontier), output| {
+                    pairs.for_each(|cap, data| {
+                        // Messages of this loop are sent under one capability each.
+                        for time in cap.stamp().iter() {
+                            let slot = loop_.slot(time, || cap.delayed(time, 0));
+                            slot.pairs
+                                .extend(data.iter().map(|((u, c), _, r)| (*u, *c, *r)));
+                        }
+                    });
+                    msgs.for_each(|cap, data| {
+                        for time in cap.stamp().iter() {
+                            let slot = loop_.slot(time, || cap.delayed(time, 0));
+                            slot.msgs.extend(data.iter().map(|(_, m)| m.clone()));
+                        }
+                    });
+                    let frontiers = [pairs_frontier.frontier(), msgs_frontier.frontier()];
+                    // Everything that may still arrive comes lexicographically after `t`.
+                    let done = |t: (Epoch, u32)| {
+                        frontiers
+                            .iter()
+                            .all(|f| f.iter().all(|p| (p.outer, p.inner) > t))
+                    };
+                    loop {
+                        let work = loop_.work.keys().next().copied();
+                        let emit = loop_.emits.keys().next().map(|e| (*e, LAST_ROUND));
+                        let next = match (work, emit) {
+                            (Some(w), Some(e)) => w.min(e),
+                            (Some(w), None) => w,
+                            (None, Some(e)) => e,
+                            (None, None) => break,
+                        };
+                        if !done(next) {
+                            break;
+                        }
+                        if work == Some(next) {
+                            let (cap, work) = loop_.work.remove(&next).expect("the first key");
+                            let emit_cap = loop_
+                                .emits
+                                .entry(next.0)
+                                .or_insert_with(|| cap.delayed(&Product::new(next.0, LAST_ROUND)));
+                            let _ = emit_cap;
+                            let mut session = output.session(&cap);
+                            loop_.round(&mut state, next, work, peers, &mut |m| {
+                                session.give(Out::Loop(m))
+                            });
+                        } else {
+                            let (epoch, cap) = loop_.emits.pop_first().expect("the first key");
+                            let mut session = output.session(&cap);
+                            for (user_id, before, now) in state.take_dirty() {
+                                if !before.is_empty() {
+                                    let s = SimilarUsers {
+                                        user_id,
+                                        neighbors: before,
+                                    };
+                                    session.give(Out::Update((s, epoch, -1)));
+                                }
+                                if !now.is_empty() {
+                                    let s = SimilarUsers {
+                                        user_id,
+                                        neighbors: now,
+                                    };
+                                    session.give(Out::Update((s, epoch, 1)));
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        let (msgs, updates) = out.ok_err::<Vec<_>, _, Vec<_>, _, _>(|o| match o {
+            Out::Loop(m) => Ok(m),
+            Out::Update(u) => Err(u),
+        });
+        msgs.connect_loop(handle);
+        updates.leave(outer).as_collection()
+    })
+}
+
+/// The buffered work of one `(epoch, round)`.
+#[derive(Default)]
+struct Work {
+    pairs: Vec<(u64, u64, isize)>,
+    msgs: Vec<Msg>,
+}
+
+/// A capability of the similarity loop: `(epoch, round)`.
+type LoopCap = Capability<Product<Epoch, u32>>;
+
+/// The loop's bookkeeping on one worker.
+#[derive(Default)]
+struct Loop {
+    /// Buffered work by `(epoch, round)`, with its capability.
+    work: BTreeMap<(Epoch, u32), (LoopCap, Work)>,
+    /// Epochs whose changed lists are emitted once their last round is done.
+    emits: BTreeMap<Epoch, LoopCap>,
+    /// The epoch of `changed`, and the owned users whose set changed in it.
+    epoch: Option<Epoch>,
+    changed: HashSet<u64>,
+}
+
+impl Loop {
+    /// The buffered work of `time`, created with the capability `cap` if new.
+    fn slot(&mut self, time: &Product<Epoch, u32>, cap: impl FnOnce() -> LoopCap) -> &mut Work {
+        &mut self
+            .work
+            .entry((time.outer, time.inner))
+            .or_insert_with(|| (cap(), Work::default()))
+            .1
+    }
+
+    /// Runs round `t.1` of epoch `t.0`, sending loop messages through `send`.
+    fn round(
+        &mut self,
+        state: &mut State,
+        t: (Epoch, u32),
+        work: Work,
+        peers: usize,
+        send: &mut impl FnMut((u64, Msg)),
+    ) {
+        let (epoch, round) = t;
+        if self.epoch != Some(epoch) {
+            self.epoch = Some(epoch);
+            self.changed.clear();
         }
-    };
-    let k = params.k;
-    groups
-        .clone()
-        .join_core(groups, |_g, (u, su), (v, sv)| {
-            if u == v {
-                None
-            } else {
-                neighbor(*v, su, sv).map(|n| (*u, n))
+        let broadcast =
+            |send: &mut dyn FnMut((u64, Msg)), user: u64, set: &[u64], changed: bool| {
+                for to in 0..peers as u64 {
+                    let set = set.to_vec();
+                    send((to, Msg::Probe { user, set, changed }));
+                }
+            };
+        // Round 0: apply the epoch's set changes (consolidated per pair), then probe.
+        if !work.pairs.is_empty() {
+            let mut pairs = work.pairs;
+            pairs.sort_unstable_by_key(|(u, c, _)| (*u, *c));
+            let mut i = 0;
+            while i < pairs.len() {
+                let user = pairs[i].0;
+                let mut set = state.set(user).to_vec();
+                let mut moved = false;
+                while i < pairs.len() && pairs[i].0 == user {
+                    let c = pairs[i].1;
+                    let mut r = 0;
+                    while i < pairs.len() && pairs[i].0 == user && pairs[i].1 == c {
+                        r += pairs[i].2;
+                        i += 1;
+                    }
+                    match (r.signum(), set.binary_search(&c)) {
+                        (1, Err(at)) => {
+                            set.insert(at, c);
+                            moved = true;
+                        }
+                        (-1, Ok(at)) => {
+                            set.remove(at);
+                            moved = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if moved {
+                    self.changed.insert(user);
+                    state.set_buffer(user, Buffer::default());
+                    state.replace_set(user, set.clone());
+                    broadcast(send, user, &set, true);
+                }
             }
-        })
-        // Neighbors order best first; one found in several groups counts once.
-        .top_k_total("TopSimilar", k)
-        .map(|(user_id, neighbors)| SimilarUsers { user_id, neighbors })
+        }
+        let mut stale = Vec::new();
+        let mut replies: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+        for msg in work.msgs {
+            match msg {
+                Msg::Probe { user, set, changed } => {
+                    let skip = |x: u64| self.changed.contains(&x);
+                    let found = state.probe(user, &set, changed, &skip);
+                    stale.extend(found.stale);
+                    if !set.is_empty() {
+                        send((
+                            owner(user, peers),
+                            Msg::Reply {
+                                user,
+                                items: found.items,
+                                tau: found.tau,
+                            },
+                        ));
+                    }
+                }
+                Msg::Reply { user, items, tau } => {
+                    replies.entry(user).or_default().push((items, tau));
+                }
+            }
+        }
+        let cap = state.cap();
+        for (user, parts) in replies {
+            state.set_buffer(user, Buffer::merge(parts, cap));
+        }
+        // Buffers that lost their proof: rebuild from scratch (their owner is this worker).
+        stale.sort_unstable();
+        stale.dedup();
+        debug_assert!(round < LAST_ROUND || stale.is_empty());
+        for x in stale {
+            state.set_buffer(x, Buffer::default());
+            let set = state.set(x).to_vec();
+            if !set.is_empty() {
+                broadcast(send, x, &set, false);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -214,9 +424,7 @@ mod tests {
         };
         let (accepted, marks) = accept(&stream(seed, 60, shape), ip.pane, 400);
         let updates = run(workers, &accepted, &marks, move |events, marks| {
-            let pairs = interactions(events, marks, ip);
-            let by_user = pairs.arrange_by_key();
-            similar_users(sets(by_user), params)
+            similar_users(interactions(events, marks, ip), params)
         });
         let mut all = Vec::new();
         let mut compared = 0;
@@ -302,6 +510,28 @@ mod tests {
         };
         run_similar(1, 1, p, shape());
         run_similar(2, 3, p, shape());
+        run_similar(5, 2, p, shape());
+        run_similar(6, 4, p, shape());
+    }
+
+    /// k = 1 keeps a buffer of two: neighbors' scores fall below the bound all the time, so
+    /// the recompute rounds (2 and 3) run in most epochs, and the answer must stay exact.
+    #[test]
+    fn exact_mode_stays_exact_when_buffers_run_dry() {
+        let p = SimilarityParams {
+            k: 1,
+            mode: SimilarityMode::Exact,
+        };
+        let dense = StreamShape {
+            users: 25,
+            campaigns: 6,
+            ..shape()
+        };
+        for (seed, workers) in [(11, 1), (12, 2), (13, 3), (14, 4)] {
+            run_similar(seed, workers, p, dense);
+        }
+        let p2 = SimilarityParams { k: 2, ..p };
+        run_similar(15, 2, p2, shape());
     }
 
     #[test]
@@ -330,9 +560,5 @@ mod tests {
                 assert_eq!(keys == band_keys(t, 3, 1), s == t, "{u} vs {v}");
             }
         }
-        assert_eq!(sub_buckets(1, 32), 1);
-        assert_eq!(sub_buckets(32, 32), 1);
-        assert_eq!(sub_buckets(33, 32), 2);
-        assert_eq!(sub_buckets(1000, 32), 32);
     }
 }

@@ -14,7 +14,6 @@
 use differential_dataflow::input::Input;
 use eddy_benches::cli::{RecallRecord, arg, print_json, round};
 use eddy_core::{EventType, Neighbor, SimilarUsers};
-use eddy_dataflows::similarity::sets;
 use eddy_dataflows::{SimilarityMode, SimilarityParams, similar_users};
 use eddy_load_gen::expected;
 use eddy_load_gen::{GenConfig, Generated, Generator};
@@ -101,8 +100,7 @@ fn bounded(
         let got3 = got2.clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, pairs) = scope.new_collection::<(u64, u64), isize>();
-            let by_user = pairs.arrange_by_key();
-            let (probe, _) = similar_users(sets(by_user), params)
+            let (probe, _) = similar_users(pairs, params)
                 .inspect(move |(s, _, r): &(SimilarUsers, u64, isize)| {
                     if *r > 0 {
                         got3.lock().unwrap().insert(s.user_id, s.neighbors.clone());
