@@ -107,8 +107,9 @@ pub struct SimilarityConfig {
     pub bands: usize,
     /// MinHash values per band.
     pub rows_per_band: usize,
-    /// Target LSH bucket size: larger buckets are split into sub-buckets of about this size,
-    /// so a popular campaign costs O(bucket_size) per change, not O(audience).
+    /// LSH candidates per band: a user's candidates in a bucket are the `bucket_size` members
+    /// nearest it in hash order, so a popular campaign costs O(bucket_size) per change, not
+    /// O(audience).
     pub bucket_size: usize,
     /// Recommendations kept per user.
     pub recommendations: usize,

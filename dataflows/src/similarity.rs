@@ -22,18 +22,18 @@ pub type ByUser<'scope> = Arranged<'scope, TraceAgent<ValSpine<u64, u64, Epoch, 
 /// How candidate pairs are produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimilarityMode {
-    /// Every pair of users sharing a campaign: exact, but O(audience²) per campaign.
+    /// Every user sharing a campaign is a candidate: exact, but O(audience) per change.
     Exact,
     /// MinHash signatures with LSH banding: users whose signatures agree on every value of
-    /// some band are candidates. Buckets larger than `bucket_size` are split by a hash of the
-    /// user into a power-of-two number of sub-buckets of at most about `bucket_size` users, so
-    /// a change costs O(bands × bucket_size), however popular a campaign is.
+    /// some band share a bucket; a user's candidates in a bucket are the `bucket_size` members
+    /// nearest it in hash order (`bucket_size / workers`, rounded up, on each worker), so a
+    /// change costs O(bands × bucket_size), however popular a campaign is.
     MinHash {
         /// Bands.
         bands: usize,
         /// Signature values per band.
         rows: usize,
-        /// Target bucket size (>= 2).
+        /// Candidates per band (>= 2).
         bucket_size: usize,
     },
 }
