@@ -53,7 +53,8 @@ fn chaos_smoke_kill9_and_restart_verifies_exactly() {
         .find(|l| l.starts_with("| kill -9 of eddy run"))
         .unwrap_or_else(|| panic!("no kill -9 row in {doc:?}:\n{table}"));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    // | scenario | recovery | max lag | repeats | 5xx | verify | events | HTTP answers |
+    // | scenario | recovery | max lag | repeats | 5xx | verify | events | HTTP answers | exits |
+    // ruled late |
     assert!(cells[2].ends_with(" s"), "recovered: {row}");
     assert!(cells[3].parse::<u64>().is_ok(), "max lag: {row}");
     assert!(
@@ -66,4 +67,5 @@ fn chaos_smoke_kill9_and_restart_verifies_exactly() {
         cells[7].parse::<u64>().is_ok_and(|n| n > 0),
         "events: {row}"
     );
+    assert!(cells[10].parse::<u64>().is_ok(), "ruled late: {row}");
 }
