@@ -5,14 +5,13 @@
 //! events ──┬─► windowed_counts ─► open windows, closed windows
 //!          │
 //! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes, settled scores
-//!                         └─► interactions ─┬─► similar_users (own loop) ─┐
-//!                                           └─► by user ───────► recommendations ◄─┘
+//!                         └─► interactions ─► similarity loop ─► similar users, recommendations
+//!                                        (settled scores ─┘)
 //! ```
 
 use crate::engagement::{Engagement, EngagementParams, engagement};
 use crate::interactions::{InteractionParams, interactions};
-use crate::recommendations::recommendations;
-use crate::similarity::{SimilarityParams, similar_users};
+use crate::similarity::{SimilarityParams, similar_users_and_recommendations};
 use crate::windowed_counts::{WindowedCounts, windowed_counts};
 use differential_dataflow::VecCollection;
 use eddy_core::{Config, Event, SimilarUsers, UserRecommendations, WindowSpec};
@@ -115,16 +114,10 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
                 },
             },
         );
-        let by_user = pairs.clone().arrange_by_key_named("InteractionsByUser");
-        let similar = similar_users(
-            pairs.clone(),
-            SimilarityParams::from_config(&cfg.similarity),
-        );
-        let recommendations = recommendations(
-            similar.clone(),
-            by_user,
+        let (similar, recommendations) = similar_users_and_recommendations(
             pairs,
             engagement.settled.clone(),
+            SimilarityParams::from_config(&cfg.similarity),
             cfg.similarity.recommendations,
         );
         SimilarityOutputs {

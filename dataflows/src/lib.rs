@@ -15,5 +15,7 @@ pub use build::{Inputs, Outputs, SimilarityOutputs, build};
 pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement};
 pub use interactions::{InteractionParams, interactions};
 pub use recommendations::recommendations;
-pub use similarity::{ByUser, SimilarityMode, SimilarityParams, similar_users};
+pub use similarity::{
+    SimilarityMode, SimilarityParams, similar_users, similar_users_and_recommendations,
+};
 pub use windowed_counts::{CountSum, WindowedCounts, windowed_counts};

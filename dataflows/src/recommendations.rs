@@ -1,10 +1,8 @@
 //! Campaign recommendations: what similar users engaged with, ranked by similarity × score.
 
-use crate::similarity::ByUser;
+use crate::similarity::{SimilarityParams, similar_users_and_recommendations};
 use differential_dataflow::VecCollection;
-use eddy_core::{
-    Neighbor, Recommendation, Score, SimilarUsers, UserRecommendations, recommendation_score,
-};
+use eddy_core::{Score, UserRecommendations};
 use eddy_operators::Epoch;
 
 /// For each user `u`, the top `n` campaigns that `u`'s similar users engaged with (in their
@@ -27,50 +25,22 @@ use eddy_operators::Epoch;
 /// it changes at most once per pane, so a popular campaign re-ranks the users who could be
 /// recommended it once per window instead of once per epoch. A campaign with no closed pane
 /// in the window yet is not recommended. Users with nothing to recommend have no row.
+///
+/// Plan: computed inside the similarity loop (`similarity/rounds.rs`), on the worker that owns
+/// `u`, once `u`'s top-K list is final for the epoch: the owner fetches the sets of `u`'s
+/// similar users from their owners (two rounds) and caches them; settled scores (one per
+/// campaign) are held by every worker. A user is re-ranked when its list, its set, a similar
+/// user's set, or a campaign's settled score changes; the previous answer is recomputed from
+/// the previous inputs rather than stored, so the state per user is its neighbors' sets.
+/// Build it with [`crate::similarity::similar_users_and_recommendations`] to share the loop
+/// with the similar users (this function runs a loop of its own).
 pub fn recommendations<'scope>(
-    similar: VecCollection<'scope, Epoch, SimilarUsers, isize>,
-    by_user: ByUser<'scope>,
     interactions: VecCollection<'scope, Epoch, (u64, u64), isize>,
     settled: VecCollection<'scope, Epoch, (u64, Score), isize>,
+    params: SimilarityParams,
     n: usize,
 ) -> VecCollection<'scope, Epoch, UserRecommendations, isize> {
-    similar
-        .flat_map(|s| {
-            let u = s.user_id;
-            s.neighbors.into_iter().map(move |nb| (nb.user_id, (u, nb)))
-        })
-        .join_core(by_user, |_v, (u, nb), c| Some(((*u, *c), *nb)))
-        .antijoin(interactions)
-        .map(|((u, c), nb)| (c, (u, nb)))
-        .join_map(settled, |c, (u, nb), score| (*u, (*c, *score, *nb)))
-        .reduce_named("TopRecommendations", move |_u, input, out| {
-            // Values arrive sorted by (campaign, score, neighbor): group per campaign, with the
-            // neighbors best first.
-            let mut items: Vec<Recommendation> = Vec::new();
-            let mut i = 0;
-            while i < input.len() {
-                let (campaign_id, campaign_score, _) = *input[i].0;
-                let mut because: Vec<Neighbor> = Vec::new();
-                while i < input.len() && input[i].0.0 == campaign_id {
-                    because.push(input[i].0.2);
-                    i += 1;
-                }
-                items.push(Recommendation {
-                    campaign_id,
-                    score: recommendation_score(&because, campaign_score),
-                    campaign_score,
-                    because,
-                });
-            }
-            items.sort_by(|a, b| {
-                b.score
-                    .cmp(&a.score)
-                    .then(a.campaign_id.cmp(&b.campaign_id))
-            });
-            items.truncate(n);
-            out.push((items, 1isize));
-        })
-        .map(|(user_id, items)| UserRecommendations { user_id, items })
+    similar_users_and_recommendations(interactions, settled, params, n).1
 }
 
 #[cfg(test)]
@@ -78,9 +48,9 @@ mod tests {
     use super::*;
     use crate::engagement::{EngagementParams, engagement};
     use crate::interactions::{InteractionParams, interactions};
-    use crate::similarity::{SimilarityMode, SimilarityParams, similar_users};
+    use crate::similarity::SimilarityMode;
     use crate::testing::{StreamShape, accept, as_of, oracle_sets, oracle_similar, run, stream};
-    use eddy_core::{Event, EventType, Weights, WindowSpec};
+    use eddy_core::{Event, EventType, Recommendation, Weights, WindowSpec};
     use std::collections::BTreeMap;
 
     const PANE: i64 = 1_000;
@@ -191,15 +161,11 @@ mod tests {
                     top_k: 5,
                 },
             );
-            let by_user = pairs.clone().arrange_by_key();
-            let similar = similar_users(
-                pairs.clone(),
-                SimilarityParams {
-                    k: K,
-                    mode: SimilarityMode::Exact,
-                },
-            );
-            recommendations(similar, by_user, pairs, scores.settled, N)
+            let params = SimilarityParams {
+                k: K,
+                mode: SimilarityMode::Exact,
+            };
+            recommendations(pairs, scores.settled, params, N)
         });
         let mut all = Vec::new();
         let mut items = 0;
@@ -228,5 +194,74 @@ mod tests {
     #[test]
     fn matches_oracle_several_workers() {
         check(3, 3);
+    }
+
+    /// A similar user's set can change without changing the similarity (a campaign swapped
+    /// for another that the user does not share): the recommendations must follow the new set.
+    #[test]
+    fn follow_a_neighbors_set_even_when_the_similarity_stays() {
+        use differential_dataflow::input::Input;
+        use std::sync::{Arc, Mutex};
+        for workers in [1, 2] {
+            let got: Arc<Mutex<Vec<(UserRecommendations, Epoch, isize)>>> = Arc::default();
+            let got2 = got.clone();
+            timely::execute(timely::Config::process(workers), move |worker| {
+                let got3 = got2.clone();
+                let (mut pairs, mut scores, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+                    let (pairs_in, pairs) = scope.new_collection::<(u64, u64), isize>();
+                    let (scores_in, scores) = scope.new_collection::<(u64, Score), isize>();
+                    let params = SimilarityParams {
+                        k: 2,
+                        mode: SimilarityMode::Exact,
+                    };
+                    let (probe, _) = recommendations(pairs, scores, params, 3)
+                        .inspect(move |x| got3.lock().unwrap().push(x.clone()))
+                        .probe();
+                    (pairs_in, scores_in, probe)
+                });
+                if worker.index() == 0 {
+                    for c in 1..=4 {
+                        scores.insert((c, Score(c as f64)));
+                    }
+                    // u1 {1, 2}, u2 {1, 3}: u1 is recommended 3 because of u2 (1 of 3 shared).
+                    for p in [(1, 1), (1, 2), (2, 1), (2, 3)] {
+                        pairs.insert(p);
+                    }
+                }
+                pairs.advance_to(1);
+                scores.advance_to(1);
+                pairs.flush();
+                scores.flush();
+                worker.step_while(|| probe.less_than(&1));
+                if worker.index() == 0 {
+                    // u2 swaps 3 for 4: still 1 of 3 shared with u1.
+                    pairs.remove((2, 3));
+                    pairs.insert((2, 4));
+                }
+                pairs.advance_to(2);
+                scores.advance_to(2);
+                pairs.flush();
+                scores.flush();
+                worker.step_while(|| probe.less_than(&2));
+            })
+            .expect("timely runs");
+            let got = got.lock().unwrap().clone();
+            let campaigns = |at: Epoch| -> Vec<(u64, Vec<u64>)> {
+                as_of(&got, at)
+                    .into_iter()
+                    .map(|r| (r.user_id, r.items.iter().map(|i| i.campaign_id).collect()))
+                    .collect()
+            };
+            assert_eq!(
+                campaigns(0),
+                vec![(1, vec![3]), (2, vec![2])],
+                "{workers} workers"
+            );
+            assert_eq!(
+                campaigns(1),
+                vec![(1, vec![4]), (2, vec![2])],
+                "{workers} workers"
+            );
+        }
     }
 }

@@ -1,23 +1,11 @@
 //! User–user similarity: the top-K users by Jaccard similarity of their interaction sets.
 
+mod rounds;
 mod state;
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::{AsCollection, VecCollection};
-use eddy_core::{Neighbor, SimilarUsers};
+use differential_dataflow::VecCollection;
+use eddy_core::{Neighbor, Score, SimilarUsers, UserRecommendations};
 use eddy_operators::Epoch;
-use serde::{Deserialize, Serialize};
-use state::{Buffer, Part, State};
-use std::collections::{BTreeMap, HashSet};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::{Capability, ConnectLoop, Enter, Feedback, Leave, OkErr};
-use timely::order::Product;
-
-/// `(user_id, campaign_id)` interactions arranged by user, shared by every consumer.
-pub type ByUser<'scope> = Arranged<'scope, TraceAgent<ValSpine<u64, u64, Epoch, isize>>>;
 
 /// How candidate pairs are produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,38 +99,6 @@ pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
     })
 }
 
-/// A message of the similarity loop (see [`similar_users`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Msg {
-    /// Score `user`'s set against your users; with `changed`, also offer it to them.
-    Probe {
-        user: u64,
-        set: Vec<u64>,
-        changed: bool,
-    },
-    /// One worker's best candidates of `user`, and the best of its others.
-    Reply {
-        user: u64,
-        items: Vec<Neighbor>,
-        tau: Option<Neighbor>,
-    },
-}
-
-/// What the similarity operator emits: a loop message for a worker, or an output update.
-enum Out {
-    Loop((u64, Msg)),
-    Update((SimilarUsers, Epoch, isize)),
-}
-
-/// The worker that owns `user`'s set, buckets and neighbor list.
-fn owner(user: u64, peers: usize) -> u64 {
-    mix(user) % peers as u64
-}
-
-/// Rounds of one epoch in the similarity loop: 0 apply set changes, 1 probe changed users,
-/// 2 merge their answers and probe users to recompute, 3 merge those answers.
-const LAST_ROUND: u32 = 3;
-
 /// For each user, the `k` most similar users by Jaccard similarity of their interaction sets
 /// (the `(user, campaign)` pairs of [`crate::interactions`]), with the number of shared
 /// campaigns:
@@ -165,7 +121,8 @@ const LAST_ROUND: u32 = 3;
 ///
 /// Plan: a user's set, its bucket entries and a buffer of its best `2k` candidates live on
 /// one worker (its owner, by a hash of the id); nothing is copied per band or per pane. Each
-/// epoch runs a loop of at most four rounds (a timely iterative scope):
+/// epoch runs a loop of rounds (a timely iterative scope, `similarity/rounds.rs`; rounds 4–5
+/// serve the recommendations):
 /// 0. owners apply the epoch's set changes and move bucket entries;
 /// 1. each changed user is probed on every worker: its set is scored against the owned members
 ///    of its buckets; each such member's buffer is offered the new score (holders of the user
@@ -183,226 +140,22 @@ pub fn similar_users<'scope>(
     pairs: VecCollection<'scope, Epoch, (u64, u64), isize>,
     params: SimilarityParams,
 ) -> VecCollection<'scope, Epoch, SimilarUsers, isize> {
-    let outer = pairs.inner.scope();
-    let peers = outer.peers();
-    outer.iterative::<u32, _, _>(|inner| {
-        let (handle, cycle) = inner.feedback::<Vec<(u64, Msg)>>(Product::new(0, 1));
-        let input = pairs.inner.enter(inner);
-        let out = input.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
-            cycle,
-            Exchange::new(move |((u, _), _, _): &((u64, u64), Epoch, isize)| owner(*u, peers)),
-            Exchange::new(|(to, _): &(u64, Msg)| *to),
-            "SimilarUsers",
-            move |_cap, _info| {
-                let mut state = State::new(params.mode, params.k, peers);
-                let mut loop_ = Loop::default();
-                move |(pairs, pairs_frontier), (msgs, msgs_frontier), output| {
-                    pairs.for_each(|cap, data| {
-                        // Messages of this loop are sent under one capability each.
-                        for time in cap.stamp().iter() {
-                            let slot = loop_.slot(time, || cap.delayed(time, 0));
-                            slot.pairs
-                                .extend(data.iter().map(|((u, c), _, r)| (*u, *c, *r)));
-                        }
-                    });
-                    msgs.for_each(|cap, data| {
-                        for time in cap.stamp().iter() {
-                            let slot = loop_.slot(time, || cap.delayed(time, 0));
-                            slot.msgs.extend(data.iter().map(|(_, m)| m.clone()));
-                        }
-                    });
-                    let frontiers = [pairs_frontier.frontier(), msgs_frontier.frontier()];
-                    // Everything that may still arrive comes lexicographically after `t`.
-                    let done = |t: (Epoch, u32)| {
-                        frontiers
-                            .iter()
-                            .all(|f| f.iter().all(|p| (p.outer, p.inner) > t))
-                    };
-                    loop {
-                        let work = loop_.work.keys().next().copied();
-                        let emit = loop_.emits.keys().next().map(|e| (*e, LAST_ROUND));
-                        let next = match (work, emit) {
-                            (Some(w), Some(e)) => w.min(e),
-                            (Some(w), None) => w,
-                            (None, Some(e)) => e,
-                            (None, None) => break,
-                        };
-                        if !done(next) {
-                            break;
-                        }
-                        if work == Some(next) {
-                            let (cap, work) = loop_.work.remove(&next).expect("the first key");
-                            let emit_cap = loop_
-                                .emits
-                                .entry(next.0)
-                                .or_insert_with(|| cap.delayed(&Product::new(next.0, LAST_ROUND)));
-                            let _ = emit_cap;
-                            let mut session = output.session(&cap);
-                            loop_.round(&mut state, next, work, peers, &mut |m| {
-                                session.give(Out::Loop(m))
-                            });
-                        } else {
-                            let (epoch, cap) = loop_.emits.pop_first().expect("the first key");
-                            let mut session = output.session(&cap);
-                            for (user_id, before, now) in state.take_dirty() {
-                                if !before.is_empty() {
-                                    let s = SimilarUsers {
-                                        user_id,
-                                        neighbors: before,
-                                    };
-                                    session.give(Out::Update((s, epoch, -1)));
-                                }
-                                if !now.is_empty() {
-                                    let s = SimilarUsers {
-                                        user_id,
-                                        neighbors: now,
-                                    };
-                                    session.give(Out::Update((s, epoch, 1)));
-                                }
-                            }
-                        }
-                    }
-                }
-            },
-        );
-        let (msgs, updates) = out.ok_err::<Vec<_>, _, Vec<_>, _, _>(|o| match o {
-            Out::Loop(m) => Ok(m),
-            Out::Update(u) => Err(u),
-        });
-        msgs.connect_loop(handle);
-        updates.leave(outer).as_collection()
-    })
+    rounds::similarity_loop(pairs, None, params, 0).similar
 }
 
-/// The buffered work of one `(epoch, round)`.
-#[derive(Default)]
-struct Work {
-    pairs: Vec<(u64, u64, isize)>,
-    msgs: Vec<Msg>,
-}
-
-/// A capability of the similarity loop: `(epoch, round)`.
-type LoopCap = Capability<Product<Epoch, u32>>;
-
-/// The loop's bookkeeping on one worker.
-#[derive(Default)]
-struct Loop {
-    /// Buffered work by `(epoch, round)`, with its capability.
-    work: BTreeMap<(Epoch, u32), (LoopCap, Work)>,
-    /// Epochs whose changed lists are emitted once their last round is done.
-    emits: BTreeMap<Epoch, LoopCap>,
-    /// The epoch of `changed`, and the owned users whose set changed in it.
-    epoch: Option<Epoch>,
-    changed: HashSet<u64>,
-}
-
-impl Loop {
-    /// The buffered work of `time`, created with the capability `cap` if new.
-    fn slot(&mut self, time: &Product<Epoch, u32>, cap: impl FnOnce() -> LoopCap) -> &mut Work {
-        &mut self
-            .work
-            .entry((time.outer, time.inner))
-            .or_insert_with(|| (cap(), Work::default()))
-            .1
-    }
-
-    /// Runs round `t.1` of epoch `t.0`, sending loop messages through `send`.
-    fn round(
-        &mut self,
-        state: &mut State,
-        t: (Epoch, u32),
-        work: Work,
-        peers: usize,
-        send: &mut impl FnMut((u64, Msg)),
-    ) {
-        let (epoch, round) = t;
-        if self.epoch != Some(epoch) {
-            self.epoch = Some(epoch);
-            self.changed.clear();
-        }
-        let broadcast =
-            |send: &mut dyn FnMut((u64, Msg)), user: u64, set: &[u64], changed: bool| {
-                for to in 0..peers as u64 {
-                    let set = set.to_vec();
-                    send((to, Msg::Probe { user, set, changed }));
-                }
-            };
-        // Round 0: apply the epoch's set changes (consolidated per pair), then probe.
-        if !work.pairs.is_empty() {
-            let mut pairs = work.pairs;
-            pairs.sort_unstable_by_key(|(u, c, _)| (*u, *c));
-            let mut i = 0;
-            while i < pairs.len() {
-                let user = pairs[i].0;
-                let mut set = state.set(user).to_vec();
-                let mut moved = false;
-                while i < pairs.len() && pairs[i].0 == user {
-                    let c = pairs[i].1;
-                    let mut r = 0;
-                    while i < pairs.len() && pairs[i].0 == user && pairs[i].1 == c {
-                        r += pairs[i].2;
-                        i += 1;
-                    }
-                    match (r.signum(), set.binary_search(&c)) {
-                        (1, Err(at)) => {
-                            set.insert(at, c);
-                            moved = true;
-                        }
-                        (-1, Ok(at)) => {
-                            set.remove(at);
-                            moved = true;
-                        }
-                        _ => {}
-                    }
-                }
-                if moved {
-                    self.changed.insert(user);
-                    state.set_buffer(user, Buffer::default());
-                    state.replace_set(user, set.clone());
-                    broadcast(send, user, &set, true);
-                }
-            }
-        }
-        let mut stale = Vec::new();
-        let mut replies: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
-        for msg in work.msgs {
-            match msg {
-                Msg::Probe { user, set, changed } => {
-                    let skip = |x: u64| self.changed.contains(&x);
-                    let found = state.probe(user, &set, changed, &skip);
-                    stale.extend(found.stale);
-                    if !set.is_empty() {
-                        send((
-                            owner(user, peers),
-                            Msg::Reply {
-                                user,
-                                items: found.items,
-                                tau: found.tau,
-                            },
-                        ));
-                    }
-                }
-                Msg::Reply { user, items, tau } => {
-                    replies.entry(user).or_default().push((items, tau));
-                }
-            }
-        }
-        let cap = state.cap();
-        for (user, parts) in replies {
-            state.set_buffer(user, Buffer::merge(parts, cap));
-        }
-        // Buffers that lost their proof: rebuild from scratch (their owner is this worker).
-        stale.sort_unstable();
-        stale.dedup();
-        debug_assert!(round < LAST_ROUND || stale.is_empty());
-        for x in stale {
-            state.set_buffer(x, Buffer::default());
-            let set = state.set(x).to_vec();
-            if !set.is_empty() {
-                broadcast(send, x, &set, false);
-            }
-        }
-    }
+/// Similar users ([`similar_users`]) and recommendations
+/// ([`crate::recommendations::recommendations`]) from one similarity loop: what `build` runs.
+pub fn similar_users_and_recommendations<'scope>(
+    pairs: VecCollection<'scope, Epoch, (u64, u64), isize>,
+    settled: VecCollection<'scope, Epoch, (u64, Score), isize>,
+    params: SimilarityParams,
+    recommendations: usize,
+) -> (
+    VecCollection<'scope, Epoch, SimilarUsers, isize>,
+    VecCollection<'scope, Epoch, UserRecommendations, isize>,
+) {
+    let out = rounds::similarity_loop(pairs, Some(settled), params, recommendations.max(1));
+    (out.similar, out.recommendations)
 }
 
 #[cfg(test)]
