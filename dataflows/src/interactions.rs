@@ -1,7 +1,7 @@
 //! User interaction sets: the campaigns each user showed interest in within the sliding window.
 
+use crate::similarity::mix;
 use differential_dataflow::VecCollection;
-use differential_dataflow::hashable::Hashable;
 use eddy_core::{Event, EventType, WindowSpec};
 use eddy_operators::{Emit, Epoch, PaneSpec, SlidingDistinct, StateGauge};
 use timely::dataflow::StreamVec;
@@ -44,8 +44,8 @@ impl InteractionParams {
 /// [`Emit::OnCloseSpread`] a pair entering at a pane close is inserted at `close + slot(pair)`.
 ///
 /// Placement: the pairs of user `u` live (and their updates are produced) on worker
-/// `Hashable::hashed(&u) % peers`, differential's exchange hash, which is where
-/// `arrange_by_key` of the pairs (keyed by user) sends them.
+/// `mix(u) % peers` ([`mix`]), the owner of `u` in the similarity loop, so the pairs reach
+/// their owner without crossing workers.
 pub fn interactions<'scope>(
     events: VecCollection<'scope, Epoch, Event, isize>,
     watermarks: StreamVec<'scope, Epoch, i64>,
@@ -66,7 +66,7 @@ pub fn interactions_with_gauge<'scope>(
         watermarks,
         PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
         "Interactions",
-        |(user, _): &(u64, u64)| user.hashed(),
+        |(user, _): &(u64, u64)| mix(*user),
         gauge,
         // Events are insert-only: a positive difference is an event.
         move |(e, _, d): &(Event, Epoch, isize)| {
@@ -261,6 +261,60 @@ mod tests {
                 "{} entries vs {last} (pane, pair) entries",
                 held[n - 1]
             );
+        }
+    }
+
+    /// Each user's pairs are produced on worker `mix(user) % peers` (the similarity owner).
+    #[test]
+    fn pairs_live_on_their_users_owner() {
+        use differential_dataflow::input::Input as _;
+        use std::sync::{Arc, Mutex};
+        use timely::dataflow::InputHandle;
+        use timely::dataflow::operators::{Input as _, Inspect as _};
+        let params = InteractionParams {
+            pane: WindowSpec::new(1_000),
+            sliding_ms: 3_000,
+            views_are_interest: true,
+            emit: Emit::OnCloseSpread { epochs: 2 },
+        };
+        let shape = StreamShape {
+            users: 50,
+            campaigns: 8,
+            max_per_epoch: 40,
+            click: 0.3,
+            conversion: 0.1,
+            other_amounts: 0.0,
+        };
+        let (accepted, marks) = accept(&stream(5, 40, shape), params.pane, 400);
+        let seen: Arc<Mutex<Vec<(u64, usize, usize)>>> = Arc::default();
+        let seen2 = seen.clone();
+        timely::execute(timely::Config::process(3), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let seen3 = seen2.clone();
+            let mut wm_input = InputHandle::new();
+            let mut events = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (events_in, events) = scope.new_collection::<Event, isize>();
+                interactions(events, scope.input_from(&mut wm_input), params)
+                    .inner
+                    .inspect(move |((u, _), _, _)| seen3.lock().unwrap().push((*u, index, peers)));
+                events_in
+            });
+            for (epoch, batch) in accepted.iter().enumerate() {
+                events.advance_to(epoch as Epoch);
+                wm_input.advance_to(epoch as Epoch);
+                wm_input.send(marks[epoch]);
+                for (i, e) in batch.iter().enumerate() {
+                    if i % peers == index {
+                        events.insert(*e);
+                    }
+                }
+            }
+        })
+        .expect("timely runs");
+        let seen = seen.lock().unwrap();
+        assert!(seen.len() > 100, "{} updates", seen.len());
+        for &(u, worker, peers) in seen.iter() {
+            assert_eq!(mix(u) % peers as u64, worker as u64, "user {u}");
         }
     }
 
