@@ -342,6 +342,8 @@ mod tests {
     use std::net::TcpListener;
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     /// A private broker (tansu, as `scripts/services` runs it) on its own port and data
@@ -426,40 +428,10 @@ mod tests {
             .sum()
     }
 
-    /// The broker is stopped (SIGTERM) and started again while load-gen produces: the run
-    /// still ends with every message acknowledged, and the topic holds each exactly once.
-    /// Without re-sending refused messages, the produce requests the broker answered with an
-    /// error while shutting down fail the run ("N messages were not acknowledged").
-    #[test]
-    fn a_broker_restart_costs_latency_not_messages() {
-        let dir = std::env::temp_dir().join(format!(
-            "load_gen_broker_restart_{}_{}",
-            std::process::id(),
-            eddy_core::now_ms()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let broker = Broker::start(&dir, port);
-        let brokers = broker.brokers();
-        let topic = "restart";
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        let created = rt
-            .block_on(admin.create_topics(
-                &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            ))
-            .unwrap();
-        assert!(created.iter().all(Result::is_ok), "{created:?}");
-        let cfg = RunConfig {
-            brokers: brokers.clone(),
+    /// A run of 8 s at 1000 messages/s to `topic`, without verification.
+    fn run_config(brokers: &str, topic: &str) -> RunConfig {
+        RunConfig {
+            brokers: brokers.into(),
             topic: topic.into(),
             dlq_topic: format!("{topic}.dlq"),
             rate: 1000.0,
@@ -474,7 +446,129 @@ mod tests {
             sliding_ms: 60_000,
             verify: false,
             verify_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A private broker in a fresh directory, and an admin client on it.
+    fn fresh_broker(name: &str) -> (Broker, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "load_gen_{name}_{}_{}",
+            std::process::id(),
+            eddy_core::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        (Broker::start(&dir, port), dir)
+    }
+
+    /// Creates `topic` with `partitions` on `brokers`.
+    fn create_topic(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        let created = rt
+            .block_on(admin.create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .unwrap();
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+    }
+
+    /// verify reads the late set again on a mismatch: a `late` dead letter written after the
+    /// check started (as the pipeline does when it is still draining a backlog) still takes
+    /// its event out of the expected totals. Without the re-read, the check keeps expecting the
+    /// event and fails at its timeout. (The query server's address is closed: with the event
+    /// expected, every round is a mismatch; once it is known late, nothing is left to ask.)
+    #[test]
+    fn verify_reads_late_letters_written_after_it_started() {
+        let (broker, dir) = fresh_broker("verify_late");
+        let brokers = broker.brokers();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut cfg = run_config(&brokers, "late");
+        create_topic(&rt, &brokers, &cfg.dlq_topic, 1);
+        // A query server that drops every connection: while the event is expected, each round
+        // of the check is a mismatch; a first connection means the late set was read once.
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        cfg.query_url = Some(format!("http://{}", server.local_addr().unwrap()));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            loop {
+                match server.accept() {
+                    Ok((conn, _)) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        drop(conn);
+                    }
+                    Err(_) => std::thread::park_timeout(Duration::from_millis(10)),
+                }
+            }
+        });
+        cfg.verify_timeout = Duration::from_secs(30);
+        let g = &cfg.generator;
+        let event_id = format!("{}-{}-1", g.run_id, g.seed);
+        let event = eddy_core::Event {
+            ts_ms: eddy_core::now_ms(),
+            user_id: 1,
+            campaign_id: 2,
+            event_type: eddy_core::EventType::View,
+            amount_micros: None,
         };
+        let (dlq, check_cfg) = (cfg.dlq_topic.clone(), cfg.clone());
+        let checking = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(super::super::verify::check(&check_cfg, vec![(1, event)]))
+        });
+        wait("the check's first query", Duration::from_secs(30), || {
+            asked.load(Ordering::SeqCst) > 0 || checking.is_finished()
+        });
+        // The letter arrives after the check read the (empty) dead-letter topic once.
+        let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let payload = format!(r#"{{"event_id":"{event_id}"}}"#);
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "eddy-reason",
+            value: Some("late"),
+        });
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&dlq)
+                    .key("0:0")
+                    .payload(&payload)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+        let ruled_late = checking
+            .join()
+            .unwrap()
+            .expect("verified once the letter is read");
+        assert_eq!(ruled_late, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The broker is stopped (SIGTERM) and started again while load-gen produces: the run
+    /// still ends with every message acknowledged, and the topic holds each exactly once.
+    /// Without re-sending refused messages, the produce requests the broker answered with an
+    /// error while shutting down fail the run ("N messages were not acknowledged").
+    #[test]
+    fn a_broker_restart_costs_latency_not_messages() {
+        let (broker, dir) = fresh_broker("broker_restart");
+        let (brokers, port) = (broker.brokers(), broker.port);
+        let topic = "restart";
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        create_topic(&rt, &brokers, topic, 2);
+        let cfg = run_config(&brokers, topic);
         let running = std::thread::spawn(move || rt.block_on(run(cfg)));
         wait("records on the topic", Duration::from_secs(60), || {
             records(&brokers, topic, 2).is_some_and(|n| n >= 1000)

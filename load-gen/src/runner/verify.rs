@@ -48,7 +48,7 @@ pub(super) async fn check(cfg: &RunConfig, valid: Vec<(u64, Event)>) -> Result<u
         let expected = WindowTotals::of(kept.iter().copied(), window);
         let round = deadline
             .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(15));
+            .min(Duration::from_secs(5));
         let last = Instant::now() + round >= deadline;
         let checked = match verify(url, &expected, cfg.window_ms, round).await {
             Ok(()) => verify_engagement(url, &kept, window, cfg.sliding_ms, round).await,
