@@ -171,3 +171,27 @@ fn run_gives_up_on_a_silent_broker_after_the_startup_timeout() {
     assert!(eddy.logged(RETRYING) >= 1);
     kafka.resume();
 }
+
+/// A worker's reader is built from the partitions found at start-up (where the broker is
+/// waited for) and makes no broker call of its own: a broker that stops answering between the
+/// start-up checks and the workers' set-up cannot fail the run (it did: `worker failed …
+/// kafka fetch metadata: OperationTimedOut` in the kill -9 scenario of `scripts/chaos`).
+#[test]
+fn a_reader_starts_without_asking_a_silent_broker() {
+    let kafka = Proxy::start(KAFKA.parse().unwrap());
+    kafka.pause();
+    let cfg = eddy_core::config::KafkaConfig {
+        brokers: kafka.addr().to_string(),
+        topic: format!("startup_reader_{}", std::process::id()),
+        ..Default::default()
+    };
+    let reader = eddy::kafka::KafkaReader::new(
+        &cfg,
+        vec![0, 1],
+        vec![0],
+        Default::default(),
+        eddy_core::Metrics::new(),
+    );
+    assert!(reader.is_ok(), "{:?}", reader.err());
+    kafka.resume();
+}

@@ -1,7 +1,7 @@
 //! [`KafkaReader`]: the partitions assigned to one worker, with a partition watcher and a lag
 //! watcher on threads of their own (no metadata or watermark call on a worker thread).
 
-use super::{KafkaIoError, client, topic_partitions};
+use super::{KafkaIoError, client};
 use crate::reader::{PartitionReader, Record};
 use eddy_core::Metrics;
 use eddy_core::config::KafkaConfig;
@@ -188,31 +188,40 @@ pub struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// Assigns `partitions`, each starting at `start[p]` (or the beginning of the log).
+    /// Assigns `partitions`, each starting at `start[p]` (or the beginning of the log);
+    /// `topic_partitions` are all the topic's partitions as found at start-up (the watcher
+    /// compares with them). Makes no broker call: a broker that does not answer shows in
+    /// [`PartitionReader::poll`], where it is retried, never as a failed start.
     pub fn new(
         cfg: &KafkaConfig,
+        topic_partitions: Vec<i32>,
         partitions: Vec<i32>,
         start: HashMap<i32, i64>,
         metrics: Metrics,
     ) -> Result<Self, KafkaIoError> {
-        Self::with_partition_check(cfg, partitions, start, metrics, PARTITION_CHECK_INTERVAL)
+        Self::with_partition_check(
+            cfg,
+            topic_partitions,
+            partitions,
+            start,
+            metrics,
+            PARTITION_CHECK_INTERVAL,
+        )
     }
 
     /// [`KafkaReader::new`], checking the topic's partitions every `every`.
     pub fn with_partition_check(
         cfg: &KafkaConfig,
+        topic_partitions: Vec<i32>,
         partitions: Vec<i32>,
         start: HashMap<i32, i64>,
         metrics: Metrics,
         every: Duration,
     ) -> Result<Self, KafkaIoError> {
         let list_cfg = cfg.clone();
-        let watch = PartitionWatch::spawn(
-            cfg.topic.clone(),
-            topic_partitions(cfg, &cfg.topic)?,
-            every,
-            move || topic_partitions(&list_cfg, &list_cfg.topic),
-        );
+        let watch = PartitionWatch::spawn(cfg.topic.clone(), topic_partitions, every, move || {
+            super::topic_partitions(&list_cfg, &list_cfg.topic)
+        });
         let consumer: BaseConsumer<ReaderContext> = client(cfg)
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")

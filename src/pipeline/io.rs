@@ -37,6 +37,7 @@ fn spawn<B: Batch>(opts: &RunOptions, stores: Vec<Box<dyn EpochSink<B>>>) -> Vec
 /// (so the slow path's large pane-close batches never queue in front of the counts).
 pub(super) fn kafka_io(
     opts: &RunOptions,
+    all: &[i32],
     mine: Vec<i32>,
     restore: Option<&Checkpoint>,
     lead: bool,
@@ -76,7 +77,7 @@ pub(super) fn kafka_io(
         None
     };
     Ok(WorkerIo {
-        reader: KafkaReader::new(&cfg.kafka, mine, start, opts.metrics.clone())?,
+        reader: KafkaReader::new(&cfg.kafka, all.to_vec(), mine, start, opts.metrics.clone())?,
         counts: spawn(opts, stores(cfg)?),
         similarity: spawn(
             opts,

@@ -152,10 +152,12 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                 .collect();
             let lead = index == 0;
             match &*mode {
-                Mode::Kafka => kafka_io(&opts, mine, restore.as_ref(), lead).and_then(|io| {
-                    let restored = restore.clone().map(|cp| (cp, late.clone()));
-                    drive(worker, &opts, &partitions, io, restored)
-                }),
+                Mode::Kafka => {
+                    kafka_io(&opts, &partitions, mine, restore.as_ref(), lead).and_then(|io| {
+                        let restored = restore.clone().map(|cp| (cp, late.clone()));
+                        drive(worker, &opts, &partitions, io, restored)
+                    })
+                }
                 Mode::Demo(d) => drive(
                     worker,
                     &opts,
