@@ -32,7 +32,16 @@ pub(super) async fn check(cfg: &RunConfig, valid: Vec<(u64, Event)>) -> Result<u
     // late set is read again, until the answers match or `verify_timeout` has passed.
     let deadline = Instant::now() + cfg.verify_timeout;
     loop {
-        let late = late_event_ids(&cfg.brokers, &cfg.dlq_topic)?;
+        // A broker just restarted can be slow to answer metadata: asked again until the deadline.
+        let late = match late_event_ids(&cfg.brokers, &cfg.dlq_topic) {
+            Ok(late) => late,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading the dead-letter topic: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut ruled_late = 0;
         let kept: Vec<Event> = valid
             .iter()

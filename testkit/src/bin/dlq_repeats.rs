@@ -24,9 +24,10 @@ fn main() {
         .create()
         .expect("a kafka consumer");
     let timeout = Duration::from_secs(10);
-    let meta = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .expect("topic metadata");
+    // A broker just restarted can take tens of seconds to answer: ask again until 2 minutes.
+    let meta = retry("topic metadata", || {
+        consumer.fetch_metadata(Some(topic), timeout)
+    });
     let partitions: Vec<i32> = meta
         .topics()
         .iter()
@@ -36,9 +37,9 @@ fn main() {
     let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .expect("watermarks");
+        let (low, high) = retry("watermarks", || {
+            consumer.fetch_watermarks(topic, p, timeout)
+        });
         if high > low {
             pending.insert(p, high);
             tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -105,4 +106,23 @@ fn reason_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     })
+}
+
+/// Calls `f` until it succeeds, for up to 2 minutes (each failure on stderr); exits with the
+/// last error after that.
+fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, rdkafka::error::KafkaError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("dlq_repeats: {what}: {e}; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => {
+                eprintln!("dlq_repeats: {what}: {e}; giving up");
+                std::process::exit(1);
+            }
+        }
+    }
 }
