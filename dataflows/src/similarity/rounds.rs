@@ -13,6 +13,7 @@
 //! 5. owners compute the recommendations of every user whose list, set or campaign scores
 //!    changed, before and after, and emit both outputs' changes at `e`.
 
+use super::state::FastMap;
 use super::state::{Buffer, Part, State};
 use super::{SimilarityParams, mix};
 use differential_dataflow::{AsCollection, VecCollection};
@@ -121,15 +122,19 @@ pub(crate) fn similarity_loop<'scope>(
                     let mut w = Worker::new(params, recommendations, peers);
                     move |(ins, ins_frontier), (msgs, msgs_frontier), output| {
                         ins.for_each(|cap, data| {
-                            for time in cap.stamp().iter() {
-                                let slot = w.slot(time, || cap.delayed(time, 0));
-                                slot.ins.extend(data.iter().map(|(_, i)| i.clone()));
+                            // Everything in this loop is sent under one capability: one time.
+                            debug_assert_eq!(cap.stamp().len(), 1);
+                            if let Some(time) = cap.stamp().iter().next().cloned() {
+                                let slot = w.slot(&time, || cap.delayed(&time, 0));
+                                slot.ins.extend(data.drain(..).map(|(_, i)| i));
                             }
                         });
                         msgs.for_each(|cap, data| {
-                            for time in cap.stamp().iter() {
-                                let slot = w.slot(time, || cap.delayed(time, 0));
-                                slot.msgs.extend(data.iter().map(|(_, m)| m.clone()));
+                            // Everything in this loop is sent under one capability: one time.
+                            debug_assert_eq!(cap.stamp().len(), 1);
+                            if let Some(time) = cap.stamp().iter().next().cloned() {
+                                let slot = w.slot(&time, || cap.delayed(&time, 0));
+                                slot.msgs.extend(data.drain(..).map(|(_, m)| m));
                             }
                         });
                         let frontiers = [ins_frontier.frontier(), msgs_frontier.frontier()];
@@ -217,15 +222,15 @@ struct Worker {
     /// Per epoch: `(e, LISTS_FINAL)` then `(e, LAST_ROUND)`, run once those rounds are done.
     hooks: BTreeMap<(Epoch, u32), LoopCap>,
     /// Settled campaign scores (every worker holds all of them: one per campaign).
-    scores: HashMap<u64, Score>,
+    scores: FastMap<u64, Score>,
     /// Owned users' neighbors' sets, in the order of their top `k`.
-    neighbor_sets: HashMap<u64, Vec<Box<[u64]>>>,
+    neighbor_sets: FastMap<u64, Vec<Box<[u64]>>>,
     /// The epoch in progress.
     epoch: Option<Epoch>,
     /// This epoch: owned users whose set changed, with their set before.
-    old_sets: HashMap<u64, Vec<u64>>,
+    old_sets: FastMap<u64, Vec<u64>>,
     /// This epoch: campaigns whose score changed, with their score before.
-    old_scores: HashMap<u64, Option<Score>>,
+    old_scores: FastMap<u64, Option<Score>>,
     /// This epoch: owned users whose top `k` changed (before, now), once lists are final.
     lists: Vec<(u64, Vec<Neighbor>, Vec<Neighbor>)>,
     /// This epoch: owned users holding a user whose set changed (their neighbors' sets are
@@ -233,7 +238,7 @@ struct Worker {
     /// the similarity).
     refetch: HashSet<u64>,
     /// This epoch: the neighbors' sets fetched (by user, then neighbor).
-    fetched: HashMap<u64, HashMap<u64, Vec<u64>>>,
+    fetched: FastMap<u64, HashMap<u64, Vec<u64>>>,
 }
 
 impl Worker {
@@ -244,14 +249,14 @@ impl Worker {
             n,
             work: BTreeMap::new(),
             hooks: BTreeMap::new(),
-            scores: HashMap::new(),
-            neighbor_sets: HashMap::new(),
+            scores: FastMap::default(),
+            neighbor_sets: FastMap::default(),
             epoch: None,
-            old_sets: HashMap::new(),
-            old_scores: HashMap::new(),
+            old_sets: FastMap::default(),
+            old_scores: FastMap::default(),
             lists: Vec::new(),
             refetch: HashSet::new(),
-            fetched: HashMap::new(),
+            fetched: FastMap::default(),
         }
     }
 
@@ -480,8 +485,8 @@ impl Worker {
         users.sort_unstable_by_key(|(x, _)| *x);
         users.dedup_by_key(|(x, _)| *x);
         let old_score = |c: &u64,
-                         scores: &HashMap<u64, Score>,
-                         old: &HashMap<u64, Option<Score>>| match old.get(c)
+                         scores: &FastMap<u64, Score>,
+                         old: &FastMap<u64, Option<Score>>| match old.get(c)
         {
             Some(s) => *s,
             None => scores.get(c).copied(),

@@ -10,6 +10,29 @@
 use super::{SimilarityMode, band_keys, mix, neighbor};
 use eddy_core::Neighbor;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A hasher for `u64` keys (user ids, campaign ids, band keys): [`mix`], not SipHash (keys
+/// are not attacker-chosen here: band keys are already hashes, ids come from trusted input).
+#[derive(Default)]
+pub(crate) struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = mix(self.0 ^ u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = mix(self.0 ^ x);
+    }
+}
+
+/// A hash map keyed by `u64`s.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<U64Hasher>>;
 
 /// Members of one bucket on one worker, ordered by `(mix(user), user)` so that the members
 /// nearest a user in hash order (its sub-bucket) are a range.
@@ -146,6 +169,15 @@ fn take_alternately(
     }
 }
 
+/// A change of a buffer's membership.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delta {
+    /// The user that came in.
+    pub(crate) came: Option<u64>,
+    /// The user that left.
+    pub(crate) left: Option<u64>,
+}
+
 /// One worker's answer to a probe: its best candidates and the best of its others.
 pub(crate) type Part = (Vec<Neighbor>, Option<Neighbor>);
 
@@ -196,28 +228,50 @@ impl Buffer {
         }
     }
 
-    /// The candidate `user` now scores `n` (`None`: it is no longer a candidate).
-    /// Returns whether the buffer changed.
-    pub(crate) fn offer(&mut self, user: u64, n: Option<Neighbor>, cap: usize) -> bool {
-        let had = self.items.iter().position(|m| m.user_id == user);
-        match (had, n) {
-            (Some(at), Some(n)) if self.items[at] == n => false,
+    /// Whether offering `n` for `user` would change the buffer (see [`Buffer::offer`]).
+    pub(crate) fn would_change(&self, user: u64, n: Option<Neighbor>) -> bool {
+        match (self.items.iter().position(|m| m.user_id == user), n) {
+            (Some(at), Some(n)) => self.items[at] != n,
+            (Some(_), None) => true,
+            (None, Some(n)) => self.tau.is_none_or(|t| n < t),
+            (None, None) => false,
+        }
+    }
+
+    /// The candidate `user` now scores `n` (`None`: it is no longer a candidate). Returns the
+    /// change of membership: the user that came in, and the users that left (`user` itself,
+    /// or the worst item evicted to make room).
+    pub(crate) fn offer(&mut self, user: u64, n: Option<Neighbor>, cap: usize) -> Delta {
+        let mut delta = Delta::default();
+        match (self.items.iter().position(|m| m.user_id == user), n) {
+            (Some(at), Some(n)) if self.items[at] == n => {}
             (Some(at), n) => {
                 self.items.remove(at);
-                if let Some(n) = n {
-                    let to = self.items.partition_point(|m| *m < n);
-                    self.items.insert(to, n);
+                match n {
+                    Some(n) => {
+                        let to = self.items.partition_point(|m| *m < n);
+                        self.items.insert(to, n);
+                    }
+                    None => delta.left = Some(user),
                 }
-                true
             }
             (None, Some(n)) if self.tau.is_none_or(|t| n < t) => {
                 let to = self.items.partition_point(|m| *m < n);
                 self.items.insert(to, n);
-                self.trim(cap);
-                true
+                delta.came = Some(user);
+                if self.items.len() > cap {
+                    let evicted = self.items.pop().expect("over capacity");
+                    self.tau = min_opt(self.tau, Some(evicted));
+                    if evicted.user_id == user {
+                        delta.came = None;
+                    } else {
+                        delta.left = Some(evicted.user_id);
+                    }
+                }
             }
-            (None, _) => false,
+            (None, _) => {}
         }
+        delta
     }
 
     /// The first `k` items.
@@ -255,15 +309,15 @@ pub(crate) struct State {
     cap: usize,
     k: usize,
     /// Owned users' sets (sorted campaign ids; never empty).
-    sets: HashMap<u64, Box<[u64]>>,
+    sets: FastMap<u64, Box<[u64]>>,
     /// Band key → owned members.
-    buckets: HashMap<u64, Members>,
+    buckets: FastMap<u64, Members>,
     /// Owned users' buffers.
-    buffers: HashMap<u64, Buffer>,
+    buffers: FastMap<u64, Buffer>,
     /// Neighbor → owned users whose buffer holds it.
-    holders: HashMap<u64, Vec<u64>>,
+    holders: FastMap<u64, Vec<u64>>,
     /// Owned users whose buffer changed since [`State::take_dirty`], with their top `k` before.
-    dirty: HashMap<u64, Vec<Neighbor>>,
+    dirty: FastMap<u64, Vec<Neighbor>>,
 }
 
 impl State {
@@ -277,11 +331,11 @@ impl State {
             quota,
             cap: 2 * k.max(1),
             k: k.max(1),
-            sets: HashMap::new(),
-            buckets: HashMap::new(),
-            buffers: HashMap::new(),
-            holders: HashMap::new(),
-            dirty: HashMap::new(),
+            sets: FastMap::default(),
+            buckets: FastMap::default(),
+            buffers: FastMap::default(),
+            holders: FastMap::default(),
+            dirty: FastMap::default(),
         }
     }
 
@@ -395,19 +449,40 @@ impl State {
     }
 
     fn offer(&mut self, x: u64, user: u64, n: Option<Neighbor>, stale: &mut Vec<u64>) {
+        let changes = match self.buffers.get(&x) {
+            Some(b) => b.would_change(user, n),
+            None => n.is_some(),
+        };
+        if !changes {
+            return;
+        }
         self.touch(x);
         let (cap, k) = (self.cap, self.k);
         let buffer = self.buffers.entry(x).or_default();
-        let before: Vec<u64> = buffer.items.iter().map(|m| m.user_id).collect();
-        if buffer.offer(user, n, cap) {
-            let after: Vec<u64> = buffer.items.iter().map(|m| m.user_id).collect();
-            let exact = buffer.exact(k);
-            if buffer.items.is_empty() && buffer.tau.is_none() {
-                self.buffers.remove(&x);
+        let delta = buffer.offer(user, n, cap);
+        let exact = buffer.exact(k);
+        if buffer.items.is_empty() && buffer.tau.is_none() {
+            self.buffers.remove(&x);
+        }
+        if let Some(v) = delta.left {
+            self.unhold(x, v);
+        }
+        if let Some(v) = delta.came {
+            self.holders.entry(v).or_default().push(x);
+        }
+        if !exact {
+            stale.push(x);
+        }
+    }
+
+    /// `x`'s buffer no longer holds `v`.
+    fn unhold(&mut self, x: u64, v: u64) {
+        if let Some(h) = self.holders.get_mut(&v) {
+            if let Some(at) = h.iter().position(|y| *y == x) {
+                h.swap_remove(at);
             }
-            self.rehold(x, &before, &after);
-            if !exact {
-                stale.push(x);
+            if h.is_empty() {
+                self.holders.remove(&v);
             }
         }
     }
@@ -415,12 +490,7 @@ impl State {
     /// Moves `x`'s entries in `holders` from the `before` members of its buffer to `after`.
     fn rehold(&mut self, x: u64, before: &[u64], after: &[u64]) {
         for v in before.iter().filter(|v| !after.contains(v)) {
-            if let Some(h) = self.holders.get_mut(v) {
-                h.retain(|y| *y != x);
-                if h.is_empty() {
-                    self.holders.remove(v);
-                }
-            }
+            self.unhold(x, *v);
         }
         for v in after.iter().filter(|v| !before.contains(v)) {
             self.holders.entry(*v).or_default().push(x);
@@ -523,20 +593,30 @@ mod tests {
         assert!(b.exact(1) && b.exact(2));
         let mut b2 = b.clone();
         // The best drops below the bound: no longer exact for k = 1.
-        assert!(b2.offer(1, Some(n(1, 1, 9)), 2));
+        assert!(b2.would_change(1, Some(n(1, 1, 9))));
+        assert_eq!(b2.offer(1, Some(n(1, 1, 9)), 2), Delta::default());
         assert!(b2.exact(1) && !b2.exact(2));
-        assert!(b2.offer(4, None, 2));
+        let left = Delta {
+            came: None,
+            left: Some(4),
+        };
+        assert_eq!(b2.offer(4, None, 2), left);
         assert!(
             !b2.exact(1),
             "only a candidate ranked after the bound is left"
         );
         // An outsider that beats the bound comes in and evicts the worst.
         let mut b3 = b;
-        assert!(b3.offer(9, Some(n(9, 4, 4)), 2));
+        let swap = Delta {
+            came: Some(9),
+            left: Some(4),
+        };
+        assert_eq!(b3.offer(9, Some(n(9, 4, 4)), 2), swap);
         assert_eq!(b3.items, vec![n(9, 4, 4), n(1, 3, 4)]);
         assert_eq!(b3.tau, Some(n(4, 2, 4)));
         // An outsider at or after the bound stays out.
-        assert!(!b3.offer(8, Some(n(8, 1, 8)), 2));
+        assert!(!b3.would_change(8, Some(n(8, 1, 8))));
+        assert_eq!(b3.offer(8, Some(n(8, 1, 8)), 2), Delta::default());
     }
 
     /// Churns the sets of 300 users through 3 000 changes, probing as the loop does, and checks
