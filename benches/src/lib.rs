@@ -108,6 +108,37 @@ pub fn full_dataflow<'scope>(
     probe
 }
 
+/// Live heap bytes of a binary whose global allocator is [`ALLOC`]
+/// (`#[global_allocator] static A: &StatsAlloc<System> = &eddy_benches::ALLOC;`), so a benchmark
+/// can report live bytes next to RSS and tell state from allocator overhead; 0 otherwise.
+/// Counting costs two atomic operations per allocation: `state_rss` counts only when built
+/// with `--features count-alloc`, so its throughput figures are measured without it.
+pub fn live_bytes() -> u64 {
+    // `stats_alloc` adds a realloc's growth to allocated and its shrinkage to deallocated.
+    let s = ALLOC.stats();
+    (s.bytes_allocated as u64).saturating_sub(s.bytes_deallocated as u64)
+}
+
+/// The counting allocator of [`live_bytes`] (the system allocator underneath).
+pub static ALLOC: stats_alloc::StatsAlloc<std::alloc::System> = stats_alloc::StatsAlloc::system();
+
+/// CPU time this process has used (user + system, all threads), seconds (Linux
+/// `/proc/self/stat`, in clock ticks of 1/100 s; 0 elsewhere). Events per CPU second do not
+/// depend on what else the machine runs, where wall-clock throughput does.
+pub fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) end with ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Resident set size of this process, bytes (Linux `/proc/self/statm`; 0 elsewhere).
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

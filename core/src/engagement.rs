@@ -196,6 +196,14 @@ pub struct UserRecommendations {
 /// Sum of `jaccard × campaign_score` over `because` (in the given order), the one formula used
 /// by the dataflow and its oracle so equal inputs give bit-identical scores.
 pub fn recommendation_score(because: &[Neighbor], campaign_score: Score) -> Score {
+    recommendation_score_of(because, campaign_score)
+}
+
+/// [`recommendation_score`] over any sequence of neighbors (no slice needed).
+pub fn recommendation_score_of<'a>(
+    because: impl IntoIterator<Item = &'a Neighbor>,
+    campaign_score: Score,
+) -> Score {
     let mut similarity = 0.0;
     for n in because {
         similarity += n.jaccard();

@@ -80,17 +80,13 @@ pub fn band_keys(set: &[u64], bands: usize, rows: usize) -> Vec<u64> {
 
 /// The neighbor record of `other` for a user with set `mine`, or `None` if they share nothing.
 pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
+    // Branch-free merge of two sorted sets: this loop is the inner loop of every probe.
     let (mut i, mut j, mut shared) = (0, 0, 0u32);
     while i < mine.len() && j < theirs.len() {
-        match mine[i].cmp(&theirs[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                shared += 1;
-                i += 1;
-                j += 1;
-            }
-        }
+        let (a, b) = (mine[i], theirs[j]);
+        shared += u32::from(a == b);
+        i += usize::from(a <= b);
+        j += usize::from(b <= a);
     }
     (shared > 0).then(|| Neighbor {
         user_id: other,

@@ -2,37 +2,48 @@
 //! growing once the sliding window is full (events leave it as retractions and arrangements
 //! compact), so RSS plateaus.
 //!
-//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers]`
+//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers] [users]`
 //! (default 60 minutes of event time at 5 000 events/s, a 10-minute sliding window, 1-minute
-//! windows, 2 workers). Generated events (100 000 users, 1 000 campaigns, Zipf) are fed in
+//! windows, 2 workers, 100 000 users). Generated events (users, 1 000 campaigns, Zipf) are fed in
 //! epochs of 2 s of event time with the watermark (max event time - 10 s) every epoch; RSS is
 //! printed every 5 minutes of event time. `EDDY_*` environment variables override the
-//! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`).
+//! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`). Built with
+//! `--features count-alloc`, it also reports live heap bytes (allocator overhead = RSS − live);
+//! without it that column reads 0 and nothing slows the allocator.
 
 use eddy_benches::cli::{EventFeed, StateRecord, arg, round};
-use eddy_benches::{full_dataflow, rss_bytes};
+use eddy_benches::{cpu_seconds, full_dataflow, live_bytes, rss_bytes};
 use eddy_core::Config;
 use eddy_load_gen::{GenConfig, Generated, Generator};
 use std::time::Instant;
+
+#[cfg(feature = "count-alloc")]
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &eddy_benches::ALLOC;
+
+#[cfg(all(feature = "mimalloc", not(feature = "count-alloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let minutes = arg(1, 60);
     let rate = arg(2, 5_000);
     let sliding_min = arg(3, 10);
     let workers: usize = arg(4, 2);
+    let users: u64 = arg(5, 100_000);
     // Defaults, then EDDY_* environment overrides (e.g. EDDY_SIMILARITY__BUCKET_SIZE=16).
     let mut cfg = Config::load(None, std::env::vars()).expect("valid EDDY_* overrides");
     cfg.engagement.sliding_ms = sliding_min as i64 * 60_000;
     println!(
-        "state_rss: {minutes} min of event time at {rate} events/s, sliding {sliding_min} min, windows {} s, {workers} workers, similarity {} {}x{} bucket {}",
+        "state_rss: {minutes} min of event time at {rate} events/s, {users} users, sliding {sliding_min} min, windows {} s, {workers} workers, similarity {} {}x{} bucket {}",
         cfg.pipeline.window_ms / 1000,
         cfg.similarity.mode,
         cfg.similarity.bands,
         cfg.similarity.rows_per_band,
         cfg.similarity.bucket_size
     );
-    println!("| event minute | events | wall s | RSS MB |");
-    println!("|---|---|---|---|");
+    println!("| event minute | events | wall s | CPU s | RSS MB | live heap MB |");
+    println!("|---|---|---|---|---|---|");
     let started = Instant::now();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -43,6 +54,7 @@ fn main() {
         // watermark without exchanging anything.
         let mut generator = Generator::new(GenConfig {
             events_per_sec: rate as f64,
+            users,
             ..GenConfig::default()
         });
         let per_epoch = rate * 2;
@@ -63,11 +75,13 @@ fn main() {
             feed.advance_to(worker, epoch + 1);
             if index == 0 && (epoch + 1) % 150 == 0 {
                 println!(
-                    "| {} | {} | {:.0} | {:.1} |",
+                    "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
                     (epoch + 1) / 30,
                     n,
                     started.elapsed().as_secs_f64(),
-                    rss_bytes() as f64 / 1e6
+                    cpu_seconds(),
+                    rss_bytes() as f64 / 1e6,
+                    live_bytes() as f64 / 1e6
                 );
                 let record = StateRecord {
                     bench: "state_rss".into(),

@@ -18,7 +18,7 @@ use super::state::{Buffer, Part, State};
 use super::{SimilarityParams, mix};
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{
-    Neighbor, Recommendation, Score, SimilarUsers, UserRecommendations, recommendation_score,
+    Neighbor, Recommendation, Score, SimilarUsers, UserRecommendations, recommendation_score_of,
 };
 use eddy_operators::Epoch;
 use serde::{Deserialize, Serialize};
@@ -561,31 +561,40 @@ fn recommend(
     score: impl Fn(&u64) -> Option<Score>,
     n: usize,
 ) -> Vec<Recommendation> {
-    let mut per: BTreeMap<u64, Vec<Neighbor>> = BTreeMap::new();
-    for (nb, set) in list.iter().zip(sets) {
-        for c in set.iter() {
-            if mine.binary_search(c).is_err() {
-                per.entry(*c).or_default().push(*nb);
-            }
-        }
+    // (campaign, index of the neighbor in `list`): sorted, each campaign's neighbors come
+    // best first, as `list` is.
+    let mut pairs: Vec<(u64, usize)> = Vec::new();
+    for (i, set) in sets.iter().enumerate().take(list.len()) {
+        pairs.extend(
+            set.iter()
+                .filter(|c| mine.binary_search(c).is_err())
+                .map(|c| (*c, i)),
+        );
     }
-    let mut items: Vec<Recommendation> = per
+    pairs.sort_unstable();
+    // (score, campaign, campaign score, range of `pairs`).
+    let mut scored: Vec<(Score, u64, Score, usize, usize)> = Vec::new();
+    let mut a = 0;
+    while a < pairs.len() {
+        let c = pairs[a].0;
+        let b = a + pairs[a..].partition_point(|p| p.0 == c);
+        if let Some(cs) = score(&c) {
+            let s = recommendation_score_of(pairs[a..b].iter().map(|p| &list[p.1]), cs);
+            scored.push((s, c, cs, a, b));
+        }
+        a = b;
+    }
+    scored.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+    scored.truncate(n);
+    scored
         .into_iter()
-        .filter_map(|(campaign_id, because)| {
-            let campaign_score = score(&campaign_id)?;
-            Some(Recommendation {
+        .map(
+            |(score, campaign_id, campaign_score, a, b)| Recommendation {
                 campaign_id,
-                score: recommendation_score(&because, campaign_score),
+                score,
                 campaign_score,
-                because,
-            })
-        })
-        .collect();
-    items.sort_by(|a, b| {
-        b.score
-            .cmp(&a.score)
-            .then(a.campaign_id.cmp(&b.campaign_id))
-    });
-    items.truncate(n);
-    items
+                because: pairs[a..b].iter().map(|p| list[p.1]).collect(),
+            },
+        )
+        .collect()
 }

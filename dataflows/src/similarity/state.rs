@@ -9,6 +9,7 @@
 
 use super::{SimilarityMode, band_keys, mix, neighbor};
 use eddy_core::Neighbor;
+use smallvec::SmallVec;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -308,8 +309,9 @@ pub(crate) struct State {
     /// Buffer capacity (`2k`).
     cap: usize,
     k: usize,
-    /// Owned users' sets (sorted campaign ids; never empty).
-    sets: FastMap<u64, Box<[u64]>>,
+    /// Owned users' sets (sorted campaign ids; never empty), up to four inline: a probe reads
+    /// one per candidate, and inline sets save a cache miss each.
+    sets: FastMap<u64, SmallVec<[u64; 4]>>,
     /// Band key → owned members.
     buckets: FastMap<u64, Members>,
     /// Owned users' buffers.
@@ -380,7 +382,7 @@ impl State {
             }
         }
         if !set.is_empty() {
-            self.sets.insert(user, set.into_boxed_slice());
+            self.sets.insert(user, SmallVec::from_slice(&set));
         }
     }
 
