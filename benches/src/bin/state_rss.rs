@@ -2,10 +2,10 @@
 //! growing once the sliding window is full (events leave it as retractions and arrangements
 //! compact), so RSS plateaus.
 //!
-//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers] [users]`
+//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers] [users] [epoch-seconds]`
 //! (default 60 minutes of event time at 5 000 events/s, a 10-minute sliding window, 1-minute
-//! windows, 2 workers, 100 000 users). Generated events (users, 1 000 campaigns, Zipf) are fed in
-//! epochs of 2 s of event time with the watermark (max event time - 10 s) every epoch; RSS is
+//! windows, 2 workers, 100 000 users, epochs of 2 s). Generated events (users, 1 000 campaigns,
+//! Zipf) are fed in epochs of that many seconds of event time with the watermark (max event time - 10 s) every epoch; RSS is
 //! printed every 5 minutes of event time. `EDDY_*` environment variables override the
 //! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`). Built with
 //! `--features count-alloc`, it also reports live heap bytes (allocator overhead = RSS − live);
@@ -31,6 +31,12 @@ fn main() {
     let sliding_min = arg(3, 10);
     let workers: usize = arg(4, 2);
     let users: u64 = arg(5, 100_000);
+    // Seconds of event time per epoch (a divisor of 300: rows are printed every 5 minutes).
+    let epoch_secs: u64 = arg(6, 2);
+    assert!(
+        epoch_secs > 0 && 300 % epoch_secs == 0,
+        "epoch seconds must divide 300"
+    );
     // Defaults, then EDDY_* environment overrides (e.g. EDDY_SIMILARITY__BUCKET_SIZE=16).
     let mut cfg = Config::load(None, std::env::vars()).expect("valid EDDY_* overrides");
     cfg.engagement.sliding_ms = sliding_min as i64 * 60_000;
@@ -57,8 +63,8 @@ fn main() {
             users,
             ..GenConfig::default()
         });
-        let per_epoch = rate * 2;
-        let epochs = minutes * 30;
+        let per_epoch = rate * epoch_secs;
+        let epochs = minutes * 60 / epoch_secs;
         let mut max_ts = i64::MIN;
         let mut n = 0u64;
         for epoch in 0..epochs {
@@ -73,10 +79,11 @@ fn main() {
             }
             feed.marks.send(max_ts - cfg.pipeline.lateness_ms);
             feed.advance_to(worker, epoch + 1);
-            if index == 0 && (epoch + 1) % 150 == 0 {
+            let minute = (epoch + 1) * epoch_secs / 60;
+            if index == 0 && ((epoch + 1) * epoch_secs) % 300 == 0 {
                 println!(
                     "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
-                    (epoch + 1) / 30,
+                    minute,
                     n,
                     started.elapsed().as_secs_f64(),
                     cpu_seconds(),
@@ -85,7 +92,7 @@ fn main() {
                 );
                 let record = StateRecord {
                     bench: "state_rss".into(),
-                    minute: (epoch + 1) / 30,
+                    minute,
                     events: n,
                     wall_secs: round(started.elapsed().as_secs_f64(), 1),
                     rss_mb: round(rss_bytes() as f64 / 1e6, 1),
