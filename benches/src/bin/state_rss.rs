@@ -80,7 +80,7 @@ fn main() {
             feed.marks.send(max_ts - cfg.pipeline.lateness_ms);
             feed.advance_to(worker, epoch + 1);
             let minute = (epoch + 1) * epoch_secs / 60;
-            if index == 0 && ((epoch + 1) * epoch_secs) % 300 == 0 {
+            if index == 0 && ((epoch + 1) * epoch_secs).is_multiple_of(300) {
                 println!(
                     "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
                     minute,
