@@ -34,28 +34,14 @@ impl Eddy {
     /// Starts `eddy run` on its own topic, database and Redis prefix (created first, on the
     /// real broker), reaching the broker at `brokers`.
     fn start(name: &str, brokers: &str, env: &[(&str, &str)]) -> Self {
-        eddy_testkit::services(&[]);
-        let unique = format!("{name}_{}_{}", std::process::id(), eddy_core::now_ms());
-        let mut cfg = eddy_core::Config::default();
-        cfg.kafka.topic = format!("startup_{unique}");
-        cfg.kafka.dlq_topic = format!("startup_{unique}.dlq");
-        cfg.kafka.partitions = 1;
-        cfg.clickhouse.database = format!("eddy_startup_{name}");
-        eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
+        let cfg = eddy_testkit::pipeline::fresh_config(&format!("startup_{name}"));
         block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
         let ops = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
         cmd.args(["run", "--metrics-listen", &ops])
+            .envs(eddy_testkit::pipeline::run_env(&cfg))
             .env("EDDY_KAFKA__BROKERS", brokers)
-            .env("EDDY_KAFKA__TOPIC", &cfg.kafka.topic)
-            .env("EDDY_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
-            .env("EDDY_KAFKA__GROUP_ID", format!("startup_{unique}"))
-            .env("EDDY_KAFKA__PARTITIONS", "1")
-            .env("EDDY_CLICKHOUSE__DATABASE", &cfg.clickhouse.database)
-            .env("EDDY_REDIS__PREFIX", format!("startup_{unique}"))
             .env("EDDY_PIPELINE__CHECKPOINT_MS", "100")
-            .env("EDDY_PIPELINE__WORKERS", "1")
-            .env("EDDY_SIMILARITY__ENABLED", "false")
             .env("EDDY_LOG", "info")
             .env("NO_COLOR", "1");
         for (k, v) in env {

@@ -104,29 +104,15 @@ struct Run {
 /// Starts `eddy run` with Redis and ClickHouse reached at `redis` and `clickhouse` (a proxy or
 /// the real address) and extra `EDDY_*` settings, then waits for its first checkpoint.
 fn start_run(name: &str, redis: SocketAddr, clickhouse: SocketAddr, env: &[(&str, &str)]) -> Run {
-    eddy_testkit::services(&[]);
-    let unique = format!("{name}_{}_{}", std::process::id(), eddy_core::now_ms());
-    let mut cfg = eddy_core::Config::default();
-    cfg.kafka.topic = format!("shutdown_{unique}");
-    cfg.kafka.dlq_topic = format!("shutdown_{unique}.dlq");
-    cfg.kafka.partitions = 1;
-    cfg.clickhouse.database = format!("eddy_shutdown_{name}");
-    eddy_sinks::apply_schema(&cfg.clickhouse, None).unwrap();
+    let cfg = eddy_testkit::pipeline::fresh_config(&format!("shutdown_{name}"));
     block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
     let ops = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.args(["run", "--metrics-listen", &ops])
-        .env("EDDY_KAFKA__TOPIC", &cfg.kafka.topic)
-        .env("EDDY_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
-        .env("EDDY_KAFKA__GROUP_ID", format!("shutdown_{unique}"))
-        .env("EDDY_KAFKA__PARTITIONS", "1")
-        .env("EDDY_CLICKHOUSE__DATABASE", &cfg.clickhouse.database)
+        .envs(eddy_testkit::pipeline::run_env(&cfg))
         .env("EDDY_CLICKHOUSE__URL", format!("http://{clickhouse}"))
         .env("EDDY_REDIS__URL", format!("redis://{redis}/"))
-        .env("EDDY_REDIS__PREFIX", format!("shutdown_{unique}"))
-        .env("EDDY_PIPELINE__CHECKPOINT_MS", "100")
-        .env("EDDY_PIPELINE__WORKERS", "1")
-        .env("EDDY_SIMILARITY__ENABLED", "false");
+        .env("EDDY_PIPELINE__CHECKPOINT_MS", "100");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -37,3 +37,22 @@ pub fn fresh_config(name: &str) -> Config {
     reset_database(&cfg.clickhouse);
     cfg
 }
+
+/// The `EDDY_*` environment that makes an `eddy run` child use `cfg`'s own topics, consumer
+/// group, Redis prefix, ClickHouse database, partitions, workers and similarity switch (the
+/// fields [`fresh_config`] makes the test's own); add or override others with `.env`.
+pub fn run_env(cfg: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("EDDY_KAFKA__TOPIC", cfg.kafka.topic.clone()),
+        ("EDDY_KAFKA__DLQ_TOPIC", cfg.kafka.dlq_topic.clone()),
+        ("EDDY_KAFKA__GROUP_ID", cfg.kafka.group_id.clone()),
+        ("EDDY_KAFKA__PARTITIONS", cfg.kafka.partitions.to_string()),
+        ("EDDY_CLICKHOUSE__DATABASE", cfg.clickhouse.database.clone()),
+        ("EDDY_REDIS__PREFIX", cfg.redis.prefix.clone()),
+        ("EDDY_PIPELINE__WORKERS", cfg.pipeline.workers.to_string()),
+        (
+            "EDDY_SIMILARITY__ENABLED",
+            cfg.similarity.enabled.to_string(),
+        ),
+    ]
+}
