@@ -251,20 +251,16 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
         }
         self.watermark = Some(w);
         let length = self.spec.retire_after_ms;
-        // Open panes that retire as they close were never counted.
-        while let Some((&p, _)) = self.open.first_key_value() {
-            if !self.passed(p, length) {
-                break;
-            }
-            let (_, keys) = self.open.pop_first().expect("checked");
-            self.open_keys -= keys.len();
-        }
         while let Some((&p, _)) = self.open.first_key_value() {
             if !self.passed(p, self.spec.pane.size_ms) {
                 break;
             }
             let (_, keys) = self.open.pop_first().expect("checked");
             self.open_keys -= keys.len();
+            // An open pane that retires as it closes is never counted.
+            if self.passed(p, length) {
+                continue;
+            }
             for key in keys {
                 let at = time + spread_slot(&key, self.spread);
                 self.count(key, p, at);
