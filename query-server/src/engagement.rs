@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::backend::{EngagementQuery, Sourced};
 use crate::error::AppError;
+use crate::openapi::{BadRequest, CampaignPath, Internal, NotFound, Unavailable, UserPath};
 use crate::query::{CampaignId, Id, Params, UserId, list_len};
 use axum::Json;
 use axum::extract::State;
@@ -40,7 +41,12 @@ fn meta<T>(s: &Sourced<T>) -> AnswerMeta {
     }
 }
 
-/// `GET /v1/campaigns/top?k=`.
+/// The `k` campaigns of highest engagement score over the sliding window, best first
+/// (`k`: default 10, at most `engagement.top_k`).
+#[utoipa::path(get, path = "/v1/campaigns/top", tag = "campaigns", params(ListQuery),
+    responses((status = 200, description = "Best first", body = TopCampaignsResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 500, response = Internal), (status = 503, response = Unavailable)))]
 pub(crate) async fn top_campaigns(
     State(state): State<AppState>,
     Params(query): Params<ListQuery>,
@@ -65,7 +71,11 @@ pub(crate) async fn top_campaigns(
     }))
 }
 
-/// `GET /v1/campaigns/{id}`.
+/// One campaign's engagement over the sliding window (no query parameter).
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns", params(CampaignPath),
+    responses((status = 200, description = "The campaign", body = CampaignResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 500, response = Internal), (status = 503, response = Unavailable)))]
 pub(crate) async fn campaign(
     State(state): State<AppState>,
     Id(id, _): CampaignId,
@@ -88,7 +98,12 @@ pub(crate) async fn campaign(
     }))
 }
 
-/// `GET /v1/users/{id}/similar?k=`.
+/// The user's `k` most similar users (Jaccard similarity of their campaign sets), best first
+/// (`k`: default and maximum `similarity.k`).
+#[utoipa::path(get, path = "/v1/users/{id}/similar", tag = "users", params(UserPath, ListQuery),
+    responses((status = 200, description = "Best first", body = SimilarUsersResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 pub(crate) async fn similar_users(
     State(state): State<AppState>,
     Id(user_id, _): UserId,
@@ -115,7 +130,13 @@ pub(crate) async fn similar_users(
     }))
 }
 
-/// `GET /v1/users/{id}/recommendations?k=`.
+/// The user's `k` recommended campaigns, best first (`k`: default and maximum
+/// `similarity.recommendations`).
+#[utoipa::path(get, path = "/v1/users/{id}/recommendations", tag = "users",
+    params(UserPath, ListQuery),
+    responses((status = 200, description = "Best first", body = RecommendationsResponse),
+        (status = 400, response = BadRequest), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 pub(crate) async fn recommendations(
     State(state): State<AppState>,
     Id(user_id, _): UserId,

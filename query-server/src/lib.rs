@@ -130,6 +130,13 @@
 //! counted in `eddy_http_requests_total{route, status}` (`route` is the route template, or
 //! `unmatched`).
 //!
+//! ## `GET /openapi.json`
+//!
+//! The OpenAPI 3.1 description of every route, its parameters, answers and errors
+//! ([`openapi`]), generated from the handlers' `#[utoipa::path]` and the `ToSchema` /
+//! `IntoParams` types of [`eddy_core::api`]; committed as `docs/openapi.json` (regenerate with
+//! `EDDY_WRITE_OPENAPI=1 cargo test -p eddy-query-server --test openapi`).
+//!
 //! ## Errors
 //!
 //! Every error is JSON `{"error": {"code": "...", "message": "..."}}` ([`AppError`], rendered
@@ -151,6 +158,7 @@
 mod backend;
 mod engagement;
 mod error;
+mod openapi;
 mod query;
 mod routes;
 mod server;
@@ -255,6 +263,20 @@ impl AppState {
 /// both answered with a JSON 503).
 pub fn app(state: AppState) -> axum::Router {
     routes::router(state)
+}
+
+/// The OpenAPI 3.1 description of [`app`]'s routes, generated from the code (served at
+/// `GET /openapi.json`, committed as `docs/openapi.json`).
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    routes::openapi()
+}
+
+/// The OpenAPI description as committed in `docs/openapi.json`: [`openapi`] as pretty JSON
+/// with a final newline.
+pub fn openapi_json() -> String {
+    let mut json = serde_json::to_string_pretty(openapi()).expect("the description serializes");
+    json.push('\n');
+    json
 }
 
 /// Serves [`app`] on `listener` until the process ends (see [`serve_with_shutdown`]).

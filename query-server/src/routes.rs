@@ -3,43 +3,54 @@
 
 use crate::backend::{BackendAnswer, LayerStatus, WindowQuery, WindowRow};
 use crate::error::AppError;
+use crate::openapi::{ApiDoc, BadRequest, HealthOrUnavailable, Internal, Unavailable};
 use crate::query::CountsParams;
 use crate::{AppState, ServerQueryLimits};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use eddy_core::api::{
-    CountsResponse, Granularity, HealthResponse, HealthStatus, LayerJson, LayersJson, QueryEcho,
-    RowSource, SeriesPoint,
+    CountsQuery, CountsResponse, Granularity, HealthResponse, HealthStatus, LayerJson, LayersJson,
+    QueryEcho, RowSource, SeriesPoint,
 };
 use eddy_core::event::micros_to_amount;
 use eddy_core::metrics::RouteLabel;
 use eddy_core::{EventType, Metrics};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// Every route, each with its OpenAPI description (a route is only added through
+/// [`routes!`], which takes the handler's `#[utoipa::path]`).
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(counts))
+        .routes(routes!(crate::engagement::top_campaigns))
+        .routes(routes!(crate::engagement::campaign))
+        .routes(routes!(crate::engagement::similar_users))
+        .routes(routes!(crate::engagement::recommendations))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI description of [`router`]'s routes (built once).
+pub(crate) fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static API: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| api_router().into_openapi());
+    &API
+}
+
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/counts", get(counts))
-        .route("/v1/campaigns/top", get(crate::engagement::top_campaigns))
-        .route("/v1/campaigns/{id}", get(crate::engagement::campaign))
-        .route(
-            "/v1/users/{id}/similar",
-            get(crate::engagement::similar_users),
-        )
-        .route(
-            "/v1/users/{id}/recommendations",
-            get(crate::engagement::recommendations),
-        )
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let (routes, _) = api_router().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -125,6 +136,18 @@ async fn method_not_allowed(method: Method) -> AppError {
     AppError::MethodNotAllowed(method.to_string())
 }
 
+/// Prometheus text of the server's metrics (`eddy_http_requests_total{route, status}` counts
+/// every request).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4",
+         body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -136,6 +159,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Whether every store answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every store answered", body = HealthResponse),
+        (status = 503, description = "A store is down (`status` is `degraded`, the store's \
+                                      entry says why), or the request was shed",
+         body = HealthOrUnavailable),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     let checks = state.backend.health().await;
     let all_ok = checks.iter().all(|c| c.status.is_ok());
@@ -161,6 +196,24 @@ async fn healthz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Window counts of `[from, to)`, per event type or for one campaign, merged from the batch
+/// layer (finalized windows up to the boundary) and the speed layer (later windows).
+///
+/// `from < to`, `to - from <= server.max_range_ms` and at most `server.max_points` points per
+/// series must hold, else a 400 naming the limit. A degraded answer (one layer failed) is
+/// still a 200; with both layers down, a 503.
+#[utoipa::path(
+    get,
+    path = "/v1/counts",
+    tag = "counts",
+    params(CountsQuery),
+    responses(
+        (status = 200, description = "The merged series", body = CountsResponse),
+        (status = 400, response = BadRequest),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn counts(
     State(state): State<AppState>,
     params: CountsParams,
@@ -193,6 +246,21 @@ async fn counts(
         answer,
         eddy_core::now_ms(),
     )))
+}
+
+/// This description (OpenAPI 3.1, generated from the code).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 description of this server",
+         body = Object, content_type = "application/json"),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(openapi())
 }
 
 fn build_response(

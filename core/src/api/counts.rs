@@ -3,11 +3,13 @@
 use super::{Granularity, RowSource, Store};
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// Query parameters of `GET /v1/counts`, as sent (a client serializes it with e.g.
 /// `reqwest::RequestBuilder::query`). Unknown or repeated parameters are rejected; the server
 /// also checks `from < to` and the range limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CountsQuery {
     /// Inclusive lower bound of window starts, epoch ms.
@@ -40,11 +42,13 @@ impl CountsQuery {
 
 /// The optional `k` (list length) of `/v1/campaigns/top`, `/v1/users/{id}/similar` and
 /// `/v1/users/{id}/recommendations`. Any other parameter is rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// How many entries; absent: the route's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1)]
     pub k: Option<usize>,
 }
 
@@ -58,11 +62,13 @@ pub struct NoQuery {}
 // ---------------------------------------------------------------------------------------------
 
 /// Echo of the validated query in a [`CountsResponse`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueryEcho {
     /// Event type asked for, or `null` for all.
+    #[schema(required = true)]
     pub event_type: Option<EventType>,
     /// Campaign asked for, or `null` for per-type stats.
+    #[schema(required = true)]
     pub campaign_id: Option<u64>,
     /// `from` parameter, epoch ms.
     pub from: i64,
@@ -73,20 +79,22 @@ pub struct QueryEcho {
 }
 
 /// How one layer took part in a [`CountsResponse`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LayerJson {
     /// Store behind the layer.
     pub source: Store,
     /// `true` answered, `false` failed, `null` not consulted.
+    #[schema(required = true)]
     pub available: Option<bool>,
     /// Native windows the layer contributed.
     pub windows: usize,
     /// Failure reason, or `null`.
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
 /// Both layers of a [`CountsResponse`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LayersJson {
     /// Batch layer (finalized windows up to the boundary).
     pub batch: LayerJson,
@@ -95,7 +103,7 @@ pub struct LayersJson {
 }
 
 /// One point of a series (a native window, or an hour).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SeriesPoint {
     /// Start, epoch ms.
     pub window_start_ms: i64,
@@ -104,14 +112,18 @@ pub struct SeriesPoint {
     /// Event type.
     pub event_type: EventType,
     /// Campaign, or `null` for per-type rows.
+    #[schema(required = true)]
     pub campaign_id: Option<u64>,
     /// Number of events.
     pub count: u64,
     /// Sum of amounts in units (`null` for campaign rows).
+    #[schema(required = true)]
     pub sum_amount: Option<f64>,
     /// Smallest amount (`null` if none, or a campaign row).
+    #[schema(required = true)]
     pub min_amount: Option<f64>,
     /// Largest amount (`null` if none, or a campaign row).
+    #[schema(required = true)]
     pub max_amount: Option<f64>,
     /// True when the values will not change any more.
     #[serde(rename = "final")]
@@ -121,7 +133,7 @@ pub struct SeriesPoint {
 }
 
 /// Body of a successful `GET /v1/counts` (see the query server's crate docs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CountsResponse {
     /// The validated query.
     pub query: QueryEcho,
@@ -130,15 +142,20 @@ pub struct CountsResponse {
     /// Native window length, ms.
     pub window_ms: i64,
     /// Event-time watermark of the last sink batch, if known.
+    #[schema(required = true)]
     pub watermark_ms: Option<i64>,
     /// Batch/speed boundary, if known.
+    #[schema(required = true)]
     pub boundary_ms: Option<i64>,
     /// Event-time watermark the answer reflects (the later of `watermark_ms` and
     /// `boundary_ms`), if known.
+    #[schema(required = true)]
     pub as_of_ms: Option<i64>,
     /// Wall-clock ms of the last speed-layer update, if known.
+    #[schema(required = true)]
     pub updated_at_ms: Option<i64>,
     /// `now - updated_at_ms`, if known.
+    #[schema(required = true)]
     pub freshness_ms: Option<i64>,
     /// True when a layer failed (the answer is partial).
     pub degraded: bool,

@@ -5,23 +5,26 @@ use super::Store;
 use crate::engagement::{CampaignEngagement, Neighbor, Recommendation};
 use crate::event::micros_to_amount;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// When and where an engagement, similar-users or recommendations answer comes from (flattened
 /// into each of those bodies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AnswerMeta {
     /// Event-time watermark the values reflect, epoch ms.
     pub as_of_ms: i64,
     /// Wall-clock ms of the last update of the store that answered, if known.
+    #[schema(required = true)]
     pub updated_at_ms: Option<i64>,
     /// `now - updated_at_ms`, if known.
+    #[schema(required = true)]
     pub freshness_ms: Option<i64>,
     /// Store that answered.
     pub source: Store,
 }
 
 /// One campaign's engagement over the sliding window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CampaignJson {
     /// The campaign.
     pub campaign_id: u64,
@@ -36,8 +39,10 @@ pub struct CampaignJson {
     /// Revenue in micro-units (exact).
     pub revenue_micros: i64,
     /// Click-through rate `clicks / views` (`null` without views).
+    #[schema(required = true)]
     pub ctr: Option<f64>,
     /// Conversion rate `conversions / clicks` (`null` without clicks).
+    #[schema(required = true)]
     pub conversion_rate: Option<f64>,
     /// Weighted engagement score.
     pub score: f64,
@@ -60,7 +65,7 @@ impl From<&CampaignEngagement> for CampaignJson {
 }
 
 /// Body of `GET /v1/campaigns/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CampaignResponse {
     /// The campaign's engagement.
     #[serde(flatten)]
@@ -71,7 +76,7 @@ pub struct CampaignResponse {
 }
 
 /// Body of `GET /v1/campaigns/top`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TopCampaignsResponse {
     /// Length asked for (the list may be shorter).
     pub k: usize,
@@ -83,7 +88,7 @@ pub struct TopCampaignsResponse {
 }
 
 /// A similar user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SimilarUserJson {
     /// The other user.
     pub user_id: u64,
@@ -107,7 +112,7 @@ impl From<&Neighbor> for SimilarUserJson {
 }
 
 /// Body of `GET /v1/users/{id}/similar`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SimilarUsersResponse {
     /// The user.
     pub user_id: u64,
@@ -121,7 +126,7 @@ pub struct SimilarUsersResponse {
 }
 
 /// A similar user behind a recommendation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BecauseJson {
     /// The similar user.
     pub user_id: u64,
@@ -130,7 +135,7 @@ pub struct BecauseJson {
 }
 
 /// One recommended campaign.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RecommendationJson {
     /// The campaign.
     pub campaign_id: u64,
@@ -161,7 +166,7 @@ impl From<&Recommendation> for RecommendationJson {
 }
 
 /// Body of `GET /v1/users/{id}/recommendations`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RecommendationsResponse {
     /// The user.
     pub user_id: u64,

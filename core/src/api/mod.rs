@@ -6,11 +6,17 @@
 //! epoch milliseconds. Every answer's `as_of_ms` is the event-time watermark the answer
 //! reflects; wall-clock times are in `updated_at_ms` / `freshness_ms`.
 
+use crate::event::EventType;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 /// A store behind the query server (`clickhouse`, `redis`, `memory` on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Store {
     /// ClickHouse, the batch layer (finalized windows and panes, user snapshots).
@@ -40,7 +46,9 @@ impl fmt::Display for Store {
 
 /// Where one point of a counts series came from (`clickhouse`, `redis`, `memory-batch`,
 /// `memory-speed`, `mixed` on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RowSource {
     /// A finalized window of the batch layer (ClickHouse).
@@ -75,7 +83,7 @@ impl fmt::Display for RowSource {
 }
 
 /// Time resolution of a counts answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     /// The pipeline's native window (`window_ms`, one minute by default).
@@ -100,6 +108,19 @@ impl fmt::Display for Granularity {
         f.write_str(self.as_str())
     }
 }
+
+/// The OpenAPI schema of [`EventType`] (defined outside this module): one of its wire names.
+impl utoipa::PartialSchema for EventType {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Kind of user interaction."))
+            .enum_values(Some(EventType::ALL.map(EventType::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for EventType {}
 
 mod counts;
 mod engagement;
