@@ -147,3 +147,81 @@ impl DemoArgs {
         )
     }
 }
+
+/// `eddy replay`: re-read a range of the source topic through the pipeline into the live
+/// outputs (backfill). See [`crate::replay`].
+#[derive(Args, Clone, Debug)]
+pub struct ReplayArgs {
+    /// Workers and cluster (a replay runs in one process).
+    #[command(flatten)]
+    pub timely: TimelyArgs,
+    /// Where to start: `earliest`, an RFC 3339 time or epoch ms (the first record whose Kafka
+    /// timestamp is at or after it, per partition), or `partition:offset,…` (every partition).
+    #[arg(long)]
+    pub from: String,
+    /// Where to stop (exclusive): `now` (the end of each partition when planned), a time, or
+    /// `partition:offset,…`.
+    #[arg(long, default_value = "now")]
+    pub to: String,
+    /// After the end: `stop` (exit once every result is durable) or `live` (go on as
+    /// `eddy run`, taking over the live job's checkpoints).
+    #[arg(long, default_value = "stop", value_parser = ["stop", "live"])]
+    pub then: String,
+    /// Where results go: `live` (the live outputs, rewritten idempotently). `version:NAME`
+    /// (a separate version switched by `eddy promote`) is not built yet.
+    #[arg(long, default_value = "live")]
+    pub target: String,
+    /// Most records read per second (`N` or `N/s`), over all workers.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Print the resolved offsets per partition, the records to read and whether the broker
+    /// still retains them; read nothing, save nothing. Exits with an error if a start expired.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Discard an unfinished replay plan of another request instead of refusing to start.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Also serve /metrics (with the `eddy_replay_*` progress figures) on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+}
+
+impl ReplayArgs {
+    /// The request these flags make.
+    pub fn request(&self) -> Result<crate::replay::ReplayRequest, crate::replay::ReplayError> {
+        use crate::replay::{ReplayError, ReplayRequest, parse_end, parse_start};
+        if self.target != "live" {
+            return Err(ReplayError::BadSpec(format!(
+                "--target {}: only `live` is supported (versions and `eddy promote` are not built yet)",
+                self.target
+            )));
+        }
+        Ok(ReplayRequest {
+            from: parse_start(&self.from)?,
+            to: parse_end(&self.to)?,
+            then_live: self.then == "live",
+        })
+    }
+
+    /// `--rate-limit` in records per second.
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// #[derive(Parser)]
+    /// struct Cli { #[command(flatten)] r: eddy::cli::ReplayArgs }
+    /// let cli = Cli::parse_from(["eddy", "--from", "earliest", "--rate-limit", "500/s"]);
+    /// assert_eq!(cli.r.rate_limit_per_s().unwrap(), Some(500.0));
+    /// ```
+    pub fn rate_limit_per_s(&self) -> Result<Option<f64>, crate::replay::ReplayError> {
+        let Some(r) = &self.rate_limit else {
+            return Ok(None);
+        };
+        let n = r.trim().trim_end_matches("/s").trim();
+        match n.parse::<f64>() {
+            Ok(v) if v > 0.0 && v.is_finite() => Ok(Some(v)),
+            _ => Err(crate::replay::ReplayError::BadSpec(format!(
+                "--rate-limit {r:?}: expected N/s with N > 0"
+            ))),
+        }
+    }
+}

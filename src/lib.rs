@@ -8,5 +8,6 @@ pub mod kafka;
 pub mod ops;
 pub mod pipeline;
 pub mod reader;
+pub mod replay;
 pub mod sink_op;
 pub mod source;

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use eddy::cli::{DemoArgs, TimelyArgs};
+use eddy::cli::{DemoArgs, ReplayArgs, TimelyArgs};
 use eddy::pipeline::{Mode, RunOptions, run};
 use eddy_core::{Config, Metrics};
 use eddy_load_gen::runner::LoadGenArgs;
@@ -41,6 +41,10 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
+    /// Re-read a range of the source topic through the pipeline into the live outputs
+    /// (backfill): resolves --from/--to to offsets once, saves the plan, resumes an
+    /// interrupted replay from its own checkpoints.
+    Replay(ReplayArgs),
     /// Query server over Redis (speed layer) and ClickHouse (batch layer).
     Serve {
         /// Listen address (overrides server.listen).
@@ -112,29 +116,11 @@ fn main() -> Result<()> {
             timely,
             metrics_listen,
         } => {
-            let server = match metrics_listen {
-                Some(addr) => {
-                    let ops = eddy::ops::Ops {
-                        metrics: metrics.clone(),
-                        started_ms: eddy_core::now_ms(),
-                        timeout_ms: cfg.pipeline.liveness_timeout_ms,
-                    };
-                    let router = eddy::ops::router(ops);
-                    Some(spawn_http(
-                        addr,
-                        stop.clone(),
-                        |listener, shutdown| async move {
-                            axum::serve(listener, router)
-                                .with_graceful_shutdown(shutdown)
-                                .await
-                        },
-                    )?)
-                }
-                None => None,
-            };
+            let server = spawn_ops(metrics_listen, &cfg, &metrics, &stop)?;
             stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
             run_pipeline(cfg, &timely, stop, metrics, Mode::Kafka, server)?;
         }
+        Command::Replay(args) => replay(args, cfg, metrics, stop)?,
         Command::Serve { listen } => {
             if let Some(l) = listen {
                 cfg.server.listen = l;
@@ -171,6 +157,80 @@ fn main() -> Result<()> {
         Command::LoadGen(args) => {
             args.run(&cfg)?;
         }
+    }
+    Ok(())
+}
+
+/// `/metrics` and `/healthz` of a worker on `addr`, if given.
+fn spawn_ops(
+    addr: Option<String>,
+    cfg: &Config,
+    metrics: &Metrics,
+    stop: &Arc<AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let ops = eddy::ops::Ops {
+        metrics: metrics.clone(),
+        started_ms: eddy_core::now_ms(),
+        timeout_ms: cfg.pipeline.liveness_timeout_ms,
+    };
+    let router = eddy::ops::router(ops);
+    Ok(Some(spawn_http(
+        addr,
+        stop.clone(),
+        |listener, shutdown| async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        },
+    )?))
+}
+
+/// `eddy replay`: `--dry-run` prints the plan; otherwise the pipeline runs the plan (resumed
+/// if saved) until it is finished (`--then stop`) or stopped.
+fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
+    let request = args.request()?;
+    if args.dry_run {
+        let plan = eddy::replay::dry_run(&cfg, &request)?;
+        print!("{}", plan.table());
+        plan.check()?;
+        return Ok(());
+    }
+    if args.timely.processes > 1 {
+        anyhow::bail!("eddy replay runs in one process (use -w for more workers)");
+    }
+    let workers = args.timely.workers.unwrap_or(cfg.pipeline.workers);
+    let setup = eddy::replay::prepare(
+        &cfg,
+        &request,
+        args.fresh,
+        args.rate_limit_per_s()?,
+        workers,
+    )?;
+    let to_ms = match request.to {
+        eddy::replay::EndSpec::Time(t) => Some(t),
+        _ => None,
+    };
+    let server = spawn_ops(args.metrics_listen.clone(), &cfg, &metrics, &stop)?;
+    let reporter = eddy::replay::Reporter::spawn(
+        setup.progress.clone(),
+        metrics.clone(),
+        to_ms,
+        std::time::Duration::from_secs(1),
+    );
+    stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
+    let progress = setup.progress.clone();
+    run_pipeline(
+        cfg,
+        &args.timely,
+        stop,
+        metrics,
+        Mode::Replay(setup),
+        server,
+    )?;
+    drop(reporter);
+    if !progress.finished() && !request.then_live {
+        anyhow::bail!("replay stopped before its end; run the same command again to resume it");
     }
     Ok(())
 }

@@ -22,6 +22,11 @@ pub trait PartitionReader: 'static {
     /// Hands up to `max` records available now to `f` without blocking for long; returns how
     /// many were handed over.
     fn poll(&mut self, max: usize, f: &mut dyn FnMut(Record<'_>)) -> Result<usize, Self::Error>;
+    /// Stops fetching `partition` (a bounded replay has read all it needs of it). Default:
+    /// nothing (the reader keeps fetching; the records past the end are dropped by the caller).
+    fn pause(&mut self, partition: i32) {
+        let _ = partition;
+    }
     /// True when the reader has caught up with the end of `partition`.
     fn at_end(&self, partition: i32) -> bool;
     /// True when `error` (from [`PartitionReader::poll`]) cannot be retried: the source stops

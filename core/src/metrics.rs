@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// Label: dead-letter reason (`bad_json`, `late`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +70,19 @@ pub struct Metrics {
     pub last_checkpoint_ms: Gauge,
     /// HTTP requests, by route and status.
     pub http_requests: Family<RouteLabel, Counter>,
+    /// `eddy replay`: offsets read so far of the plan, by partition.
+    pub replay_offsets_done: Family<PartitionLabel, Gauge>,
+    /// `eddy replay`: offsets the plan reads, by partition.
+    pub replay_offsets_total: Family<PartitionLabel, Gauge>,
+    /// `eddy replay`: fraction of the plan's offsets read (0 to 1).
+    pub replay_progress_ratio: Gauge<f64, AtomicU64>,
+    /// `eddy replay`: records read per second over the last progress interval.
+    pub replay_records_per_second: Gauge<f64, AtomicU64>,
+    /// `eddy replay`: estimated seconds until the plan's end is read (-1: unknown).
+    pub replay_eta_seconds: Gauge,
+    /// `eddy replay`: the `--to` time (ms) the event-time watermark is heading for (0: `--to`
+    /// is not a time).
+    pub replay_to_ms: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,6 +171,42 @@ impl Metrics {
             "HTTP requests served",
             http_requests.clone(),
         );
+        let replay_offsets_done = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "replay_offsets_done",
+            "eddy replay: offsets of the plan read so far",
+            replay_offsets_done.clone(),
+        );
+        let replay_offsets_total = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "replay_offsets_total",
+            "eddy replay: offsets the plan reads",
+            replay_offsets_total.clone(),
+        );
+        let replay_progress_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "replay_progress_ratio",
+            "eddy replay: fraction of the plan read (0 to 1)",
+            replay_progress_ratio.clone(),
+        );
+        let replay_records_per_second = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "replay_records_per_second",
+            "eddy replay: records read per second",
+            replay_records_per_second.clone(),
+        );
+        let replay_eta_seconds = Gauge::default();
+        registry.register(
+            "replay_eta_seconds",
+            "eddy replay: estimated seconds to the plan's end (-1: unknown)",
+            replay_eta_seconds.clone(),
+        );
+        let replay_to_ms = Gauge::default();
+        registry.register(
+            "replay_to_ms",
+            "eddy replay: the --to time the watermark heads for (ms; 0: not a time)",
+            replay_to_ms.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             events_in,
@@ -172,6 +222,12 @@ impl Metrics {
             checkpoint_failures,
             last_checkpoint_ms,
             http_requests,
+            replay_offsets_done,
+            replay_offsets_total,
+            replay_progress_ratio,
+            replay_records_per_second,
+            replay_eta_seconds,
+            replay_to_ms,
         }
     }
 

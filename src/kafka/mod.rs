@@ -97,7 +97,7 @@ impl KafkaIoError {
     }
 }
 
-fn client(cfg: &KafkaConfig) -> ClientConfig {
+pub(crate) fn client(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     c

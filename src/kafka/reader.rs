@@ -178,6 +178,7 @@ impl Drop for HighWatermarks {
 /// ([`PartitionReader::is_fatal`]): the source stops the run.
 pub struct KafkaReader {
     consumer: BaseConsumer<ReaderContext>,
+    topic: String,
     partitions: Vec<i32>,
     start: HashMap<i32, i64>,
     at_end: HashSet<i32>,
@@ -253,6 +254,7 @@ impl KafkaReader {
             })?;
         Ok(Self {
             consumer,
+            topic: cfg.topic.clone(),
             highs: HighWatermarks::spawn(cfg, partitions.clone())?,
             partitions,
             positions: starts.clone(),
@@ -316,6 +318,13 @@ impl PartitionReader for KafkaReader {
         }
         self.update_lag();
         Ok(n)
+    }
+    fn pause(&mut self, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(partition, error = %e, "cannot pause a partition; its records are dropped instead");
+        }
     }
     fn at_end(&self, partition: i32) -> bool {
         self.at_end.contains(&partition)

@@ -25,6 +25,19 @@ pub(super) struct WorkerIo<R> {
     pub(super) commit: Option<Commit>,
 }
 
+impl<R> WorkerIo<R> {
+    /// The same connections with the reader wrapped by `f`.
+    pub(super) fn map_reader<S>(self, f: impl FnOnce(R) -> S) -> WorkerIo<S> {
+        WorkerIo {
+            reader: f(self.reader),
+            counts: self.counts,
+            similarity: self.similarity,
+            dead_letters: self.dead_letters,
+            commit: self.commit,
+        }
+    }
+}
+
 /// Starts one sink thread per store.
 fn spawn<B: Batch>(opts: &RunOptions, stores: Vec<Box<dyn EpochSink<B>>>) -> Vec<SinkWorker<B>> {
     stores
@@ -39,14 +52,11 @@ pub(super) fn kafka_io(
     opts: &RunOptions,
     all: &[i32],
     mine: Vec<i32>,
-    restore: Option<&Checkpoint>,
+    start: HashMap<i32, i64>,
     lead: bool,
+    replay: Option<&crate::replay::ReplaySetup>,
 ) -> Result<WorkerIo<KafkaReader>, PipelineError> {
     let cfg = &opts.config;
-    let start: HashMap<i32, i64> = restore
-        .iter()
-        .flat_map(|cp| cp.partitions.iter().map(|p| (p.partition, p.resume_offset)))
-        .collect();
     fn stores<B: Batch>(cfg: &Config) -> Result<Vec<Box<dyn EpochSink<B>>>, PipelineError>
     where
         RedisSink: EpochSink<B>,
@@ -61,14 +71,28 @@ pub(super) fn kafka_io(
         let mut store = ClickHouseCheckpoints::connect(&cfg.clickhouse)?;
         let mut boundary = RedisSink::connect(&cfg.redis)?;
         let committer = KafkaCommitter::new(&cfg.kafka)?;
+        let replay = replay.cloned();
+        let stop = opts.stop.clone();
         Some(Box::new(move |cp: &Checkpoint| {
-            store.save(cp)?;
+            // A replay saves under its own name until it hands over to the live job; the
+            // broker offsets are the live job's only.
+            let live = match &replay {
+                Some(r) => {
+                    r.save_checkpoint(&mut store, cp, &stop)
+                        .map_err(|e| PipelineError::Worker(format!("replay checkpoint: {e}")))?;
+                    r.handed_over()
+                }
+                None => {
+                    store.save(cp)?;
+                    true
+                }
+            };
             // The boundary and the broker offsets follow the durable checkpoint; failing them
             // only delays freshness and lag reporting, so they are logged, not fatal.
             if let Err(e) = boundary.write_boundary(cp.watermark_ms) {
                 tracing::warn!(error = %e, "publishing the boundary to Redis failed");
             }
-            if let Err(e) = committer.commit(cp) {
+            if live && let Err(e) = committer.commit(cp) {
                 tracing::warn!(error = %e, "committing offsets to the broker failed");
             }
             Ok(())

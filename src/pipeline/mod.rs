@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use timely::dataflow::ProbeHandle;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Inspect, Probe};
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,9 @@ pub enum Mode {
     Kafka,
     /// The embedded demo: generated records in, memory out.
     Demo(DemoSetup),
+    /// `eddy replay`: Kafka in from a saved plan's offsets (up to its end with `--then stop`),
+    /// Redis + ClickHouse out, checkpoints under the replay's own name ([`crate::replay`]).
+    Replay(crate::replay::ReplaySetup),
 }
 
 /// The embedded demo's wiring.
@@ -98,7 +101,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         timely::CommunicationConfig::Cluster { process, .. } if *process != 0
     );
     let fence = match &mode {
-        Mode::Kafka if first_process => Some(crate::fence::JobFence::acquire(
+        Mode::Kafka | Mode::Replay(_) if first_process => Some(crate::fence::JobFence::acquire(
             &cfg.redis.url,
             crate::fence::JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic),
             crate::fence::LEASE_TTL,
@@ -109,7 +112,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
     // Replayed records that were dead-lettered as late before the restart.
     let mut late: LateBeforeRestore = Arc::default();
     let (partitions, restore) = match &mode {
-        Mode::Kafka => {
+        Mode::Kafka | Mode::Replay(_) => {
             eddy_sinks::check_schema(&cfg.clickhouse)?;
             // A broker that does not answer yet (restarting, overloaded) is waited for.
             let broker = BrokerStartup::new(
@@ -119,8 +122,17 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
             let parts = broker.retry("source topic metadata", || {
                 topic_partitions(&cfg.kafka, &cfg.kafka.topic)
             })?;
-            let restore =
-                ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load(&cfg.kafka.topic)?;
+            // A replay restores its own checkpoints, never the live job's.
+            let name = match &mode {
+                Mode::Replay(r) => r.checkpoint_name(),
+                _ => cfg.kafka.topic.clone(),
+            };
+            let restore = ClickHouseCheckpoints::connect(&cfg.clickhouse)?
+                .load(&name)?
+                .map(|cp| Checkpoint {
+                    topic: cfg.kafka.topic.clone(),
+                    ..cp
+                });
             if let Some(cp) = &restore {
                 // A recreated or truncated topic: the checkpoint's offsets name other records.
                 broker.retry("checkpoint check", || {
@@ -151,18 +163,35 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                 .filter(|p| *p as usize % peers == index)
                 .collect();
             let lead = index == 0;
+            let restored = restore.clone().map(|cp| (cp, late.clone()));
             match &*mode {
-                Mode::Kafka => {
-                    kafka_io(&opts, &partitions, mine, restore.as_ref(), lead).and_then(|io| {
-                        let restored = restore.clone().map(|cp| (cp, late.clone()));
-                        drive(worker, &opts, &partitions, io, restored)
-                    })
-                }
+                Mode::Kafka => kafka_io(
+                    &opts,
+                    &partitions,
+                    mine,
+                    start_offsets(restore.as_ref(), None),
+                    lead,
+                    None,
+                )
+                .and_then(|io| drive(worker, &opts, &partitions, io, restored, None)),
+                Mode::Replay(r) => kafka_io(
+                    &opts,
+                    &partitions,
+                    mine,
+                    start_offsets(restore.as_ref(), Some(r)),
+                    lead,
+                    Some(r),
+                )
+                .and_then(|io| {
+                    let io = io.map_reader(|k| r.reader(k));
+                    drive(worker, &opts, &partitions, io, restored, Some(r))
+                }),
                 Mode::Demo(d) => drive(
                     worker,
                     &opts,
                     &partitions,
                     demo_io(&opts, mine, d, lead),
+                    None,
                     None,
                 ),
             }
@@ -180,6 +209,28 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         fence.check()?;
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Where each partition's reading starts: the restored checkpoint's resume offsets, else the
+/// replay plan's starts, else the beginning of the log.
+fn start_offsets(
+    restore: Option<&Checkpoint>,
+    replay: Option<&crate::replay::ReplaySetup>,
+) -> std::collections::HashMap<i32, i64> {
+    match (restore, replay) {
+        (Some(cp), _) => cp
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.resume_offset))
+            .collect(),
+        (None, Some(r)) => r
+            .plan
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.start))
+            .collect(),
+        (None, None) => Default::default(),
+    }
 }
 
 /// Runs one worker's body. If it fails or panics, the failure is logged and `stop` is set, so
@@ -271,6 +322,7 @@ fn drive<R: PartitionReader>(
     all: &[i32],
     io: WorkerIo<R>,
     restore: Option<(Checkpoint, LateBeforeRestore)>,
+    replay: Option<&crate::replay::ReplaySetup>,
 ) -> Result<(), PipelineError> {
     let cfg = &opts.config;
     let WorkerIo {
@@ -325,7 +377,22 @@ fn drive<R: PartitionReader>(
             durable.clone(),
             metrics,
         );
-        let marks = src.progress.track_watermark(policy, watermark.clone());
+        let progress = match replay {
+            // A replay learns from the reports when every partition is idle at its end.
+            Some(r) => {
+                let seen = r.progress.clone();
+                src.progress.inspect_core(move |event| {
+                    if let Ok((stamp, reports)) = event {
+                        let epoch = stamp.iter().max().copied().unwrap_or_default();
+                        for r in reports {
+                            seen.observe(r.partition, r.idle, r.next_offset, epoch);
+                        }
+                    }
+                })
+            }
+            None => src.progress,
+        };
+        let marks = progress.track_watermark(policy, watermark.clone());
         let out = eddy_dataflows::build(
             cfg,
             Inputs {

@@ -81,6 +81,13 @@ pub fn as_of(p: &str) -> String {
     format!("{p}:as_of")
 }
 
+/// `{p}:replay:{topic}:plan`: JSON plan of the `eddy replay` of `topic` into the outputs under
+/// prefix `p` (per-partition start and end offsets, resolved once), kept until a next replay
+/// replaces it; an interrupted replay resumes from it.
+pub fn replay_plan(p: &str, topic: &str) -> String {
+    format!("{p}:replay:{topic}:plan")
+}
+
 /// The speed-layer metadata keys in the order readers `MGET` them: [`boundary`],
 /// [`watermark`], [`as_of`].
 pub fn meta(p: &str) -> [String; 3] {
