@@ -207,6 +207,7 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         args.rate_limit_per_s()?,
         workers,
     )?;
+    print!("{}", setup.plan.table());
     let to_ms = match request.to {
         eddy::replay::EndSpec::Time(t) => Some(t),
         _ => None,

@@ -370,7 +370,16 @@ fn a_replay_killed_midway_resumes_from_its_checkpoint_and_is_exact() {
     // A slow replay, killed (SIGKILL: no flush, no final checkpoint) once it has a
     // checkpoint part of the way.
     let total = msgs.len() as i64;
-    let mut first: Child = replay_cmd(&target, &["--from", "earliest", "--rate-limit", "250/s"])
+    let ops = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--from",
+        "earliest",
+        "--rate-limit",
+        "250/s",
+        "--metrics-listen",
+        &ops,
+    ];
+    let mut first: Child = replay_cmd(&target, &args)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -385,6 +394,30 @@ fn a_replay_killed_midway_resumes_from_its_checkpoint_and_is_exact() {
             (read > 0 && read < total).then_some(read)
         },
     );
+    // The progress figures on /metrics: offsets per partition, fraction, rate, ETA.
+    let samples = wait_for(
+        "replay progress on /metrics",
+        Duration::from_secs(30),
+        || {
+            let s = metrics(&ops)?;
+            (s.get("eddy_replay_records_per_second")
+                .is_some_and(|r| *r > 0.0))
+            .then_some(s)
+        },
+    );
+    for p in 0..PARTITIONS {
+        let label = format!("{{partition=\"{p}\"}}");
+        assert_eq!(
+            samples[&format!("eddy_replay_offsets_total{label}")],
+            405.0,
+            "{samples:?}"
+        );
+        assert!(samples[&format!("eddy_replay_offsets_done{label}")] <= 405.0);
+    }
+    let ratio = samples["eddy_replay_progress_ratio"];
+    assert!(ratio > 0.0 && ratio < 1.0, "{samples:?}");
+    assert!(samples["eddy_replay_eta_seconds"] > 0.0, "{samples:?}");
+    assert!(samples.contains_key("eddy_replay_to_ms"));
     first.kill().unwrap();
     first.wait().unwrap();
     let plan = saved_plan(&target).expect("the plan is saved before reading");
@@ -437,6 +470,30 @@ fn produce_timed(cfg: &Config, partitions: i32, n: i64, ts0: i64) {
             }
         }
     });
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every sample on `/metrics` of `addr` (`name{labels}` → value), if it answers.
+fn metrics(addr: &str) -> Option<BTreeMap<String, f64>> {
+    let url = format!("http://{addr}/metrics");
+    let body =
+        eddy_testkit::block_on(async move { reqwest::get(url).await.ok()?.text().await.ok() })?;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect(),
+    )
 }
 
 fn request(from: StartSpec, to: EndSpec) -> ReplayRequest {
@@ -528,4 +585,39 @@ fn plans_resolve_times_once_and_a_time_after_the_last_record_is_the_end() {
         "{table}"
     );
     assert!(saved_plan(&cfg).is_none(), "a dry run saves no plan");
+}
+
+#[test]
+fn then_live_goes_on_as_the_live_job_once_caught_up() {
+    let (_, target) = configs("replay_live");
+    let first = stream(200);
+    produce(&target, &first);
+    let mut child = replay_cmd(&target, &["--from", "earliest", "--then", "live"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Caught up: the replay's checkpoint becomes the live job's (saved under the topic).
+    wait_drained(&target, &target.kafka.topic, &first);
+    assert_eq!(saved_plan(&target).unwrap()["done"], Value::Bool(true));
+    // Records produced after the plan was made are read as by `eddy run`.
+    let later: Vec<(i32, Vec<u8>)> = (0..PARTITIONS)
+        .flat_map(|p| (200..260).map(move |i| (p, event(p, i, T0 + i * 100 + p as i64 * 13))))
+        .collect();
+    produce(&target, &later);
+    let all: Vec<(i32, Vec<u8>)> = first.iter().chain(&later).cloned().collect();
+    wait_drained(&target, &target.kafka.topic, &all);
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert_oracle(&answers(&target), &all);
+    // Offsets are committed for the live job's consumer group again.
+    let committer = eddy::kafka::KafkaCommitter::new(&target.kafka).unwrap();
+    wait_until("offsets committed", Duration::from_secs(30), || {
+        committer
+            .committed(&(0..PARTITIONS).collect::<Vec<_>>())
+            .unwrap()
+            .len()
+            == PARTITIONS as usize
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

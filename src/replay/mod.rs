@@ -275,9 +275,9 @@ pub fn prepare(
             tracing::info!(
                 target: "eddy::replay",
                 plan = plan.id,
+                key = %eddy_storage::keys::replay_plan(&cfg.redis.prefix, &cfg.kafka.topic),
                 records = plan.records(),
-                "replay plan saved\n{}",
-                plan.table()
+                "replay plan saved"
             );
             (plan, None)
         }
