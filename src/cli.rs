@@ -178,6 +178,10 @@ pub struct ReplayArgs {
     /// still retains them; read nothing, save nothing. Exits with an error if a start expired.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read the plan through the pipeline's Kafka readers and discard the records, printing
+    /// records/s: the broker's read ceiling (for benchmarks). Saves nothing, writes nothing.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub read_only: bool,
     /// Discard an unfinished replay plan of another request instead of refusing to start.
     #[arg(long)]
     pub fresh: bool,

@@ -196,10 +196,22 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         plan.check()?;
         return Ok(());
     }
+    let workers = args.timely.workers.unwrap_or(cfg.pipeline.workers);
+    if args.read_only {
+        let plan = eddy::replay::dry_run(&cfg, &request)?;
+        plan.check()?;
+        let r = eddy::replay::read_only(&cfg, &plan, workers)?;
+        println!(
+            "read {} records in {:.2} s: {:.0} records/s ({workers} readers)",
+            r.records,
+            r.seconds,
+            r.rate()
+        );
+        return Ok(());
+    }
     if args.timely.processes > 1 {
         anyhow::bail!("eddy replay runs in one process (use -w for more workers)");
     }
-    let workers = args.timely.workers.unwrap_or(cfg.pipeline.workers);
     let setup = eddy::replay::prepare(
         &cfg,
         &request,

@@ -352,3 +352,81 @@ fn log_starts(cfg: &Config, partitions: &[i32]) -> Result<HashMap<i32, i64>, Kaf
         })
         .collect()
 }
+
+/// What [`read_only`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadOnlyReport {
+    /// Records read.
+    pub records: u64,
+    /// Wall-clock seconds from the first poll to the last partition's end.
+    pub seconds: f64,
+}
+
+impl ReadOnlyReport {
+    /// Records per second.
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Reads `plan` through the pipeline's readers ([`crate::kafka::KafkaReader`], one per
+/// worker thread, partitions dealt as `eddy run` deals them) and discards the records: the
+/// broker's read ceiling, to compare a replay's throughput with (`--read-only`).
+pub fn read_only(
+    cfg: &Config,
+    plan: &ReplayPlan,
+    workers: usize,
+) -> Result<ReadOnlyReport, ReplayError> {
+    use crate::reader::PartitionReader;
+    let all: Vec<i32> = plan.partitions.iter().map(|p| p.partition).collect();
+    let start: HashMap<i32, i64> = plan
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.start))
+        .collect();
+    let progress = Arc::new(ReplayProgress::new(plan, &start));
+    let metrics = eddy_core::Metrics::new();
+    let began = std::time::Instant::now();
+    let records = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|w| {
+                let mine: Vec<i32> = all
+                    .iter()
+                    .copied()
+                    .filter(|p| *p as usize % workers.max(1) == w)
+                    .collect();
+                let (all, start, progress, metrics) = (
+                    all.clone(),
+                    start.clone(),
+                    progress.clone(),
+                    metrics.clone(),
+                );
+                s.spawn(move || -> Result<u64, ReplayError> {
+                    let inner =
+                        crate::kafka::KafkaReader::new(&cfg.kafka, all, mine, start, metrics)?;
+                    let mut reader = BoundedReader::new(inner, plan, true, progress, None);
+                    let parts = reader.partitions();
+                    let mut n = 0u64;
+                    while !parts.iter().all(|p| reader.at_end(*p)) {
+                        match reader.poll(10_000, &mut |_| n += 1) {
+                            Ok(_) => {}
+                            Err(e) if crate::kafka::KafkaIoError::is_fatal(&e) => {
+                                return Err(e.into());
+                            }
+                            Err(e) => tracing::warn!(error = %e, "read failed; retrying"),
+                        }
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .sum::<Result<u64, ReplayError>>()
+    })?;
+    Ok(ReadOnlyReport {
+        records,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}

@@ -271,8 +271,8 @@ impl TokenBucket {
     }
 }
 
-/// Reports progress every `every` until dropped: a log line (and, when stderr is a terminal,
-/// a progress line redrawn in place) and the `eddy_replay_*` metrics.
+/// Reports progress every `every` until dropped: the `eddy_replay_*` metrics, a progress line
+/// redrawn in place when stderr is a terminal, and a log line every 10 s.
 pub struct Reporter {
     stop: Arc<(Mutex<bool>, Condvar)>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -325,7 +325,7 @@ impl Reporter {
                         eprint!("\r\x1b[2K{line}");
                         let _ = std::io::stderr().flush();
                     }
-                    if !tty || since_log.elapsed() >= Duration::from_secs(30) {
+                    if since_log.elapsed() >= Duration::from_secs(10) {
                         tracing::info!(target: "eddy::replay", "{line}");
                         since_log = Instant::now();
                     }
