@@ -5,15 +5,14 @@
 //! Three paths use the same operator ([`SinkEpochs`]), each with its own sink threads:
 //! * the fast path ([`sink_counts`]): windowed counts (open and closed windows), engagement
 //!   and the top list;
-//! * the slow path ([`sink_similarity`]): similar users and recommendations, whose pane-close
+//! * the slow path ([`sink_similarity`]): similar users and interaction sets, whose pane-close
 //!   batches are large, so counts never queue behind them;
 //! * dead letters ([`sink_dead_letters`]): the source's rejected records.
 
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, DeadLetter, DeadLetterBatch, EventType,
-    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
-    WindowSpec,
+    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserCampaigns, WindowSpec,
 };
 use eddy_dataflows::{Engagement, SimilarityOutputs, WindowedCounts};
 use eddy_operators::{Epoch, EpochStash};
@@ -148,7 +147,7 @@ enum Update {
     Top(Vec<CampaignEngagement>),
     Pane(PaneEngagement),
     Similar(SimilarUsers),
-    Recs(UserRecommendations),
+    Set(UserCampaigns),
     Watermark(i64),
 }
 
@@ -233,7 +232,7 @@ pub fn sink_counts<'scope>(
                             *slot = Some(rows);
                         }
                     }
-                    Update::Pane(_) | Update::Similar(_) | Update::Recs(_) => {}
+                    Update::Pane(_) | Update::Similar(_) | Update::Set(_) => {}
                 }
             }
             // A window with only a retraction closed (its final row is in `final_*`).
@@ -261,7 +260,7 @@ pub fn sink_counts<'scope>(
     )
 }
 
-/// Writes similar users and recommendations (the slow path) to `sinks`, one
+/// Writes similar users and interaction sets (the slow path) to `sinks`, one
 /// [`SimilarityBatch`] per epoch with rows, stamped with the epoch's watermark.
 pub fn sink_similarity<'scope>(
     similarity: &SimilarityOutputs<'scope>,
@@ -270,23 +269,23 @@ pub fn sink_similarity<'scope>(
     sinks: Vec<SinkWorker<SimilarityBatch>>,
 ) -> StreamVec<'scope, Epoch, ()> {
     let updates = updates(&similarity.similar, Update::Similar)
-        .concat(updates(&similarity.recommendations, Update::Recs))
+        .concat(updates(&similarity.sets, Update::Set))
         .concat(watermark_updates(watermarks));
     let mut watermark = i64::MIN;
     updates.sink_epochs(
         "SinkSimilarity",
         move |epoch, updates| {
             let mut similar = Changed::new();
-            let mut recs = Changed::new();
+            let mut sets = Changed::new();
             for (u, r) in updates {
                 match u {
                     Update::Watermark(w) => watermark = watermark.max(w),
                     Update::Similar(row) => similar.update(row.user_id, row, r),
-                    Update::Recs(row) => recs.update(row.user_id, row, r),
+                    Update::Set(row) => sets.update(row.user_id, row, r),
                     _ => {}
                 }
             }
-            if similar.0.is_empty() && recs.0.is_empty() {
+            if similar.0.is_empty() && sets.0.is_empty() {
                 return None;
             }
             Some(SimilarityBatch {
@@ -297,9 +296,9 @@ pub fn sink_similarity<'scope>(
                     user_id,
                     neighbors: Vec::new(),
                 }),
-                recommendations: recs.values_or(|user_id| UserRecommendations {
+                campaigns: sets.values_or(|user_id| UserCampaigns {
                     user_id,
-                    items: Vec::new(),
+                    campaigns: Vec::new(),
                 }),
             })
         },

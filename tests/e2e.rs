@@ -778,7 +778,7 @@ fn assert_known_answers(addr: std::net::SocketAddr, source: Store, wm: i64) {
     assert_eq!(similar(3), vec![(1, 1, 3), (2, 1, 4)]);
     assert_eq!(similar(4), vec![(2, 1, 3)]);
 
-    // Settled scores (the closed window): 100: 25, 200: 14, 300: 37, 400: 6.
+    // Live scores (every pane of the window is closed): 100: 25, 200: 14, 300: 37, 400: 6.
     let recs = |user: u64| {
         let r: RecommendationsResponse = get(&format!("/v1/users/{user}/recommendations")).ok();
         assert_eq!(r.meta.source, source);

@@ -1,4 +1,4 @@
--- Campaign engagement panes and user similarity / recommendation snapshots.
+-- Campaign engagement panes and user similarity / interaction-set snapshots.
 -- Layout and semantics: docs/storage.md, "Engagement, similarity and recommendations".
 -- ReplacingMergeTree(version): a replayed row (same key, higher version) replaces the old one;
 -- read with FINAL. Partitioned by day of event time (intDiv(..._ms, 86400000)); no TTL on
@@ -38,15 +38,15 @@ ENGINE = ReplacingMergeTree(version)
 PARTITION BY intDiv(as_of_ms, 86400000)
 ORDER BY (user_id, as_of_ms);
 
--- One snapshot per user per batch in which the user's recommendations changed: `items` is the
--- JSON array of recommendations (as in Redis), campaign_ids the recommended campaigns in order
--- (empty: none any more).
-CREATE TABLE IF NOT EXISTS {database}.user_recommendations
+-- One snapshot per user per batch in which the user's interaction set changed: the campaigns it
+-- engaged with in the sliding window, ascending (empty: none any more). Recommendations are
+-- ranked at read time from a user's similar users, their sets and the campaigns' engagement.
+-- Latest per user: FINAL WHERE user_id IN (...) ORDER BY user_id, as_of_ms DESC LIMIT 1 BY user_id.
+CREATE TABLE IF NOT EXISTS {database}.user_campaigns
 (
     user_id UInt64,
     as_of_ms Int64,
-    campaign_ids Array(UInt64),
-    items String,
+    campaigns Array(UInt64),
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

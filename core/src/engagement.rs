@@ -193,8 +193,101 @@ pub struct UserRecommendations {
     pub items: Vec<Recommendation>,
 }
 
+/// A user's interaction set: the campaigns it engaged with in the sliding window (the settled
+/// sets that similarity compares, see the interactions dataflow), ascending. Written whenever
+/// it changes; recommendations draw from the sets of a user's similar users at read time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserCampaigns {
+    /// The user.
+    pub user_id: u64,
+    /// Ascending; empty when the user has no interaction left in the window.
+    pub campaigns: Vec<u64>,
+}
+
+/// A user's top `n` campaign recommendations, ranked at read time from what the dataflows
+/// keep: the user's similar users (`neighbors`, best first), their interaction sets (`sets`,
+/// in the same order), the user's own set (`mine`, ascending) and each campaign's current
+/// engagement score (`score`: `None` when the campaign is not in the sliding window):
+///
+/// ```sql
+/// SELECT s.user_id, i.campaign_id,
+///        sum(s.jaccard) * c.score AS score, c.score AS campaign_score,
+///        array_agg(s.other ORDER BY s.jaccard DESC, s.other) AS because
+/// FROM similar s                                   -- similar users, flattened
+/// JOIN interactions i ON i.user_id = s.other       -- the similar users' sets
+/// JOIN engagement c ON c.campaign_id = i.campaign_id  -- current sliding-window scores
+/// WHERE (s.user_id, i.campaign_id) NOT IN (SELECT user_id, campaign_id FROM interactions)
+/// GROUP BY s.user_id, i.campaign_id, c.score
+/// QUALIFY row_number() OVER (PARTITION BY s.user_id ORDER BY score DESC, campaign_id) <= :n;
+/// ```
+///
+/// Best first (higher score, then lower campaign id); each item's `because` lists the similar
+/// users who engaged with the campaign, best first. Ranking at read time keeps the dataflow's
+/// work proportional to changes of sets and lists: scores move at every pane close for most
+/// campaigns, and re-ranking every user then is what made a 24 h window unaffordable.
+///
+/// ```
+/// use eddy_core::{Neighbor, Score, recommend};
+/// let nb = |user_id, shared, union| Neighbor { user_id, shared, union };
+/// let neighbors = [nb(2, 2, 4), nb(3, 1, 4)];
+/// let sets: [&[u64]; 2] = [&[10, 11, 12], &[10, 13]];
+/// let score = |c: u64| (c != 13).then_some(Score(c as f64));
+/// let recs = recommend(&neighbors, &sets, &[10], score, 5);
+/// // 12 and 11 come from user 2 (0.5 × score); 13 has no score; 10 is already the user's.
+/// let ids: Vec<u64> = recs.iter().map(|r| r.campaign_id).collect();
+/// assert_eq!(ids, vec![12, 11]);
+/// assert_eq!(recs[0].score, Score(6.0));
+/// assert_eq!(recs[0].because, vec![nb(2, 2, 4)]);
+/// ```
+pub fn recommend<S: AsRef<[u64]>>(
+    neighbors: &[Neighbor],
+    sets: &[S],
+    mine: &[u64],
+    score: impl Fn(u64) -> Option<Score>,
+    n: usize,
+) -> Vec<Recommendation> {
+    // (campaign, index of the neighbor): sorted, so each campaign's neighbors come best first,
+    // as `neighbors` is.
+    let mut pairs: Vec<(u64, usize)> = Vec::new();
+    for (i, set) in sets.iter().enumerate().take(neighbors.len()) {
+        pairs.extend(
+            set.as_ref()
+                .iter()
+                .filter(|c| mine.binary_search(c).is_err())
+                .map(|c| (*c, i)),
+        );
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    // (score, campaign, campaign score, range of `pairs`).
+    let mut scored: Vec<(Score, u64, Score, usize, usize)> = Vec::new();
+    let mut a = 0;
+    while a < pairs.len() {
+        let c = pairs[a].0;
+        let b = a + pairs[a..].partition_point(|p| p.0 == c);
+        if let Some(cs) = score(c) {
+            let s = recommendation_score_of(pairs[a..b].iter().map(|p| &neighbors[p.1]), cs);
+            scored.push((s, c, cs, a, b));
+        }
+        a = b;
+    }
+    scored.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+    scored.truncate(n);
+    scored
+        .into_iter()
+        .map(
+            |(score, campaign_id, campaign_score, a, b)| Recommendation {
+                campaign_id,
+                score,
+                campaign_score,
+                because: pairs[a..b].iter().map(|p| neighbors[p.1]).collect(),
+            },
+        )
+        .collect()
+}
+
 /// Sum of `jaccard × campaign_score` over `because` (in the given order), the one formula used
-/// by the dataflow and its oracle so equal inputs give bit-identical scores.
+/// by [`recommend`] and the oracles so equal inputs give bit-identical scores.
 pub fn recommendation_score(because: &[Neighbor], campaign_score: Score) -> Score {
     recommendation_score_of(because, campaign_score)
 }

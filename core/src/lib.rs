@@ -16,7 +16,8 @@ pub mod window;
 pub use config::{Config, ConfigError};
 pub use engagement::{
     CampaignEngagement, Neighbor, PaneEngagement, Recommendation, Score, SimilarUsers,
-    UserRecommendations, Weights, recommendation_score, recommendation_score_of,
+    UserCampaigns, UserRecommendations, Weights, recommend, recommendation_score,
+    recommendation_score_of,
 };
 pub use event::{Event, EventType, ParseError, parse_event};
 pub use memory::MemoryStore;

@@ -1,8 +1,9 @@
 //! The in-memory store behind `eddy demo`: both layers (open and finalized windows) in one
 //! process, fed by the same sink batches and checkpoints as Redis and ClickHouse, plus the
-//! current campaign engagement, top list, similar users and recommendations.
+//! current campaign engagement, top list, similar users and interaction sets (from which
+//! recommendations are ranked at read time).
 
-use crate::engagement::{CampaignEngagement, Neighbor, Recommendation};
+use crate::engagement::{CampaignEngagement, Neighbor, Recommendation, recommend};
 use crate::event::EventType;
 use crate::rows::{CampaignWindowCount, Checkpoint, CountsBatch, SimilarityBatch, TypeWindowStats};
 use std::collections::BTreeMap;
@@ -36,8 +37,8 @@ pub struct MemoryStore {
     top: Option<AsOf<Vec<CampaignEngagement>>>,
     /// Similar users per user (absent when the list is empty).
     similar: BTreeMap<u64, AsOf<Vec<Neighbor>>>,
-    /// Recommendations per user (absent when the list is empty).
-    recommendations: BTreeMap<u64, AsOf<Vec<Recommendation>>>,
+    /// Interaction set per user (absent when the set is empty).
+    sets: BTreeMap<u64, AsOf<Vec<u64>>>,
     /// Highest watermark seen in a sink batch.
     pub watermark_ms: Option<i64>,
     /// Batch/speed boundary from the last checkpoint.
@@ -60,7 +61,7 @@ impl Default for MemoryStore {
             engagement: BTreeMap::new(),
             top: None,
             similar: BTreeMap::new(),
-            recommendations: BTreeMap::new(),
+            sets: BTreeMap::new(),
             watermark_ms: None,
             boundary_ms: None,
             epoch: 0,
@@ -159,7 +160,7 @@ impl MemoryStore {
         self.prune(batch.window_size_ms);
     }
 
-    /// Applies one batch of the slow path (idempotent): similar users and recommendations,
+    /// Applies one batch of the slow path (idempotent): similar users and interaction sets,
     /// stored with the batch's `as_of_ms`; an empty list removes the user's entry. The
     /// store's watermark is the fast path's: this does not move it.
     pub fn apply_similarity(&mut self, batch: &SimilarityBatch) {
@@ -174,15 +175,15 @@ impl MemoryStore {
                 self.similar.insert(s.user_id, value);
             }
         }
-        for r in &batch.recommendations {
-            if r.items.is_empty() {
-                self.recommendations.remove(&r.user_id);
+        for c in &batch.campaigns {
+            if c.campaigns.is_empty() {
+                self.sets.remove(&c.user_id);
             } else {
                 let value = AsOf {
-                    value: r.items.clone(),
+                    value: c.campaigns.clone(),
                     as_of_ms: batch.as_of_ms,
                 };
-                self.recommendations.insert(r.user_id, value);
+                self.sets.insert(c.user_id, value);
             }
         }
         self.epoch = self.epoch.max(batch.epoch);
@@ -262,10 +263,45 @@ impl MemoryStore {
         self.similar.get(&user_id)
     }
 
-    /// The recommendations of `user_id`, best first, with the watermark of the batch that wrote
-    /// them; `None` when the user has none (never had, or none any more).
-    pub fn recommendations(&self, user_id: u64) -> Option<&AsOf<Vec<Recommendation>>> {
-        self.recommendations.get(&user_id)
+    /// The interaction set of `user_id` (ascending), with the watermark of the batch that
+    /// wrote it; `None` when the user has none.
+    pub fn campaigns_of(&self, user_id: u64) -> Option<&AsOf<Vec<u64>>> {
+        self.sets.get(&user_id)
+    }
+
+    /// The top `n` recommendations of `user_id`, ranked now ([`recommend`]) from its similar
+    /// users, their sets, its own set and the current campaign engagement scores; `as_of_ms`
+    /// is the latest watermark among the values used. `None` when there is nothing to
+    /// recommend.
+    pub fn recommendations(&self, user_id: u64, n: usize) -> Option<AsOf<Vec<Recommendation>>> {
+        let similar = self.similar.get(&user_id)?;
+        let mut as_of_ms = similar.as_of_ms;
+        let mine = match self.sets.get(&user_id) {
+            Some(s) => {
+                as_of_ms = as_of_ms.max(s.as_of_ms);
+                s.value.as_slice()
+            }
+            None => &[],
+        };
+        let sets: Vec<&[u64]> = similar
+            .value
+            .iter()
+            .map(|nb| match self.sets.get(&nb.user_id) {
+                Some(s) => {
+                    as_of_ms = as_of_ms.max(s.as_of_ms);
+                    s.value.as_slice()
+                }
+                None => &[],
+            })
+            .collect();
+        let score = |c: u64| self.engagement.get(&c).map(|e| e.value.score);
+        let value = recommend(&similar.value, &sets, mine, score, n);
+        for r in &value {
+            if let Some(e) = self.engagement.get(&r.campaign_id) {
+                as_of_ms = as_of_ms.max(e.as_of_ms);
+            }
+        }
+        (!value.is_empty()).then_some(AsOf { value, as_of_ms })
     }
 }
 
@@ -327,7 +363,7 @@ mod tests {
 
     #[test]
     fn engagement_top_similar_and_recommendations() {
-        use crate::engagement::{Score, SimilarUsers, UserRecommendations};
+        use crate::engagement::{Score, SimilarUsers, UserCampaigns};
         let e = |campaign_id, views| CampaignEngagement {
             campaign_id,
             views,
@@ -341,11 +377,9 @@ mod tests {
             shared: 1,
             union: 2,
         };
-        let rec = |campaign_id| Recommendation {
-            campaign_id,
-            score: Score(1.0),
-            campaign_score: Score(2.0),
-            because: vec![n(9)],
+        let set = |user_id, campaigns: &[u64]| UserCampaigns {
+            user_id,
+            campaigns: campaigns.to_vec(),
         };
         let mut store = MemoryStore::default();
         assert_eq!(store.top_campaigns(10), None);
@@ -361,10 +395,7 @@ mod tests {
                 user_id: 7,
                 neighbors: vec![n(8), n(9)],
             }],
-            recommendations: vec![UserRecommendations {
-                user_id: 7,
-                items: vec![rec(3)],
-            }],
+            campaigns: vec![set(7, &[1]), set(8, &[1, 2]), set(9, &[2, 3])],
             ..SimilarityBatch::default()
         });
         assert_eq!(
@@ -389,7 +420,19 @@ mod tests {
             })
         );
         assert_eq!(store.similar_users(7).unwrap().value, vec![n(8), n(9)]);
-        assert_eq!(store.recommendations(7).unwrap().value, vec![rec(3)]);
+        // Campaign 2 (views 3) from users 8 and 9 (jaccard 1/2 each); 3 has no engagement.
+        let recs = store.recommendations(7, 10).unwrap();
+        assert_eq!(
+            recs.value,
+            vec![Recommendation {
+                campaign_id: 2,
+                score: Score(3.0),
+                campaign_score: Score(3.0),
+                because: vec![n(8), n(9)],
+            }]
+        );
+        assert_eq!(recs.as_of_ms, 100, "the engagement score is as of 100");
+        assert_eq!(store.campaigns_of(9).unwrap().value, vec![2, 3]);
 
         // Later: campaign 1 leaves, 2 changes, the top list empties, user 7 loses both lists.
         store.apply(&CountsBatch {
@@ -405,10 +448,7 @@ mod tests {
                 user_id: 7,
                 neighbors: vec![],
             }],
-            recommendations: vec![UserRecommendations {
-                user_id: 7,
-                items: vec![],
-            }],
+            campaigns: vec![set(7, &[])],
             ..SimilarityBatch::default()
         });
         assert_eq!(store.campaign_engagement(1), None);
@@ -422,7 +462,8 @@ mod tests {
             })
         );
         assert_eq!(store.similar_users(7), None);
-        assert_eq!(store.recommendations(7), None);
+        assert_eq!(store.recommendations(7, 10), None);
+        assert_eq!(store.campaigns_of(7), None);
         // A batch without a top list keeps the previous one.
         store.apply(&CountsBatch {
             watermark_ms: 300,

@@ -3,7 +3,7 @@
 //! The storage layout built from these rows (Redis keys, ClickHouse tables) is documented in
 //! `docs/storage.md` at the repository root.
 
-use crate::engagement::{CampaignEngagement, PaneEngagement, SimilarUsers, UserRecommendations};
+use crate::engagement::{CampaignEngagement, PaneEngagement, SimilarUsers, UserCampaigns};
 use crate::event::EventType;
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +86,8 @@ impl CountsBatch {
 }
 
 /// What the slow sink path writes for one worker and one dataflow epoch: the similar users
-/// and recommendations that changed (once per pane close). Written by its own sink operator
+/// and interaction sets that changed (once per pane close); recommendations are ranked from
+/// them at read time ([`crate::recommend`]). Written by its own sink operator
 /// and threads so the fast path never waits for it; it lags the fast path, so it stamps its
 /// values with `as_of_ms` but never moves the stores' watermark.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -99,8 +100,8 @@ pub struct SimilarityBatch {
     pub sliding_ms: i64,
     /// Users whose similar users changed in this epoch (empty `neighbors`: none any more).
     pub similar: Vec<SimilarUsers>,
-    /// Users whose recommendations changed in this epoch (empty `items`: none any more).
-    pub recommendations: Vec<UserRecommendations>,
+    /// Users whose interaction set changed in this epoch (empty `campaigns`: none any more).
+    pub campaigns: Vec<UserCampaigns>,
 }
 
 /// A record that could not be counted, with why; written to the dead-letter topic.

@@ -5,16 +5,18 @@
 //! events ──┬─► windowed_counts ─► open windows, closed windows
 //!          │
 //! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes, settled scores
-//!                         └─► interactions ─► similarity loop ─► similar users, recommendations
-//!                                        (settled scores ─┘)
+//!                         └─► interactions ─► similarity loop ─► similar users, user sets
 //! ```
+//!
+//! Recommendations are ranked at read time from the similar users, the user sets and the live
+//! scores ([`eddy_core::recommend`]).
 
 use crate::engagement::{Engagement, EngagementParams, engagement};
 use crate::interactions::{InteractionParams, interactions};
-use crate::similarity::{SimilarityParams, similar_users_and_recommendations};
+use crate::similarity::{SimilarityParams, similar_users_and_sets};
 use crate::windowed_counts::{WindowedCounts, windowed_counts};
 use differential_dataflow::VecCollection;
-use eddy_core::{Config, Event, SimilarUsers, UserRecommendations, WindowSpec};
+use eddy_core::{Config, Event, SimilarUsers, UserCampaigns, WindowSpec};
 use eddy_operators::{Emit, Epoch};
 use timely::dataflow::{ProbeHandle, StreamVec};
 
@@ -29,12 +31,13 @@ pub struct Inputs<'scope> {
     pub watermarks: StreamVec<'scope, Epoch, i64>,
 }
 
-/// Similar users and recommendations (the expensive, once-per-pane part).
+/// Similar users and the users' interaction sets (the expensive, once-per-pane part), from
+/// which recommendations are ranked at read time.
 pub struct SimilarityOutputs<'scope> {
     /// Each user's top-K similar users.
     pub similar: VecCollection<'scope, Epoch, SimilarUsers, isize>,
-    /// Each user's top-N recommendations.
-    pub recommendations: VecCollection<'scope, Epoch, UserRecommendations, isize>,
+    /// Each user's interaction set.
+    pub sets: VecCollection<'scope, Epoch, UserCampaigns, isize>,
 }
 
 /// Everything the dataflow computes.
@@ -62,7 +65,7 @@ impl Outputs<'_> {
         e.settled.clone().probe_with(probe);
         if let Some(s) = &self.similarity {
             s.similar.clone().probe_with(probe);
-            s.recommendations.clone().probe_with(probe);
+            s.sets.clone().probe_with(probe);
         }
     }
 }
@@ -74,7 +77,7 @@ impl Outputs<'_> {
 ///   `engagement.sliding_ms`);
 /// * with `similarity.enabled`: the settled interaction pairs (changed once per pane close,
 ///   spread over `similarity.close_spread_epochs`), fed to the similarity loop (which keeps
-///   each user's set on its owner worker) and, arranged by user, to the recommendations join.
+///   each user's set on its owner worker), which emits similar users and the changed sets.
 pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
     let window = WindowSpec::new(cfg.pipeline.window_ms);
     let sliding_ms = cfg.engagement.sliding_ms;
@@ -107,23 +110,16 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
                 pane: window,
                 sliding_ms,
                 views_are_interest: cfg.similarity.views_are_interest,
-                // Settled sets: similarity and recommendations change at most once per pane,
+                // Settled sets: similar users and sets change at most once per pane,
                 // spread over a few epochs after the close.
                 emit: Emit::OnCloseSpread {
                     epochs: cfg.similarity.close_spread_epochs,
                 },
             },
         );
-        let (similar, recommendations) = similar_users_and_recommendations(
-            pairs,
-            engagement.settled.clone(),
-            SimilarityParams::from_config(&cfg.similarity),
-            cfg.similarity.recommendations,
-        );
-        SimilarityOutputs {
-            similar,
-            recommendations,
-        }
+        let (similar, sets) =
+            similar_users_and_sets(pairs, SimilarityParams::from_config(&cfg.similarity));
+        SimilarityOutputs { similar, sets }
     });
     Outputs {
         counts,

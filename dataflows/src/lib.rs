@@ -14,8 +14,5 @@ pub(crate) mod testing;
 pub use build::{Inputs, Outputs, SimilarityOutputs, build};
 pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement};
 pub use interactions::{InteractionParams, interactions};
-pub use recommendations::recommendations;
-pub use similarity::{
-    SimilarityMode, SimilarityParams, similar_users, similar_users_and_recommendations,
-};
+pub use similarity::{SimilarityMode, SimilarityParams, similar_users, similar_users_and_sets};
 pub use windowed_counts::{CountSum, WindowedCounts, windowed_counts};

@@ -1,56 +1,49 @@
 //! Campaign recommendations: what similar users engaged with, ranked by similarity × score.
-
-use crate::similarity::{SimilarityParams, similar_users_and_recommendations};
-use differential_dataflow::VecCollection;
-use eddy_core::{Score, UserRecommendations};
-use eddy_operators::Epoch;
-
-/// For each user `u`, the top `n` campaigns that `u`'s similar users engaged with (in their
-/// interaction sets) and `u` has not, ranked by `Σ jaccard(u, v) × score(c)` over those
-/// similar users `v`, best first (ties by lower campaign id), each with its explanation:
-///
-/// ```sql
-/// SELECT s.user_id, i.campaign_id,
-///        sum(s.jaccard) * c.score AS score, c.score AS campaign_score,
-///        array_agg(s.other ORDER BY s.jaccard DESC, s.other) AS because
-/// FROM similar s                                   -- similar_users, flattened
-/// JOIN interactions i ON i.user_id = s.other
-/// JOIN settled c ON c.campaign_id = i.campaign_id  -- engagement's settled scores
-/// WHERE (s.user_id, i.campaign_id) NOT IN (SELECT user_id, campaign_id FROM interactions)
-/// GROUP BY s.user_id, i.campaign_id, c.score
-/// QUALIFY row_number() OVER (PARTITION BY s.user_id ORDER BY score DESC, campaign_id) <= :n;
-/// ```
-///
-/// The campaign score is the *settled* one (over the closed panes of the sliding window):
-/// it changes at most once per pane, so a popular campaign re-ranks the users who could be
-/// recommended it once per window instead of once per epoch. A campaign with no closed pane
-/// in the window yet is not recommended. Users with nothing to recommend have no row.
-///
-/// Plan: computed inside the similarity loop (`similarity/rounds.rs`), on the worker that owns
-/// `u`, once `u`'s top-K list is final for the epoch: the owner fetches the sets of `u`'s
-/// similar users from their owners (two rounds) and caches them; settled scores (one per
-/// campaign) are held by every worker. A user is re-ranked when its list, its set, a similar
-/// user's set, or a campaign's settled score changes; the previous answer is recomputed from
-/// the previous inputs rather than stored, so the state per user is its neighbors' sets.
-/// Build it with [`crate::similarity::similar_users_and_recommendations`] to share the loop
-/// with the similar users (this function runs a loop of its own).
-pub fn recommendations<'scope>(
-    interactions: VecCollection<'scope, Epoch, (u64, u64), isize>,
-    settled: VecCollection<'scope, Epoch, (u64, Score), isize>,
-    params: SimilarityParams,
-    n: usize,
-) -> VecCollection<'scope, Epoch, UserRecommendations, isize> {
-    similar_users_and_recommendations(interactions, settled, params, n).1
-}
+//!
+//! For each user `u`, the top `n` campaigns that `u`'s similar users engaged with (in their
+//! interaction sets) and `u` has not, ranked by `Σ jaccard(u, v) × score(c)` over those
+//! similar users `v`, best first (ties by lower campaign id), each with its explanation:
+//!
+//! ```sql
+//! SELECT s.user_id, i.campaign_id,
+//!        sum(s.jaccard) * c.score AS score, c.score AS campaign_score,
+//!        array_agg(s.other ORDER BY s.jaccard DESC, s.other) AS because
+//! FROM similar s                                   -- similar_users, flattened
+//! JOIN interactions i ON i.user_id = s.other
+//! JOIN campaigns c ON c.campaign_id = i.campaign_id  -- engagement's live scores
+//! WHERE (s.user_id, i.campaign_id) NOT IN (SELECT user_id, campaign_id FROM interactions)
+//! GROUP BY s.user_id, i.campaign_id, c.score
+//! QUALIFY row_number() OVER (PARTITION BY s.user_id ORDER BY score DESC, campaign_id) <= :n;
+//! ```
+//!
+//! Plan: this join is **not maintained by the dataflow**. The dataflow keeps its three inputs
+//! — the similar users and the users' interaction sets
+//! ([`crate::similarity::similar_users_and_sets`]) and the campaigns' live engagement
+//! ([`crate::engagement`]) — and the query server ranks at read time with
+//! [`eddy_core::recommend`] (one user's similar users, their sets and the scores of the
+//! candidate campaigns: a few keys). Every campaign's score moves at every pane close, so a
+//! maintained ranking re-ranks every user each time: at 1 M users and a 24 h window that was
+//! 70% of the CPU (BENCHMARKS.md, issue 9). At read time the cost is per request, and the
+//! dataflow's work stays proportional to changes of sets and lists.
+//!
+//! The score is the campaign's live engagement score, the one `/v1/campaigns/{id}` reports,
+//! so a campaign leaves the recommendations when it leaves the sliding window. The test below
+//! checks the composition (dataflow outputs, then [`eddy_core::recommend`]) against a
+//! from-scratch oracle at every epoch.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::engagement::{EngagementParams, engagement};
     use crate::interactions::{InteractionParams, interactions};
-    use crate::similarity::SimilarityMode;
+    use crate::similarity::{SimilarityMode, SimilarityParams, similar_users_and_sets};
     use crate::testing::{StreamShape, accept, as_of, oracle_sets, oracle_similar, run, stream};
-    use eddy_core::{Event, EventType, Recommendation, Weights, WindowSpec};
+    use differential_dataflow::VecCollection;
+    use eddy_core::{
+        CampaignEngagement, Event, EventType, Recommendation, Score, SimilarUsers, UserCampaigns,
+        UserRecommendations, Weights, WindowSpec, recommend,
+    };
+    use eddy_operators::Epoch;
+    use serde::{Deserialize, Serialize};
     use std::collections::BTreeMap;
 
     const PANE: i64 = 1_000;
@@ -66,15 +59,54 @@ mod tests {
         }
     }
 
-    /// From scratch: settled scores, exact similarity, then the ranking.
+    /// What the dataflow keeps for recommendations.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+    enum Kept {
+        Similar(SimilarUsers),
+        Set(UserCampaigns),
+        Campaign(CampaignEngagement),
+    }
+
+    /// Ranks at read time from what the dataflow keeps at one epoch, as the query server does.
+    fn served(kept: &[Kept]) -> Vec<UserRecommendations> {
+        let mut sets: BTreeMap<u64, &[u64]> = BTreeMap::new();
+        let mut scores: BTreeMap<u64, Score> = BTreeMap::new();
+        for k in kept {
+            match k {
+                Kept::Set(s) => assert!(sets.insert(s.user_id, &s.campaigns).is_none()),
+                Kept::Campaign(c) => assert!(scores.insert(c.campaign_id, c.score).is_none()),
+                Kept::Similar(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        for k in kept {
+            if let Kept::Similar(s) = k {
+                let theirs: Vec<&[u64]> = s
+                    .neighbors
+                    .iter()
+                    .map(|nb| sets.get(&nb.user_id).copied().unwrap_or(&[]))
+                    .collect();
+                let mine = sets.get(&s.user_id).copied().unwrap_or(&[]);
+                let items = recommend(&s.neighbors, &theirs, mine, |c| scores.get(&c).copied(), N);
+                if !items.is_empty() {
+                    out.push(UserRecommendations {
+                        user_id: s.user_id,
+                        items,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// From scratch: live scores, exact similarity, then the ranking.
     fn oracle(events: &[Event], w: i64) -> Vec<UserRecommendations> {
         let pane = WindowSpec::new(PANE);
         let sets = oracle_sets(events, w, pane, SLIDING, false, true);
         let similar = oracle_similar(&sets, K);
         let mut counts: BTreeMap<u64, [u64; 3]> = BTreeMap::new();
         for e in events {
-            let start = pane.start(e.ts_ms);
-            if start + PANE <= w && start + SLIDING > w {
+            if pane.start(e.ts_ms) + SLIDING > w {
                 let slot = counts.entry(e.campaign_id).or_default();
                 slot[match e.event_type {
                     EventType::View => 0,
@@ -165,7 +197,12 @@ mod tests {
                 k: K,
                 mode: SimilarityMode::Exact,
             };
-            recommendations(pairs, scores.settled, params, N)
+            let (similar, sets) = similar_users_and_sets(pairs, params);
+            let kept: VecCollection<'_, Epoch, Kept, isize> = similar
+                .map(Kept::Similar)
+                .concat(sets.map(Kept::Set))
+                .concat(scores.campaigns.map(Kept::Campaign));
+            kept
         });
         let mut all = Vec::new();
         let mut items = 0;
@@ -174,7 +211,7 @@ mod tests {
             let want = oracle(&all, marks[epoch]);
             items += want.iter().map(|r| r.items.len()).sum::<usize>();
             assert_eq!(
-                as_of(&updates, epoch as Epoch),
+                served(&as_of(&updates, epoch as Epoch)),
                 want,
                 "seed {seed} epoch {epoch}"
             );
@@ -197,41 +234,39 @@ mod tests {
     }
 
     /// A similar user's set can change without changing the similarity (a campaign swapped
-    /// for another that the user does not share): the recommendations must follow the new set.
+    /// for another that the user does not share): its new set must be emitted, so that the
+    /// recommendations ranked from it follow.
     #[test]
-    fn follow_a_neighbors_set_even_when_the_similarity_stays() {
+    fn emit_a_neighbors_set_even_when_the_similarity_stays() {
         use differential_dataflow::input::Input;
         use std::sync::{Arc, Mutex};
         for workers in [1, 2] {
-            let got: Arc<Mutex<Vec<(UserRecommendations, Epoch, isize)>>> = Arc::default();
+            let got: Arc<Mutex<Vec<(Kept, Epoch, isize)>>> = Arc::default();
             let got2 = got.clone();
             timely::execute(timely::Config::process(workers), move |worker| {
                 let got3 = got2.clone();
-                let (mut pairs, mut scores, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (mut pairs, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
                     let (pairs_in, pairs) = scope.new_collection::<(u64, u64), isize>();
-                    let (scores_in, scores) = scope.new_collection::<(u64, Score), isize>();
                     let params = SimilarityParams {
                         k: 2,
                         mode: SimilarityMode::Exact,
                     };
-                    let (probe, _) = recommendations(pairs, scores, params, 3)
+                    let (similar, sets) = similar_users_and_sets(pairs, params);
+                    let (probe, _) = similar
+                        .map(Kept::Similar)
+                        .concat(sets.map(Kept::Set))
                         .inspect(move |x| got3.lock().unwrap().push(x.clone()))
                         .probe();
-                    (pairs_in, scores_in, probe)
+                    (pairs_in, probe)
                 });
                 if worker.index() == 0 {
-                    for c in 1..=4 {
-                        scores.insert((c, Score(c as f64)));
-                    }
                     // u1 {1, 2}, u2 {1, 3}: u1 is recommended 3 because of u2 (1 of 3 shared).
                     for p in [(1, 1), (1, 2), (2, 1), (2, 3)] {
                         pairs.insert(p);
                     }
                 }
                 pairs.advance_to(1);
-                scores.advance_to(1);
                 pairs.flush();
-                scores.flush();
                 worker.step_while(|| probe.less_than(&1));
                 if worker.index() == 0 {
                     // u2 swaps 3 for 4: still 1 of 3 shared with u1.
@@ -239,15 +274,24 @@ mod tests {
                     pairs.insert((2, 4));
                 }
                 pairs.advance_to(2);
-                scores.advance_to(2);
                 pairs.flush();
-                scores.flush();
                 worker.step_while(|| probe.less_than(&2));
             })
             .expect("timely runs");
             let got = got.lock().unwrap().clone();
             let campaigns = |at: Epoch| -> Vec<(u64, Vec<u64>)> {
-                as_of(&got, at)
+                let mut kept = as_of(&got, at);
+                for c in 1..=4 {
+                    kept.push(Kept::Campaign(CampaignEngagement {
+                        campaign_id: c,
+                        views: c,
+                        clicks: 0,
+                        conversions: 0,
+                        revenue_micros: 0,
+                        score: Score(c as f64),
+                    }));
+                }
+                served(&kept)
                     .into_iter()
                     .map(|r| (r.user_id, r.items.iter().map(|i| i.campaign_id).collect()))
                     .collect()

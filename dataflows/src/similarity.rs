@@ -4,7 +4,7 @@ mod rounds;
 mod state;
 
 use differential_dataflow::VecCollection;
-use eddy_core::{Neighbor, Score, SimilarUsers, UserRecommendations};
+use eddy_core::{Neighbor, SimilarUsers, UserCampaigns};
 use eddy_operators::Epoch;
 
 /// How candidate pairs are produced.
@@ -117,8 +117,7 @@ pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
 ///
 /// Plan: a user's set, its bucket entries and a buffer of its best `2k` candidates live on
 /// one worker (its owner, by a hash of the id); nothing is copied per band or per pane. Each
-/// epoch runs a loop of rounds (a timely iterative scope, `similarity/rounds.rs`; rounds 4–5
-/// serve the recommendations):
+/// epoch runs a loop of rounds (a timely iterative scope, `similarity/rounds.rs`):
 /// 0. owners apply the epoch's set changes and move bucket entries;
 /// 1. each changed user is probed on every worker: its set is scored against the owned members
 ///    of its buckets; each such member's buffer is offered the new score (holders of the user
@@ -127,7 +126,7 @@ pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
 /// 2. owners rebuild changed users' buffers from the answers; users whose buffer can no longer
 ///    prove its top `k` exact (a neighbor's score fell below the bound on the others) are
 ///    probed again, without offers;
-/// 3. their owners rebuild those buffers.
+/// 3. their owners rebuild those buffers; the lists are final and emitted.
 ///
 /// A buffer proves its top `k` when its `k`-th item ranks before every candidate outside it,
 /// so a change costs one probe (O(candidates of the changed user)) and rarely a recompute,
@@ -136,22 +135,24 @@ pub fn similar_users<'scope>(
     pairs: VecCollection<'scope, Epoch, (u64, u64), isize>,
     params: SimilarityParams,
 ) -> VecCollection<'scope, Epoch, SimilarUsers, isize> {
-    rounds::similarity_loop(pairs, None, params, 0).similar
+    rounds::similarity_loop(pairs, params, false).similar
 }
 
-/// Similar users ([`similar_users`]) and recommendations
-/// ([`crate::recommendations::recommendations`]) from one similarity loop: what `build` runs.
-pub fn similar_users_and_recommendations<'scope>(
+/// Similar users ([`similar_users`]) and each user's interaction set (the `pairs` grouped by
+/// user, ascending: `SELECT user_id, array_agg(campaign_id ORDER BY campaign_id) FROM
+/// interactions GROUP BY user_id`) from one similarity loop: what `build` runs, and what
+/// recommendations are ranked from at read time ([`eddy_core::recommend`], see
+/// [`crate::recommendations`]). A set is emitted by the worker that owns its user, when it
+/// changes, at the epoch the similar users reflect it.
+pub fn similar_users_and_sets<'scope>(
     pairs: VecCollection<'scope, Epoch, (u64, u64), isize>,
-    settled: VecCollection<'scope, Epoch, (u64, Score), isize>,
     params: SimilarityParams,
-    recommendations: usize,
 ) -> (
     VecCollection<'scope, Epoch, SimilarUsers, isize>,
-    VecCollection<'scope, Epoch, UserRecommendations, isize>,
+    VecCollection<'scope, Epoch, UserCampaigns, isize>,
 ) {
-    let out = rounds::similarity_loop(pairs, Some(settled), params, recommendations.max(1));
-    (out.similar, out.recommendations)
+    let out = rounds::similarity_loop(pairs, params, true);
+    (out.similar, out.sets)
 }
 
 #[cfg(test)]

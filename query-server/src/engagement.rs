@@ -144,9 +144,10 @@ pub(crate) async fn recommendations(
 ) -> Result<Json<RecommendationsResponse>, AppError> {
     let max = state.config.recommendations;
     let k = list_len(query, max, max)?;
+    let q = engagement_query(&state)?;
     let answer = state
         .backend
-        .recommendations(user_id)
+        .recommendations(q, user_id, k)
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "recommendations query failed"))?
         .ok_or_else(|| AppError::Missing(format!("user {user_id} has no recommendations")))?;

@@ -16,8 +16,8 @@ use eddy_query_server::{
     WindowRow, app,
 };
 use eddy_testkit::fixtures::{
-    HOUR as H, MIN as M, cw, eng, health, nb, point, rec, rec_json, recs, similar as similar_users,
-    similar_json, tw,
+    HOUR as H, MIN as M, cw, eng, health, nb, point, rec, similar as similar_users, similar_json,
+    tw, user_set,
 };
 use eddy_testkit::http::{self, Reply, as_read};
 use std::sync::{Arc, RwLock};
@@ -477,7 +477,9 @@ impl Backend for Scripted {
     }
     fn recommendations(
         &self,
+        _query: EngagementQuery,
         _id: u64,
+        _n: usize,
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
         self.nothing()
     }
@@ -641,14 +643,15 @@ fn engagement_state() -> AppState {
             ),
             similar_users(8, vec![nb(7, 2, 3)]),
         ],
-        recommendations: vec![recs(
-            7,
-            vec![
-                rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
-                rec(43, 4.0, vec![nb(8, 1, 2)]),
-                rec(46, 1.0, vec![nb(9, 1, 4)]),
-            ],
-        )],
+        // User 7 is recommended 45 (from 8 and 9) and 43 (from 8); 44 leaves the window
+        // below and 46 has no engagement; user 8 has nothing its neighbor 7 lacks.
+        campaigns: vec![
+            user_set(7, vec![42]),
+            user_set(8, vec![42, 43, 45]),
+            user_set(9, vec![42, 45]),
+            user_set(10, vec![42]),
+            user_set(11, vec![42, 44, 46]),
+        ],
     });
     s.apply(&CountsBatch {
         epoch: 4,
@@ -835,8 +838,16 @@ async fn similar_users_and_recommendations_from_memory() {
             k: 2,
             meta: memory_meta(H + 3 * M),
             recommendations: vec![
-                rec_json(45, 6.0, 8.0, &[(8, 0.5), (9, 0.25)]),
-                rec_json(43, 2.0, 4.0, &[(8, 0.5)]),
+                as_read(&eddy_core::api::RecommendationJson::from(&rec(
+                    45,
+                    8.0,
+                    vec![nb(8, 2, 3), nb(9, 1, 4)]
+                ))),
+                as_read(&eddy_core::api::RecommendationJson::from(&rec(
+                    43,
+                    4.0,
+                    vec![nb(8, 2, 3)]
+                ))),
             ],
         }
     );

@@ -428,8 +428,13 @@ mod engagement {
         Batch, CheckpointStore, ClickHouseCheckpoints, ClickHouseSink, EpochSink, RedisSink,
     };
     use eddy_testkit::fixtures::{
-        batch, campaign_json, eng, nb, pane, rec, rec_json, recs, sim_batch, similar, similar_json,
+        batch, campaign_json, eng, nb, pane, rec, sim_batch, similar, similar_json, user_set,
     };
+
+    /// A recommendation as the server answers it.
+    fn json(r: &eddy_core::Recommendation) -> eddy_core::api::RecommendationJson {
+        eddy_testkit::http::as_read(&eddy_core::api::RecommendationJson::from(r))
+    }
 
     /// Writes `b` with both real sinks, as the pipeline does.
     fn write<B: Batch>(s: &Stores, b: &B)
@@ -450,14 +455,15 @@ mod engagement {
 
     /// Asserts every answer about the fixture from `source` as of `as_of` (`fresh`: with an
     /// update time): each campaign of `top_list` and the top list (whole, and cut to 1 and 2),
-    /// user 7's similar users (the default 3, and 2) and recommendations (the default 2,
-    /// and 1).
+    /// user 7's similar users (the default 3, and 2) and recommendations (`recs`, cut to the
+    /// default 2 and to 1).
     async fn assert_answers(
         st: &AppState,
         fresh: bool,
         as_of: i64,
         source: Store,
         top_list: &[CampaignJson],
+        recs: &[eddy_core::api::RecommendationJson],
     ) {
         let meta = meta(as_of, source);
         for c in top_list {
@@ -503,10 +509,6 @@ mod engagement {
                 "{uri}"
             );
         }
-        let recommendations = [
-            rec_json(45, 6.0, 8.0, &[(8, 0.5), (9, 0.25)]),
-            rec_json(43, 2.0, 4.0, &[(8, 0.5)]),
-        ];
         for (uri, k) in [
             ("/v1/users/7/recommendations", 2),
             ("/v1/users/7/recommendations?k=1", 1),
@@ -517,7 +519,7 @@ mod engagement {
                     user_id: 7,
                     k,
                     meta,
-                    recommendations: recommendations[..k].to_vec()
+                    recommendations: recs[..k.min(recs.len())].to_vec()
                 },
                 "{uri}"
             );
@@ -556,14 +558,15 @@ mod engagement {
             7,
             vec![nb(8, 2, 3), nb(9, 1, 4), nb(10, 1, 5), nb(11, 1, 6)],
         )];
-        s1.recommendations = vec![recs(
-            7,
-            vec![
-                rec(45, 8.0, vec![nb(8, 1, 2), nb(9, 1, 4)]),
-                rec(43, 4.0, vec![nb(8, 1, 2)]),
-                rec(46, 1.0, vec![nb(9, 1, 4)]),
-            ],
-        )];
+        // Recommendations are ranked at read time from these sets: 45 (from 8 and 9), 43 (from
+        // 8); 46 (from 11) has no engagement; 42 is user 7's own.
+        s1.campaigns = vec![
+            user_set(7, vec![42]),
+            user_set(8, vec![42, 43, 45]),
+            user_set(9, vec![42, 45]),
+            user_set(10, vec![42]),
+            user_set(11, vec![42, 46]),
+        ];
         write(&s, &s1);
         RedisSink::connect(&s.redis)
             .unwrap()
@@ -593,7 +596,9 @@ mod engagement {
         let r42 = campaign_json(42, 13, 3, 1, 6_000_000, 53.0);
         let r45 = campaign_json(45, 3, 1, 0, 0, 8.0);
         let r43 = campaign_json(43, 4, 0, 0, 0, 4.0);
-        assert_answers(&st, true, H + 2 * M, Store::Redis, &[r42, r45, r43]).await;
+        let r45_rec = json(&rec(45, 8.0, vec![nb(8, 2, 3), nb(9, 1, 4)]));
+        let recs = [r45_rec.clone(), json(&rec(43, 4.0, vec![nb(8, 2, 3)]))];
+        assert_answers(&st, true, H + 2 * M, Store::Redis, &[r42, r45, r43], &recs).await;
         for uri in [
             "/v1/campaigns/99",
             "/v1/users/99/similar",
@@ -625,14 +630,15 @@ mod engagement {
                 keys::top_campaigns(&p),
                 keys::top_campaigns_as_of(&p),
                 keys::user_similar(&p, 7),
-                keys::user_recs(&p, 7),
+                keys::user_campaigns(&p, 7),
+                keys::user_campaigns(&p, 8),
             ],
         );
         let c42 = campaign_json(42, 12, 3, 1, 6_000_000, 52.0);
         let c45 = campaign_json(45, 3, 1, 0, 0, 8.0);
         let c43 = campaign_json(43, 4, 0, 0, 0, 4.0);
         let top = [c42, c45.clone(), c43];
-        assert_answers(&st, true, H + 2 * M, Store::Clickhouse, &top).await;
+        assert_answers(&st, true, H + 2 * M, Store::Clickhouse, &top, &recs).await;
         get(&st, "/v1/campaigns/99")
             .await
             .error(404, ErrorCode::NotFound);
@@ -651,9 +657,11 @@ mod engagement {
 
         // 3. Redis unavailable: ClickHouse at the latest checkpoint, freshness unknown. Pane H
         // retired: campaign 43 left the window; 42 and 45 tie on score 8 (lower id first). The
-        // similar users written at H + 2M still hold at the boundary H + 3M.
+        // similar users and sets written at H + 2M still hold at the boundary H + 3M, so 43 is
+        // no longer recommended.
         let down = s.state_at(DOWN, &ch_url, Duration::from_secs(2));
-        assert_answers(&down, false, H + 3 * M, Store::Clickhouse, &[d42, c45]).await;
+        let top = [d42, c45];
+        assert_answers(&down, false, H + 3 * M, Store::Clickhouse, &top, &[r45_rec]).await;
         get(&down, "/v1/campaigns/43")
             .await
             .error(404, ErrorCode::NotFound);
@@ -662,7 +670,7 @@ mod engagement {
         write(&s, &sliding(batch(3, H + 4 * M)));
         let mut b3 = sim_batch(3, H + 4 * M, 3 * M);
         b3.similar = vec![similar(7, vec![])];
-        b3.recommendations = vec![recs(7, vec![])];
+        b3.campaigns = vec![user_set(7, vec![])];
         write(&s, &b3);
         for st in [&st, &down] {
             for uri in ["/v1/users/7/similar", "/v1/users/7/recommendations"] {

@@ -65,9 +65,11 @@ impl Backend for Gated {
     }
     fn recommendations(
         &self,
+        query: EngagementQuery,
         user_id: u64,
+        n: usize,
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
-        self.inner.recommendations(user_id)
+        self.inner.recommendations(query, user_id, n)
     }
 }
 

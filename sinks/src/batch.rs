@@ -4,7 +4,7 @@
 
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, DeadLetterBatch, EventType,
-    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
+    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserCampaigns,
 };
 use std::collections::BTreeMap;
 
@@ -127,24 +127,24 @@ impl Batch for SimilarityBatch {
     }
 
     fn rows(&self) -> usize {
-        self.similar.len() + self.recommendations.len()
+        self.similar.len() + self.campaigns.len()
     }
 
     /// Per user, the later list wins (an empty list, "none any more", included); `as_of_ms`
     /// and `sliding_ms` are `later`'s.
     fn merge(&self, later: &Self) -> Self {
         let mut similar: BTreeMap<u64, &SimilarUsers> = BTreeMap::new();
-        let mut recommendations: BTreeMap<u64, &UserRecommendations> = BTreeMap::new();
+        let mut campaigns: BTreeMap<u64, &UserCampaigns> = BTreeMap::new();
         for b in [self, later] {
             similar.extend(b.similar.iter().map(|s| (s.user_id, s)));
-            recommendations.extend(b.recommendations.iter().map(|r| (r.user_id, r)));
+            campaigns.extend(b.campaigns.iter().map(|c| (c.user_id, c)));
         }
         Self {
             epoch: self.epoch.max(later.epoch),
             as_of_ms: self.as_of_ms.max(later.as_of_ms),
             sliding_ms: later.sliding_ms,
             similar: similar.into_values().cloned().collect(),
-            recommendations: recommendations.into_values().cloned().collect(),
+            campaigns: campaigns.into_values().cloned().collect(),
         }
     }
 
@@ -152,9 +152,9 @@ impl Batch for SimilarityBatch {
     /// (a reader may see some users' new lists before others', each with its `as_of`).
     fn split(&self, max_rows: usize) -> Option<Vec<Self>> {
         let max_rows = max_rows.max(1);
-        let part = |similar: &[SimilarUsers], recommendations: &[UserRecommendations]| Self {
+        let part = |similar: &[SimilarUsers], campaigns: &[UserCampaigns]| Self {
             similar: similar.to_vec(),
-            recommendations: recommendations.to_vec(),
+            campaigns: campaigns.to_vec(),
             ..*self
         };
         let mut parts: Vec<Self> = self
@@ -162,7 +162,7 @@ impl Batch for SimilarityBatch {
             .chunks(max_rows)
             .map(|c| part(c, &[]))
             .collect();
-        parts.extend(self.recommendations.chunks(max_rows).map(|c| part(&[], c)));
+        parts.extend(self.campaigns.chunks(max_rows).map(|c| part(&[], c)));
         Some(parts)
     }
 }
@@ -200,7 +200,7 @@ impl Batch for DeadLetterBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eddy_core::{Neighbor, Recommendation, Score, Weights};
+    use eddy_core::{Neighbor, Weights};
 
     fn eng(campaign_id: u64, views: u64) -> CampaignEngagement {
         CampaignEngagement {
@@ -239,18 +239,10 @@ mod tests {
         }
     }
 
-    fn recs(user_id: u64, campaigns: &[u64]) -> UserRecommendations {
-        UserRecommendations {
+    fn set(user_id: u64, campaigns: &[u64]) -> UserCampaigns {
+        UserCampaigns {
             user_id,
-            items: campaigns
-                .iter()
-                .map(|&campaign_id| Recommendation {
-                    campaign_id,
-                    score: Score(1.5),
-                    campaign_score: Score(4.5),
-                    because: vec![nb(9)],
-                })
-                .collect(),
+            campaigns: campaigns.to_vec(),
         }
     }
 
@@ -319,27 +311,27 @@ mod tests {
     }
 
     #[test]
-    fn merge_coalesces_similarity_and_recommendations() {
+    fn merge_coalesces_similarity_and_sets() {
         let earlier = SimilarityBatch {
             epoch: 1,
             as_of_ms: 100,
             sliding_ms: 40,
             similar: vec![sim(7, &[8, 9]), sim(8, &[7])],
-            recommendations: vec![recs(7, &[1, 2]), recs(8, &[3])],
+            campaigns: vec![set(7, &[1, 2]), set(8, &[3])],
         };
         let later = SimilarityBatch {
             epoch: 2,
             as_of_ms: 110,
             sliding_ms: 50,
             similar: vec![sim(7, &[]), sim(9, &[7])],
-            recommendations: vec![recs(8, &[]), recs(9, &[4])],
+            campaigns: vec![set(8, &[]), set(9, &[4])],
         };
         let m = earlier.merge(&later);
         assert_eq!((m.epoch, m.as_of_ms, m.sliding_ms), (2, 110, 50));
         assert_eq!(m.similar, vec![sim(7, &[]), sim(8, &[7]), sim(9, &[7])]);
         assert_eq!(
-            m.recommendations,
-            vec![recs(7, &[1, 2]), recs(8, &[]), recs(9, &[4])]
+            m.campaigns,
+            vec![set(7, &[1, 2]), set(8, &[]), set(9, &[4])]
         );
         assert_eq!(m.rows(), 6);
         assert_eq!(m.merge(&m), m, "merging with itself changes nothing");

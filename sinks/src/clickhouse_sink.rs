@@ -9,7 +9,7 @@ use eddy_core::{Checkpoint, CountsBatch, PartitionCheckpoint, SimilarityBatch};
 use eddy_storage::{
     CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CampaignWindowRow, CheckpointRow,
     LATEST_CHECKPOINT_QUERY, PaneEngagementRow, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow,
-    USER_RECOMMENDATIONS, USER_SIMILAR, UserRecommendationsRow, UserSimilarRow,
+    USER_CAMPAIGNS, USER_SIMILAR, UserCampaignsRow, UserSimilarRow,
 };
 use eddy_storage::{RetentionReport, day_of_ms};
 use std::collections::BTreeMap;
@@ -55,8 +55,8 @@ pub fn check_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
 
 /// Writes finalized windows to ClickHouse: `final_types` into `type_windows`,
 /// `final_campaigns` into `campaign_windows`, `final_engagement` into `campaign_engagement`, and
-/// snapshots of `similar` / `recommendations` (with `as_of_ms` = the batch watermark) into
-/// `user_similar` / `user_recommendations`: one INSERT per table per batch, every row tagged
+/// snapshots of `similar` / `campaigns` (with `as_of_ms` = the batch watermark) into
+/// `user_similar` / `user_campaigns`: one INSERT per table per batch, every row tagged
 /// with a fresh, strictly increasing `version` (wall-clock microseconds). Open windows and the
 /// live engagement are the speed layer's only. Rows are inserted one INSERT per table and day
 /// partition; each INSERT is atomic; a batch whose later INSERT fails is retried whole, which
@@ -197,9 +197,9 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
         "clickhouse"
     }
 
-    /// Writes a snapshot row per user whose similar users or recommendations changed.
+    /// Writes a snapshot row per user whose similar users or interaction set changed.
     fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
-        if batch.similar.is_empty() && batch.recommendations.is_empty() {
+        if batch.similar.is_empty() && batch.campaigns.is_empty() {
             return Ok(());
         }
         let version = next_version(&mut self.last_version);
@@ -216,25 +216,20 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
                 version,
             })
             .collect();
-        let recommendations = batch
-            .recommendations
+        let campaigns: Vec<UserCampaignsRow> = batch
+            .campaigns
             .iter()
-            .map(|r| {
-                Ok(UserRecommendationsRow {
-                    user_id: r.user_id,
-                    as_of_ms,
-                    campaign_ids: r.items.iter().map(|i| i.campaign_id).collect(),
-                    items: serde_json::to_string(&r.items).map_err(|e| {
-                        SinkError::Data(format!("cannot encode recommendations: {e}"))
-                    })?,
-                    version,
-                })
+            .map(|c| UserCampaignsRow {
+                user_id: c.user_id,
+                as_of_ms,
+                campaigns: c.campaigns.clone(),
+                version,
             })
-            .collect::<Result<Vec<_>, SinkError>>()?;
+            .collect();
         let client = &self.client;
         self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
             insert_all(client, USER_SIMILAR, &similar, |r| day_of_ms(r.as_of_ms)).await?;
-            insert_all(client, USER_RECOMMENDATIONS, &recommendations, |r| {
+            insert_all(client, USER_CAMPAIGNS, &campaigns, |r| {
                 day_of_ms(r.as_of_ms)
             })
             .await?;
@@ -243,7 +238,7 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
         tracing::debug!(
             epoch = batch.epoch,
             similar = similar.len(),
-            recommendations = recommendations.len(),
+            campaigns = campaigns.len(),
             version,
             "clickhouse similarity batch written"
         );

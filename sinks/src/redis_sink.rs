@@ -4,7 +4,7 @@ use crate::{EpochSink, SinkError};
 use eddy_core::config::RedisConfig;
 use eddy_core::{CountsBatch, SimilarityBatch};
 use eddy_storage::keys::{self, campaign as cf, type_window as wf};
-use eddy_storage::{RecsValue, SimilarValue};
+use eddy_storage::{CampaignsValue, SimilarValue};
 use redis::{Client, Connection, Pipeline};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -201,14 +201,6 @@ impl RedisSink {
     /// when the list is empty), stamped with the batch's `as_of_ms`. The slow path lags the
     /// fast path, so it never writes the watermark.
     fn similarity_transaction(&self, batch: &SimilarityBatch) -> Result<Pipeline, SinkError> {
-        check_scores(batch.recommendations.iter().flat_map(|r| {
-            r.items.iter().flat_map(|i| {
-                [
-                    (i.campaign_id, i.score.0),
-                    (i.campaign_id, i.campaign_score.0),
-                ]
-            })
-        }))?;
         let p = &self.prefix;
         let ttl = (batch.sliding_ms.max(0) / 1000).saturating_add(self.ttl_secs as i64);
         let as_of = batch.as_of_ms;
@@ -226,14 +218,14 @@ impl RedisSink {
                 pipe.set_ex(&key, value, ttl as u64).ignore();
             }
         }
-        for r in &batch.recommendations {
-            let key = keys::user_recs(p, r.user_id);
-            if r.items.is_empty() {
+        for c in &batch.campaigns {
+            let key = keys::user_campaigns(p, c.user_id);
+            if c.campaigns.is_empty() {
                 pipe.del(&key).ignore();
             } else {
-                let value = to_json(&RecsValue {
+                let value = to_json(&CampaignsValue {
                     as_of,
-                    items: Cow::Borrowed(&r.items),
+                    campaigns: Cow::Borrowed(&c.campaigns),
                 })?;
                 pipe.set_ex(&key, value, ttl as u64).ignore();
             }
@@ -290,7 +282,7 @@ impl EpochSink<SimilarityBatch> for RedisSink {
         self.exec(&pipe)?;
         tracing::debug!(
             epoch = batch.epoch,
-            users = batch.similar.len() + batch.recommendations.len(),
+            users = batch.similar.len() + batch.campaigns.len(),
             "redis similarity batch written"
         );
         Ok(())

@@ -8,8 +8,8 @@ use eddy_sinks::{
 };
 use eddy_storage::{
     CAMPAIGN_HOURLY_QUERY, CampaignHourlyRow, CampaignWindowRow, ENGAGEMENT_QUERY,
-    EngagementSumRow, LATEST_RECOMMENDATIONS_QUERY, LATEST_SIMILAR_QUERY, PaneEngagementRow,
-    TYPE_HOURLY_QUERY, TYPE_WINDOWS_QUERY, TypeHourlyRow, TypeWindowRow, UserRecommendationsRow,
+    EngagementSumRow, LATEST_CAMPAIGNS_QUERY, LATEST_SIMILAR_QUERY, PaneEngagementRow,
+    TYPE_HOURLY_QUERY, TYPE_WINDOWS_QUERY, TypeHourlyRow, TypeWindowRow, UserCampaignsRow,
     UserSimilarRow,
 };
 use eddy_testkit::fixtures::*;
@@ -371,11 +371,11 @@ fn similar_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<UserSimilarRow
     )
 }
 
-fn recs_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<UserRecommendationsRow> {
+fn set_rows(cfg: &eddy_core::config::ClickHouseConfig) -> Vec<UserCampaignsRow> {
     unversioned(
         cfg,
-        "SELECT ?fields FROM user_recommendations FINAL ORDER BY user_id, as_of_ms",
-        |r| UserRecommendationsRow { version: 0, ..r },
+        "SELECT ?fields FROM user_campaigns FINAL ORDER BY user_id, as_of_ms",
+        |r| UserCampaignsRow { version: 0, ..r },
     )
 }
 
@@ -409,13 +409,7 @@ fn writes_engagement_panes_and_user_snapshots() {
     ];
     let mut s1 = sim_batch(3, w1, 2 * MIN);
     s1.similar = vec![similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)])];
-    s1.recommendations = vec![recs(
-        7,
-        vec![
-            rec_scored(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
-            rec_scored(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
-        ],
-    )];
+    s1.campaigns = vec![user_set(7, vec![43, 44])];
     sink.write(&b1).unwrap();
     sink.write(&s1).unwrap();
 
@@ -424,7 +418,7 @@ fn writes_engagement_panes_and_user_snapshots() {
     let panes = versions("SELECT DISTINCT version FROM campaign_engagement");
     let users = versions(
         "SELECT DISTINCT version FROM (SELECT version FROM user_similar \
-         UNION ALL SELECT version FROM user_recommendations)",
+         UNION ALL SELECT version FROM user_campaigns)",
     );
     assert_eq!((panes.len(), users.len()), (1, 1), "{panes:?} {users:?}");
     assert!(users[0] > panes[0]);
@@ -442,19 +436,15 @@ fn writes_engagement_panes_and_user_snapshots() {
         union_size: vec![3, 4],
         version: 0,
     };
-    let items1 = r#"[{"campaign_id":43,"score":0.30000000000000004,"campaign_score":3.0,"because":[{"user_id":8,"shared":2,"union":3}]},{"campaign_id":44,"score":0.25,"campaign_score":1.0,"because":[{"user_id":8,"shared":2,"union":3},{"user_id":9,"shared":1,"union":4}]}]"#;
-    let recs1 = UserRecommendationsRow {
+    let set1 = UserCampaignsRow {
         user_id: 7,
         as_of_ms: w1,
-        campaign_ids: vec![43, 44],
-        items: items1.into(),
+        campaigns: vec![43, 44],
         version: 0,
     };
     assert_eq!(pane_rows(&cfg), panes1);
     assert_eq!(similar_rows(&cfg), vec![similar1]);
-    assert_eq!(recs_rows(&cfg), vec![recs1]);
-    let parsed: Vec<eddy_core::Recommendation> = serde_json::from_str(items1).unwrap();
-    assert_eq!(parsed, s1.recommendations[0].items);
+    assert_eq!(set_rows(&cfg), vec![set1]);
 
     // Replays (also from a fresh sink) converge to the same rows.
     sink.write(&b1).unwrap();
@@ -464,7 +454,7 @@ fn writes_engagement_panes_and_user_snapshots() {
     fresh.write(&s1).unwrap();
     assert_eq!(pane_rows(&cfg), panes1);
     assert_eq!(similar_rows(&cfg).len(), 1);
-    assert_eq!(recs_rows(&cfg).len(), 1);
+    assert_eq!(set_rows(&cfg).len(), 1);
 
     // Later: a pane rewritten, user 7 loses both lists (an empty snapshot each).
     let w2 = HOUR + 3 * MIN;
@@ -475,7 +465,7 @@ fn writes_engagement_panes_and_user_snapshots() {
     ];
     let mut s2 = sim_batch(4, w2, 2 * MIN);
     s2.similar = vec![similar(7, vec![]), similar(9, vec![nb(7, 1, 4)])];
-    s2.recommendations = vec![recs(7, vec![])];
+    s2.campaigns = vec![user_set(7, vec![])];
     for _ in 0..2 {
         sink.write(&b2).unwrap();
         sink.write(&s2).unwrap();
@@ -510,17 +500,15 @@ fn writes_engagement_panes_and_user_snapshots() {
     assert_eq!(latest(9)[0].neighbors, vec![7]);
     assert_eq!(latest(1), vec![]);
     assert_eq!(similar_rows(&cfg).len(), 3, "snapshots are kept as history");
-    let r: Vec<UserRecommendationsRow> =
-        ch_fetch(&cfg, LATEST_RECOMMENDATIONS_QUERY, |q| q.bind(7u64));
+    let r: Vec<UserCampaignsRow> = ch_fetch(&cfg, LATEST_CAMPAIGNS_QUERY, |q| q.bind(vec![7u64]));
     assert_eq!(
         r.into_iter()
-            .map(|r| UserRecommendationsRow { version: 0, ..r })
+            .map(|r| UserCampaignsRow { version: 0, ..r })
             .collect::<Vec<_>>(),
-        vec![UserRecommendationsRow {
+        vec![UserCampaignsRow {
             user_id: 7,
             as_of_ms: w2,
-            campaign_ids: vec![],
-            items: "[]".into(),
+            campaigns: vec![],
             version: 0,
         }]
     );

@@ -244,13 +244,7 @@ fn writes_engagement_top_list_and_user_lists() {
         similar(7, vec![nb(8, 2, 3), nb(9, 1, 4)]),
         similar(8, vec![nb(7, 2, 3)]),
     ];
-    s1.recommendations = vec![recs(
-        7,
-        vec![
-            rec_scored(43, 0.1 + 0.2, 3.0, vec![nb(8, 2, 3)]),
-            rec_scored(44, 0.25, 1.0, vec![nb(8, 2, 3), nb(9, 1, 4)]),
-        ],
-    )];
+    s1.campaigns = vec![user_set(7, vec![43, 44])];
     for _ in 0..2 {
         sink.write(&b1).unwrap();
         sink.write(&s1).unwrap();
@@ -301,17 +295,15 @@ fn writes_engagement_top_list_and_user_lists() {
         format!(r#"{{"as_of":{w1},"neighbors":[{{"user_id":7,"shared":2,"union":3}}]}}"#)
     );
     assert_eq!(
-        string(&mut con, &keys::user_recs(&p, 7)).unwrap(),
-        format!(
-            r#"{{"as_of":{w1},"items":[{{"campaign_id":43,"score":0.30000000000000004,"campaign_score":3.0,"because":[{{"user_id":8,"shared":2,"union":3}}]}},{{"campaign_id":44,"score":0.25,"campaign_score":1.0,"because":[{{"user_id":8,"shared":2,"union":3}},{{"user_id":9,"shared":1,"union":4}}]}}]}}"#
-        )
+        string(&mut con, &keys::user_campaigns(&p, 7)).unwrap(),
+        format!(r#"{{"as_of":{w1},"campaigns":[43,44]}}"#)
     );
     // TTLs: sliding_ms / 1000 + window_ttl_secs on campaign and user keys; none on the top list.
     let long = 600 + cfg.window_ttl_secs as i64;
     for key in [
         keys::campaign(&p, 42),
         keys::user_similar(&p, 7),
-        keys::user_recs(&p, 7),
+        keys::user_campaigns(&p, 7),
     ] {
         let t: i64 = con.ttl(&key).unwrap();
         assert!(t > long - 60 && t <= long, "{key}: ttl {t}");
@@ -330,7 +322,7 @@ fn writes_engagement_top_list_and_user_lists() {
     b2.top_campaigns = Some(vec![eng(43, 5, 1, 0, 1)]);
     let mut s2 = sim_batch(4, w2, 10 * MIN);
     s2.similar = vec![similar(7, vec![])];
-    s2.recommendations = vec![recs(7, vec![])];
+    s2.campaigns = vec![user_set(7, vec![])];
     for _ in 0..2 {
         sink.write(&b2).unwrap();
         sink.write(&s2).unwrap();

@@ -282,7 +282,7 @@ impl EpochSink<SimilarityBatch> for TimeLimited {
             .similar
             .iter()
             .map(|s| s.user_id)
-            .chain(batch.recommendations.iter().map(|r| r.user_id))
+            .chain(batch.campaigns.iter().map(|c| c.user_id))
             .collect();
         if users.len() > self.max_ok {
             return Err(SinkError::Timeout {
@@ -317,7 +317,7 @@ fn large_pane_close_batches_are_split() {
         similar: (0..25)
             .map(|u| similar(u, vec![nb(u + 100, 1, 2)]))
             .collect(),
-        recommendations: Vec::new(),
+        campaigns: Vec::new(),
     };
     assert!(worker.try_send(Arc::new(batch)).is_ok());
     wait_for("epoch 7 acknowledged", Duration::from_secs(10), || {

@@ -61,9 +61,10 @@ pub fn user_similar(p: &str, user_id: u64) -> String {
     format!("{p}:user:{user_id}:similar")
 }
 
-/// `{p}:user:{user_id}:recs`: JSON [`RecsValue`](crate::RecsValue).
-pub fn user_recs(p: &str, user_id: u64) -> String {
-    format!("{p}:user:{user_id}:recs")
+/// `{p}:user:{user_id}:campaigns`: JSON [`CampaignsValue`](crate::CampaignsValue), the
+/// user's interaction set (recommendations are ranked from these at read time).
+pub fn user_campaigns(p: &str, user_id: u64) -> String {
+    format!("{p}:user:{user_id}:campaigns")
 }
 
 /// `{p}:watermark`: watermark of the last fast-path sink batch (advisory).
@@ -157,7 +158,8 @@ mod tests {
         assert_eq!(top_campaigns("p"), "p:campaigns:top");
         assert_eq!(top_campaigns_as_of("p"), "p:campaigns:top:as_of");
         assert_eq!(user_similar("p", 7), "p:user:7:similar");
-        assert_eq!(user_recs("p", 7), "p:user:7:recs");
+        assert_eq!(user_campaigns("p", 7), "p:user:7:campaigns");
         assert_eq!(meta("p"), ["p:boundary", "p:watermark", "p:as_of"]);
+        assert_eq!(replay_plan("p", "events"), "p:replay:events:plan");
     }
 }

@@ -2,11 +2,13 @@
 //! tests check (`docs/storage.md` describes the layout; this crate is its code).
 //!
 //! * [`keys`]: the Redis keys (one builder per key, taking the prefix) and hash field names.
-//! * [`values`]: the JSON values stored in Redis strings ([`SimilarValue`], [`RecsValue`]).
+//! * [`values`]: the JSON values stored in Redis strings ([`SimilarValue`], [`CampaignsValue`]).
 //! * [`rows`]: the ClickHouse tables (names) and row types, for inserts and reads alike.
 //! * [`queries`]: the SQL run against ClickHouse, hourly rollups included.
 //! * [`schema`]: `clickhouse/schema/*.sql`, embedded, with [`apply_schema`] and
 //!   [`check_schema`].
+//! * [`status`]: the status records the pipeline processes publish in Redis (`eddy status`,
+//!   `GET /v1/status`).
 //! * [`retention`]: day partitions dropped after `clickhouse.retention_days`
 //!   ([`drop_expired_partitions`]) and old checkpoints pruned ([`prune_checkpoints`]).
 //! * [`clickhouse_client`], [`redis_client`], [`redis_connection`], [`redis_manager`]: one
@@ -19,6 +21,7 @@ pub mod queries;
 pub mod retention;
 pub mod rows;
 pub mod schema;
+pub mod status;
 pub mod values;
 
 pub use clients::{
@@ -36,4 +39,4 @@ pub use schema::{
     EMBEDDED_SCHEMA, REQUIRED_TABLES, SchemaFile, apply_schema, check_schema, embedded_schema,
     schema_dir,
 };
-pub use values::{RecsValue, SimilarValue};
+pub use values::{CampaignsValue, SimilarValue};

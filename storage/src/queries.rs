@@ -90,10 +90,18 @@ WHERE campaign_id = ? AND window_start_ms <= ? AND window_start_ms > ? GROUP BY 
 pub const LATEST_SIMILAR_QUERY: &str = "SELECT ?fields FROM user_similar FINAL \
 WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1";
 
-/// The latest recommendations snapshot of a user. Bind: user id. Row:
-/// [`UserRecommendationsRow`](crate::UserRecommendationsRow).
-pub const LATEST_RECOMMENDATIONS_QUERY: &str = "SELECT ?fields FROM user_recommendations FINAL \
-WHERE user_id = ? ORDER BY as_of_ms DESC LIMIT 1";
+/// The latest interaction-set snapshot of each of some users. Bind: the user ids (a
+/// non-empty array; `IN (SELECT …)` so that the primary key narrows the read).
+/// Rows: [`UserCampaignsRow`](crate::UserCampaignsRow), at most one per user.
+pub const LATEST_CAMPAIGNS_QUERY: &str = "SELECT ?fields FROM user_campaigns FINAL \
+WHERE user_id IN (SELECT toUInt64(arrayJoin(?))) ORDER BY user_id, as_of_ms DESC LIMIT 1 BY user_id";
+
+/// As [`ENGAGEMENT_QUERY`] for some campaigns. Binds: the campaign ids (a non-empty array),
+/// `B - window_ms`, `B - sliding_ms`.
+pub const CAMPAIGNS_ENGAGEMENT_QUERY: &str = "\
+SELECT campaign_id, sum(views) AS v, sum(clicks) AS c, sum(conversions) AS cv, \
+sum(revenue_micros) AS r FROM campaign_engagement FINAL \
+WHERE campaign_id IN (SELECT toUInt64(arrayJoin(?))) AND window_start_ms <= ? AND window_start_ms > ? GROUP BY campaign_id";
 
 /// The latest checkpoint of a topic: every partition row of the highest version. Binds:
 /// topic, topic. Rows: [`CheckpointRow`](crate::CheckpointRow), by partition.

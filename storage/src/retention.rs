@@ -17,7 +17,7 @@ use crate::StorageError;
 use crate::clients::{clickhouse_server, valid_database};
 use crate::rows::{
     CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CAMPAIGN_WINDOWS_HOURLY, SOURCE_CHECKPOINTS,
-    TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_RECOMMENDATIONS, USER_SIMILAR,
+    TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_CAMPAIGNS, USER_SIMILAR,
 };
 use clickhouse::Row;
 use eddy_core::config::ClickHouseConfig;
@@ -38,7 +38,7 @@ pub const DAY_PARTITIONED_TABLES: [(&str, &str); 7] = [
     (CAMPAIGN_WINDOWS_HOURLY, "hour_start_ms"),
     (CAMPAIGN_ENGAGEMENT, "window_start_ms"),
     (USER_SIMILAR, "as_of_ms"),
-    (USER_RECOMMENDATIONS, "as_of_ms"),
+    (USER_CAMPAIGNS, "as_of_ms"),
 ];
 
 /// The day (days since the Unix epoch, the partition value) holding epoch ms `ms`.

@@ -21,8 +21,8 @@ pub const SOURCE_CHECKPOINTS: &str = "source_checkpoints";
 pub const CAMPAIGN_ENGAGEMENT: &str = "campaign_engagement";
 /// Similar-users snapshots ([`UserSimilarRow`]).
 pub const USER_SIMILAR: &str = "user_similar";
-/// Recommendation snapshots ([`UserRecommendationsRow`]).
-pub const USER_RECOMMENDATIONS: &str = "user_recommendations";
+/// Interaction-set snapshots ([`UserCampaignsRow`]).
+pub const USER_CAMPAIGNS: &str = "user_campaigns";
 
 /// A row of [`TYPE_WINDOWS`]: one finalized window of one event type.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -95,17 +95,15 @@ pub struct UserSimilarRow {
     pub version: u64,
 }
 
-/// A row of [`USER_RECOMMENDATIONS`]: a snapshot of a user's recommendations.
+/// A row of [`USER_CAMPAIGNS`]: a snapshot of a user's interaction set.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct UserRecommendationsRow {
+pub struct UserCampaignsRow {
     /// The user.
     pub user_id: u64,
     /// Watermark of the batch that wrote the snapshot.
     pub as_of_ms: i64,
-    /// The recommended campaigns, in order (empty: none any more).
-    pub campaign_ids: Vec<u64>,
-    /// The JSON array of the recommendations (as `items` in Redis).
-    pub items: String,
+    /// The campaigns, ascending (empty: none any more).
+    pub campaigns: Vec<u64>,
     /// Write version.
     pub version: u64,
 }

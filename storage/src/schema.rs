@@ -10,7 +10,7 @@ use crate::StorageError;
 use crate::clients::{clickhouse_server, valid_database};
 use crate::rows::{
     CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CAMPAIGN_WINDOWS_HOURLY, SOURCE_CHECKPOINTS,
-    TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_RECOMMENDATIONS, USER_SIMILAR,
+    TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_CAMPAIGNS, USER_SIMILAR,
 };
 use eddy_core::config::ClickHouseConfig;
 use std::path::Path;
@@ -59,7 +59,7 @@ pub const REQUIRED_TABLES: [&str; 10] = [
     SOURCE_CHECKPOINTS,
     CAMPAIGN_ENGAGEMENT,
     USER_SIMILAR,
-    USER_RECOMMENDATIONS,
+    USER_CAMPAIGNS,
 ];
 
 /// The embedded schema files ([`EMBEDDED_SCHEMA`]).

@@ -2,7 +2,7 @@
 //! recommendations"). The writer serializes these types and the reader deserializes the same
 //! ones; the lists are [`Cow`]s so the writer serializes borrowed slices without copying.
 
-use eddy_core::{Neighbor, Recommendation};
+use eddy_core::Neighbor;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -16,14 +16,14 @@ pub struct SimilarValue<'a> {
     pub neighbors: Cow<'a, [Neighbor]>,
 }
 
-/// Value of [`user_recs`](crate::keys::user_recs):
-/// `{"as_of": watermark, "items": [{"campaign_id", "score", "campaign_score", "because"}, …]}`.
+/// Value of [`user_campaigns`](crate::keys::user_campaigns):
+/// `{"as_of": watermark, "campaigns": [campaign_id, …]}`, ascending.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecsValue<'a> {
+pub struct CampaignsValue<'a> {
     /// Watermark of the batch that wrote the value.
     pub as_of: i64,
-    /// The recommendations, best first.
-    pub items: Cow<'a, [Recommendation]>,
+    /// The campaigns the user engaged with in the sliding window, ascending.
+    pub campaigns: Cow<'a, [u64]>,
 }
 
 #[cfg(test)]
@@ -48,7 +48,13 @@ mod tests {
         );
         let back: SimilarValue<'static> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, v);
-        let r: RecsValue<'static> = serde_json::from_str(r#"{"as_of":1,"items":[]}"#).unwrap();
-        assert!(r.items.is_empty());
+        let c = CampaignsValue {
+            as_of: 6,
+            campaigns: Cow::Borrowed(&[3, 9]),
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, r#"{"as_of":6,"campaigns":[3,9]}"#);
+        let back: CampaignsValue<'static> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
     }
 }

@@ -29,7 +29,7 @@ async fn request_path_queries_use_the_sorting_key_and_the_day_partitions() {
         format!("INSERT INTO {d}.campaign_windows SELECT {other}, number, 'click', 1, 1 {n}"),
         format!("INSERT INTO {d}.campaign_engagement SELECT {other}, number, 1, 0, 0, 0, 1 {n}"),
         format!("INSERT INTO {d}.user_similar SELECT number, {other}, [1], [1], [2], 1 {n}"),
-        format!("INSERT INTO {d}.user_recommendations SELECT number, {other}, [1], '[]', 1 {n}"),
+        format!("INSERT INTO {d}.user_campaigns SELECT number, {other}, [1], 1 {n}"),
     ] {
         ch_exec(&db, &sql);
     }
@@ -111,10 +111,59 @@ async fn request_path_queries_use_the_sorting_key_and_the_day_partitions() {
         .fetch_all()
         .await
         .expect("LATEST_SIMILAR_QUERY");
-    let _: Vec<UserRecommendationsRow> = keyed
-        .query(&unfinal(LATEST_RECOMMENDATIONS_QUERY))
-        .bind(20_000_000u64)
+    let _: Vec<UserCampaignsRow> = keyed
+        .query(&unfinal(LATEST_CAMPAIGNS_QUERY))
+        .bind(vec![20_000_000u64, 20_000_001])
         .fetch_all()
         .await
-        .expect("LATEST_RECOMMENDATIONS_QUERY");
+        .expect("LATEST_CAMPAIGNS_QUERY");
+    let _: Vec<EngagementSumRow> = ranged
+        .query(&unfinal(CAMPAIGNS_ENGAGEMENT_QUERY))
+        .bind(vec![20_000_000u64, 20_000_001])
+        .bind(to)
+        .bind(from)
+        .fetch_all()
+        .await
+        .expect("CAMPAIGNS_ENGAGEMENT_QUERY");
+}
+
+/// The batched reads return the right rows: the latest snapshot of each user asked for (one
+/// row per user, none for others), and the engagement of the campaigns asked for.
+#[tokio::test]
+async fn batched_reads_return_the_latest_snapshot_per_user_and_the_campaigns_asked() {
+    let db = fresh_clickhouse("storage_batched");
+    let d = &db.database;
+    for sql in [
+        format!(
+            "INSERT INTO {d}.user_campaigns VALUES (1, {H}, [3], 1), (1, {H} + 1000, [3, 4], 2), \
+             (2, {H}, [5], 3), (3, {H}, [6], 4)"
+        ),
+        format!(
+            "INSERT INTO {d}.campaign_engagement VALUES ({H}, 3, 10, 1, 0, 0, 1), \
+             ({H} + 60000, 3, 5, 0, 1, 0, 1), ({H}, 4, 7, 0, 0, 0, 1), ({H}, 5, 1, 0, 0, 0, 1)"
+        ),
+    ] {
+        ch_exec(&db, &sql);
+    }
+    let client = clickhouse_client(&db).unwrap();
+    let mut sets: Vec<UserCampaignsRow> = client
+        .query(LATEST_CAMPAIGNS_QUERY)
+        .bind(vec![1u64, 2, 9])
+        .fetch_all()
+        .await
+        .unwrap();
+    sets.sort_by_key(|r| r.user_id);
+    let got: Vec<(u64, Vec<u64>)> = sets.into_iter().map(|r| (r.user_id, r.campaigns)).collect();
+    assert_eq!(got, vec![(1, vec![3, 4]), (2, vec![5])]);
+    let mut sums: Vec<EngagementSumRow> = client
+        .query(CAMPAIGNS_ENGAGEMENT_QUERY)
+        .bind(vec![3u64, 4])
+        .bind(H + 60_000)
+        .bind(H - 3_600_000)
+        .fetch_all()
+        .await
+        .unwrap();
+    sums.sort_by_key(|r| r.campaign_id);
+    let got: Vec<(u64, u64)> = sums.iter().map(|r| (r.campaign_id, r.views)).collect();
+    assert_eq!(got, vec![(3, 15), (4, 7)]);
 }

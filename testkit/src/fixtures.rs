@@ -18,8 +18,8 @@ use eddy_core::api::{
 };
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, EventType, Neighbor, PaneEngagement,
-    Recommendation, Score, SimilarUsers, SimilarityBatch, TypeWindowStats, UserRecommendations,
-    Weights, recommendation_score,
+    Recommendation, Score, SimilarUsers, SimilarityBatch, TypeWindowStats, UserCampaigns, Weights,
+    recommendation_score,
 };
 
 /// 2023-11-14T22:00:00Z, an hour boundary (epoch ms).
@@ -138,22 +138,9 @@ pub fn rec(campaign_id: u64, campaign_score: f64, because: Vec<Neighbor>) -> Rec
     }
 }
 
-/// A recommendation with any `score` (to test how sinks store it, whatever it is).
-pub fn rec_scored(
-    campaign_id: u64,
-    score: f64,
-    campaign_score: f64,
-    because: Vec<Neighbor>,
-) -> Recommendation {
-    Recommendation {
-        score: Score(score),
-        ..rec(campaign_id, campaign_score, because)
-    }
-}
-
-/// A user's recommendations.
-pub fn recs(user_id: u64, items: Vec<Recommendation>) -> UserRecommendations {
-    UserRecommendations { user_id, items }
+/// A user's interaction set (`campaigns` ascending).
+pub fn user_set(user_id: u64, campaigns: Vec<u64>) -> UserCampaigns {
+    UserCampaigns { user_id, campaigns }
 }
 
 // ---- answers of the query server ----

@@ -547,11 +547,6 @@ impl State {
             .unwrap_or_default()
     }
 
-    /// The owned users whose buffer holds `v`.
-    pub(crate) fn holders_of(&self, v: u64) -> &[u64] {
-        self.holders.get(&v).map_or(&[], |h| h)
-    }
-
     /// Buffer capacity.
     pub(crate) fn cap(&self) -> usize {
         self.cap

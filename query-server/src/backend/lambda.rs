@@ -310,8 +310,10 @@ impl Backend for LambdaBackend {
 
     fn recommendations(
         &self,
+        query: EngagementQuery,
         user_id: u64,
+        n: usize,
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
-        Box::pin(self.recommendations_answer(user_id))
+        Box::pin(self.recommendations_answer(query, user_id, n))
     }
 }

@@ -146,9 +146,11 @@ impl Backend for MemoryBackend {
 
     fn recommendations(
         &self,
+        _query: EngagementQuery,
         user_id: u64,
+        n: usize,
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
-        let answer = self.read(|s| s.recommendations(user_id).cloned());
+        let answer = self.read(|s| s.recommendations(user_id, n));
         Box::pin(async move { Ok(answer) })
     }
 }

@@ -211,9 +211,13 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         user_id: u64,
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Neighbor>>>, BackendError>>;
-    /// The recommendations of `user_id`, best first; `None` when the user has none.
+    /// The top `n` recommendations of `user_id`, best first, ranked at read time
+    /// ([`eddy_core::recommend`]) with the campaigns' current engagement scores (as
+    /// [`Backend::campaign`] reads them with `query`); `None` when the user has none.
     fn recommendations(
         &self,
+        query: EngagementQuery,
         user_id: u64,
+        n: usize,
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>>;
 }

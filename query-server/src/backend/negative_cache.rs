@@ -26,10 +26,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 pub enum Missing {
     /// A campaign's engagement.
     Campaign(u64),
-    /// A user's similar users.
+    /// A user's similar users (recommendations are ranked from them: a user without any
+    /// has none either).
     Similar(u64),
-    /// A user's recommendations.
-    Recommendations(u64),
 }
 
 /// Ids ClickHouse did not know at a boundary (see the module docs).

@@ -1,19 +1,22 @@
 //! Engagement, similar users and recommendations of [`LambdaBackend`], cache-aside: Redis
 //! first (`docs/storage.md`: `{p}:campaign:*`, `{p}:campaigns:top`, `{p}:user:*`); on a miss
 //! or a Redis failure, ClickHouse (`campaign_engagement` panes summed over the sliding window
-//! ending at the batch/speed boundary, or the latest `user_similar` / `user_recommendations`
-//! snapshot). Keys, values, rows and queries are the storage contract's ([`eddy_storage`]).
+//! ending at the batch/speed boundary, or the latest `user_similar` / `user_campaigns`
+//! snapshot). Recommendations are ranked at read time from the similar users, their sets and
+//! the campaigns' scores ([`eddy_core::recommend`]). Keys, values, rows and queries are the
+//! storage contract's ([`eddy_storage`]).
 
 use super::{LambdaBackend, Meta, parse_i64};
 use crate::backend::negative_cache::Missing;
 use crate::backend::{BackendError, EngagementQuery, Sourced, Store};
-use eddy_core::{CampaignEngagement, Neighbor, Recommendation, Score};
+use eddy_core::{CampaignEngagement, Neighbor, Recommendation, Score, recommend};
 use eddy_storage::keys::{self, campaign as cf};
 use eddy_storage::{
-    CAMPAIGN_ENGAGEMENT_QUERY, ENGAGEMENT_QUERY, EngagementSumRow, LATEST_RECOMMENDATIONS_QUERY,
-    LATEST_SIMILAR_QUERY, RecsValue, SimilarValue, UserRecommendationsRow, UserSimilarRow,
+    CAMPAIGN_ENGAGEMENT_QUERY, CAMPAIGNS_ENGAGEMENT_QUERY, CampaignsValue, ENGAGEMENT_QUERY,
+    EngagementSumRow, LATEST_CAMPAIGNS_QUERY, LATEST_SIMILAR_QUERY, SimilarValue, UserCampaignsRow,
+    UserSimilarRow,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 /// A value found in Redis: the value and the watermark it reflects.
@@ -174,19 +177,20 @@ impl LambdaBackend {
             .map_err(|e| BackendError::Unavailable(format!("{}; {e}", redis_reason(redis_err))))
     }
 
-    /// Sliding-window engagement as of boundary `b` from ClickHouse (one campaign or all),
-    /// scored with `q.weights`, best first.
+    /// Sliding-window engagement as of boundary `b` from ClickHouse (one campaign, some, or
+    /// all), scored with `q.weights`, best first.
     async fn ch_engagement(
         &self,
         q: EngagementQuery,
         b: i64,
-        campaign_id: Option<u64>,
+        campaigns: Campaigns<'_>,
     ) -> clickhouse::error::Result<Vec<CampaignEngagement>> {
         let last_start = b.saturating_sub(q.window_ms);
         let after_start = b.saturating_sub(q.sliding_ms);
-        let query = match campaign_id {
-            Some(c) => self.ch_query(CAMPAIGN_ENGAGEMENT_QUERY).bind(c),
-            None => self.ch_query(ENGAGEMENT_QUERY),
+        let query = match campaigns {
+            Campaigns::One(c) => self.ch_query(CAMPAIGN_ENGAGEMENT_QUERY).bind(c),
+            Campaigns::Some(ids) => self.ch_query(CAMPAIGNS_ENGAGEMENT_QUERY).bind(ids),
+            Campaigns::All => self.ch_query(ENGAGEMENT_QUERY),
         };
         let rows: Vec<EngagementSumRow> =
             query.bind(last_start).bind(after_start).fetch_all().await?;
@@ -232,18 +236,22 @@ impl LambdaBackend {
         Ok((!neighbors.is_empty()).then_some((neighbors, r.as_of_ms)))
     }
 
-    async fn ch_recommendations(&self, user_id: u64) -> Result<Hit<Vec<Recommendation>>, String> {
-        let row: Option<UserRecommendationsRow> = self
-            .ch_query(LATEST_RECOMMENDATIONS_QUERY)
-            .bind(user_id)
-            .fetch_optional()
+    /// The latest interaction set of each of `users` in ClickHouse (users without a snapshot
+    /// are absent), with its `as_of_ms`.
+    async fn ch_sets(&self, users: &[u64]) -> Result<BTreeMap<u64, (Vec<u64>, i64)>, String> {
+        if users.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows: Vec<UserCampaignsRow> = self
+            .ch_query(LATEST_CAMPAIGNS_QUERY)
+            .bind(users)
+            .fetch_all()
             .await
             .map_err(|e| e.to_string())?;
-        let Some(r) = row else { return Ok(None) };
-        let items: Vec<Recommendation> = serde_json::from_str(&r.items).map_err(|e| {
-            format!("user_recommendations snapshot of user {user_id}: bad items json: {e}")
-        })?;
-        Ok((!items.is_empty()).then_some((items, r.as_of_ms)))
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.user_id, (r.campaigns, r.as_of_ms)))
+            .collect())
     }
 
     /// Cache-aside for a value Redis may hold: `redis` gives the cached value (and metadata);
@@ -306,7 +314,7 @@ impl LambdaBackend {
                     return Ok(None);
                 }
                 let list = self
-                    .timed("clickhouse", self.ch_engagement(q, b, Some(id)))
+                    .timed("clickhouse", self.ch_engagement(q, b, Campaigns::One(id)))
                     .await
                     .map_err(|e| {
                         BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
@@ -334,7 +342,7 @@ impl LambdaBackend {
                     return Ok(None);
                 };
                 let mut list = self
-                    .timed("clickhouse", self.ch_engagement(q, b, None))
+                    .timed("clickhouse", self.ch_engagement(q, b, Campaigns::All))
                     .await
                     .map_err(|e| {
                         BackendError::Unavailable(format!("{}; {e}", redis_reason(&redis_err)))
@@ -361,19 +369,188 @@ impl LambdaBackend {
         .await
     }
 
+    /// The top `n` recommendations of `user_id`, ranked now ([`recommend`]) from its similar
+    /// users ([`Self::similar_answer`]), the interaction sets of the user and of each similar
+    /// user (`{p}:user:{id}:campaigns` in one `MGET`; those Redis does not hold, from their
+    /// latest `user_campaigns` snapshot) and the candidate campaigns' engagement scores as
+    /// [`Self::campaign_answer`] reads them (their Redis hashes in one pipeline; those Redis
+    /// does not hold, summed from ClickHouse panes at the boundary in one query, unless the
+    /// negative cache knows them missing). `as_of_ms` is the latest among the values used; the
+    /// source is ClickHouse when any of them came from it.
     pub(super) async fn recommendations_answer(
         &self,
+        q: EngagementQuery,
         user_id: u64,
+        n: usize,
     ) -> Result<Option<Sourced<Vec<Recommendation>>>, BackendError> {
-        let key = keys::user_recs(&self.prefix, user_id);
-        self.user_answer(
-            "recommendations",
-            Missing::Recommendations(user_id),
-            key,
-            |j: RecsValue| (j.items.into_owned(), j.as_of),
-            self.ch_recommendations(user_id),
-        )
-        .await
+        let Some(similar) = self.similar_answer(user_id).await? else {
+            return Ok(None);
+        };
+        let mut source = similar.source;
+        let mut as_of_ms = similar.as_of_ms;
+        let mut users: Vec<u64> = vec![user_id];
+        users.extend(similar.value.iter().map(|nb| nb.user_id));
+        // Interaction sets: Redis first, the rest from ClickHouse.
+        let mut sets: BTreeMap<u64, (Vec<u64>, i64)> = BTreeMap::new();
+        let redis_up = match self.timed("redis", self.redis_sets(&users)).await {
+            Ok(found) => {
+                sets = found;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis failed: reading sets from clickhouse");
+                false
+            }
+        };
+        let missing: Vec<u64> = users
+            .iter()
+            .copied()
+            .filter(|u| !sets.contains_key(u))
+            .collect();
+        if !missing.is_empty() {
+            let found = self
+                .timed("clickhouse", self.ch_sets(&missing))
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("interaction sets: {e}")))?;
+            source = Store::Clickhouse;
+            sets.extend(found);
+        }
+        let set_of = |u: u64| -> &[u64] { sets.get(&u).map_or(&[], |(s, _)| s.as_slice()) };
+        let mine = set_of(user_id);
+        let theirs: Vec<&[u64]> = similar.value.iter().map(|nb| set_of(nb.user_id)).collect();
+        let candidates: BTreeSet<u64> = theirs
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .filter(|c| mine.binary_search(c).is_err())
+            .collect();
+        let candidates: Vec<u64> = candidates.into_iter().collect();
+        // Scores of the candidates, as `/v1/campaigns/{id}` reads them: the Redis hash, else
+        // the panes in ClickHouse at the boundary (unless known missing there).
+        let mut scores: BTreeMap<u64, (Score, i64)> = BTreeMap::new();
+        let mut scored_by_clickhouse: BTreeSet<u64> = BTreeSet::new();
+        let mut meta = None;
+        if redis_up && !candidates.is_empty() {
+            let (found, m) = self
+                .timed("redis", self.redis_scores(&candidates))
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("campaign scores: {e}")))?;
+            scores = found;
+            meta = Some(m);
+        }
+        let missing: Vec<u64> = candidates
+            .iter()
+            .copied()
+            .filter(|c| !scores.contains_key(c))
+            .collect();
+        if !missing.is_empty() {
+            if let Some(b) = self.fallback_boundary(meta.as_ref(), &None).await? {
+                let now = Instant::now();
+                let missing: Vec<u64> = missing
+                    .into_iter()
+                    .filter(|c| {
+                        !self
+                            .negative()
+                            .is_missing(Missing::Campaign(*c), Some(b), now)
+                    })
+                    .collect();
+                if !missing.is_empty() {
+                    let found = self
+                        .timed(
+                            "clickhouse",
+                            self.ch_engagement(q, b, Campaigns::Some(&missing)),
+                        )
+                        .await
+                        .map_err(|e| BackendError::Unavailable(format!("campaign scores: {e}")))?;
+                    for e in found {
+                        scored_by_clickhouse.insert(e.campaign_id);
+                        scores.insert(e.campaign_id, (e.score, b));
+                    }
+                    for c in missing {
+                        if !scores.contains_key(&c) {
+                            self.negative().insert(Missing::Campaign(c), Some(b), now);
+                        }
+                    }
+                }
+            }
+        }
+        let value = recommend(
+            &similar.value,
+            &theirs,
+            mine,
+            |c| scores.get(&c).map(|(s, _)| *s),
+            n,
+        );
+        if value.is_empty() {
+            return Ok(None);
+        }
+        for u in &users {
+            if let Some((_, a)) = sets.get(u) {
+                as_of_ms = as_of_ms.max(*a);
+            }
+        }
+        for r in &value {
+            if let Some((_, a)) = scores.get(&r.campaign_id) {
+                as_of_ms = as_of_ms.max(*a);
+            }
+        }
+        if value
+            .iter()
+            .any(|r| scored_by_clickhouse.contains(&r.campaign_id))
+        {
+            source = Store::Clickhouse;
+        }
+        Ok(Some(Sourced {
+            value,
+            as_of_ms,
+            updated_at_ms: similar.updated_at_ms,
+            source,
+        }))
+    }
+
+    /// The interaction sets Redis holds for `users` (one `MGET`), with their `as_of`.
+    async fn redis_sets(
+        &self,
+        users: &[u64],
+    ) -> redis::RedisResult<BTreeMap<u64, (Vec<u64>, i64)>> {
+        let keys: Vec<String> = users
+            .iter()
+            .map(|u| keys::user_campaigns(&self.prefix, *u))
+            .collect();
+        let mut conn = self.redis_conn().await?;
+        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        Ok(users
+            .iter()
+            .zip(keys.iter().zip(raw))
+            .filter_map(|(u, (key, raw))| {
+                parse_json::<CampaignsValue>(key, raw)
+                    .map(|v| (*u, (v.campaigns.into_owned(), v.as_of)))
+            })
+            .collect())
+    }
+
+    /// The engagement scores of `campaigns` found in their Redis hashes (one pipeline), with
+    /// each hash's `as_of`, and the speed-layer metadata.
+    async fn redis_scores(
+        &self,
+        campaigns: &[u64],
+    ) -> redis::RedisResult<(BTreeMap<u64, (Score, i64)>, Meta)> {
+        let mut conn = self.redis_conn().await?;
+        let mut pipe = redis::pipe();
+        for c in campaigns {
+            pipe.cmd("HGETALL").arg(keys::campaign(&self.prefix, *c));
+        }
+        pipe.cmd("MGET").arg(&keys::meta(&self.prefix)[..]);
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let meta: Vec<Option<String>> =
+            redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?;
+        let mut scores = BTreeMap::new();
+        for (c, reply) in campaigns.iter().zip(replies) {
+            let h: HashMap<String, String> = redis::from_redis_value(reply)?;
+            if let Some((e, a)) = parse_campaign(*c, &h) {
+                scores.insert(*c, (e.score, a));
+            }
+        }
+        Ok((scores, Meta::parse(&meta)))
     }
 
     /// Cache-aside for a per-user list: the JSON at `key` in Redis (an empty list is a miss),
@@ -422,4 +599,12 @@ impl LambdaBackend {
         })
         .await
     }
+}
+
+/// Which campaigns [`LambdaBackend::ch_engagement`] reads.
+#[derive(Clone, Copy)]
+enum Campaigns<'a> {
+    One(u64),
+    Some(&'a [u64]),
+    All,
 }

@@ -1,0 +1,53 @@
+//! The status records of the pipeline processes in Redis: one hash [`status_key`]
+//! (`{prefix}:status`), field = the process index, value = the JSON of its
+//! [`ProcessStatus`](eddy_core::api::ProcessStatus). Each `eddy run` process writes its field
+//! every second ([`publish_status`]); the query server reads them all ([`read_statuses`]) for
+//! `GET /v1/status`. The hash expires [`STATUS_TTL_SECS`] after the last write, so a stopped
+//! job's records go away; a process that stopped while others run stays, `stale`.
+
+use crate::StorageError;
+use eddy_core::api::ProcessStatus;
+use std::collections::HashMap;
+
+/// Seconds the status hash outlives its last write.
+pub const STATUS_TTL_SECS: i64 = 3_600;
+
+/// `{prefix}:status`: the hash of every process's status record.
+pub fn status_key(prefix: &str) -> String {
+    format!("{prefix}:status")
+}
+
+/// Writes `status` as the field of its process (`status.identity.process`) and renews the
+/// hash's expiry.
+pub fn publish_status(
+    con: &mut impl redis::ConnectionLike,
+    prefix: &str,
+    status: &ProcessStatus,
+) -> Result<(), StorageError> {
+    let key = status_key(prefix);
+    let json = serde_json::to_string(status).expect("a status serializes");
+    redis::pipe()
+        .atomic()
+        .hset(&key, status.identity.process, json)
+        .ignore()
+        .expire(&key, STATUS_TTL_SECS)
+        .ignore()
+        .exec(con)?;
+    Ok(())
+}
+
+/// Every process's last record (any order). A field that does not decode (written by another
+/// version of eddy) is skipped.
+pub async fn read_statuses(
+    con: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+) -> Result<Vec<ProcessStatus>, StorageError> {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(status_key(prefix))
+        .query_async(con)
+        .await?;
+    Ok(fields
+        .values()
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect())
+}
