@@ -110,6 +110,7 @@ pub struct ReplaySetup {
     handed_over: Arc<AtomicBool>,
     redis_url: String,
     redis_prefix: String,
+    clickhouse: eddy_core::config::ClickHouseConfig,
 }
 
 impl ReplaySetup {
@@ -169,6 +170,7 @@ impl ReplaySetup {
             self.handed_over.store(true, Ordering::SeqCst);
             self.progress.set_caught_up();
             self.mark_done()?;
+            self.drop_own_checkpoints();
             tracing::info!(
                 target: "eddy::replay",
                 epoch = cp.epoch,
@@ -186,6 +188,7 @@ impl ReplaySetup {
             .is_some_and(|e| cp.epoch > e);
         if settled {
             self.mark_done()?;
+            self.drop_own_checkpoints();
             self.progress.set_finished();
             tracing::info!(
                 target: "eddy::replay",
@@ -197,6 +200,34 @@ impl ReplaySetup {
             stop.store(true, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Deletes the replay's checkpoints once it is done: no later run restores them, and
+    /// checkpoint retention (which keeps every day from the oldest name's latest checkpoint)
+    /// must not be held back by them. A failure is only logged (rows left behind).
+    fn drop_own_checkpoints(&self) {
+        let name = self.checkpoint_name();
+        let deleted = eddy_storage::clickhouse_client(&self.clickhouse)
+            .map_err(|e| e.to_string())
+            .and_then(|client| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(
+                    client
+                        .query(&format!(
+                            "ALTER TABLE {} DELETE WHERE topic = ?",
+                            eddy_storage::SOURCE_CHECKPOINTS
+                        ))
+                        .bind(&name)
+                        .execute(),
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = deleted {
+            tracing::warn!(target: "eddy::replay", checkpoint = %name, error = %e, "cannot delete the replay's checkpoints");
+        }
     }
 
     fn mark_done(&self) -> Result<(), ReplayError> {
@@ -327,6 +358,7 @@ pub fn prepare(
         handed_over: Arc::new(AtomicBool::new(false)),
         redis_url: cfg.redis.url.clone(),
         redis_prefix: cfg.redis.prefix.clone(),
+        clickhouse: cfg.clickhouse.clone(),
     })
 }
 
