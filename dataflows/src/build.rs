@@ -4,7 +4,7 @@
 //! ```text
 //! events ──┬─► windowed_counts ─► open windows, closed windows
 //!          │
-//! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes, settled scores
+//! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes
 //!                         └─► interactions ─► similarity loop ─► similar users, user sets
 //! ```
 //!
@@ -62,7 +62,6 @@ impl Outputs<'_> {
         e.campaigns.clone().probe_with(probe);
         e.top.clone().probe_with(probe);
         e.panes.clone().probe_with(probe);
-        e.settled.clone().probe_with(probe);
         if let Some(s) = &self.similarity {
             s.similar.clone().probe_with(probe);
             s.sets.clone().probe_with(probe);

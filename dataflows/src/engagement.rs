@@ -4,7 +4,7 @@ use crate::windowed_counts::report_sum;
 use differential_dataflow::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use differential_dataflow::operators::CountTotal;
-use eddy_core::{CampaignEngagement, Event, EventType, PaneEngagement, Score, Weights, WindowSpec};
+use eddy_core::{CampaignEngagement, Event, EventType, PaneEngagement, Weights, WindowSpec};
 use eddy_operators::{Emit, Epoch, PaneAccumulate, PaneSpec, Sum};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
@@ -88,8 +88,6 @@ pub struct Engagement<'scope> {
     /// Finalized panes inside the sliding window: present from the epoch that closes the pane
     /// until the one that retires it.
     pub panes: VecCollection<'scope, Epoch, PaneEngagement, isize>,
-    /// Settled score per campaign: the score over the *closed* panes of the sliding window.
-    pub settled: VecCollection<'scope, Epoch, (u64, Score), isize>,
 }
 
 fn sums_row(campaign_id: u64, s: EngagementSums, w: &Weights) -> CampaignEngagement {
@@ -128,7 +126,6 @@ fn by_score(a: &CampaignEngagement, b: &CampaignEngagement) -> std::cmp::Orderin
 /// -- top: SELECT * FROM campaigns ORDER BY score DESC, campaign_id LIMIT :top_k
 /// -- panes: the same per (tumble_start(ts, :S), campaign_id) over closed panes only
 /// --   (tumble_start(ts, :S) + :S <= watermark()), still inside the window.
-/// -- settled: (campaign_id, score) summed over those closed panes.
 /// ```
 ///
 /// Events leave the window as retractions when the watermark retires their pane (see
@@ -163,7 +160,6 @@ pub fn engagement<'scope>(
         contribution,
     );
     let panes = closed
-        .clone()
         .map(|(pane_campaign, ())| pane_campaign)
         .count_total()
         .map(|((window_start_ms, campaign_id), s)| PaneEngagement {
@@ -174,10 +170,6 @@ pub fn engagement<'scope>(
             conversions: s.conversions as u64,
             revenue_micros: report_sum(s.revenue),
         });
-    let settled = closed
-        .map(|((_, campaign), ())| campaign)
-        .count_total()
-        .map(move |(c, s)| (c, sums_row(c, s, &weights).score));
     let k = params.top_k;
     // Two-level top-K: per shard of campaigns, then over the shards' winners, so one change
     // re-sorts one shard and the short list, not every campaign.
@@ -203,7 +195,6 @@ pub fn engagement<'scope>(
         campaigns: live,
         top,
         panes,
-        settled,
     }
 }
 
@@ -222,7 +213,6 @@ mod tests {
         Campaign(CampaignEngagement),
         Top(Vec<CampaignEngagement>),
         Pane(PaneEngagement),
-        Settled(u64, Score),
     }
 
     fn params() -> EngagementParams {
@@ -282,7 +272,6 @@ mod tests {
         if !rows.is_empty() {
             out.push(Out::Top(rows));
         }
-        let mut settled: BTreeMap<u64, [i64; 4]> = BTreeMap::new();
         for ((start, c), s) in &panes {
             out.push(Out::Pane(PaneEngagement {
                 window_start_ms: *start,
@@ -292,13 +281,6 @@ mod tests {
                 conversions: s[2] as u64,
                 revenue_micros: s[3],
             }));
-            let t = settled.entry(*c).or_default();
-            for i in 0..4 {
-                t[i] += s[i];
-            }
-        }
-        for (c, s) in &settled {
-            out.push(Out::Settled(*c, row(*c, s).score));
         }
         out.sort();
         out
@@ -320,7 +302,6 @@ mod tests {
                 .map(Out::Campaign)
                 .concat(e.top.map(Out::Top))
                 .concat(e.panes.map(Out::Pane))
-                .concat(e.settled.map(|(c, s)| Out::Settled(c, s)))
         });
         let mut all = Vec::new();
         let (mut retired, mut panes_seen) = (0, 0);
