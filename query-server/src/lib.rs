@@ -130,6 +130,14 @@
 //! counted in `eddy_http_requests_total{route, status}` (`route` is the route template, or
 //! `unmatched`).
 //!
+//! ## `GET /v1/status`
+//!
+//! The last status record of every pipeline process ([`eddy_core::api::StatusResponse`]):
+//! consumer lag per partition, watermark and its delay behind the wall clock, checkpoints,
+//! sinks, dead letters per reason, memory, replay progress; `stale` once a process has not
+//! published for 5 s. Read from Redis (`eddy_storage::status`, written every second by each
+//! `eddy run`) or, in the demo, digested from the server's own metrics ([`StatusSource`]).
+//!
 //! ## `GET /openapi.json`
 //!
 //! The OpenAPI 3.1 description of every route, its parameters, answers and errors
@@ -162,6 +170,7 @@ mod openapi;
 mod query;
 mod routes;
 mod server;
+mod status;
 
 pub use backend::Backend;
 pub use backend::{
@@ -171,6 +180,7 @@ pub use backend::{
 pub use error::AppError;
 pub use query::CountsParams;
 pub use server::serve_with_shutdown;
+pub use status::StatusSource;
 
 use eddy_core::{Metrics, Weights};
 use std::sync::Arc;
@@ -245,16 +255,27 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Query limits and the window length.
     pub config: ServerQueryLimits,
+    /// Where `GET /v1/status` reads the pipeline's status records.
+    pub status: StatusSource,
 }
 
 impl AppState {
-    /// Bundles a backend, metrics and limits.
+    /// Bundles a backend, metrics and limits; `GET /v1/status` digests `metrics` as those of
+    /// the pipeline (as in the demo, [`StatusSource::Local`]) until [`AppState::with_status`]
+    /// says otherwise.
     pub fn new(backend: Arc<dyn Backend>, metrics: Metrics, config: ServerQueryLimits) -> Self {
         Self {
             backend,
             metrics,
             config,
+            status: StatusSource::Local(eddy_core::api::ProcessIdentity::this_process(0, "demo")),
         }
+    }
+
+    /// Where `GET /v1/status` reads the status records (for `eddy serve`:
+    /// [`StatusSource::redis`]).
+    pub fn with_status(self, status: StatusSource) -> Self {
+        Self { status, ..self }
     }
 }
 

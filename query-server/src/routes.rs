@@ -37,6 +37,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::engagement::campaign))
         .routes(routes!(crate::engagement::similar_users))
         .routes(routes!(crate::engagement::recommendations))
+        .routes(routes!(crate::status::status))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))

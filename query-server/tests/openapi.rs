@@ -60,6 +60,7 @@ async fn every_described_path_is_served() {
             "/v1/campaigns/top",
             "/v1/campaigns/{id}",
             "/v1/counts",
+            "/v1/status",
             "/v1/users/{id}/recommendations",
             "/v1/users/{id}/similar",
         ]

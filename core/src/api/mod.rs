@@ -125,10 +125,12 @@ impl ToSchema for EventType {}
 mod counts;
 mod engagement;
 mod health;
+mod status;
 
 pub use counts::*;
 pub use engagement::*;
 pub use health::*;
+pub use status::*;
 
 #[cfg(test)]
 mod tests {

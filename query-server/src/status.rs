@@ -1,0 +1,88 @@
+//! `GET /v1/status`: the status record of every pipeline process ([`StatusResponse`]), from
+//! where [`StatusSource`] says.
+
+use crate::AppState;
+use crate::error::AppError;
+use crate::openapi::Unavailable;
+use axum::Json;
+use axum::extract::State;
+use eddy_core::Metrics;
+use eddy_core::api::{NoQuery, ProcessIdentity, ProcessStatus, StatusResponse, Store};
+use eddy_core::config::RedisConfig;
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+/// Where `GET /v1/status` finds the pipeline's status records.
+#[derive(Clone)]
+pub enum StatusSource {
+    /// The server's own metrics, digested on each request: the demo, whose pipeline runs in the
+    /// server's process and records into the same [`Metrics`].
+    Local(ProcessIdentity),
+    /// The records `eddy run` processes publish in Redis (`eddy_storage::status`).
+    Redis {
+        /// Connection to the speed layer's Redis.
+        manager: ConnectionManager,
+        /// Key prefix (`redis.prefix`).
+        prefix: String,
+    },
+}
+
+impl StatusSource {
+    /// The records of `cfg`'s Redis; each request bounded by `timeout`.
+    pub fn redis(cfg: &RedisConfig, timeout: Duration) -> Result<Self, eddy_storage::StorageError> {
+        let client = eddy_storage::redis_client(cfg)?;
+        Ok(Self::Redis {
+            manager: eddy_storage::redis_manager(&client, timeout)?,
+            prefix: cfg.prefix.clone(),
+        })
+    }
+
+    /// The answer at `now_ms`.
+    async fn read(&self, metrics: &Metrics, now_ms: i64) -> Result<StatusResponse, AppError> {
+        match self {
+            StatusSource::Local(identity) => {
+                let status = ProcessStatus::digest(
+                    identity.clone(),
+                    metrics,
+                    None,
+                    eddy_core::api::rss_bytes(),
+                    now_ms,
+                );
+                Ok(StatusResponse::at(now_ms, Store::Memory, vec![status]))
+            }
+            StatusSource::Redis { manager, prefix } => {
+                let mut con = manager.clone();
+                let records = eddy_storage::status::read_statuses(&mut con, prefix)
+                    .await
+                    .map_err(|e| AppError::Unavailable(format!("status records: {e}")))?;
+                Ok(StatusResponse::at(now_ms, Store::Redis, records))
+            }
+        }
+    }
+}
+
+/// The last status record of every pipeline process: consumer lag per partition, watermark,
+/// checkpoints, sinks, dead letters per reason, memory; `stale` when a process stopped
+/// publishing (no record for 5 s). No query parameter.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every process's last record, by process index",
+         body = StatusResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    crate::query::Params(NoQuery {}): crate::query::Params<NoQuery>,
+) -> Result<Json<StatusResponse>, AppError> {
+    Ok(Json(
+        state
+            .status
+            .read(&state.metrics, eddy_core::now_ms())
+            .await?,
+    ))
+}
