@@ -630,3 +630,40 @@ fn then_live_goes_on_as_the_live_job_once_caught_up() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_replay_of_an_offset_range_counts_exactly_that_range() {
+    let (_, target) = configs("replay_range");
+    let msgs = stream(300);
+    produce(&target, &msgs);
+    let (from, to) = (50usize, 250usize);
+    // The messages at offsets [from, to) of each partition (offsets follow produce order).
+    let mut at: BTreeMap<i32, usize> = BTreeMap::new();
+    let range: Vec<(i32, Vec<u8>)> = msgs
+        .iter()
+        .filter(|(p, _)| {
+            let o = at.entry(*p).or_default();
+            *o += 1;
+            (from..to).contains(&(*o - 1))
+        })
+        .cloned()
+        .collect();
+    let spec = |o: usize| {
+        (0..PARTITIONS)
+            .map(|p| format!("{p}:{o}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let out = finish(
+        replay_cmd(&target, &["--from", &spec(from), "--to", &spec(to)]),
+        Duration::from_secs(180),
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "eddy replay failed:\n{log}");
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        plan.contains(&format!("({} records)", range.len())),
+        "{plan}"
+    );
+    assert_oracle(&answers(&target), &range);
+}
