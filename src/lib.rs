@@ -11,3 +11,4 @@ pub mod reader;
 pub mod replay;
 pub mod sink_op;
 pub mod source;
+pub mod status;

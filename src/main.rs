@@ -64,6 +64,9 @@ enum Command {
     /// Produce generated events to Kafka, open loop at a target rate, measuring produce
     /// latency and end-to-end freshness; `--verify` checks the answers over HTTP.
     LoadGen(LoadGenArgs),
+    /// Every pipeline process's lag, watermark, checkpoints, sinks and dead letters on one
+    /// screen (from the query server's /v1/status); `--watch` refreshes, `--json` for scripts.
+    Status(eddy::status::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -118,7 +121,11 @@ fn main() -> Result<()> {
         } => {
             let server = spawn_ops(metrics_listen, &cfg, &metrics, &stop)?;
             stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
+            let identity = eddy_core::api::ProcessIdentity::this_process(timely.process, "run");
+            let status =
+                eddy::status::spawn_publisher(&cfg.redis, identity, metrics.clone(), stop.clone())?;
             run_pipeline(cfg, &timely, stop, metrics, Mode::Kafka, server)?;
+            let _ = status.join();
         }
         Command::Replay(args) => replay(args, cfg, metrics, stop)?,
         Command::Serve { listen } => {
@@ -127,11 +134,16 @@ fn main() -> Result<()> {
             }
             let backend =
                 LambdaBackend::new(&cfg.redis, &cfg.clickhouse).context("query backend")?;
+            let status = eddy_query_server::StatusSource::redis(
+                &cfg.redis,
+                std::time::Duration::from_millis(cfg.server.request_timeout_ms),
+            )?;
             let state = AppState::new(
                 Arc::new(backend),
                 metrics,
                 ServerQueryLimits::from_config(&cfg),
-            );
+            )
+            .with_status(status);
             stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
             let server = spawn_server(cfg.server.listen.clone(), state, stop)?;
             let _ = server.join();
@@ -157,6 +169,7 @@ fn main() -> Result<()> {
         Command::LoadGen(args) => {
             args.run(&cfg)?;
         }
+        Command::Status(args) => args.run(&cfg, &stop)?,
     }
     Ok(())
 }

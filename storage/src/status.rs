@@ -1,12 +1,13 @@
 //! The status records of the pipeline processes in Redis: one hash [`status_key`]
-//! (`{prefix}:status`), field = the process index, value = the JSON of its
+//! (`{prefix}:status`), field = [`status_field`] (`{mode}:{process}`, so a replay job and the
+//! live job under one prefix keep a record each), value = the JSON of its
 //! [`ProcessStatus`](eddy_core::api::ProcessStatus). Each `eddy run` process writes its field
 //! every second ([`publish_status`]); the query server reads them all ([`read_statuses`]) for
 //! `GET /v1/status`. The hash expires [`STATUS_TTL_SECS`] after the last write, so a stopped
 //! job's records go away; a process that stopped while others run stays, `stale`.
 
 use crate::StorageError;
-use eddy_core::api::ProcessStatus;
+use eddy_core::api::{ProcessIdentity, ProcessStatus};
 use std::collections::HashMap;
 
 /// Seconds the status hash outlives its last write.
@@ -17,8 +18,13 @@ pub fn status_key(prefix: &str) -> String {
     format!("{prefix}:status")
 }
 
-/// Writes `status` as the field of its process (`status.identity.process`) and renews the
-/// hash's expiry.
+/// `{mode}:{process}`: the field of a process's record (`run:0`, `replay:0`, ...).
+pub fn status_field(identity: &ProcessIdentity) -> String {
+    format!("{}:{}", identity.mode, identity.process)
+}
+
+/// Writes `status` as the field of its process ([`status_field`]) and renews the hash's
+/// expiry.
 pub fn publish_status(
     con: &mut impl redis::ConnectionLike,
     prefix: &str,
@@ -28,7 +34,7 @@ pub fn publish_status(
     let json = serde_json::to_string(status).expect("a status serializes");
     redis::pipe()
         .atomic()
-        .hset(&key, status.identity.process, json)
+        .hset(&key, status_field(&status.identity), json)
         .ignore()
         .expire(&key, STATUS_TTL_SECS)
         .ignore()

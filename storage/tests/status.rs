@@ -36,6 +36,15 @@ async fn published_records_are_read_back_per_process() {
     metrics.watermark_ms.set(7_000);
     let newer = record(1, &metrics, 8_000);
     publish_status(&mut con, &redis.prefix, &newer).unwrap();
+    // A replay's process 1 keeps a record of its own.
+    let replay = ProcessStatus {
+        identity: ProcessIdentity {
+            mode: "replay".into(),
+            ..newer.identity.clone()
+        },
+        ..newer.clone()
+    };
+    publish_status(&mut con, &redis.prefix, &replay).unwrap();
     // A field another version wrote is skipped.
     let _: () = redis::cmd("HSET")
         .arg(status_key(&redis.prefix))
@@ -45,10 +54,11 @@ async fn published_records_are_read_back_per_process() {
         .unwrap();
 
     let mut read = read_statuses(&mut acon, &redis.prefix).await.unwrap();
-    read.sort_by_key(|r| r.identity.process);
-    assert_eq!(read.len(), 2);
+    read.sort_by_key(|r| (r.identity.process, r.identity.mode.clone()));
+    assert_eq!(read.len(), 3);
     assert_eq!(read[0].watermark_ms, Some(5_000));
-    assert_eq!(read[1], newer);
+    assert_eq!(read[1], replay);
+    assert_eq!(read[2], newer);
     let ttl: i64 = redis::cmd("TTL")
         .arg(status_key(&redis.prefix))
         .query(&mut con)

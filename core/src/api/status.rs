@@ -326,15 +326,17 @@ pub struct StatusResponse {
     /// Where the records come from: `redis` (published by `eddy run` processes) or `memory`
     /// (the demo's own metrics).
     pub source: Store,
-    /// One entry per process, by process index.
+    /// One entry per process, by process index (then mode).
     pub processes: Vec<ProcessEntry>,
 }
 
 impl StatusResponse {
-    /// The answer at `now_ms` over `records` (sorted by process index; ages and staleness
-    /// computed).
+    /// The answer at `now_ms` over `records` (sorted by process index, then mode; ages and
+    /// staleness computed).
     pub fn at(now_ms: i64, source: Store, mut records: Vec<ProcessStatus>) -> Self {
-        records.sort_by_key(|r| r.identity.process);
+        records.sort_by(|a, b| {
+            (a.identity.process, &a.identity.mode).cmp(&(b.identity.process, &b.identity.mode))
+        });
         Self {
             now_ms,
             source,

@@ -1,0 +1,140 @@
+//! Operator status end to end: a process's publisher keeps its record in the real Redis
+//! (`scripts/services`) fresh, and `eddy status` shows what the query server answers (here the
+//! demo, which needs no service).
+
+use eddy_core::Metrics;
+use eddy_core::api::{ProcessIdentity, ProcessStatus, StatusResponse, Store};
+use eddy_storage::status::{status_field, status_key};
+use eddy_testkit::stores::{fresh_redis, redis_conn};
+use eddy_testkit::wait::wait_for;
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The record of `identity` in the status hash under `prefix`, if any.
+fn record(
+    con: &mut redis::Connection,
+    prefix: &str,
+    identity: &ProcessIdentity,
+) -> Option<ProcessStatus> {
+    let json: Option<String> = redis::cmd("HGET")
+        .arg(status_key(prefix))
+        .arg(status_field(identity))
+        .query(con)
+        .unwrap();
+    json.map(|j| serde_json::from_str(&j).unwrap())
+}
+
+#[test]
+fn the_publisher_keeps_the_record_fresh_and_writes_a_last_one() {
+    eddy_testkit::services(&["redis"]);
+    let redis = fresh_redis("status_publisher");
+    let mut con = redis_conn(&redis);
+    let metrics = Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let identity = ProcessIdentity::this_process(3, "run");
+    let publisher =
+        eddy::status::spawn_publisher(&redis, identity.clone(), metrics.clone(), stop.clone())
+            .unwrap();
+    let first = wait_for("a first record", Duration::from_secs(10), || {
+        record(&mut con, &redis.prefix, &identity)
+    });
+    assert_eq!(first.identity, identity);
+    assert_eq!(first.watermark_ms, None);
+    assert!(first.rss_bytes.is_some_and(|b| b > 0));
+    // Later figures reach Redis without anything else happening: it publishes repeatedly.
+    metrics.watermark_ms.set(12_345);
+    let later = wait_for(
+        "a record with the new watermark",
+        Duration::from_secs(10),
+        || record(&mut con, &redis.prefix, &identity).filter(|r| r.watermark_ms == Some(12_345)),
+    );
+    assert!(later.updated_at_ms >= first.updated_at_ms);
+    // On stop, one last record with the final figures.
+    metrics.events_in.inc_by(7);
+    stop.store(true, Ordering::SeqCst);
+    publisher.join().unwrap();
+    let last = record(&mut con, &redis.prefix, &identity).unwrap();
+    assert_eq!(last.events_in, 7);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child killed when the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eddy_status(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["status", "--url", url])
+        .args(args)
+        .env_remove("EDDY_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn eddy_status_shows_the_demo() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _demo = Killed(
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["demo", "--rate", "500", "--seconds", "120"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("EDDY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status: StatusResponse = wait_for(
+        "events in the demo's status",
+        Duration::from_secs(60),
+        || {
+            let out = eddy_status(&url, &["--json"]);
+            let status: StatusResponse = serde_json::from_slice(&out.stdout).ok()?;
+            (status.processes.first()?.status.events_in > 0).then_some(status)
+        },
+    );
+    assert_eq!(status.source, Store::Memory);
+    assert_eq!(status.processes[0].status.identity.mode, "demo");
+    assert!(!status.processes[0].stale);
+
+    let out = eddy_status(&url, &[]);
+    assert!(out.status.success());
+    let screen = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "eddy status:",
+        "process 0 (demo)",
+        "events in",
+        "watermark",
+        "dead letters",
+    ] {
+        assert!(screen.contains(needle), "{needle:?} not in\n{screen}");
+    }
+}
+
+#[test]
+fn eddy_status_without_a_server_fails() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = eddy_status(&url, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/v1/status"), "{err}");
+}
