@@ -1,8 +1,9 @@
 //! Recall of the bounded (MinHash + LSH) similarity mode against exact top-10 similarity, on
 //! generated interactions of ≥ 100k users with Zipf-skewed campaign popularity.
 //!
-//! `cargo run --release -p eddy-benches --bin similarity_recall -- [events] [workers] [bands:rows:bucket_size ...]`
-//! (default: 6 000 000 events, 2 workers, the default configuration 16:2:32).
+//! `cargo run --release -p eddy-benches --bin similarity_recall -- [events] [workers] [bands:rows:bucket_size ...] [seed=N]`
+//! (default: 6 000 000 events, 2 workers, the default configuration 16:2:32, the generator's
+//! default seed 42).
 //!
 //! The interactions (click/conversion pairs) of `events` generated events are fed in one epoch
 //! through `similar_users` in MinHash mode; the exact top-10 of every user is computed from
@@ -26,8 +27,13 @@ const K: usize = 10;
 fn main() {
     let events: usize = arg(1, 6_000_000);
     let workers: usize = arg(2, 2);
+    let seed: u64 = std::env::args()
+        .skip(3)
+        .find_map(|s| s.strip_prefix("seed=").map(|n| n.parse().expect("seed=N")))
+        .unwrap_or(GenConfig::default().seed);
     let mut specs: Vec<(usize, usize, usize)> = std::env::args()
         .skip(3)
+        .filter(|s| !s.starts_with("seed="))
         .map(|s| {
             let v: Vec<usize> = s
                 .split(':')
@@ -41,6 +47,7 @@ fn main() {
     }
     let cfg = GenConfig {
         users: 200_000,
+        seed,
         ..GenConfig::default()
     };
     let t = Instant::now();
@@ -54,7 +61,7 @@ fn main() {
     }
     let users: BTreeSet<u64> = pairs.iter().map(|(u, _)| *u).collect();
     println!(
-        "data: {events} events (users {}, campaigns {}, campaign zipf {}, user zipf {}): {} interactions of {} users, generated in {:.1}s",
+        "data: {events} events (seed {seed}, users {}, campaigns {}, campaign zipf {}, user zipf {}): {} interactions of {} users, generated in {:.1}s",
         cfg.users,
         cfg.campaigns,
         cfg.campaign_zipf,

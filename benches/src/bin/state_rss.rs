@@ -2,9 +2,11 @@
 //! growing once the sliding window is full (events leave it as retractions and arrangements
 //! compact), so RSS plateaus.
 //!
-//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers] [users] [epoch-seconds]`
+//! `cargo run --release -p eddy-benches --bin state_rss -- [event-minutes] [events/s of event time] [sliding-minutes] [workers] [users] [epoch-seconds] [parse]`
 //! (default 60 minutes of event time at 5 000 events/s, a 10-minute sliding window, 1-minute
-//! windows, 2 workers, 100 000 users, epochs of 2 s). Generated events (users, 1 000 campaigns,
+//! windows, 2 workers, 100 000 users, epochs of 2 s; `parse` 1: each worker parses the JSON
+//! message of every event it feeds with `eddy_core::parse_event`, as `eddy run` does, 0
+//! (default): it feeds the generated `Event`). Generated events (users, 1 000 campaigns,
 //! Zipf) are fed in epochs of that many seconds of event time with the watermark (max event time - 10 s) every epoch; RSS is
 //! printed every 5 minutes of event time. `EDDY_*` environment variables override the
 //! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`). Built with
@@ -33,6 +35,7 @@ fn main() {
     let users: u64 = arg(5, 100_000);
     // Seconds of event time per epoch (a divisor of 300: rows are printed every 5 minutes).
     let epoch_secs: u64 = arg(6, 2);
+    let parse = arg(7, 0u8) == 1;
     assert!(
         epoch_secs > 0 && 300 % epoch_secs == 0,
         "epoch seconds must divide 300"
@@ -41,7 +44,7 @@ fn main() {
     let mut cfg = Config::load(None, std::env::vars()).expect("valid EDDY_* overrides");
     cfg.engagement.sliding_ms = sliding_min as i64 * 60_000;
     println!(
-        "state_rss: {minutes} min of event time at {rate} events/s, {users} users, sliding {sliding_min} min, windows {} s, {workers} workers, similarity {} {}x{} bucket {}",
+        "state_rss: {minutes} min of event time at {rate} events/s, {users} users, sliding {sliding_min} min, windows {} s, {workers} workers, similarity {} {}x{} bucket {}, JSON parsed: {parse}",
         cfg.pipeline.window_ms / 1000,
         cfg.similarity.mode,
         cfg.similarity.bands,
@@ -69,10 +72,15 @@ fn main() {
         let mut n = 0u64;
         for epoch in 0..epochs {
             for _ in 0..per_epoch {
-                if let Generated::Valid(e, _) = generator.next_message() {
+                if let Generated::Valid(e, json) = generator.next_message() {
                     max_ts = max_ts.max(e.ts_ms);
                     if n % peers as u64 == index as u64 {
-                        feed.events.insert(e);
+                        if parse {
+                            feed.events
+                                .insert(eddy_core::parse_event(&json).expect("valid JSON"));
+                        } else {
+                            feed.events.insert(e);
+                        }
                     }
                 }
                 n += 1;

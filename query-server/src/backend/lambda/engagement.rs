@@ -442,33 +442,33 @@ impl LambdaBackend {
             .copied()
             .filter(|c| !scores.contains_key(c))
             .collect();
-        if !missing.is_empty() {
-            if let Some(b) = self.fallback_boundary(meta.as_ref(), &None).await? {
-                let now = Instant::now();
-                let missing: Vec<u64> = missing
-                    .into_iter()
-                    .filter(|c| {
-                        !self
-                            .negative()
-                            .is_missing(Missing::Campaign(*c), Some(b), now)
-                    })
-                    .collect();
-                if !missing.is_empty() {
-                    let found = self
-                        .timed(
-                            "clickhouse",
-                            self.ch_engagement(q, b, Campaigns::Some(&missing)),
-                        )
-                        .await
-                        .map_err(|e| BackendError::Unavailable(format!("campaign scores: {e}")))?;
-                    for e in found {
-                        scored_by_clickhouse.insert(e.campaign_id);
-                        scores.insert(e.campaign_id, (e.score, b));
-                    }
-                    for c in missing {
-                        if !scores.contains_key(&c) {
-                            self.negative().insert(Missing::Campaign(c), Some(b), now);
-                        }
+        if !missing.is_empty()
+            && let Some(b) = self.fallback_boundary(meta.as_ref(), &None).await?
+        {
+            let now = Instant::now();
+            let missing: Vec<u64> = missing
+                .into_iter()
+                .filter(|c| {
+                    !self
+                        .negative()
+                        .is_missing(Missing::Campaign(*c), Some(b), now)
+                })
+                .collect();
+            if !missing.is_empty() {
+                let found = self
+                    .timed(
+                        "clickhouse",
+                        self.ch_engagement(q, b, Campaigns::Some(&missing)),
+                    )
+                    .await
+                    .map_err(|e| BackendError::Unavailable(format!("campaign scores: {e}")))?;
+                for e in found {
+                    scored_by_clickhouse.insert(e.campaign_id);
+                    scores.insert(e.campaign_id, (e.score, b));
+                }
+                for c in missing {
+                    if !scores.contains_key(&c) {
+                        self.negative().insert(Missing::Campaign(c), Some(b), now);
                     }
                 }
             }
