@@ -224,7 +224,12 @@ impl ReplayPlan {
 
     /// The name the replay's checkpoints are saved under (the live job's are under the topic).
     pub fn checkpoint_name(&self) -> String {
-        format!("{}~replay~{}", self.topic, self.id)
+        format!(
+            "{}{}{}",
+            self.topic,
+            eddy_storage::REPLAY_CHECKPOINT_MARK,
+            self.id
+        )
     }
 
     /// End offset of `partition` (exclusive).

@@ -31,8 +31,8 @@ pub use clients::{
 pub use error::StorageError;
 pub use queries::*;
 pub use retention::{
-    DAY_MICROS, DAY_MS, DAY_PARTITIONED_TABLES, DroppedPartition, RetentionReport, day_of_ms,
-    drop_expired_partitions, prune_checkpoints, retention_cutoff_day,
+    DAY_MICROS, DAY_MS, DAY_PARTITIONED_TABLES, DroppedPartition, REPLAY_CHECKPOINT_MARK,
+    RetentionReport, day_of_ms, drop_expired_partitions, prune_checkpoints, retention_cutoff_day,
 };
 pub use rows::*;
 pub use schema::{

@@ -189,10 +189,15 @@ struct LatestVersion {
     version: u64,
 }
 
+/// Marks the checkpoint name of a replay (`{topic}~replay~{id}`, see `eddy replay`): such
+/// names do not hold back [`prune_checkpoints`], so a replay abandoned for more than a day
+/// loses its checkpoints (and restarts from its plan) instead of keeping every checkpoint.
+pub const REPLAY_CHECKPOINT_MARK: &str = "~replay~";
+
 /// Drops the wall-clock day partitions of `source_checkpoints` before the day preceding the
-/// oldest of the topics' latest checkpoints: every topic's latest checkpoint, and every
-/// checkpoint of the day before it, stay. Returns the days dropped (none when the table has no
-/// day partition key, or no checkpoint).
+/// oldest of the topics' latest checkpoints (replays' names, [`REPLAY_CHECKPOINT_MARK`],
+/// aside): every topic's latest checkpoint, and every checkpoint of the day before it, stay.
+/// Returns the days dropped (none when the table has no day partition key, or no checkpoint).
 pub async fn prune_checkpoints(cfg: &ClickHouseConfig) -> Result<Vec<i64>, StorageError> {
     valid_database(&cfg.database)?;
     let client = clickhouse_server(cfg);
@@ -208,7 +213,8 @@ pub async fn prune_checkpoints(cfg: &ClickHouseConfig) -> Result<Vec<i64>, Stora
     let latest: LatestVersion = client
         .query(&format!(
             "SELECT count() AS topics, min(v) AS version FROM \
-             (SELECT max(version) AS v FROM {db}.{SOURCE_CHECKPOINTS} GROUP BY topic)"
+             (SELECT max(version) AS v FROM {db}.{SOURCE_CHECKPOINTS} \
+             WHERE position(topic, '{REPLAY_CHECKPOINT_MARK}') = 0 GROUP BY topic)"
         ))
         .fetch_one()
         .await?;

@@ -158,6 +158,8 @@ fn old_checkpoints_are_pruned_and_every_latest_one_kept() {
         save("a", d);
     }
     save("b", D - 5);
+    // An abandoned replay's checkpoints do not hold pruning back.
+    save(&format!("a{REPLAY_CHECKPOINT_MARK}1"), D - 9);
     // Topic b's latest checkpoint is from D - 5: it and the day before it stay.
     assert_eq!(run(prune_checkpoints(&db)).unwrap(), vec![D - 9]);
     assert_eq!(days(&db, SOURCE_CHECKPOINTS), vec![D - 5, D - 2, D - 1, D]);
