@@ -245,6 +245,9 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         std::time::Duration::from_secs(1),
     );
     stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
+    let identity = eddy_core::api::ProcessIdentity::this_process(0, "replay");
+    let status =
+        eddy::status::spawn_publisher(&cfg.redis, identity, metrics.clone(), stop.clone())?;
     let progress = setup.progress.clone();
     run_pipeline(
         cfg,
@@ -254,6 +257,7 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         Mode::Replay(setup),
         server,
     )?;
+    let _ = status.join();
     drop(reporter);
     if !progress.finished() && !request.then_live {
         anyhow::bail!("replay stopped before its end; run the same command again to resume it");

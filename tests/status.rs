@@ -1,6 +1,6 @@
 //! Operator status end to end: a process's publisher keeps its record in the real Redis
-//! (`scripts/services`) fresh, and `eddy status` shows what the query server answers (here the
-//! demo, which needs no service).
+//! (`scripts/services`) fresh, and `eddy status` shows what the query server answers: the
+//! records of `eddy run` through `eddy serve` (real broker, Redis, ClickHouse), or the demo's.
 
 use eddy_core::Metrics;
 use eddy_core::api::{ProcessIdentity, ProcessStatus, StatusResponse, Store};
@@ -137,4 +137,62 @@ fn eddy_status_without_a_server_fails() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/v1/status"), "{err}");
+}
+
+#[test]
+fn eddy_status_shows_eddy_run_through_eddy_serve() {
+    let cfg = eddy_testkit::pipeline::fresh_config("status_run");
+    eddy_testkit::block_on(eddy::kafka::create_topics(&cfg.kafka)).unwrap();
+    let _run = Killed(
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .arg("run")
+            .envs(eddy_testkit::pipeline::run_env(&cfg))
+            .env_remove("EDDY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port = free_port();
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .envs(eddy_testkit::pipeline::run_env(&cfg))
+            .env_remove("EDDY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let t0 = eddy_core::now_ms();
+    let mut msgs: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"event_id":"s{i}","ts":{},"user_id":{i},"campaign_id":1,"event_type":"view"}}"#,
+                t0 + i
+            )
+            .into_bytes()
+        })
+        .collect();
+    msgs.push(b"not json".to_vec());
+    eddy_testkit::kafka::produce(&cfg.kafka, msgs.iter().map(|m| (0, m.as_slice())));
+    let status = wait_for("eddy run's record", Duration::from_secs(90), || {
+        let out = eddy_status(&url, &["--json"]);
+        let status: StatusResponse = serde_json::from_slice(&out.stdout).ok()?;
+        let p = &status.processes.first()?.status;
+        let letters: u64 = p.dead_letters.values().sum();
+        (p.events_in == 5 && letters == 1 && !p.partitions.is_empty()).then_some(status)
+    });
+    assert_eq!(status.source, Store::Redis);
+    assert_eq!(status.processes.len(), 1);
+    let p = &status.processes[0];
+    assert_eq!(
+        (p.status.identity.mode.as_str(), p.status.identity.process),
+        ("run", 0)
+    );
+    assert!(!p.stale);
+    assert_eq!(p.status.partitions[0].partition, 0);
 }

@@ -10,7 +10,9 @@ use eddy_core::Metrics;
 use eddy_core::api::{NoQuery, ProcessIdentity, ProcessStatus, StatusResponse, Store};
 use eddy_core::config::RedisConfig;
 use redis::aio::ConnectionManager;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// Where `GET /v1/status` finds the pipeline's status records.
 #[derive(Clone)]
@@ -20,19 +22,26 @@ pub enum StatusSource {
     Local(ProcessIdentity),
     /// The records `eddy run` processes publish in Redis (`eddy_storage::status`).
     Redis {
-        /// Connection to the speed layer's Redis.
-        manager: ConnectionManager,
+        /// The speed layer's Redis.
+        client: redis::Client,
+        /// Its connection, made on the first request (a connection manager needs the
+        /// server's runtime).
+        manager: Arc<OnceCell<ConnectionManager>>,
+        /// Time limit of connecting and of each request.
+        timeout: Duration,
         /// Key prefix (`redis.prefix`).
         prefix: String,
     },
 }
 
 impl StatusSource {
-    /// The records of `cfg`'s Redis; each request bounded by `timeout`.
+    /// The records of `cfg`'s Redis; each request bounded by `timeout`. No I/O (and no
+    /// runtime needed) until the first request.
     pub fn redis(cfg: &RedisConfig, timeout: Duration) -> Result<Self, eddy_storage::StorageError> {
-        let client = eddy_storage::redis_client(cfg)?;
         Ok(Self::Redis {
-            manager: eddy_storage::redis_manager(&client, timeout)?,
+            client: eddy_storage::redis_client(cfg)?,
+            manager: Arc::new(OnceCell::new()),
+            timeout,
             prefix: cfg.prefix.clone(),
         })
     }
@@ -50,11 +59,23 @@ impl StatusSource {
                 );
                 Ok(StatusResponse::at(now_ms, Store::Memory, vec![status]))
             }
-            StatusSource::Redis { manager, prefix } => {
+            StatusSource::Redis {
+                client,
+                manager,
+                timeout,
+                prefix,
+            } => {
+                let unavailable = |e: &dyn std::fmt::Display| {
+                    AppError::Unavailable(format!("status records: {e}"))
+                };
+                let manager = manager
+                    .get_or_try_init(|| async { eddy_storage::redis_manager(client, *timeout) })
+                    .await
+                    .map_err(|e| unavailable(&e))?;
                 let mut con = manager.clone();
                 let records = eddy_storage::status::read_statuses(&mut con, prefix)
                     .await
-                    .map_err(|e| AppError::Unavailable(format!("status records: {e}")))?;
+                    .map_err(|e| unavailable(&e))?;
                 Ok(StatusResponse::at(now_ms, Store::Redis, records))
             }
         }

@@ -86,3 +86,10 @@ async fn redis_down_is_a_503() {
         .await
         .error(503, ErrorCode::Unavailable);
 }
+
+#[test]
+fn the_redis_source_is_made_outside_a_runtime() {
+    // `eddy serve` builds its state before its runtime runs: no connection may be made here.
+    let source = StatusSource::redis(&RedisConfig::default(), Duration::from_secs(1));
+    assert!(source.is_ok());
+}
