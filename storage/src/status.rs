@@ -1,7 +1,7 @@
 //! The status records of the pipeline processes in Redis: one hash [`status_key`]
 //! (`{prefix}:status`), field = [`status_field`] (`{mode}:{process}`, so a replay job and the
 //! live job under one prefix keep a record each), value = the JSON of its
-//! [`ProcessStatus`](eddy_core::api::ProcessStatus). Each `eddy run` process writes its field
+//! [`ProcessStatus`]. Each `eddy run` process writes its field
 //! every second ([`publish_status`]); the query server reads them all ([`read_statuses`]) for
 //! `GET /v1/status`. The hash expires [`STATUS_TTL_SECS`] after the last write, so a stopped
 //! job's records go away; a process that stopped while others run stays, `stale`.
