@@ -277,6 +277,13 @@ fn render_process(out: &mut String, p: &ProcessEntry, now_ms: i64) {
                 .map_or("-".into(), |m| format!("{m:.1} ms")),
             sink.errors
         );
+        if let (Some(e), Some(at)) = (&sink.last_error, sink.last_error_ms) {
+            let _ = writeln!(
+                out,
+                "    last error {} ago: {e}",
+                duration(now_ms.saturating_sub(at))
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -345,6 +352,12 @@ mod tests {
         let metrics = Metrics::new();
         metrics.watermark_ms.set(9_000);
         metrics.dead_letter("bad_json");
+        metrics.sink_failed(
+            &eddy_core::metrics::SinkLabel {
+                sink: "redis".into(),
+            },
+            "connection refused",
+        );
         metrics
             .consumer_lag
             .get_or_create(&eddy_core::metrics::PartitionLabel { partition: 2 })
@@ -368,6 +381,8 @@ mod tests {
             "lag: 7 records: p2 7",
             "checkpoints: 0 committed, 0 failed, last never",
             "dead letters: bad_json 1; dropped: none",
+            "sink redis: Failing, 0 writes (- mean), 1 errors",
+            "ago: connection refused",
         ] {
             assert!(screen.contains(needle), "{needle:?} not in\n{screen}");
         }

@@ -7,8 +7,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 /// Label: dead-letter reason (`bad_json`, `late`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +63,9 @@ pub struct Metrics {
     pub sink_write_seconds: Family<SinkLabel, Histogram>,
     /// Failed sink writes (each is retried), by sink.
     pub sink_errors: Family<SinkLabel, Counter>,
+    /// The last failed write of each sink: wall-clock ms and error (operator status, not a
+    /// Prometheus metric; [`Metrics::sink_failed`] keeps it).
+    pub sink_last_error: Arc<Mutex<BTreeMap<String, (i64, String)>>>,
     /// Checkpoints committed.
     pub checkpoints: Counter,
     /// Checkpoint saves that failed (the next candidate is tried at the next interval).
@@ -218,6 +222,7 @@ impl Metrics {
             watermark_ms,
             sink_write_seconds,
             sink_errors,
+            sink_last_error: Arc::default(),
             checkpoints,
             checkpoint_failures,
             last_checkpoint_ms,
@@ -238,6 +243,23 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a failed write of `sink` (`sink_errors`) and keeps `error` as its last one.
+    pub fn sink_failed(&self, sink: &SinkLabel, error: &str) {
+        self.sink_errors.get_or_create(sink).inc();
+        self.sink_last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sink.sink.clone(), (crate::now_ms(), error.to_owned()));
+    }
+
+    /// The last failed write of each sink: sink name to (wall-clock ms, error).
+    pub fn sink_last_errors(&self) -> BTreeMap<String, (i64, String)> {
+        self.sink_last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Renders the Prometheus text exposition.

@@ -26,7 +26,7 @@ pub const SHUTDOWN_ATTEMPTS: u32 = 3;
 ///   `sink.max_batch_rows` rows (a single larger batch is written as is), so a slow store
 ///   catches up in fewer, larger atomic writes.
 /// * Latency of successful writes goes to `metrics.sink_write_seconds{sink}`, each failed
-///   attempt to `metrics.sink_errors{sink}`.
+///   attempt to `metrics.sink_errors{sink}` (the last error kept: `Metrics::sink_failed`).
 ///
 /// Shutdown (explicit or on drop) writes everything still queued, then joins the thread. While
 /// shutting down, a failing write is retried at most [`SHUTDOWN_ATTEMPTS`] more times; then that
@@ -274,7 +274,7 @@ impl<B: Batch> Run<B> {
                     return Written::Yes;
                 }
                 Ok(Err(e)) if e.is_timeout() && batch.rows() > 1 && batch.split(1).is_some() => {
-                    self.metrics.sink_errors.get_or_create(&self.label).inc();
+                    self.metrics.sink_failed(&self.label, &e.to_string());
                     return Written::TimedOut;
                 }
                 Ok(Err(e)) => {
@@ -296,7 +296,7 @@ impl<B: Batch> Run<B> {
                     "panic".to_owned()
                 }
             };
-            self.metrics.sink_errors.get_or_create(&self.label).inc();
+            self.metrics.sink_failed(&self.label, &error);
             if self.shared.is_stopping() {
                 attempts_while_stopping += 1;
                 if attempts_while_stopping > SHUTDOWN_ATTEMPTS {

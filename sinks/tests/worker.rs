@@ -152,6 +152,7 @@ fn retries_failed_writes_without_dropping() {
         "{}",
         metrics.render()
     );
+    assert!(metrics.sink_last_errors().contains_key("memory"));
     drop(permits);
     worker.shutdown();
 }

@@ -94,6 +94,12 @@ pub struct SinkStatus {
     /// Mean write latency since the process started, ms (`null` before the first write).
     #[schema(required = true)]
     pub mean_write_ms: Option<f64>,
+    /// The last failed write's error, `null` if none failed.
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    /// Wall-clock ms of the last failed write, `null` if none failed.
+    #[schema(required = true)]
+    pub last_error_ms: Option<i64>,
 }
 
 /// Progress of `eddy replay`.
@@ -238,7 +244,12 @@ impl ProcessStatus {
         let writes = by_label("eddy_sink_write_seconds_count", "sink");
         let seconds = by_label("eddy_sink_write_seconds_sum", "sink");
         let errors = by_label("eddy_sink_errors_total", "sink");
-        let mut names: Vec<&String> = writes.keys().chain(errors.keys()).collect();
+        let last_errors = metrics.sink_last_errors();
+        let mut names: Vec<&String> = writes
+            .keys()
+            .chain(errors.keys())
+            .chain(last_errors.keys())
+            .collect();
         names.sort();
         names.dedup();
         let sinks = names
@@ -265,6 +276,8 @@ impl ProcessStatus {
                     errors,
                     mean_write_ms: (n > 0.0)
                         .then(|| seconds.get(sink).copied().unwrap_or(0.0) * 1000.0 / n),
+                    last_error: last_errors.get(sink).map(|(_, e)| e.clone()),
+                    last_error_ms: last_errors.get(sink).map(|(t, _)| *t),
                 }
             })
             .collect();
@@ -395,7 +408,7 @@ mod tests {
         };
         m.sink_write_seconds.get_or_create(&redis).observe(0.002);
         m.sink_write_seconds.get_or_create(&redis).observe(0.004);
-        m.sink_errors.get_or_create(&redis).inc();
+        m.sink_failed(&redis, "connection refused");
         m.dead_letter("bad_json");
         m.dead_letter("bad_json");
         m.dead_letter("late");
@@ -435,6 +448,8 @@ mod tests {
         );
         assert_eq!(sink.state, SinkState::Failing);
         assert!((sink.mean_write_ms.unwrap() - 3.0).abs() < 1e-9);
+        assert_eq!(sink.last_error.as_deref(), Some("connection refused"));
+        assert!(sink.last_error_ms.is_some());
         assert_eq!(s.dead_letters["bad_json"], 2);
         assert_eq!(s.dead_letters["late"], 1);
         assert_eq!(s.rss_bytes, Some(4096));
