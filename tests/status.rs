@@ -7,6 +7,7 @@ use eddy_core::api::{ProcessIdentity, ProcessStatus, StatusResponse, Store};
 use eddy_storage::status::{status_field, status_key};
 use eddy_testkit::stores::{fresh_redis, redis_conn};
 use eddy_testkit::wait::wait_for;
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -115,6 +116,26 @@ fn eddy_status_shows_the_demo() {
     assert_eq!(status.source, Store::Memory);
     assert_eq!(status.processes[0].status.identity.mode, "demo");
     assert!(!status.processes[0].stale);
+
+    // --watch --json: one answer per second, each newer than the last.
+    let mut watch = Killed(
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["status", "--watch", "--json", "--url", &url])
+            .env_remove("EDDY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let answer: StatusResponse = serde_json::from_str(&line).unwrap();
+        seen.push(answer.now_ms);
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    drop(watch);
 
     let out = eddy_status(&url, &[]);
     assert!(out.status.success());
