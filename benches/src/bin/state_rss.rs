@@ -27,6 +27,14 @@ static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &eddy_benches::ALL
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(all(
+    feature = "jemalloc",
+    not(feature = "count-alloc"),
+    not(feature = "mimalloc")
+))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let minutes = arg(1, 60);
     let rate = arg(2, 5_000);
