@@ -240,9 +240,12 @@ fn render_process(out: &mut String, p: &ProcessEntry, now_ms: i64) {
         (Some(w), Some(d)) => format!("{w} ({} behind the wall clock)", duration(d)),
         _ => "none yet".into(),
     };
+    let rate = s
+        .events_in_per_second
+        .map_or(String::new(), |r| format!(" ({r:.0}/s)"));
     let _ = writeln!(
         out,
-        "  events in {}, late {}; watermark {watermark}",
+        "  events in {}{rate}, late {}; watermark {watermark}",
         s.events_in, s.late_events
     );
     let total: i64 = s.partitions.iter().map(|p| p.lag_records).sum();

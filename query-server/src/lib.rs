@@ -268,7 +268,7 @@ impl AppState {
             backend,
             metrics,
             config,
-            status: StatusSource::Local(eddy_core::api::ProcessIdentity::this_process(0, "demo")),
+            status: StatusSource::local(eddy_core::api::ProcessIdentity::this_process(0, "demo")),
         }
     }
 

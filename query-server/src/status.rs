@@ -10,16 +10,26 @@ use eddy_core::Metrics;
 use eddy_core::api::{NoQuery, ProcessIdentity, ProcessStatus, StatusResponse, Store};
 use eddy_core::config::RedisConfig;
 use redis::aio::ConnectionManager;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
+
+/// The least age of the digest a local answer's rates are measured from, ms.
+pub const RATE_BASE_MS: i64 = 1_000;
 
 /// Where `GET /v1/status` finds the pipeline's status records.
 #[derive(Clone)]
 pub enum StatusSource {
     /// The server's own metrics, digested on each request: the demo, whose pipeline runs in the
-    /// server's process and records into the same [`Metrics`].
-    Local(ProcessIdentity),
+    /// server's process and records into the same [`Metrics`] ([`StatusSource::local`]).
+    Local {
+        /// Who answers.
+        identity: ProcessIdentity,
+        /// Recent digests (at least 100 ms apart): the newest one at least [`RATE_BASE_MS`]
+        /// old is the base of rates and sink states.
+        previous: Arc<Mutex<VecDeque<ProcessStatus>>>,
+    },
     /// The records `eddy run` processes publish in Redis (`eddy_storage::status`).
     Redis {
         /// The speed layer's Redis.
@@ -35,6 +45,14 @@ pub enum StatusSource {
 }
 
 impl StatusSource {
+    /// This process's own metrics, as `identity`.
+    pub fn local(identity: ProcessIdentity) -> Self {
+        Self::Local {
+            identity,
+            previous: Arc::default(),
+        }
+    }
+
     /// The records of `cfg`'s Redis; each request bounded by `timeout`. No I/O (and no
     /// runtime needed) until the first request.
     pub fn redis(cfg: &RedisConfig, timeout: Duration) -> Result<Self, eddy_storage::StorageError> {
@@ -49,14 +67,26 @@ impl StatusSource {
     /// The answer at `now_ms`.
     async fn read(&self, metrics: &Metrics, now_ms: i64) -> Result<StatusResponse, AppError> {
         match self {
-            StatusSource::Local(identity) => {
+            StatusSource::Local { identity, previous } => {
+                let mut history = previous.lock().unwrap_or_else(|e| e.into_inner());
+                let base = history
+                    .iter()
+                    .rev()
+                    .find(|p| now_ms.saturating_sub(p.updated_at_ms) >= RATE_BASE_MS);
                 let status = ProcessStatus::digest(
                     identity.clone(),
                     metrics,
-                    None,
+                    base,
                     eddy_core::api::rss_bytes(),
                     now_ms,
                 );
+                if let Some(b) = base.map(|b| b.updated_at_ms) {
+                    history.retain(|p| p.updated_at_ms >= b);
+                }
+                let newest = history.back().map_or(i64::MIN, |p| p.updated_at_ms);
+                if now_ms.saturating_sub(newest) >= 100 {
+                    history.push_back(status.clone());
+                }
                 Ok(StatusResponse::at(now_ms, Store::Memory, vec![status]))
             }
             StatusSource::Redis {

@@ -8,6 +8,7 @@ use eddy_query_server::{AppState, MemoryBackend, ServerQueryLimits, StatusSource
 use eddy_storage::status::publish_status;
 use eddy_testkit::http;
 use eddy_testkit::stores::{fresh_redis, redis_conn};
+use eddy_testkit::wait::wait_for_async;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,7 +27,8 @@ async fn the_demo_answers_its_own_metrics() {
     let metrics = Metrics::new();
     metrics.watermark_ms.set(1_000);
     metrics.dead_letter("bad_json");
-    let reply = http::get(app(state(metrics)), "/v1/status").await;
+    let server = app(state(metrics.clone()));
+    let reply = http::get(server.clone(), "/v1/status").await;
     let status: StatusResponse = reply.ok();
     assert_eq!(status.source, Store::Memory);
     assert_eq!(status.processes.len(), 1);
@@ -35,6 +37,18 @@ async fn the_demo_answers_its_own_metrics() {
     assert_eq!(p.status.watermark_ms, Some(1_000));
     assert_eq!(p.status.dead_letters["bad_json"], 1);
     assert!(!p.stale);
+    assert_eq!(p.status.events_in_per_second, None);
+    // Once the first answer is a second old, later ones measure rates from it.
+    metrics.events_in.inc_by(100);
+    let rate = wait_for_async("a rate", Duration::from_secs(10), || {
+        let server = server.clone();
+        async move {
+            let status: StatusResponse = http::get(server, "/v1/status").await.ok();
+            status.processes[0].status.events_in_per_second
+        }
+    })
+    .await;
+    assert!(rate > 0.0 && rate <= 100.0, "{rate}");
     // No query parameter is accepted.
     http::get(app(state(Metrics::new())), "/v1/status?x=1")
         .await

@@ -125,6 +125,10 @@ pub struct ProcessStatus {
     pub updated_at_ms: i64,
     /// Valid events read since the process started.
     pub events_in: u64,
+    /// Valid events read per second since the `previous` record of [`ProcessStatus::digest`]
+    /// (`null` without one).
+    #[schema(required = true)]
+    pub events_in_per_second: Option<f64>,
     /// Events rejected since the process started because their window had closed.
     pub late_events: u64,
     /// Event-time watermark, ms (`null` before the first).
@@ -295,10 +299,16 @@ impl ProcessStatus {
             records_per_second: scalar("eddy_replay_records_per_second"),
             eta_seconds: Some(scalar("eddy_replay_eta_seconds") as i64).filter(|e| *e >= 0),
         });
+        let events_in = scalar("eddy_events_in_total") as u64;
+        let events_in_per_second = previous.filter(|p| now_ms > p.updated_at_ms).map(|p| {
+            events_in.saturating_sub(p.events_in) as f64 * 1000.0
+                / (now_ms - p.updated_at_ms) as f64
+        });
         Self {
             identity,
             updated_at_ms: now_ms,
-            events_in: scalar("eddy_events_in_total") as u64,
+            events_in,
+            events_in_per_second,
             late_events: scalar("eddy_late_events_total") as u64,
             watermark_ms,
             watermark_delay_ms: watermark_ms.map(|w| now_ms.saturating_sub(w)),
@@ -453,9 +463,12 @@ mod tests {
         assert_eq!(s.dead_letters["bad_json"], 2);
         assert_eq!(s.dead_letters["late"], 1);
         assert_eq!(s.rss_bytes, Some(4096));
-        // No new error since the previous record: ok again.
-        let again = ProcessStatus::digest(identity(), &m, Some(&s), None, 11_000);
+        assert_eq!(s.events_in_per_second, None);
+        // No new error since the previous record: ok again; 10 more events in 2 s.
+        m.events_in.inc_by(10);
+        let again = ProcessStatus::digest(identity(), &m, Some(&s), None, 12_000);
         assert_eq!(again.sinks[0].state, SinkState::Ok);
+        assert_eq!(again.events_in_per_second, Some(5.0));
         // A replay shows its progress.
         m.replay_offsets_total
             .get_or_create(&PartitionLabel { partition: 0 })
