@@ -252,7 +252,12 @@ fn render_process(out: &mut String, p: &ProcessEntry, now_ms: i64) {
     let lag = s
         .partitions
         .iter()
-        .map(|p| format!("p{} {}", p.partition, p.lag_records))
+        .map(|p| match p.lag_ms {
+            Some(ms) if p.lag_records > 0 => {
+                format!("p{} {} ({})", p.partition, p.lag_records, duration(ms))
+            }
+            _ => format!("p{} {}", p.partition, p.lag_records),
+        })
         .collect::<Vec<_>>()
         .join("  ");
     let _ = writeln!(
@@ -365,6 +370,10 @@ mod tests {
             .consumer_lag
             .get_or_create(&eddy_core::metrics::PartitionLabel { partition: 2 })
             .set(7);
+        metrics
+            .consumer_lag_ms
+            .get_or_create(&eddy_core::metrics::PartitionLabel { partition: 2 })
+            .set(3_000);
         let identity = ProcessIdentity {
             process: 0,
             mode: "run".into(),
@@ -381,7 +390,7 @@ mod tests {
             "process 0 (run) on h1 pid 42",
             "STALE",
             "watermark 9000 (1.0 s behind",
-            "lag: 7 records: p2 7",
+            "lag: 7 records: p2 7 (3.0 s)",
             "checkpoints: 0 committed, 0 failed, last never",
             "dead letters: bad_json 1; dropped: none",
             "sink redis: Failing, 0 writes (- mean), 1 errors",

@@ -216,4 +216,6 @@ fn eddy_status_shows_eddy_run_through_eddy_serve() {
     );
     assert!(!p.stale);
     assert_eq!(p.status.partitions[0].partition, 0);
+    // Caught up: no lag in records, none in time.
+    assert_eq!(p.status.partitions[0].lag_ms, Some(0));
 }

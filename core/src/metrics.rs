@@ -57,6 +57,9 @@ pub struct Metrics {
     pub replay_skipped: Counter,
     /// Consumer lag (high watermark - position), by partition.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Consumer lag in time, by partition: while the partition has lag, ms from the Kafka
+    /// timestamp of the last record read to now; 0 when caught up.
+    pub consumer_lag_ms: Family<PartitionLabel, Gauge>,
     /// Current event-time watermark, ms.
     pub watermark_ms: Gauge,
     /// Sink write latency, seconds, by sink.
@@ -134,6 +137,12 @@ impl Metrics {
             "consumer_lag",
             "High watermark minus position",
             consumer_lag.clone(),
+        );
+        let consumer_lag_ms = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "consumer_lag_ms",
+            "Ms from the timestamp of the last record read to now while behind (0: caught up)",
+            consumer_lag_ms.clone(),
         );
         let watermark_ms = Gauge::default();
         registry.register(
@@ -219,6 +228,7 @@ impl Metrics {
             late_events,
             replay_skipped,
             consumer_lag,
+            consumer_lag_ms,
             watermark_ms,
             sink_write_seconds,
             sink_errors,

@@ -184,6 +184,8 @@ pub struct KafkaReader {
     at_end: HashSet<i32>,
     metrics: Metrics,
     positions: HashMap<i32, i64>,
+    /// Kafka timestamp (ms) of the last record read, per partition (for the lag in time).
+    last_timestamps: HashMap<i32, i64>,
     watch: PartitionWatch,
     highs: HighWatermarks,
 }
@@ -258,6 +260,7 @@ impl KafkaReader {
             highs: HighWatermarks::spawn(cfg, partitions.clone())?,
             partitions,
             positions: starts.clone(),
+            last_timestamps: HashMap::new(),
             start: starts,
             at_end: HashSet::new(),
             metrics,
@@ -265,15 +268,24 @@ impl KafkaReader {
         })
     }
 
-    /// Consumer lag per partition from the latest high watermarks (fetched off this thread).
+    /// Consumer lag per partition from the latest high watermarks (fetched off this thread),
+    /// in records and in time (age of the last record read while behind).
     fn update_lag(&self) {
+        let now = eddy_core::now_ms();
         for &p in &self.partitions {
             if let Some(high) = self.highs.get(p) {
                 let pos = self.positions.get(&p).copied().unwrap_or(0);
-                self.metrics
-                    .consumer_lag
-                    .get_or_create(&eddy_core::metrics::PartitionLabel { partition: p })
-                    .set((high - pos).max(0));
+                let label = eddy_core::metrics::PartitionLabel { partition: p };
+                let lag = (high - pos).max(0);
+                self.metrics.consumer_lag.get_or_create(&label).set(lag);
+                let age = match (lag, self.last_timestamps.get(&p)) {
+                    (0, _) => Some(0),
+                    (_, Some(ts)) => Some(now.saturating_sub(*ts).max(0)),
+                    (_, None) => None,
+                };
+                if let Some(age) = age {
+                    self.metrics.consumer_lag_ms.get_or_create(&label).set(age);
+                }
             }
         }
     }
@@ -303,6 +315,9 @@ impl PartitionReader for KafkaReader {
                 Some(Ok(m)) => {
                     self.at_end.remove(&m.partition());
                     self.positions.insert(m.partition(), m.offset() + 1);
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        self.last_timestamps.insert(m.partition(), ts);
+                    }
                     f(Record {
                         partition: m.partition(),
                         offset: m.offset(),

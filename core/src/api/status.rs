@@ -53,6 +53,11 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// Records behind the partition's end (high watermark minus position).
     pub lag_records: i64,
+    /// Lag in time: while behind, ms from the Kafka timestamp of the last record read to
+    /// when the lag was measured; 0 when caught up; `null` when behind before any record was
+    /// read.
+    #[schema(required = true)]
+    pub lag_ms: Option<i64>,
 }
 
 /// Checkpoints of one process.
@@ -235,12 +240,14 @@ impl ProcessStatus {
         };
         let watermark_ms = Some(scalar("eddy_watermark_ms") as i64).filter(|w| *w != 0);
         let last_ms = Some(scalar("eddy_last_checkpoint_ms") as i64).filter(|t| *t != 0);
+        let lag_ms = by_label("eddy_consumer_lag_ms", "partition");
         let mut partitions: Vec<PartitionStatus> = by_label("eddy_consumer_lag", "partition")
             .into_iter()
             .filter_map(|(p, lag)| {
                 Some(PartitionStatus {
                     partition: p.parse().ok()?,
                     lag_records: lag as i64,
+                    lag_ms: lag_ms.get(&p).map(|ms| *ms as i64),
                 })
             })
             .collect();
@@ -413,6 +420,9 @@ mod tests {
                 .get_or_create(&PartitionLabel { partition: p })
                 .set(lag);
         }
+        m.consumer_lag_ms
+            .get_or_create(&PartitionLabel { partition: 3 })
+            .set(1_500);
         let redis = SinkLabel {
             sink: "redis".into(),
         };
@@ -442,11 +452,13 @@ mod tests {
             vec![
                 PartitionStatus {
                     partition: 0,
-                    lag_records: 10
+                    lag_records: 10,
+                    lag_ms: None
                 },
                 PartitionStatus {
                     partition: 3,
-                    lag_records: 40
+                    lag_records: 40,
+                    lag_ms: Some(1_500)
                 }
             ]
         );
