@@ -35,16 +35,20 @@ impl Hasher for U64Hasher {
 /// A hash map keyed by `u64`s.
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<U64Hasher>>;
 
-/// Members of one bucket on one worker, ordered by `(mix(user), user)` so that the members
-/// nearest a user in hash order (its sub-bucket) are a range.
+/// A bucket entry: `(mix(user), slot)`. `mix` is a bijection, so the hash alone orders the
+/// members as `(mix(user), user)` did, and the slot points straight at the member's [`Slot`].
+type Entry = (u64, u32);
+
+/// Members of one bucket on one worker, ordered by `mix(user)` so that the members nearest a
+/// user in hash order (its sub-bucket) are a range.
 #[derive(Debug)]
 // Boxed so that the enum is two words: most buckets have one member (`One`), and a bucket
 // entry is paid per user and band.
 #[allow(clippy::box_collection)]
 enum Members {
-    One(u64),
-    Few(Box<Vec<(u64, u64)>>),
-    Many(Box<BTreeSet<(u64, u64)>>),
+    One(u32),
+    Few(Box<Vec<Entry>>),
+    Many(Box<BTreeSet<Entry>>),
 }
 
 /// Buckets above this many members on a worker move from a sorted vector to a B-tree.
@@ -60,12 +64,12 @@ impl Members {
         }
     }
 
-    fn insert(&mut self, user: u64) {
-        let e = (mix(user), user);
+    /// Inserts the member `e`; `hash_of` gives the hash of a slot (for `One`).
+    fn insert(&mut self, e: Entry, hash_of: impl Fn(u32) -> u64) {
         match self {
-            Members::One(u) => {
-                if *u != user {
-                    let mut v = vec![(mix(*u), *u), e];
+            Members::One(s) => {
+                if *s != e.1 {
+                    let mut v = vec![(hash_of(*s), *s), e];
                     v.sort_unstable();
                     *self = Members::Few(Box::new(v));
                 }
@@ -84,11 +88,10 @@ impl Members {
         }
     }
 
-    /// Removes `user`; true when the bucket is now empty.
-    fn remove(&mut self, user: u64) -> bool {
-        let e = (mix(user), user);
+    /// Removes the member `e`; true when the bucket is now empty.
+    fn remove(&mut self, e: Entry) -> bool {
         match self {
-            Members::One(u) => *u == user,
+            Members::One(s) => *s == e.1,
             Members::Few(v) => {
                 if let Ok(at) = v.binary_search(&e) {
                     v.remove(at);
@@ -108,51 +111,54 @@ impl Members {
         }
     }
 
-    /// Pushes onto `out` the members other than `user` nearest to it in hash order: all of
-    /// them if there are at most `quota`, else `quota` of them taken alternately after and
-    /// before `user`'s position (wrapping around).
-    fn nearest(&self, user: u64, quota: usize, out: &mut Vec<u64>) {
-        let h = (mix(user), user);
+    /// Pushes onto `out` the slots of the members other than the user hashing to `h` (slot
+    /// `me` if it is a member) nearest to it in hash order: all of them if there are at most
+    /// `quota`, else `quota` of them taken alternately after and before its position
+    /// (wrapping around).
+    fn nearest(&self, h: u64, me: Option<u32>, quota: usize, out: &mut Vec<u32>) {
         match self {
-            Members::One(u) => {
-                if *u != user {
-                    out.push(*u);
+            Members::One(s) => {
+                if Some(*s) != me {
+                    out.push(*s);
                 }
             }
             Members::Few(v) => {
-                let others = v.len() - usize::from(v.binary_search(&h).is_ok());
+                let at = v.partition_point(|e| e.0 < h);
+                let present = v.get(at).is_some_and(|e| e.0 == h);
+                let others = v.len() - usize::from(present);
                 if others <= quota {
-                    out.extend(v.iter().map(|e| e.1).filter(|u| *u != user));
+                    out.extend(v.iter().filter(|e| e.0 != h).map(|e| e.1));
                 } else {
-                    let at = v.partition_point(|e| *e < h);
                     let n = v.len();
                     let after = (0..n).map(|i| v[(at + i) % n]);
                     let before = (1..=n).map(|i| v[(at + n - i) % n]);
-                    take_alternately(after, before, user, quota, out);
+                    take_alternately(after, before, h, quota, out);
                 }
             }
             Members::Many(s) => {
-                let others = s.len() - usize::from(s.contains(&h));
+                let from = (h, 0);
+                let present = me.is_some_and(|m| s.contains(&(h, m)));
+                let others = s.len() - usize::from(present);
                 if others <= quota {
-                    out.extend(s.iter().map(|e| e.1).filter(|u| *u != user));
+                    out.extend(s.iter().filter(|e| e.0 != h).map(|e| e.1));
                 } else {
-                    let after = s.range(h..).chain(s.range(..h)).copied();
-                    let before = s.range(..h).rev().chain(s.range(h..).rev()).copied();
-                    take_alternately(after, before, user, quota, out);
+                    let after = s.range(from..).chain(s.range(..from)).copied();
+                    let before = s.range(..from).rev().chain(s.range(from..).rev()).copied();
+                    take_alternately(after, before, h, quota, out);
                 }
             }
         }
     }
 }
 
-/// Takes up to `quota` distinct members other than `user`, alternating between two walks of
-/// the ring (after and before `user`'s position).
+/// Takes up to `quota` distinct members other than the one hashing to `h`, alternating
+/// between two walks of the ring (after and before `h`'s position).
 fn take_alternately(
-    mut after: impl Iterator<Item = (u64, u64)>,
-    mut before: impl Iterator<Item = (u64, u64)>,
-    user: u64,
+    mut after: impl Iterator<Item = Entry>,
+    mut before: impl Iterator<Item = Entry>,
+    h: u64,
     quota: usize,
-    out: &mut Vec<u64>,
+    out: &mut Vec<u32>,
 ) {
     let start = out.len();
     let mut turn = true;
@@ -160,12 +166,12 @@ fn take_alternately(
     while out.len() - start < quota && exhausted < 2 {
         let next = if turn { after.next() } else { before.next() };
         turn = !turn;
-        let Some((_, u)) = next else {
+        let Some((hash, s)) = next else {
             exhausted += 1;
             continue;
         };
-        if u != user && !out[start..].contains(&u) {
-            out.push(u);
+        if hash != h && !out[start..].contains(&s) {
+            out.push(s);
         }
     }
 }
@@ -300,6 +306,27 @@ pub(crate) struct ProbeResult {
     pub(crate) stale: Vec<u64>,
 }
 
+/// An owned user: its set and its buffer side by side, so that scoring a candidate and
+/// offering it the probed user read one place.
+#[derive(Debug, Default)]
+struct Slot {
+    user: u64,
+    /// Sorted campaign ids, never empty while the slot is live; up to four inline.
+    set: SmallVec<[u64; 4]>,
+    buffer: Buffer,
+    /// Whether [`State::dirty`] holds this user's top `k` before the epoch's first change.
+    dirty: bool,
+}
+
+/// Reused vectors of [`State::probe`] and [`State::replace_set`] (no allocation per call).
+#[derive(Debug, Default)]
+struct Scratch {
+    keys: Vec<u64>,
+    old_keys: Vec<u64>,
+    found: Vec<u32>,
+    held: Vec<u32>,
+}
+
 /// One worker's share of the similarity state.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -309,17 +336,34 @@ pub(crate) struct State {
     /// Buffer capacity (`2k`).
     cap: usize,
     k: usize,
-    /// Owned users' sets (sorted campaign ids; never empty), up to four inline: a probe reads
-    /// one per candidate, and inline sets save a cache miss each.
-    sets: FastMap<u64, SmallVec<[u64; 4]>>,
+    /// Owned user → its slot in `slots`.
+    index: FastMap<u64, u32>,
+    /// Owned users (set + buffer), addressed by dense indices; free ones are in `free`.
+    slots: Vec<Slot>,
+    free: Vec<u32>,
     /// Band key → owned members.
     buckets: FastMap<u64, Members>,
-    /// Owned users' buffers.
-    buffers: FastMap<u64, Buffer>,
-    /// Neighbor → owned users whose buffer holds it.
-    holders: FastMap<u64, Vec<u64>>,
+    /// Neighbor → slots of the owned users whose buffer holds it.
+    holders: FastMap<u64, Vec<u32>>,
     /// Owned users whose buffer changed since [`State::take_dirty`], with their top `k` before.
     dirty: FastMap<u64, Vec<Neighbor>>,
+    scratch: Scratch,
+}
+
+/// The bucket keys of a set, into `out` (cleared first).
+fn keys_into(mode: SimilarityMode, set: &[u64], out: &mut Vec<u64>) {
+    out.clear();
+    if set.is_empty() {
+        return;
+    }
+    match mode {
+        SimilarityMode::Exact => out.extend(set.iter().map(|c| mix(*c))),
+        SimilarityMode::MinHash { bands, rows, .. } => {
+            out.extend(band_keys(set, bands, rows));
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
 }
 
 impl State {
@@ -333,56 +377,87 @@ impl State {
             quota,
             cap: 2 * k.max(1),
             k: k.max(1),
-            sets: FastMap::default(),
+            index: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
             buckets: FastMap::default(),
-            buffers: FastMap::default(),
             holders: FastMap::default(),
             dirty: FastMap::default(),
+            scratch: Scratch::default(),
         }
     }
 
     /// The bucket keys of a set.
+    #[cfg(test)]
     pub(crate) fn keys(&self, set: &[u64]) -> Vec<u64> {
-        if set.is_empty() {
-            return Vec::new();
-        }
-        match self.mode {
-            SimilarityMode::Exact => set.iter().map(|c| mix(*c)).collect(),
-            SimilarityMode::MinHash { bands, rows, .. } => {
-                let mut keys = band_keys(set, bands, rows);
-                keys.sort_unstable();
-                keys.dedup();
-                keys
-            }
-        }
+        let mut out = Vec::new();
+        keys_into(self.mode, set, &mut out);
+        out
     }
 
     /// The set of an owned user (empty if none).
     pub(crate) fn set(&self, user: u64) -> &[u64] {
-        self.sets.get(&user).map_or(&[], |s| s)
+        self.index
+            .get(&user)
+            .map_or(&[], |s| &self.slots[*s as usize].set)
     }
 
-    /// Replaces an owned user's set (empty: the user leaves), moving its bucket entries.
+    /// Replaces an owned user's set (empty: the user leaves, and its buffer must be empty),
+    /// moving its bucket entries.
     pub(crate) fn replace_set(&mut self, user: u64, set: Vec<u64>) {
-        let old = self.sets.remove(&user).unwrap_or_default();
-        let (old_keys, new_keys) = (self.keys(&old), self.keys(&set));
+        let s = match self.index.get(&user) {
+            Some(s) => *s,
+            None if set.is_empty() => return,
+            None => {
+                let s = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slots.push(Slot::default());
+                        u32::try_from(self.slots.len() - 1).expect("under 2^32 users per worker")
+                    }
+                };
+                self.slots[s as usize] = Slot {
+                    user,
+                    ..Slot::default()
+                };
+                self.index.insert(user, s);
+                s
+            }
+        };
+        let h = mix(user);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        keys_into(
+            self.mode,
+            &self.slots[s as usize].set,
+            &mut scratch.old_keys,
+        );
+        keys_into(self.mode, &set, &mut scratch.keys);
+        let (old_keys, new_keys) = (&scratch.old_keys, &scratch.keys);
         for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
             if let Some(m) = self.buckets.get_mut(key)
-                && m.remove(user)
+                && m.remove((h, s))
             {
                 self.buckets.remove(key);
             }
         }
+        let slots = &self.slots;
+        let hash_of = |s: u32| mix(slots[s as usize].user);
         for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
             match self.buckets.get_mut(key) {
-                Some(m) => m.insert(user),
+                Some(m) => m.insert((h, s), hash_of),
                 None => {
-                    self.buckets.insert(*key, Members::One(user));
+                    self.buckets.insert(*key, Members::One(s));
                 }
             }
         }
-        if !set.is_empty() {
-            self.sets.insert(user, SmallVec::from_slice(&set));
+        self.scratch = scratch;
+        if set.is_empty() {
+            debug_assert!(self.slots[s as usize].buffer.items.is_empty());
+            self.slots[s as usize] = Slot::default();
+            self.index.remove(&user);
+            self.free.push(s);
+        } else {
+            self.slots[s as usize].set = SmallVec::from_vec(set);
         }
     }
 
@@ -397,48 +472,57 @@ impl State {
         offer: bool,
         skip: &impl Fn(u64) -> bool,
     ) -> ProbeResult {
-        let mut found = Vec::new();
-        for key in self.keys(set) {
-            if let Some(m) = self.buckets.get(&key) {
-                m.nearest(user, self.quota, &mut found);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let (h, me) = (mix(user), self.index.get(&user).copied());
+        keys_into(self.mode, set, &mut scratch.keys);
+        let found = &mut scratch.found;
+        found.clear();
+        for key in &scratch.keys {
+            if let Some(m) = self.buckets.get(key) {
+                m.nearest(h, me, self.quota, found);
             }
         }
         found.sort_unstable();
         found.dedup();
-        let mut mine = Vec::with_capacity(found.len());
+        // The owned users whose buffer holds `user` now (sorted): a candidate outside them
+        // whose score does not beat its buffer's bound leaves the buffer as it is.
+        let held = &mut scratch.held;
+        held.clear();
+        if offer && let Some(h) = self.holders.get(&user) {
+            held.extend_from_slice(h);
+            held.sort_unstable();
+        }
+        let mut mine = Vec::with_capacity(found.len().min(4 * self.cap));
         let mut result = ProbeResult::default();
-        for &x in &found {
-            let sx = self.set(x);
-            let Some(n) = neighbor(x, set, sx) else {
-                if offer && !skip(x) {
-                    self.offer(x, user, None, &mut result.stale);
-                }
-                continue;
-            };
-            mine.push(n);
+        for &s in found.iter() {
+            let slot = &self.slots[s as usize];
+            let x = slot.user;
+            let n = neighbor(x, set, &slot.set);
+            if let Some(n) = n {
+                mine.push(n);
+            }
             if offer && !skip(x) {
-                let theirs = Neighbor { user_id: user, ..n };
-                self.offer(x, user, Some(theirs), &mut result.stale);
+                let theirs = n.map(|n| Neighbor { user_id: user, ..n });
+                let holds = held.binary_search(&s).is_ok();
+                let changes = if holds {
+                    slot.buffer.would_change(user, theirs)
+                } else {
+                    theirs.is_some_and(|t| slot.buffer.tau.is_none_or(|tau| t < tau))
+                };
+                if changes {
+                    self.offer(s, user, theirs, &mut result.stale);
+                }
             }
         }
         if offer {
             // Holders that did not find `user` among their candidates any more.
-            let holders: Vec<u64> = self
-                .holders
-                .get(&user)
-                .map(|h| {
-                    h.iter()
-                        .copied()
-                        .filter(|x| found.binary_search(x).is_err())
-                        .collect()
-                })
-                .unwrap_or_default();
-            for x in holders {
-                if !skip(x) {
-                    self.offer(x, user, None, &mut result.stale);
+            for &s in held.iter() {
+                if found.binary_search(&s).is_err() && !skip(self.slots[s as usize].user) {
+                    self.offer(s, user, None, &mut result.stale);
                 }
             }
         }
+        self.scratch = scratch;
         mine.sort_unstable();
         if mine.len() > self.cap {
             result.tau = Some(mine[self.cap]);
@@ -450,37 +534,29 @@ impl State {
         result
     }
 
-    fn offer(&mut self, x: u64, user: u64, n: Option<Neighbor>, stale: &mut Vec<u64>) {
-        let changes = match self.buffers.get(&x) {
-            Some(b) => b.would_change(user, n),
-            None => n.is_some(),
-        };
-        if !changes {
-            return;
-        }
-        self.touch(x);
+    /// Offers `user`'s score `n` to the buffer of slot `s` (a change: see
+    /// [`Buffer::would_change`]).
+    fn offer(&mut self, s: u32, user: u64, n: Option<Neighbor>, stale: &mut Vec<u64>) {
+        self.touch(s);
         let (cap, k) = (self.cap, self.k);
-        let buffer = self.buffers.entry(x).or_default();
-        let delta = buffer.offer(user, n, cap);
-        let exact = buffer.exact(k);
-        if buffer.items.is_empty() && buffer.tau.is_none() {
-            self.buffers.remove(&x);
-        }
+        let slot = &mut self.slots[s as usize];
+        let delta = slot.buffer.offer(user, n, cap);
+        let (x, exact) = (slot.user, slot.buffer.exact(k));
         if let Some(v) = delta.left {
-            self.unhold(x, v);
+            self.unhold(s, v);
         }
         if let Some(v) = delta.came {
-            self.holders.entry(v).or_default().push(x);
+            self.holders.entry(v).or_default().push(s);
         }
         if !exact {
             stale.push(x);
         }
     }
 
-    /// `x`'s buffer no longer holds `v`.
-    fn unhold(&mut self, x: u64, v: u64) {
+    /// Slot `s`'s buffer no longer holds `v`.
+    fn unhold(&mut self, s: u32, v: u64) {
         if let Some(h) = self.holders.get_mut(&v) {
-            if let Some(at) = h.iter().position(|y| *y == x) {
+            if let Some(at) = h.iter().position(|y| *y == s) {
                 h.swap_remove(at);
             }
             if h.is_empty() {
@@ -489,21 +565,14 @@ impl State {
         }
     }
 
-    /// Moves `x`'s entries in `holders` from the `before` members of its buffer to `after`.
-    fn rehold(&mut self, x: u64, before: &[u64], after: &[u64]) {
-        for v in before.iter().filter(|v| !after.contains(v)) {
-            self.unhold(x, *v);
-        }
-        for v in after.iter().filter(|v| !before.contains(v)) {
-            self.holders.entry(*v).or_default().push(x);
-        }
-    }
-
-    /// Remembers `x`'s top `k` before its first change since the last [`State::take_dirty`].
-    fn touch(&mut self, x: u64) {
-        if !self.dirty.contains_key(&x) {
-            let top = self.top(x);
-            self.dirty.insert(x, top);
+    /// Remembers slot `s`'s top `k` before its first change since the last
+    /// [`State::take_dirty`].
+    fn touch(&mut self, s: u32) {
+        let slot = &mut self.slots[s as usize];
+        if !slot.dirty {
+            slot.dirty = true;
+            let top = slot.buffer.top(self.k).to_vec();
+            self.dirty.insert(slot.user, top);
         }
     }
 
@@ -514,7 +583,14 @@ impl State {
         let mut out: Vec<_> = dirty
             .into_iter()
             .filter_map(|(x, before)| {
-                let now = self.top(x);
+                let now = match self.index.get(&x) {
+                    Some(s) => {
+                        let slot = &mut self.slots[*s as usize];
+                        slot.dirty = false;
+                        slot.buffer.top(self.k).to_vec()
+                    }
+                    None => Vec::new(),
+                };
                 (now != before).then_some((x, before, now))
             })
             .collect();
@@ -522,29 +598,33 @@ impl State {
         out
     }
 
-    /// Replaces an owned user's buffer.
+    /// Replaces an owned user's buffer (a user without a set has none: an empty buffer for
+    /// it is a no-op).
     pub(crate) fn set_buffer(&mut self, x: u64, buffer: Buffer) {
-        self.touch(x);
-        let before: Vec<u64> = self
-            .buffers
-            .get(&x)
-            .map(|b| b.items.iter().map(|m| m.user_id).collect())
-            .unwrap_or_default();
-        let after: Vec<u64> = buffer.items.iter().map(|m| m.user_id).collect();
-        if buffer.items.is_empty() && buffer.tau.is_none() {
-            self.buffers.remove(&x);
-        } else {
-            self.buffers.insert(x, buffer);
+        let Some(&s) = self.index.get(&x) else {
+            debug_assert!(buffer.items.is_empty(), "a buffer for a user without a set");
+            return;
+        };
+        self.touch(s);
+        let before = std::mem::replace(&mut self.slots[s as usize].buffer, buffer);
+        let after = &self.slots[s as usize].buffer.items;
+        let came: SmallVec<[u64; 32]> = after
+            .iter()
+            .map(|m| m.user_id)
+            .filter(|v| !before.items.iter().any(|b| b.user_id == *v))
+            .collect();
+        let left: SmallVec<[u64; 32]> = before
+            .items
+            .iter()
+            .map(|m| m.user_id)
+            .filter(|v| !after.iter().any(|a| a.user_id == *v))
+            .collect();
+        for v in left {
+            self.unhold(s, v);
         }
-        self.rehold(x, &before, &after);
-    }
-
-    /// An owned user's current top `k`.
-    pub(crate) fn top(&self, x: u64) -> Vec<Neighbor> {
-        self.buffers
-            .get(&x)
-            .map(|b| b.top(self.k).to_vec())
-            .unwrap_or_default()
+        for v in came {
+            self.holders.entry(v).or_default().push(s);
+        }
     }
 
     /// Buffer capacity.
@@ -552,13 +632,20 @@ impl State {
         self.cap
     }
 
+    /// The live slots.
+    #[cfg(test)]
+    fn live(&self) -> impl Iterator<Item = &Slot> {
+        self.index.values().map(|s| &self.slots[*s as usize])
+    }
+
     /// Records held: set elements, bucket entries, buffer items and holder entries (for
     /// tests and metrics: the state is proportional to users, never to events or panes).
     #[cfg(test)]
     pub(crate) fn records(&self) -> usize {
-        self.sets.values().map(|s| s.len()).sum::<usize>()
+        self.live()
+            .map(|s| s.set.len() + s.buffer.items.len())
+            .sum::<usize>()
             + self.buckets.values().map(Members::len).sum::<usize>()
-            + self.buffers.values().map(|b| b.items.len()).sum::<usize>()
             + self.holders.values().map(Vec::len).sum::<usize>()
     }
 }
@@ -654,56 +741,76 @@ mod tests {
                     st.set_buffer(x, Buffer::merge([(r.items, r.tau)], st.cap()));
                 }
                 if step % 500 == 499 {
-                    let keys: usize = st.sets.values().map(|s| st.keys(s).len()).sum();
+                    let keys: usize = st.live().map(|s| st.keys(&s.set).len()).sum();
                     let entries: usize = st.buckets.values().map(Members::len).sum();
                     assert_eq!(entries, keys, "bucket entries of live sets only");
-                    let items: usize = st.buffers.values().map(|b| b.items.len()).sum();
+                    let items: usize = st.live().map(|s| s.buffer.items.len()).sum();
                     let held: usize = st.holders.values().map(Vec::len).sum();
                     assert_eq!(held, items, "one holder entry per buffer item");
-                    assert!(st.buffers.keys().all(|x| st.sets.contains_key(x)));
-                    assert!(st.buffers.values().all(|b| b.items.len() <= st.cap()));
-                    let elements: usize = st.sets.values().map(|s| s.len()).sum();
+                    assert!(
+                        st.live().all(|s| !s.set.is_empty()),
+                        "live slots have a set"
+                    );
+                    assert_eq!(st.index.len() + st.free.len(), st.slots.len());
+                    assert!(
+                        st.free.iter().all(|f| {
+                            let s = &st.slots[*f as usize];
+                            s.set.is_empty() && s.buffer == Buffer::default()
+                        }),
+                        "free slots hold nothing"
+                    );
+                    assert!(st.live().all(|s| s.buffer.items.len() <= st.cap()));
+                    let elements: usize = st.live().map(|s| s.set.len()).sum();
                     assert_eq!(st.records(), elements + entries + 2 * items);
                     // Every buffered score is exact against the current sets.
-                    for (x, b) in &st.buffers {
-                        for m in &b.items {
-                            assert_eq!(
-                                Some(m.user_id),
-                                neighbor(m.user_id, st.set(*x), st.set(m.user_id))
-                                    .map(|n| n.user_id)
-                            );
-                            assert_eq!(
-                                Some(*m),
-                                neighbor(m.user_id, st.set(*x), st.set(m.user_id))
-                            );
+                    for x in st.live() {
+                        for m in &x.buffer.items {
+                            assert_eq!(Some(*m), neighbor(m.user_id, &x.set, st.set(m.user_id)));
                         }
                     }
                 }
             }
-            assert!(st.sets.len() > 200, "users stay active");
+            assert!(st.index.len() > 200, "users stay active");
         }
     }
 
     #[test]
     fn nearest_takes_a_bounded_ring_neighborhood() {
+        // Slot `u` holds user `u`.
+        let e = |u: u64| (mix(u), u as u32);
+        let hash_of = |s: u32| mix(u64::from(s));
         let mut m = Members::One(1);
         for u in 2..500u64 {
-            m.insert(u);
+            m.insert(e(u), hash_of);
         }
         assert!(matches!(m, Members::Many(_)));
         let mut out = Vec::new();
-        m.nearest(7, 10, &mut out);
+        m.nearest(mix(7), Some(7), 10, &mut out);
         assert_eq!(out.len(), 10);
         assert!(!out.contains(&7));
+        // The ring neighborhood: the 5 members after 7 and the 5 before, in hash order.
+        let mut ring: Vec<(u64, u32)> = (1..500u64).map(e).collect();
+        ring.sort_unstable();
+        let at = ring.iter().position(|x| x.1 == 7).expect("a member");
+        let mut want: Vec<u32> = (1..=5)
+            .flat_map(|i| [ring[(at + i) % 499].1, ring[(at + 499 - i) % 499].1])
+            .collect();
+        want.sort_unstable();
+        out.sort_unstable();
+        assert_eq!(out, want);
+        // The same from a user that is not a member.
+        out.clear();
+        m.nearest(mix(1000), None, 10, &mut out);
+        assert_eq!(out.len(), 10);
         for u in 2..500u64 {
-            assert!(!m.remove(u));
+            assert!(!m.remove(e(u)));
         }
         assert!(matches!(m, Members::One(1)));
-        assert!(m.remove(1), "the last member leaves");
+        assert!(m.remove(e(1)), "the last member leaves");
         let mut m = Members::One(1);
-        m.insert(2);
+        m.insert(e(2), hash_of);
         out.clear();
-        m.nearest(7, 10, &mut out);
+        m.nearest(mix(7), None, 10, &mut out);
         out.sort_unstable();
         assert_eq!(out, vec![1, 2]);
     }
