@@ -266,13 +266,27 @@ fn render_process(out: &mut String, p: &ProcessEntry, now_ms: i64) {
         if lag.is_empty() { "" } else { ": " }
     );
     let c = &s.checkpoint;
+    let last = match (c.age_ms, c.epoch, c.duration_ms) {
+        (Some(a), Some(e), Some(d)) => format!("{} ago (epoch {e}, saved in {d} ms)", duration(a)),
+        (Some(a), ..) => format!("{} ago", duration(a)),
+        _ => "never".into(),
+    };
+    let resume = c
+        .resume_offsets
+        .iter()
+        .map(|r| format!("p{} {}", r.partition, r.offset))
+        .collect::<Vec<_>>()
+        .join("  ");
     let _ = writeln!(
         out,
-        "  checkpoints: {} committed, {} failed, last {}",
+        "  checkpoints: {} committed, {} failed, last {last}{}{resume}",
         c.committed,
         c.failures,
-        c.age_ms
-            .map_or("never".into(), |a| format!("{} ago", duration(a)))
+        if resume.is_empty() {
+            ""
+        } else {
+            "; resume at "
+        }
     );
     for sink in &s.sinks {
         let _ = writeln!(
@@ -391,7 +405,7 @@ mod tests {
             "STALE",
             "watermark 9000 (1.0 s behind",
             "lag: 7 records: p2 7 (3.0 s)",
-            "checkpoints: 0 committed, 0 failed, last never",
+            "checkpoints: 0 committed, 0 failed, last never\n",
             "dead letters: bad_json 1; dropped: none",
             "sink redis: Failing, 0 writes (- mean), 1 errors",
             "ago: connection refused",

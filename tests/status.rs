@@ -168,6 +168,7 @@ fn eddy_status_shows_eddy_run_through_eddy_serve() {
         Command::new(env!("CARGO_BIN_EXE_eddy"))
             .arg("run")
             .envs(eddy_testkit::pipeline::run_env(&cfg))
+            .env("EDDY_PIPELINE__CHECKPOINT_MS", "100")
             .env_remove("EDDY_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -205,7 +206,9 @@ fn eddy_status_shows_eddy_run_through_eddy_serve() {
         let status: StatusResponse = serde_json::from_slice(&out.stdout).ok()?;
         let p = &status.processes.first()?.status;
         let letters: u64 = p.dead_letters.values().sum();
-        (p.events_in == 5 && letters == 1 && !p.partitions.is_empty()).then_some(status)
+        let checkpointed = !p.checkpoint.resume_offsets.is_empty();
+        (p.events_in == 5 && letters == 1 && !p.partitions.is_empty() && checkpointed)
+            .then_some(status)
     });
     assert_eq!(status.source, Store::Redis);
     assert_eq!(status.processes.len(), 1);
@@ -218,4 +221,8 @@ fn eddy_status_shows_eddy_run_through_eddy_serve() {
     assert_eq!(p.status.partitions[0].partition, 0);
     // Caught up: no lag in records, none in time.
     assert_eq!(p.status.partitions[0].lag_ms, Some(0));
+    let c = &p.status.checkpoint;
+    assert!(c.committed > 0 && c.epoch.is_some() && c.duration_ms.is_some());
+    assert_eq!(c.resume_offsets[0].partition, 0);
+    assert!((0..=6).contains(&c.resume_offsets[0].offset));
 }

@@ -75,6 +75,13 @@ pub struct Metrics {
     pub checkpoint_failures: Counter,
     /// Wall-clock ms when the last checkpoint was committed (0: none yet in this process).
     pub last_checkpoint_ms: Gauge,
+    /// How long saving the last committed checkpoint took, ms.
+    pub checkpoint_duration_ms: Gauge,
+    /// Epoch of the last committed checkpoint.
+    pub checkpoint_epoch: Gauge,
+    /// Resume offset of each partition in the last committed checkpoint (a restart reads
+    /// from there).
+    pub checkpoint_resume_offset: Family<PartitionLabel, Gauge>,
     /// HTTP requests, by route and status.
     pub http_requests: Family<RouteLabel, Counter>,
     /// `eddy replay`: offsets read so far of the plan, by partition.
@@ -178,6 +185,24 @@ impl Metrics {
             "Wall-clock time of the last committed checkpoint (ms; 0 = none yet)",
             last_checkpoint_ms.clone(),
         );
+        let checkpoint_duration_ms = Gauge::default();
+        registry.register(
+            "checkpoint_duration_ms",
+            "Time to save the last committed checkpoint (ms)",
+            checkpoint_duration_ms.clone(),
+        );
+        let checkpoint_epoch = Gauge::default();
+        registry.register(
+            "checkpoint_epoch",
+            "Epoch of the last committed checkpoint",
+            checkpoint_epoch.clone(),
+        );
+        let checkpoint_resume_offset = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "checkpoint_resume_offset",
+            "Resume offset of each partition in the last committed checkpoint",
+            checkpoint_resume_offset.clone(),
+        );
         let http_requests = Family::<RouteLabel, Counter>::default();
         registry.register(
             "http_requests",
@@ -236,6 +261,9 @@ impl Metrics {
             checkpoints,
             checkpoint_failures,
             last_checkpoint_ms,
+            checkpoint_duration_ms,
+            checkpoint_epoch,
+            checkpoint_resume_offset,
             http_requests,
             replay_offsets_done,
             replay_offsets_total,

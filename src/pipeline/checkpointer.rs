@@ -42,10 +42,24 @@ impl Checkpointer {
                             _ => return,
                         }
                     };
+                    let started = std::time::Instant::now();
                     match commit(&cp) {
                         Ok(()) => {
                             metrics.checkpoints.inc();
                             metrics.last_checkpoint_ms.set(eddy_core::now_ms());
+                            metrics
+                                .checkpoint_duration_ms
+                                .set(started.elapsed().as_millis() as i64);
+                            metrics.checkpoint_epoch.set(cp.epoch as i64);
+                            for p in &cp.partitions {
+                                let label = eddy_core::metrics::PartitionLabel {
+                                    partition: p.partition,
+                                };
+                                metrics
+                                    .checkpoint_resume_offset
+                                    .get_or_create(&label)
+                                    .set(p.resume_offset);
+                            }
                         }
                         Err(e) => {
                             metrics.checkpoint_failures.inc();

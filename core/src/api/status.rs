@@ -73,6 +73,23 @@ pub struct CheckpointStatus {
     /// Ms from the last checkpoint to this record, `null` before the first.
     #[schema(required = true)]
     pub age_ms: Option<i64>,
+    /// How long saving the last checkpoint took, ms (`null` before the first).
+    #[schema(required = true)]
+    pub duration_ms: Option<i64>,
+    /// Epoch of the last checkpoint (`null` before the first).
+    #[schema(required = true)]
+    pub epoch: Option<u64>,
+    /// Where a restart resumes reading, per partition, from the last checkpoint.
+    pub resume_offsets: Vec<ResumeOffset>,
+}
+
+/// Where a restart resumes reading one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResumeOffset {
+    /// The partition.
+    pub partition: i32,
+    /// First offset a restart reads.
+    pub offset: i64,
 }
 
 /// Whether a sink is writing.
@@ -252,6 +269,17 @@ impl ProcessStatus {
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
+        let mut resume_offsets: Vec<ResumeOffset> =
+            by_label("eddy_checkpoint_resume_offset", "partition")
+                .into_iter()
+                .filter_map(|(p, offset)| {
+                    Some(ResumeOffset {
+                        partition: p.parse().ok()?,
+                        offset: offset as i64,
+                    })
+                })
+                .collect();
+        resume_offsets.sort_by_key(|r| r.partition);
         let writes = by_label("eddy_sink_write_seconds_count", "sink");
         let seconds = by_label("eddy_sink_write_seconds_sum", "sink");
         let errors = by_label("eddy_sink_errors_total", "sink");
@@ -325,6 +353,9 @@ impl ProcessStatus {
                 failures: scalar("eddy_checkpoint_failures_total") as u64,
                 last_ms,
                 age_ms: last_ms.map(|t| now_ms.saturating_sub(t)),
+                duration_ms: last_ms.map(|_| scalar("eddy_checkpoint_duration_ms") as i64),
+                epoch: last_ms.map(|_| scalar("eddy_checkpoint_epoch") as u64),
+                resume_offsets,
             },
             sinks,
             dead_letters: counts("eddy_dead_letters_total"),
@@ -413,6 +444,11 @@ mod tests {
         m.late_events.inc_by(2);
         m.watermark_ms.set(9_000);
         m.last_checkpoint_ms.set(8_000);
+        m.checkpoint_duration_ms.set(12);
+        m.checkpoint_epoch.set(30);
+        m.checkpoint_resume_offset
+            .get_or_create(&PartitionLabel { partition: 0 })
+            .set(77);
         m.checkpoints.inc_by(3);
         m.checkpoint_failures.inc();
         for (p, lag) in [(3, 40), (0, 10)] {
@@ -444,7 +480,13 @@ mod tests {
                 committed: 3,
                 failures: 1,
                 last_ms: Some(8_000),
-                age_ms: Some(2_000)
+                age_ms: Some(2_000),
+                duration_ms: Some(12),
+                epoch: Some(30),
+                resume_offsets: vec![ResumeOffset {
+                    partition: 0,
+                    offset: 77
+                }]
             }
         );
         assert_eq!(
