@@ -111,7 +111,8 @@ pub struct SimilarityConfig {
     /// nearest it in hash order, so a popular campaign costs O(bucket_size) per change, not
     /// O(audience).
     pub bucket_size: usize,
-    /// Recommendations kept per user.
+    /// Recommendations one request returns at most (and by default): they are ranked at read
+    /// time, so this bounds the answer, not any state.
     pub recommendations: usize,
     /// When a window closes, its settled interactions reach the similarity dataflow spread
     /// over this many epochs (by user), so later epochs do not wait behind one large batch.

@@ -10,7 +10,6 @@ pub mod closed;
 pub mod distinct;
 pub mod panes;
 pub mod stash;
-pub mod top_k;
 pub mod watermark;
 
 pub use accumulate::{Accumulator, MinMax, Sum, WindowedAccumulate};
@@ -18,7 +17,6 @@ pub use closed::ClosedWindows;
 pub use distinct::{SlidingDistinct, StateGauge};
 pub use panes::{Emit, PaneAccumulate, PaneSpec, Panes};
 pub use stash::EpochStash;
-pub use top_k::TopKTotal;
 pub use watermark::{
     EpochCheckpoint, PartitionProgress, TrackWatermark, WatermarkHandle, WatermarkPolicy,
 };
