@@ -291,12 +291,14 @@ fn render_process(out: &mut String, p: &ProcessEntry, now_ms: i64) {
     for sink in &s.sinks {
         let _ = writeln!(
             out,
-            "  sink {}: {:?}, {} writes ({} mean), {} errors",
+            "  sink {}: {:?}, {} writes ({} mean, last {}), {} errors",
             sink.sink,
             sink.state,
             sink.writes,
             sink.mean_write_ms
                 .map_or("-".into(), |m| format!("{m:.1} ms")),
+            sink.freshness_ms
+                .map_or("never".into(), |f| format!("{} ago", duration(f))),
             sink.errors
         );
         if let (Some(e), Some(at)) = (&sink.last_error, sink.last_error_ms) {
@@ -407,7 +409,7 @@ mod tests {
             "lag: 7 records: p2 7 (3.0 s)",
             "checkpoints: 0 committed, 0 failed, last never\n",
             "dead letters: bad_json 1; dropped: none",
-            "sink redis: Failing, 0 writes (- mean), 1 errors",
+            "sink redis: Failing, 0 writes (- mean, last never), 1 errors",
             "ago: connection refused",
         ] {
             assert!(screen.contains(needle), "{needle:?} not in\n{screen}");

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub sink_write_seconds: Family<SinkLabel, Histogram>,
     /// Failed sink writes (each is retried), by sink.
     pub sink_errors: Family<SinkLabel, Counter>,
+    /// Wall-clock ms of each sink's last completed write (what it serves is that fresh).
+    pub sink_last_write_ms: Family<SinkLabel, Gauge>,
     /// The last failed write of each sink: wall-clock ms and error (operator status, not a
     /// Prometheus metric; [`Metrics::sink_failed`] keeps it).
     pub sink_last_error: Arc<Mutex<BTreeMap<String, (i64, String)>>>,
@@ -165,6 +167,12 @@ impl Metrics {
             "Sink write latency",
             sink_write_seconds.clone(),
         );
+        let sink_last_write_ms = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_last_write_ms",
+            "Wall-clock time of the sink's last completed write (ms)",
+            sink_last_write_ms.clone(),
+        );
         let sink_errors = Family::<SinkLabel, Counter>::default();
         registry.register(
             "sink_errors",
@@ -257,6 +265,7 @@ impl Metrics {
             watermark_ms,
             sink_write_seconds,
             sink_errors,
+            sink_last_write_ms,
             sink_last_error: Arc::default(),
             checkpoints,
             checkpoint_failures,

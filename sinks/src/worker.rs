@@ -263,6 +263,10 @@ impl<B: Batch> Run<B> {
                         .sink_write_seconds
                         .get_or_create(&self.label)
                         .observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .sink_last_write_ms
+                        .get_or_create(&self.label)
+                        .set(eddy_core::now_ms());
                     if attempt > 1 {
                         tracing::info!(
                             sink = name,

@@ -153,6 +153,13 @@ fn retries_failed_writes_without_dropping() {
         metrics.render()
     );
     assert!(metrics.sink_last_errors().contains_key("memory"));
+    assert!(
+        metrics
+            .render()
+            .contains("eddy_sink_last_write_ms{sink=\"memory\"}"),
+        "{}",
+        metrics.render()
+    );
     drop(permits);
     worker.shutdown();
 }

@@ -116,6 +116,13 @@ pub struct SinkStatus {
     /// Mean write latency since the process started, ms (`null` before the first write).
     #[schema(required = true)]
     pub mean_write_ms: Option<f64>,
+    /// Wall-clock ms of the last completed write (`null` before the first).
+    #[schema(required = true)]
+    pub last_write_ms: Option<i64>,
+    /// `updated_at_ms - last_write_ms` of the record: how stale what this sink serves is
+    /// (`null` before the first write).
+    #[schema(required = true)]
+    pub freshness_ms: Option<i64>,
     /// The last failed write's error, `null` if none failed.
     #[schema(required = true)]
     pub last_error: Option<String>,
@@ -283,6 +290,7 @@ impl ProcessStatus {
         let writes = by_label("eddy_sink_write_seconds_count", "sink");
         let seconds = by_label("eddy_sink_write_seconds_sum", "sink");
         let errors = by_label("eddy_sink_errors_total", "sink");
+        let last_writes = by_label("eddy_sink_last_write_ms", "sink");
         let last_errors = metrics.sink_last_errors();
         let mut names: Vec<&String> = writes
             .keys()
@@ -315,6 +323,10 @@ impl ProcessStatus {
                     errors,
                     mean_write_ms: (n > 0.0)
                         .then(|| seconds.get(sink).copied().unwrap_or(0.0) * 1000.0 / n),
+                    last_write_ms: last_writes.get(sink).map(|t| *t as i64),
+                    freshness_ms: last_writes
+                        .get(sink)
+                        .map(|t| now_ms.saturating_sub(*t as i64)),
                     last_error: last_errors.get(sink).map(|(_, e)| e.clone()),
                     last_error_ms: last_errors.get(sink).map(|(t, _)| *t),
                 }
@@ -464,6 +476,7 @@ mod tests {
         };
         m.sink_write_seconds.get_or_create(&redis).observe(0.002);
         m.sink_write_seconds.get_or_create(&redis).observe(0.004);
+        m.sink_last_write_ms.get_or_create(&redis).set(9_500);
         m.sink_failed(&redis, "connection refused");
         m.dead_letter("bad_json");
         m.dead_letter("bad_json");
@@ -513,6 +526,10 @@ mod tests {
         assert_eq!(sink.state, SinkState::Failing);
         assert!((sink.mean_write_ms.unwrap() - 3.0).abs() < 1e-9);
         assert_eq!(sink.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            (sink.last_write_ms, sink.freshness_ms),
+            (Some(9_500), Some(500))
+        );
         assert!(sink.last_error_ms.is_some());
         assert_eq!(s.dead_letters["bad_json"], 2);
         assert_eq!(s.dead_letters["late"], 1);
