@@ -138,7 +138,8 @@ impl DemoArgs {
         let now = eddy_core::now_ms();
         let (from, to) = (now - 3_600_000, now + 3_600_000);
         format!(
-            "eddy demo: {rate} events/s into {window_ms} ms windows, serving on http://{l}\n  \
+            "eddy demo: dashboard at http://{l}/ (open it in a browser)\n  \
+             {rate} events/s into {window_ms} ms windows, serving on http://{l}\n  \
              curl 'http://{l}/v1/counts?event_type=click&from={from}&to={to}'\n  \
              curl 'http://{l}/v1/counts?campaign_id=0&from={from}&to={to}&granularity=hour'\n  \
              curl 'http://{l}/v1/campaigns/top?k=5' ; curl http://{l}/v1/campaigns/0\n  \

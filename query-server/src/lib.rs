@@ -164,6 +164,7 @@
 //! (`server.header_read_timeout_ms`).
 
 mod backend;
+pub mod dashboard;
 mod engagement;
 mod error;
 mod openapi;

@@ -52,6 +52,7 @@ pub(crate) fn openapi() -> &'static utoipa::openapi::OpenApi {
 pub(crate) fn router(state: AppState) -> Router {
     let (routes, _) = api_router().split_for_parts();
     routes
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
