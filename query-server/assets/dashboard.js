@@ -183,7 +183,10 @@ function renderStatus(st, now) {
     writes = ((writesTotal - lastWrites.total) * 1000) / (now - lastWrites.t);
   }
   if (writesTotal !== null) lastWrites = { t: now, total: writesTotal };
-  const watermark = procs.length ? Math.min(...procs.map((p) => p.watermark_ms ?? Infinity)) : Infinity;
+  // The live pipeline's watermark: the least of its processes (a replay trails on purpose).
+  const live = procs.filter((p) => p.mode !== "replay");
+  const wmProcs = live.length ? live : procs;
+  const watermark = wmProcs.length ? Math.min(...wmProcs.map((p) => p.watermark_ms ?? Infinity)) : Infinity;
   const wm = Number.isFinite(watermark) ? watermark : null;
   const delay = wm === null ? null : (st.now_ms ?? now) - wm;
   const dead = {};
@@ -287,7 +290,12 @@ async function poll() {
     }
     let digest = { rate: null, writes: null, delay: null, dead: {}, deadTotal: null, sinks: [] };
     const statusOk = status && status.status === 200 && status.body;
-    if (statusOk) digest = renderStatus(status.body, now);
+    if (statusOk) {
+      digest = renderStatus(status.body, now);
+    } else if (status) {
+      const why = `/v1/status answered ${status.status}: ${status.body && status.body.error ? status.body.error.message : "no body"}`;
+      for (const id of ["processes", "partitions", "checkpoints"]) fillTable(id, [], why);
+    }
     renderParts(health && health.body, digest.sinks, statusOk);
     let freshness = null;
     if (top && top.status === 200 && top.body) {

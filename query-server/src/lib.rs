@@ -3,7 +3,7 @@
 //! or, in the embedded demo, an in-memory [`MemoryStore`](eddy_core::MemoryStore).
 //!
 //! It also serves campaign engagement over a sliding window, the top campaigns, similar users
-//! and recommendations.
+//! and recommendations, and a live dashboard at `/` ([`dashboard`]).
 //!
 //! Build the router with [`app`] from an [`AppState`], and run it with [`serve`] or
 //! [`serve_with_shutdown`]. Every response body and query-parameter type is in
