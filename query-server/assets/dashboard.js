@@ -227,17 +227,19 @@ function renderStatus(st, now) {
   for (const p of procs) for (const [r, n] of Object.entries(p.dead_letters_dropped || {})) dropped[r] = (dropped[r] || 0) + n;
   const reasons = [...new Set([...Object.keys(dead), ...Object.keys(dropped)])].sort();
   fillTable("dead", reasons.map((r) => [r, fmtNum(dead[r] || 0), fmtNum(dropped[r] || 0)]), "no dead letter");
-  return { rate, writes, delay, dead, deadTotal, sinks: procs.flatMap((p) => (p.sinks || []).map((s) => ({ ...s, proc: procName(p) }))) };
+  return { rate, writes, delay, dead, deadTotal, processes: procs.length, sinks: procs.flatMap((p) => (p.sinks || []).map((s) => ({ ...s, proc: procName(p) }))) };
 }
 
-function renderParts(health, sinks, statusOk) {
+function renderParts(health, digest, statusOk) {
   const rows = [];
+  let source = { text: "unknown", cls: "bad" };
+  if (statusOk && digest.processes === 0) source = { text: "no process", cls: "bad" };
+  else if (statusOk) source = { text: "ok", cls: "ok" };
   rows.push([
-    "source (pipeline)",
-    statusOk ? { text: "ok", cls: "ok" } : { text: "unknown", cls: "bad" },
-    "", "", "", "",
+    "source (pipeline)", source, "", "", "",
+    statusOk ? `${digest.processes} process${digest.processes === 1 ? "" : "es"}, ${fmtNum(digest.rate)}/s` : "–",
   ]);
-  for (const s of sinks) {
+  for (const s of digest.sinks) {
     rows.push([
       `sink ${s.sink} (${s.proc})`,
       { text: s.state, cls: s.state === "ok" ? "ok" : "bad" },
@@ -288,7 +290,7 @@ async function poll() {
       $("health").textContent = `health ${health.body.status}`;
       $("health").className = "badge " + (health.body.status === "ok" ? "ok" : "bad");
     }
-    let digest = { rate: null, writes: null, delay: null, dead: {}, deadTotal: null, sinks: [] };
+    let digest = { rate: null, writes: null, delay: null, dead: {}, deadTotal: null, processes: 0, sinks: [] };
     const statusOk = status && status.status === 200 && status.body;
     if (statusOk) {
       digest = renderStatus(status.body, now);
@@ -296,7 +298,7 @@ async function poll() {
       const why = `/v1/status answered ${status.status}: ${status.body && status.body.error ? status.body.error.message : "no body"}`;
       for (const id of ["processes", "partitions", "checkpoints"]) fillTable(id, [], why);
     }
-    renderParts(health && health.body, digest.sinks, statusOk);
+    renderParts(health && health.body, digest, statusOk);
     let freshness = null;
     if (top && top.status === 200 && top.body) {
       renderTop(top.body);

@@ -108,6 +108,9 @@ try {
   for (const row of moved.top) {
     if (!(Number(row[1]) >= 0) || row.slice(2).some((c) => c === "")) throw new Error(`top row ${row} has empty cells`);
   }
+  if (!moved.parts.some((r) => r[0] === "source (pipeline)" && r[1] === "ok")) {
+    throw new Error(`the parts table shows no live source: ${JSON.stringify(moved.parts)}`);
+  }
   if (!moved.parts.some((r) => r[0].startsWith("store memory") && r[1] === "ok")) {
     throw new Error(`the parts table shows no healthy store: ${JSON.stringify(moved.parts)}`);
   }
