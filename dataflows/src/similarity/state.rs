@@ -137,13 +137,15 @@ impl Members {
             }
             Members::Many(s) => {
                 let from = (h, 0);
-                let present = me.is_some_and(|m| s.contains(&(h, m)));
+                let mut after = s.range(from..).peekable();
+                let present = after.peek().is_some_and(|e| e.0 == h);
                 let others = s.len() - usize::from(present);
                 if others <= quota {
                     out.extend(s.iter().filter(|e| e.0 != h).map(|e| e.1));
                 } else {
-                    let after = s.range(from..).chain(s.range(..from)).copied();
-                    let before = s.range(..from).rev().chain(s.range(from..).rev()).copied();
+                    // The walks wrap around lazily (`iter` descends nothing until used).
+                    let after = after.chain(s.iter()).copied();
+                    let before = s.range(..from).rev().chain(s.iter().rev()).copied();
                     take_alternately(after, before, h, quota, out);
                 }
             }
@@ -151,8 +153,9 @@ impl Members {
     }
 }
 
-/// Takes up to `quota` distinct members other than the one hashing to `h`, alternating
-/// between two walks of the ring (after and before `h`'s position).
+/// Takes `quota` members other than the one hashing to `h`, alternating between two walks of
+/// the ring (after and before `h`'s position), which must hold more than `quota` others: the
+/// walks then meet no member twice.
 fn take_alternately(
     mut after: impl Iterator<Item = Entry>,
     mut before: impl Iterator<Item = Entry>,
@@ -162,15 +165,15 @@ fn take_alternately(
 ) {
     let start = out.len();
     let mut turn = true;
-    let mut exhausted = 0;
-    while out.len() - start < quota && exhausted < 2 {
+    while out.len() - start < quota {
         let next = if turn { after.next() } else { before.next() };
         turn = !turn;
         let Some((hash, s)) = next else {
-            exhausted += 1;
-            continue;
+            debug_assert!(false, "the ring holds more than quota others");
+            break;
         };
-        if hash != h && !out[start..].contains(&s) {
+        if hash != h {
+            debug_assert!(!out[start..].contains(&s), "the walks met");
             out.push(s);
         }
     }
@@ -193,10 +196,29 @@ pub(crate) type Part = (Vec<Neighbor>, Option<Neighbor>);
 /// Invariant: `items` holds exact scores (best first, at most `cap`), and every candidate not in
 /// `items` ranks at or after `tau` (`None`: there is none). The top `k` of `items` is then the
 /// exact top `k` of all candidates as long as [`Buffer::exact`] holds.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+// The bound first: in a [`Slot`] it shares the first cache line with the user's set.
+#[repr(C)]
 pub(crate) struct Buffer {
+    /// `tau`, [`NO_BOUND`] for `None`: 16 bytes where an `Option` takes 24.
+    bound: Neighbor,
     pub(crate) items: Vec<Neighbor>,
-    pub(crate) tau: Option<Neighbor>,
+}
+
+/// The `bound` of a buffer without one (no real neighbor has a union of 0).
+const NO_BOUND: Neighbor = Neighbor {
+    user_id: 0,
+    shared: 0,
+    union: 0,
+};
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Self {
+            bound: NO_BOUND,
+            items: Vec::new(),
+        }
+    }
 }
 
 impl Buffer {
@@ -213,9 +235,23 @@ impl Buffer {
             tau = min_opt(tau, t);
         }
         items.sort_unstable();
-        let mut b = Buffer { items, tau };
+        let mut b = Buffer {
+            bound: NO_BOUND,
+            items,
+        };
+        b.set_tau(tau);
         b.trim(cap);
         b
+    }
+
+    /// The bound on the candidates outside `items` (`None`: there is none).
+    pub(crate) fn tau(&self) -> Option<Neighbor> {
+        (self.bound.union != 0).then_some(self.bound)
+    }
+
+    fn set_tau(&mut self, tau: Option<Neighbor>) {
+        debug_assert!(tau.is_none_or(|t| t.union != 0));
+        self.bound = tau.unwrap_or(NO_BOUND);
     }
 
     /// Drops what exceeds `cap`, folding the best of it into the bound.
@@ -223,13 +259,13 @@ impl Buffer {
         if self.items.len() > cap {
             let evicted = self.items[cap];
             self.items.truncate(cap);
-            self.tau = min_opt(self.tau, Some(evicted));
+            self.set_tau(min_opt(self.tau(), Some(evicted)));
         }
     }
 
     /// Whether the first `k` items are the exact top `k` of all candidates.
     pub(crate) fn exact(&self, k: usize) -> bool {
-        match self.tau {
+        match self.tau() {
             None => true,
             Some(t) => self.items.len() >= k && self.items[k - 1] < t,
         }
@@ -240,7 +276,7 @@ impl Buffer {
         match (self.items.iter().position(|m| m.user_id == user), n) {
             (Some(at), Some(n)) => self.items[at] != n,
             (Some(_), None) => true,
-            (None, Some(n)) => self.tau.is_none_or(|t| n < t),
+            (None, Some(n)) => self.tau().is_none_or(|t| n < t),
             (None, None) => false,
         }
     }
@@ -262,13 +298,13 @@ impl Buffer {
                     None => delta.left = Some(user),
                 }
             }
-            (None, Some(n)) if self.tau.is_none_or(|t| n < t) => {
+            (None, Some(n)) if self.tau().is_none_or(|t| n < t) => {
                 let to = self.items.partition_point(|m| *m < n);
                 self.items.insert(to, n);
                 delta.came = Some(user);
                 if self.items.len() > cap {
                     let evicted = self.items.pop().expect("over capacity");
-                    self.tau = min_opt(self.tau, Some(evicted));
+                    self.set_tau(min_opt(self.tau(), Some(evicted)));
                     if evicted.user_id == user {
                         delta.came = None;
                     } else {
@@ -309,6 +345,9 @@ pub(crate) struct ProbeResult {
 /// An owned user: its set and its buffer side by side, so that scoring a candidate and
 /// offering it the probed user read one place.
 #[derive(Debug, Default)]
+// Two cache lines: the user, its set and its buffer's bound in the first (what a candidate
+// outside the buffer reads), the buffer's items in the second.
+#[repr(C, align(64))]
 struct Slot {
     user: u64,
     /// Sorted campaign ids, never empty while the slot is live; up to four inline.
@@ -317,6 +356,9 @@ struct Slot {
     /// Whether [`State::dirty`] holds this user's top `k` before the epoch's first change.
     dirty: bool,
 }
+
+/// How many candidates ahead [`State::probe`] touches the slot of.
+const AHEAD: usize = 4;
 
 /// Reused vectors of [`State::probe`] and [`State::replace_set`] (no allocation per call).
 #[derive(Debug, Default)]
@@ -494,7 +536,12 @@ impl State {
         }
         let mut mine = Vec::with_capacity(found.len().min(4 * self.cap));
         let mut result = ProbeResult::default();
-        for &s in found.iter() {
+        for (i, &s) in found.iter().enumerate() {
+            // Touch a candidate a few ahead: its cache misses overlap this one's work.
+            if let Some(&ahead) = found.get(i + AHEAD) {
+                let slot = &self.slots[ahead as usize];
+                std::hint::black_box(slot.user);
+            }
             let slot = &self.slots[s as usize];
             let x = slot.user;
             let n = neighbor(x, set, &slot.set);
@@ -507,7 +554,7 @@ impl State {
                 let changes = if holds {
                     slot.buffer.would_change(user, theirs)
                 } else {
-                    theirs.is_some_and(|t| slot.buffer.tau.is_none_or(|tau| t < tau))
+                    theirs.is_some_and(|t| slot.buffer.tau().is_none_or(|tau| t < tau))
                 };
                 if changes {
                     self.offer(s, user, theirs, &mut result.stale);
@@ -673,7 +720,7 @@ mod tests {
             2,
         );
         assert_eq!(b.items, vec![n(1, 3, 4), n(4, 2, 4)]);
-        assert_eq!(b.tau, Some(n(2, 1, 4)));
+        assert_eq!(b.tau(), Some(n(2, 1, 4)));
         assert!(b.exact(1) && b.exact(2));
         let mut b2 = b.clone();
         // The best drops below the bound: no longer exact for k = 1.
@@ -697,7 +744,7 @@ mod tests {
         };
         assert_eq!(b3.offer(9, Some(n(9, 4, 4)), 2), swap);
         assert_eq!(b3.items, vec![n(9, 4, 4), n(1, 3, 4)]);
-        assert_eq!(b3.tau, Some(n(4, 2, 4)));
+        assert_eq!(b3.tau(), Some(n(4, 2, 4)));
         // An outsider at or after the bound stays out.
         assert!(!b3.would_change(8, Some(n(8, 1, 8))));
         assert_eq!(b3.offer(8, Some(n(8, 1, 8)), 2), Delta::default());
@@ -772,6 +819,17 @@ mod tests {
             }
             assert!(st.index.len() > 200, "users stay active");
         }
+    }
+
+    #[test]
+    fn a_slot_is_two_cache_lines() {
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        let bound = std::mem::offset_of!(Slot, buffer) + std::mem::offset_of!(Buffer, bound);
+        assert_eq!(
+            bound + std::mem::size_of::<Neighbor>(),
+            64,
+            "user, set and bound"
+        );
     }
 
     #[test]
