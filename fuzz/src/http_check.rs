@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, header};
 use eddy_core::api::{
     CampaignResponse, CountsResponse, HealthResponse, RecommendationsResponse,
-    SimilarUsersResponse, TopCampaignsResponse,
+    SimilarUsersResponse, StatusResponse, TopCampaignsResponse,
 };
 use eddy_core::rows::{CampaignWindowCount, Checkpoint, CountsBatch, TypeWindowStats};
 use eddy_core::{EventType, MemoryStore, Metrics};
@@ -145,6 +145,10 @@ enum Answer {
     Recommendations,
     Health,
     Metrics,
+    Status,
+    OpenApi,
+    /// The dashboard's page and assets: (path, content type prefix).
+    Dashboard(&'static str),
 }
 
 fn answer_of(path: &str) -> Option<Answer> {
@@ -157,6 +161,11 @@ fn answer_of(path: &str) -> Option<Answer> {
         ["v1", "users", id, "recommendations"] if !id.is_empty() => Answer::Recommendations,
         ["healthz"] => Answer::Health,
         ["metrics"] => Answer::Metrics,
+        ["v1", "status"] => Answer::Status,
+        ["openapi.json"] => Answer::OpenApi,
+        [""] => Answer::Dashboard("text/html"),
+        ["dashboard", "app.js"] => Answer::Dashboard("text/javascript"),
+        ["dashboard", "app.css"] => Answer::Dashboard("text/css"),
         _ => return None,
     })
 }
@@ -202,6 +211,10 @@ pub async fn check_http(app: axum::Router, data: &[u8]) -> Option<u16> {
             assert!(content_type.starts_with("text/plain"), "{}", show());
             return Some(200);
         }
+        if let Answer::Dashboard(kind) = answer {
+            assert!(content_type.starts_with(kind), "{}", show());
+            return Some(200);
+        }
         assert!(content_type.starts_with("application/json"), "{}", show());
         match answer {
             Answer::Counts => {
@@ -218,7 +231,9 @@ pub async fn check_http(app: axum::Router, data: &[u8]) -> Option<u16> {
                 parses::<RecommendationsResponse>(&body, "RecommendationsResponse")
             }
             Answer::Health => parses::<HealthResponse>(&body, "HealthResponse"),
-            Answer::Metrics => unreachable!(),
+            Answer::Status => parses::<StatusResponse>(&body, "StatusResponse"),
+            Answer::OpenApi => parses::<serde_json::Value>(&body, "JSON document"),
+            Answer::Metrics | Answer::Dashboard(_) => unreachable!(),
         }
         return Some(200);
     }
