@@ -536,8 +536,12 @@ impl LambdaBackend {
     ) -> redis::RedisResult<(BTreeMap<u64, (Score, i64)>, Meta)> {
         let mut conn = self.redis_conn().await?;
         let mut pipe = redis::pipe();
+        // Two fields per campaign, not the whole hash: a heavy user has hundreds of candidates.
         for c in campaigns {
-            pipe.cmd("HGETALL").arg(keys::campaign(&self.prefix, *c));
+            pipe.cmd("HMGET")
+                .arg(keys::campaign(&self.prefix, *c))
+                .arg(cf::SCORE)
+                .arg(cf::AS_OF);
         }
         pipe.cmd("MGET").arg(&keys::meta(&self.prefix)[..]);
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
@@ -545,9 +549,14 @@ impl LambdaBackend {
             redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))?;
         let mut scores = BTreeMap::new();
         for (c, reply) in campaigns.iter().zip(replies) {
-            let h: HashMap<String, String> = redis::from_redis_value(reply)?;
-            if let Some((e, a)) = parse_campaign(*c, &h) {
-                scores.insert(*c, (e.score, a));
+            let fields: Vec<Option<String>> = redis::from_redis_value(reply)?;
+            let score = fields
+                .first()
+                .and_then(Option::as_ref)
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            let as_of = parse_i64(fields.get(1).and_then(Option::as_ref));
+            if let (Some(score), Some(as_of)) = (score, as_of) {
+                scores.insert(*c, (Score(score), as_of));
             }
         }
         Ok((scores, Meta::parse(&meta)))
