@@ -9,7 +9,7 @@ use eddy_core::api::{
 };
 use eddy_core::{Config, EventType, Metrics, Neighbor, TypeWindowStats, WindowSpec};
 use eddy_load_gen::expected::{self, WindowTotals};
-use eddy_storage::{CampaignWindowRow, CheckpointRow, TypeWindowRow, keys};
+use eddy_storage::{CampaignWindowRow, TypeWindowRow, keys};
 use eddy_testkit::fixtures::nb;
 use eddy_testkit::http;
 use eddy_testkit::kafka;
@@ -58,12 +58,7 @@ fn config(name: &str) -> Config {
 type Offsets = BTreeMap<i32, (i64, i64)>;
 
 fn checkpoint(cfg: &Config) -> Option<(i64, Offsets)> {
-    let topic = cfg.kafka.topic.as_str();
-    let rows: Vec<CheckpointRow> = ch_fetch(
-        &cfg.clickhouse,
-        eddy_storage::LATEST_CHECKPOINT_QUERY,
-        |q| q.bind(topic).bind(topic),
-    );
+    let rows = eddy_testkit::stores::latest_checkpoint(&cfg.clickhouse, &cfg.kafka.topic);
     let wm = rows.first()?.watermark_ms;
     Some((
         wm,

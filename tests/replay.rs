@@ -7,10 +7,10 @@ use eddy::pipeline::{Mode, RunOptions, run};
 use eddy::replay::{EndSpec, ReplayRequest, StartSpec, resolve};
 use eddy_core::{Config, EventType, Metrics, WindowSpec};
 use eddy_load_gen::expected::WindowTotals;
-use eddy_storage::{CheckpointRow, keys};
+use eddy_storage::keys;
 use eddy_testkit::http;
 use eddy_testkit::pipeline::{fresh_config, run_env};
-use eddy_testkit::stores::{ch_fetch, redis_conn};
+use eddy_testkit::stores::{latest_checkpoint, redis_conn};
 use eddy_testkit::wait::{wait_for, wait_until};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -109,11 +109,7 @@ fn produce(cfg: &Config, msgs: &[(i32, Vec<u8>)]) {
 
 /// The latest checkpoint saved under `name`: watermark and high offset per partition.
 fn checkpoint(cfg: &Config, name: &str) -> Option<(i64, BTreeMap<i32, i64>)> {
-    let rows: Vec<CheckpointRow> = ch_fetch(
-        &cfg.clickhouse,
-        eddy_storage::LATEST_CHECKPOINT_QUERY,
-        |q| q.bind(name).bind(name),
-    );
+    let rows = latest_checkpoint(&cfg.clickhouse, name);
     let wm = rows.first()?.watermark_ms;
     Some((
         wm,

@@ -192,6 +192,14 @@ where
     block_on(query.fetch_all::<T>()).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// The latest checkpoint saved under `name` (a topic, or a replay's checkpoint name): one row
+/// per partition, empty when there is none ([`eddy_storage::LATEST_CHECKPOINT_QUERY`]).
+pub fn latest_checkpoint(cfg: &ClickHouseConfig, name: &str) -> Vec<eddy_storage::CheckpointRow> {
+    ch_fetch(cfg, eddy_storage::LATEST_CHECKPOINT_QUERY, |q| {
+        q.bind(name).bind(name)
+    })
+}
+
 // ---- a private Redis ----
 
 /// A `redis-server` of the test's own on a free loopback port (no persistence), so stopping
