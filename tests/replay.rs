@@ -172,6 +172,17 @@ fn start_live(cfg: &Config) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     (stop, handle)
 }
 
+/// Produces `msgs`, runs the live job until it has read them all, stops it, and returns its
+/// answers over HTTP.
+fn live_answers(live: &Config, msgs: &[(i32, Vec<u8>)]) -> Value {
+    produce(live, msgs);
+    let (stop, handle) = start_live(live);
+    wait_drained(live, &live.kafka.topic, msgs);
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap();
+    answers(live)
+}
+
 /// The answers of a query server over `cfg`'s stores that must not depend on how the
 /// records were read: every type's and campaign 1's series, the top list and each
 /// campaign's engagement (values only, not where they came from or when).
@@ -324,12 +335,7 @@ fn saved_plan(cfg: &Config) -> Option<Value> {
 fn replay_from_earliest_equals_live_processing() {
     let (live, target) = configs("replay_eq");
     let msgs = stream(400);
-    produce(&live, &msgs);
-    let (stop, handle) = start_live(&live);
-    wait_drained(&live, &live.kafka.topic, &msgs);
-    stop.store(true, Ordering::SeqCst);
-    handle.join().unwrap();
-    let want = answers(&live);
+    let want = live_answers(&live, &msgs);
     assert_oracle(&want, &msgs);
 
     let out = finish(
@@ -359,12 +365,7 @@ fn replay_from_earliest_equals_live_processing() {
 fn a_replay_killed_midway_resumes_from_its_checkpoint_and_is_exact() {
     let (live, target) = configs("replay_kill");
     let msgs = stream(400);
-    produce(&live, &msgs);
-    let (stop, handle) = start_live(&live);
-    wait_drained(&live, &live.kafka.topic, &msgs);
-    stop.store(true, Ordering::SeqCst);
-    handle.join().unwrap();
-    let want = answers(&live);
+    let want = live_answers(&live, &msgs);
 
     // A slow replay, killed (SIGKILL: no flush, no final checkpoint) once it has a
     // checkpoint part of the way.
