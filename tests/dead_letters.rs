@@ -79,14 +79,8 @@ struct Pipeline {
 }
 
 fn start(cfg: &Config) -> Pipeline {
-    let stop = Arc::new(AtomicBool::new(false));
-    let metrics = Metrics::new();
-    let opts = RunOptions {
-        config: cfg.clone(),
-        timely: timely::Config::process(cfg.pipeline.workers),
-        stop: stop.clone(),
-        metrics: metrics.clone(),
-    };
+    let opts = RunOptions::in_process(cfg);
+    let (stop, metrics) = (opts.stop.clone(), opts.metrics.clone());
     let handle = std::thread::spawn(move || run(opts, Mode::Kafka).expect("pipeline runs"));
     Pipeline {
         stop,

@@ -147,13 +147,8 @@ struct Worker {
 }
 
 fn start(cfg: &Config) -> Worker {
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = RunOptions {
-        config: cfg.clone(),
-        timely: timely::Config::process(cfg.pipeline.workers),
-        stop: stop.clone(),
-        metrics: Metrics::new(),
-    };
+    let opts = RunOptions::in_process(cfg);
+    let stop = opts.stop.clone();
     let handle = std::thread::spawn(move || run(opts, Mode::Kafka).expect("pipeline runs"));
     Worker { stop, handle }
 }

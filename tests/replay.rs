@@ -161,13 +161,8 @@ fn final_watermark(msgs: &[(i32, Vec<u8>)]) -> i64 {
 
 /// Runs the live pipeline in this process until the returned flag is set.
 fn start_live(cfg: &Config) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = RunOptions {
-        config: cfg.clone(),
-        timely: timely::Config::process(cfg.pipeline.workers),
-        stop: stop.clone(),
-        metrics: Metrics::new(),
-    };
+    let opts = RunOptions::in_process(cfg);
+    let stop = opts.stop.clone();
     let handle = std::thread::spawn(move || run(opts, Mode::Kafka).expect("live pipeline runs"));
     (stop, handle)
 }

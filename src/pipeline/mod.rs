@@ -89,6 +89,19 @@ pub struct RunOptions {
     pub metrics: Metrics,
 }
 
+impl RunOptions {
+    /// One process with `config.pipeline.workers` worker threads, a fresh stop flag and a
+    /// fresh metrics registry (an embedded pipeline, as the integration tests run it).
+    pub fn in_process(config: &Config) -> Self {
+        Self {
+            config: config.clone(),
+            timely: timely::Config::process(config.pipeline.workers),
+            stop: Arc::new(AtomicBool::new(false)),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
 /// `(partition, offset)` of the replayed records dead-lettered as late before a restart.
 type LateBeforeRestore = Arc<std::collections::HashSet<(i32, i64)>>;
 
