@@ -5,23 +5,15 @@
 //! (`scripts/services`).
 
 use eddy_testkit::block_on;
+use eddy_testkit::free_port;
 use eddy_testkit::proxy::Proxy;
 use eddy_testkit::wait::wait_until;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KAFKA: &str = "127.0.0.1:9092";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `eddy run` as a child (killed when dropped) whose stderr is collected line by line.
 struct Eddy {

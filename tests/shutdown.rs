@@ -5,23 +5,16 @@
 //! forwarding ([`Proxy`]).
 
 use eddy_core::api::{HealthStatus, LivenessResponse};
+use eddy_testkit::free_port;
 use eddy_testkit::proxy::Proxy;
 use eddy_testkit::wait::wait_until;
 use eddy_testkit::{block_on, kafka};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const REDIS: &str = "127.0.0.1:6379";
 const CLICKHOUSE: &str = "127.0.0.1:8123";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET http://{addr}{path}`: status and body, `None` if nothing answers.
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {

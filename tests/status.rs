@@ -5,10 +5,10 @@
 use eddy_core::Metrics;
 use eddy_core::api::{ProcessIdentity, ProcessStatus, StatusResponse, Store};
 use eddy_storage::status::{status_field, status_key};
+use eddy_testkit::free_port;
 use eddy_testkit::stores::{fresh_redis, redis_conn};
 use eddy_testkit::wait::wait_for;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,14 +59,6 @@ fn the_publisher_keeps_the_record_fresh_and_writes_a_last_one() {
     publisher.join().unwrap();
     let last = record(&mut con, &redis.prefix, &identity).unwrap();
     assert_eq!(last.events_in, 7);
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child killed when the test ends.

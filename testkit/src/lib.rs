@@ -50,6 +50,14 @@ pub fn services(services: &[&str]) {
     started.push(wanted);
 }
 
+/// A loopback port free a moment ago (bound, then released), for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// Runs `f` to completion on a tokio runtime of its own, on a thread of its own, so that it
 /// may be called from sync tests and from inside another runtime (an async test) alike.
 pub fn block_on<F>(f: F) -> F::Output

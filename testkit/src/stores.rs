@@ -215,10 +215,7 @@ impl PrivateRedis {
     /// waits until it answers `PING`.
     pub fn start() -> Self {
         crate::services(&["redis"]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = crate::free_port();
         let mut redis = Self { child: None, port };
         redis.restart();
         redis
