@@ -1,16 +1,14 @@
 //! The dashboard at `/`: the page and its embedded assets are served with their content types,
 //! and the page only refers to assets the server has (nothing from another host).
 
-use eddy_core::{MemoryStore, Metrics};
+use eddy_core::Metrics;
 use eddy_query_server::{AppState, MemoryBackend, ServerQueryLimits, app, dashboard};
 use eddy_testkit::http;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 fn server() -> axum::Router {
     app(AppState::new(
-        Arc::new(MemoryBackend::new(Arc::new(RwLock::new(
-            MemoryStore::default(),
-        )))),
+        Arc::new(MemoryBackend::empty()),
         Metrics::new(),
         ServerQueryLimits::default(),
     ))

@@ -2,18 +2,16 @@
 //! `docs/openapi.json`. When the code changes the description, regenerate the file with
 //! `EDDY_WRITE_OPENAPI=1 cargo test -p eddy-query-server --test openapi`.
 
+use eddy_core::Metrics;
 use eddy_core::api::ErrorCode;
-use eddy_core::{MemoryStore, Metrics};
 use eddy_query_server::{AppState, MemoryBackend, ServerQueryLimits, app, openapi, openapi_json};
 use eddy_testkit::http;
 use serde_json::Value;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 fn server() -> axum::Router {
     app(AppState::new(
-        Arc::new(MemoryBackend::new(Arc::new(RwLock::new(
-            MemoryStore::default(),
-        )))),
+        Arc::new(MemoryBackend::empty()),
         Metrics::new(),
         ServerQueryLimits::default(),
     ))

@@ -1,22 +1,20 @@
 //! `GET /v1/status`: the demo's own metrics digested, or the records `eddy run` processes
 //! publish in the real Redis (`scripts/services`).
 
+use eddy_core::Metrics;
 use eddy_core::api::{ErrorCode, ProcessIdentity, ProcessStatus, StatusResponse, Store};
 use eddy_core::config::RedisConfig;
-use eddy_core::{MemoryStore, Metrics};
 use eddy_query_server::{AppState, MemoryBackend, ServerQueryLimits, StatusSource, app};
 use eddy_storage::status::publish_status;
 use eddy_testkit::http;
 use eddy_testkit::stores::{fresh_redis, redis_conn};
 use eddy_testkit::wait::wait_for_async;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn state(metrics: Metrics) -> AppState {
     AppState::new(
-        Arc::new(MemoryBackend::new(Arc::new(RwLock::new(
-            MemoryStore::default(),
-        )))),
+        Arc::new(MemoryBackend::empty()),
         metrics,
         ServerQueryLimits::default(),
     )

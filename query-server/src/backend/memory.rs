@@ -22,6 +22,11 @@ impl MemoryBackend {
         Self { store }
     }
 
+    /// A backend over a new, empty store (nothing written yet).
+    pub fn empty() -> Self {
+        Self::new(Arc::new(RwLock::new(MemoryStore::default())))
+    }
+
     /// Reads the store with `f`, tagging its result with source `memory` and the store's last
     /// update time.
     fn read<T>(&self, f: impl FnOnce(&MemoryStore) -> Option<AsOf<T>>) -> Option<Sourced<T>> {
