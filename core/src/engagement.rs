@@ -257,8 +257,8 @@ pub fn recommend<S: AsRef<[u64]>>(
                 .map(|c| (*c, i)),
         );
     }
+    // Unique already: the neighbors are distinct users and each set holds a campaign once.
     pairs.sort_unstable();
-    pairs.dedup();
     // (score, campaign, campaign score, range of `pairs`).
     let mut scored: Vec<(Score, u64, Score, usize, usize)> = Vec::new();
     let mut a = 0;
