@@ -12,11 +12,12 @@
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, DeadLetter, DeadLetterBatch, EventType,
-    PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserCampaigns, WindowSpec,
+    InteractionPane, PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats,
+    UserCampaigns, WindowSpec,
 };
 use eddy_dataflows::{Engagement, SimilarityOutputs, WindowedCounts};
-use eddy_operators::{Epoch, EpochStash};
-use eddy_sinks::{Batch, SinkWorker};
+use eddy_operators::{Epoch, EpochStash, WatermarkHandle};
+use eddy_sinks::{Batch, SinkWorker, merge_batches};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +149,7 @@ enum Update {
     Pane(PaneEngagement),
     Similar(SimilarUsers),
     Set(UserCampaigns),
+    InteractionPane(InteractionPane),
     Watermark(i64),
 }
 
@@ -176,6 +178,28 @@ impl<K: Ord, V> Changed<K, V> {
     }
 }
 
+/// How [`sink_counts`] writes.
+pub struct SinkCountsOptions {
+    /// Tumbling windows (panes).
+    pub window: WindowSpec,
+    /// Sliding-window length, ms.
+    pub sliding_ms: i64,
+    /// After a restart that restored the sliding state from the stores, the watermark it is
+    /// final under: engagement panes closed under it are stored already and not written again.
+    pub durable_through: Option<i64>,
+    /// After a restart: the speed-layer values (open windows, live engagement, top list) of
+    /// the epochs before the state is caught up ([`WatermarkHandle::caught_up_at`]) are held
+    /// and written, merged, at the epoch it is; final rows and the watermark are written at
+    /// once. Readers so never see a value the previous run had passed (a partly rebuilt open
+    /// window, a score missing its open panes).
+    pub hold_until_caught_up: Option<WatermarkHandle>,
+}
+
+/// Whether pane `start` is closed under watermark `through` (if any): a restored, stored pane.
+fn stored_pane(window: WindowSpec, start: i64, through: Option<i64>) -> bool {
+    through.is_some_and(|w| window.is_closed(start, w))
+}
+
 /// Writes the fast outputs (windowed counts, engagement, top list, final panes) to `sinks`,
 /// one [`CountsBatch`] per epoch (when it has rows or the watermark moved). The returned stream
 /// (no data) passes epoch `e` once it is durable in every sink.
@@ -183,10 +207,16 @@ pub fn sink_counts<'scope>(
     counts: &WindowedCounts<'scope>,
     engagement: &Engagement<'scope>,
     watermarks: StreamVec<'scope, Epoch, i64>,
-    window: WindowSpec,
-    sliding_ms: i64,
+    options: SinkCountsOptions,
     sinks: Vec<SinkWorker>,
 ) -> StreamVec<'scope, Epoch, ()> {
+    let SinkCountsOptions {
+        window,
+        sliding_ms,
+        durable_through,
+        hold_until_caught_up,
+    } = options;
+    let mut held: Option<CountsBatch> = None;
     let updates = updates(&counts.types, Update::Type)
         .concat(updates(&counts.campaigns, Update::Campaign))
         .concat(updates(&counts.closed_types, Update::ClosedType))
@@ -224,7 +254,11 @@ pub fn sink_counts<'scope>(
                     // pane's retraction, as it slides out, is not written).
                     Update::ClosedType(row) => batch.final_types.push(row),
                     Update::ClosedCampaign(row) => batch.final_campaigns.push(row),
-                    Update::Pane(row) if r > 0 => batch.final_engagement.push(row),
+                    Update::Pane(row)
+                        if r > 0 && !stored_pane(window, row.window_start_ms, durable_through) =>
+                    {
+                        batch.final_engagement.push(row)
+                    }
                     Update::Engagement(row) => engagement.update(row.campaign_id, row, r),
                     Update::Top(rows) => {
                         let slot = top.get_or_insert(None);
@@ -232,7 +266,10 @@ pub fn sink_counts<'scope>(
                             *slot = Some(rows);
                         }
                     }
-                    Update::Pane(_) | Update::Similar(_) | Update::Set(_) => {}
+                    Update::Pane(_)
+                    | Update::Similar(_)
+                    | Update::Set(_)
+                    | Update::InteractionPane(_) => {}
                 }
             }
             // A window with only a retraction closed (its final row is in `final_*`).
@@ -245,6 +282,29 @@ pub fn sink_counts<'scope>(
                 }
             }
             batch.top_campaigns = top.map(Option::unwrap_or_default);
+            if let Some(handle) = &hold_until_caught_up {
+                let speed = CountsBatch {
+                    open_types: std::mem::take(&mut batch.open_types),
+                    open_campaigns: std::mem::take(&mut batch.open_campaigns),
+                    engagement: std::mem::take(&mut batch.engagement),
+                    engagement_removed: std::mem::take(&mut batch.engagement_removed),
+                    top_campaigns: batch.top_campaigns.take(),
+                    ..batch.clone()
+                };
+                let merged = match held.take() {
+                    Some(h) => merge_batches(&h, &speed),
+                    None => speed,
+                };
+                if handle.caught_up_at().is_some_and(|c| epoch >= c) {
+                    batch.open_types = merged.open_types;
+                    batch.open_campaigns = merged.open_campaigns;
+                    batch.engagement = merged.engagement;
+                    batch.engagement_removed = merged.engagement_removed;
+                    batch.top_campaigns = merged.top_campaigns;
+                } else {
+                    held = Some(merged);
+                }
+            }
             if batch.is_empty() && watermark == before {
                 return None;
             }
@@ -260,16 +320,21 @@ pub fn sink_counts<'scope>(
     )
 }
 
-/// Writes similar users and interaction sets (the slow path) to `sinks`, one
-/// [`SimilarityBatch`] per epoch with rows, stamped with the epoch's watermark.
+/// Writes similar users, interaction sets and the interest pairs of final panes (the slow
+/// path) to `sinks`, one [`SimilarityBatch`] per epoch with rows, stamped with the epoch's
+/// watermark. Panes closed under `durable_through` (a restored state's watermark) are stored
+/// already and not written again.
 pub fn sink_similarity<'scope>(
     similarity: &SimilarityOutputs<'scope>,
     watermarks: StreamVec<'scope, Epoch, i64>,
+    window: WindowSpec,
     sliding_ms: i64,
+    durable_through: Option<i64>,
     sinks: Vec<SinkWorker<SimilarityBatch>>,
 ) -> StreamVec<'scope, Epoch, ()> {
     let updates = updates(&similarity.similar, Update::Similar)
         .concat(updates(&similarity.sets, Update::Set))
+        .concat(timed(similarity.interaction_panes.clone()).map(Update::InteractionPane))
         .concat(watermark_updates(watermarks));
     let mut watermark = i64::MIN;
     updates.sink_epochs(
@@ -277,17 +342,24 @@ pub fn sink_similarity<'scope>(
         move |epoch, updates| {
             let mut similar = Changed::new();
             let mut sets = Changed::new();
+            let mut interaction_panes = Vec::new();
             for (u, r) in updates {
                 match u {
                     Update::Watermark(w) => watermark = watermark.max(w),
                     Update::Similar(row) => similar.update(row.user_id, row, r),
                     Update::Set(row) => sets.update(row.user_id, row, r),
+                    Update::InteractionPane(row)
+                        if !stored_pane(window, row.window_start_ms, durable_through) =>
+                    {
+                        interaction_panes.push(row)
+                    }
                     _ => {}
                 }
             }
-            if similar.0.is_empty() && sets.0.is_empty() {
+            if similar.0.is_empty() && sets.0.is_empty() && interaction_panes.is_empty() {
                 return None;
             }
+            interaction_panes.sort();
             Some(SimilarityBatch {
                 epoch,
                 as_of_ms: watermark,
@@ -300,6 +372,7 @@ pub fn sink_similarity<'scope>(
                     user_id,
                     campaigns: Vec::new(),
                 }),
+                interaction_panes,
             })
         },
         sinks,

@@ -37,6 +37,7 @@ fn produce(cfg: &Config, n: usize) {
 
 fn checkpoint(cfg: &Config, partition: i32, high_offset: i64) -> Checkpoint {
     Checkpoint {
+        state: None,
         topic: cfg.kafka.topic.clone(),
         epoch: 7,
         watermark_ms: 1_767_225_600_000,

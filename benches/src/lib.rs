@@ -101,6 +101,7 @@ pub fn full_dataflow<'scope>(
             events,
             history: None,
             watermarks,
+            restored: None,
         },
     );
     let probe = ProbeHandle::new();

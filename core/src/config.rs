@@ -361,6 +361,34 @@ impl Default for SinkConfig {
 }
 
 impl Config {
+    /// The layout of the sliding-window state the stores hold under this configuration, as
+    /// recorded in each checkpoint ([`crate::Checkpoint::state`]): the settings that decide
+    /// which rows are stored (pane size, sliding length, which events are interest, whether
+    /// interaction panes are written at all). A restart restores the stored state only when
+    /// its layout equals the running one. Weights, top-K and similarity parameters are not
+    /// part of it: the stored panes hold raw counts and pairs, and everything else is
+    /// recomputed from them.
+    ///
+    /// ```
+    /// let mut cfg = eddy_core::Config::default();
+    /// let before = cfg.state_layout();
+    /// cfg.engagement.weight_click = 9.0;
+    /// assert_eq!(cfg.state_layout(), before, "weights are applied to restored counts");
+    /// cfg.engagement.sliding_ms *= 2;
+    /// assert_ne!(cfg.state_layout(), before);
+    /// ```
+    pub fn state_layout(&self) -> String {
+        let interactions = match (self.similarity.enabled, self.similarity.views_are_interest) {
+            (false, _) => "none",
+            (true, false) => "clicks+conversions",
+            (true, true) => "views+clicks+conversions",
+        };
+        format!(
+            "v1 window_ms={} sliding_ms={} interaction_panes={interactions}",
+            self.pipeline.window_ms, self.engagement.sliding_ms
+        )
+    }
+
     /// Loads defaults, then `path` (if given), then `EDDY_SECTION__FIELD` variables from `env`
     /// (others, such as `EDDY_CONFIG` or `EDDY_LOG`, are ignored), and validates the result.
     ///

@@ -23,8 +23,8 @@ pub use event::{Event, EventType, ParseError, parse_event};
 pub use memory::MemoryStore;
 pub use metrics::Metrics;
 pub use rows::{
-    CampaignWindowCount, Checkpoint, CountsBatch, DeadLetter, DeadLetterBatch, PartitionCheckpoint,
-    SimilarityBatch, TypeWindowStats,
+    CampaignWindowCount, Checkpoint, CountsBatch, DeadLetter, DeadLetterBatch, InteractionPane,
+    PartitionCheckpoint, SimilarityBatch, TypeWindowStats,
 };
 pub use window::WindowSpec;
 

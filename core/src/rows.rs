@@ -102,6 +102,26 @@ pub struct SimilarityBatch {
     pub similar: Vec<SimilarUsers>,
     /// Users whose interaction set changed in this epoch (empty `campaigns`: none any more).
     pub campaigns: Vec<UserCampaigns>,
+    /// The interest pairs of the panes final at this epoch: the durable form of the
+    /// interaction sets, from which a restart restores them ([`InteractionPane`]).
+    #[serde(default)]
+    pub interaction_panes: Vec<InteractionPane>,
+}
+
+/// One interest pair of a final pane: user `user_id` clicked or converted on (or, with
+/// `similarity.views_are_interest`, viewed) `campaign_id` in the pane starting at
+/// `window_start_ms`, and the pane is final (closed by the watermark). The interaction sets
+/// are a function of these rows (a pair is in the set while its latest pane is in the sliding
+/// window), so they are the sliding state a restart loads instead of re-reading a window of
+/// records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InteractionPane {
+    /// Pane start, epoch ms.
+    pub window_start_ms: i64,
+    /// The user.
+    pub user_id: u64,
+    /// The campaign.
+    pub campaign_id: u64,
 }
 
 /// A record that could not be counted, with why; written to the dead-letter topic.
@@ -155,4 +175,11 @@ pub struct Checkpoint {
     pub watermark_ms: i64,
     /// One entry per partition of the topic.
     pub partitions: Vec<PartitionCheckpoint>,
+    /// The layout of the sliding-window state the sinks held when this checkpoint was written
+    /// ([`crate::Config::state_layout`]): a restart restores that state from the stores and
+    /// re-reads only the open windows. `None`: the state is not restorable (a replay's
+    /// checkpoint, or one written before eddy stored it): the resume offsets then cover the
+    /// whole sliding window and a restart re-reads it.
+    #[serde(default)]
+    pub state: Option<String>,
 }

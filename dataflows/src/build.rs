@@ -5,19 +5,23 @@
 //! events ──┬─► windowed_counts ─► open windows, closed windows
 //!          │
 //! history ─┴─► (sliding) ─┬─► engagement ─► live scores, top list, final panes
-//!                         └─► interactions ─► similarity loop ─► similar users, user sets
+//!                         └─► interactions ─┬─► similarity loop ─► similar users, user sets
+//! restored ─► (sliding)                     └─► interaction panes (durable state)
 //! ```
 //!
 //! Recommendations are ranked at read time from the similar users, the user sets and the live
 //! scores ([`eddy_core::recommend`]).
 
-use crate::engagement::{Engagement, EngagementParams, engagement};
-use crate::interactions::{InteractionParams, interactions};
+use crate::engagement::{Engagement, EngagementParams, engagement_restored};
+use crate::interactions::{InteractionParams, interactions_restorable};
 use crate::similarity::{SimilarityParams, similar_users_and_sets};
 use crate::windowed_counts::{WindowedCounts, windowed_counts};
 use differential_dataflow::VecCollection;
-use eddy_core::{Config, Event, SimilarUsers, UserCampaigns, WindowSpec};
-use eddy_operators::{Emit, Epoch};
+use eddy_core::{
+    Config, Event, InteractionPane, PaneEngagement, SimilarUsers, UserCampaigns, WindowSpec,
+};
+use eddy_operators::{Emit, Epoch, StateGauge};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
 /// What the dataflow reads.
@@ -29,6 +33,19 @@ pub struct Inputs<'scope> {
     pub history: Option<VecCollection<'scope, Epoch, Event, isize>>,
     /// The watermark `W(e)` at epoch `e`, on every worker.
     pub watermarks: StreamVec<'scope, Epoch, i64>,
+    /// The sliding-window state of a restart, loaded from the stores, if any.
+    pub restored: Option<Restored<'scope>>,
+}
+
+/// The durable sliding-window state a restart restores instead of re-reading its records: the
+/// final panes inside the sliding window of the checkpoint's watermark, as the previous run
+/// reported them ([`Outputs`]: `engagement.panes`, `similarity.interaction_panes`). Given at
+/// the first epoch; a key's rows may be on any worker (the dataflows route them).
+pub struct Restored<'scope> {
+    /// Engagement of each (final pane, campaign).
+    pub engagement: VecCollection<'scope, Epoch, PaneEngagement, isize>,
+    /// Each interest pair with its latest final pane (ignored without similarity).
+    pub interactions: VecCollection<'scope, Epoch, InteractionPane, isize>,
 }
 
 /// Similar users and the users' interaction sets (the expensive, once-per-pane part), from
@@ -38,6 +55,9 @@ pub struct SimilarityOutputs<'scope> {
     pub similar: VecCollection<'scope, Epoch, SimilarUsers, isize>,
     /// Each user's interaction set.
     pub sets: VecCollection<'scope, Epoch, UserCampaigns, isize>,
+    /// The interest pairs of each pane as it becomes final (durable sliding state, see
+    /// [`Restored`]), on the pair's owner worker.
+    pub interaction_panes: StreamVec<'scope, Epoch, InteractionPane>,
 }
 
 /// Everything the dataflow computes.
@@ -65,6 +85,7 @@ impl Outputs<'_> {
         if let Some(s) = &self.similarity {
             s.similar.clone().probe_with(probe);
             s.sets.clone().probe_with(probe);
+            s.interaction_panes.clone().probe_with(probe);
         }
     }
 }
@@ -84,15 +105,21 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
         events,
         history,
         watermarks,
+        restored,
     } = inputs;
+    let (restored_engagement, restored_interactions) = match restored {
+        Some(r) => (Some(r.engagement), Some(r.interactions)),
+        None => (None, None),
+    };
     // Sliding-window state also takes the replayed history of final windows.
     let sliding_events = match history {
         Some(history) => events.clone().concat(history),
         None => events.clone(),
     };
     let counts = windowed_counts(events, watermarks.clone(), window);
-    let engagement = engagement(
+    let engagement = engagement_restored(
         sliding_events.clone(),
+        restored_engagement,
         watermarks.clone(),
         EngagementParams {
             pane: window,
@@ -102,8 +129,9 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
         },
     );
     let similarity = cfg.similarity.enabled.then(|| {
-        let pairs = interactions(
+        let (pairs, interaction_panes) = interactions_restorable(
             sliding_events,
+            restored_interactions,
             watermarks,
             InteractionParams {
                 pane: window,
@@ -115,10 +143,15 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
                     epochs: cfg.similarity.close_spread_epochs,
                 },
             },
+            &StateGauge::new(),
         );
         let (similar, sets) =
             similar_users_and_sets(pairs, SimilarityParams::from_config(&cfg.similarity));
-        SimilarityOutputs { similar, sets }
+        SimilarityOutputs {
+            similar,
+            sets,
+            interaction_panes,
+        }
     });
     Outputs {
         counts,

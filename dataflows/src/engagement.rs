@@ -6,6 +6,8 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use eddy_core::{CampaignEngagement, Event, EventType, PaneEngagement, Weights, WindowSpec};
 use eddy_operators::{Emit, Epoch, PaneAccumulate, PaneSpec, Sum};
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Map;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
@@ -137,12 +139,44 @@ pub fn engagement<'scope>(
     watermarks: StreamVec<'scope, Epoch, i64>,
     params: EngagementParams,
 ) -> Engagement<'scope> {
+    engagement_restored(events, None, watermarks, params)
+}
+
+/// [`engagement`], with the final panes of a restored state (`restored`: rows of panes closed
+/// under the restored watermark and still inside the sliding window, as `panes` reported them
+/// before the restart) counted as if their events were replayed: the outputs equal those of
+/// an uninterrupted run, while no record of those panes is read again.
+pub fn engagement_restored<'scope>(
+    events: VecCollection<'scope, Epoch, Event, isize>,
+    restored: Option<VecCollection<'scope, Epoch, PaneEngagement, isize>>,
+    watermarks: StreamVec<'scope, Epoch, i64>,
+    params: EngagementParams,
+) -> Engagement<'scope> {
     let weights = params.weights;
-    let contribution = |(e, _, d): &(Event, Epoch, isize)| {
-        Some((e.ts_ms, e.campaign_id, EngagementSums::of(e, *d as i64)))
-    };
-    let live = events
-        .inner
+    type Contribution = ((i64, u64, EngagementSums), Epoch, isize);
+    let mut contributions = events.inner.map(|(e, t, d)| {
+        (
+            (e.ts_ms, e.campaign_id, EngagementSums::of(&e, d as i64)),
+            t,
+            1,
+        )
+    });
+    if let Some(restored) = restored {
+        contributions = contributions.concat(restored.inner.map(|(p, t, d)| {
+            let mut sums = EngagementSums {
+                views: p.views as i64,
+                clicks: p.clicks as i64,
+                conversions: p.conversions as i64,
+                revenue: i128::from(p.revenue_micros),
+            };
+            if d < 0 {
+                sums.negate();
+            }
+            ((p.window_start_ms, p.campaign_id, sums), t, 1)
+        }));
+    }
+    let contribution = |((ts, campaign, sums), _, _): &Contribution| Some((*ts, *campaign, *sums));
+    let live = contributions
         .clone()
         .pane_accumulate::<_, Sum<EngagementSums>, _>(
             watermarks.clone(),
@@ -153,7 +187,7 @@ pub fn engagement<'scope>(
         .map(|((_, campaign), ())| campaign)
         .count_total()
         .map(move |(c, s)| sums_row(c, s, &weights));
-    let closed = events.inner.pane_accumulate::<_, Sum<EngagementSums>, _>(
+    let closed = contributions.pane_accumulate::<_, Sum<EngagementSums>, _>(
         watermarks,
         PaneSpec::sliding(params.pane, params.sliding_ms, Emit::OnClose),
         "EngagementClosed",

@@ -2,9 +2,11 @@
 
 use crate::similarity::mix;
 use differential_dataflow::VecCollection;
-use eddy_core::{Event, EventType, WindowSpec};
+use eddy_core::{Event, EventType, InteractionPane, WindowSpec};
 use eddy_operators::{Emit, Epoch, PaneSpec, SlidingDistinct, StateGauge};
 use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Map;
 
 /// Parameters of [`interactions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,53 @@ pub fn interactions_with_gauge<'scope>(
                 .then_some((e.ts_ms, (e.user_id, e.campaign_id)))
         },
     )
+}
+
+/// [`interactions_with_gauge`] with a restored state, plus the durable form of the state:
+/// * `restored`: `(pane, user, campaign)` rows of final panes (for each pair, at least its
+///   latest final pane inside the sliding window, as [`interactions_restorable`]'s second
+///   output reported them before a restart), counted as events of closed panes: the set equals
+///   that of an uninterrupted run, while no record of those panes is read again;
+/// * the second output: in the on-close modes, at the epoch whose watermark closes a pane,
+///   the pane's interest pairs (`SELECT DISTINCT tumble_start(ts, :S), user_id, campaign_id`
+///   over the pane's interest events), never retracted: what a restart restores from.
+///
+/// Restored rows produce no second-output rows (they are durable already).
+#[allow(clippy::type_complexity)]
+pub fn interactions_restorable<'scope>(
+    events: VecCollection<'scope, Epoch, Event, isize>,
+    restored: Option<VecCollection<'scope, Epoch, InteractionPane, isize>>,
+    watermarks: StreamVec<'scope, Epoch, i64>,
+    params: InteractionParams,
+    gauge: &StateGauge,
+) -> (
+    VecCollection<'scope, Epoch, (u64, u64), isize>,
+    StreamVec<'scope, Epoch, InteractionPane>,
+) {
+    // Events are insert-only: a positive difference is an event.
+    let mut keyed = events.inner.flat_map(move |(e, _, d)| {
+        (d > 0 && params.is_interest(e.event_type))
+            .then_some((e.ts_ms, (e.user_id, e.campaign_id)))
+    });
+    if let Some(restored) = restored {
+        keyed = keyed.concat(restored.inner.flat_map(|(p, _, d)| {
+            (d > 0).then_some((p.window_start_ms, (p.user_id, p.campaign_id)))
+        }));
+    }
+    let (set, facts) = keyed.sliding_distinct_closing(
+        watermarks,
+        PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
+        "Interactions",
+        |(user, _): &(u64, u64)| mix(*user),
+        gauge,
+        |&(ts, key): &(i64, (u64, u64))| Some((ts, key)),
+    );
+    let facts = facts.map(|(window_start_ms, (user_id, campaign_id))| InteractionPane {
+        window_start_ms,
+        user_id,
+        campaign_id,
+    });
+    (set, facts)
 }
 
 #[cfg(test)]

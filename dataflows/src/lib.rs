@@ -11,8 +11,8 @@ pub mod windowed_counts;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use build::{Inputs, Outputs, SimilarityOutputs, build};
-pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement};
-pub use interactions::{InteractionParams, interactions};
+pub use build::{Inputs, Outputs, Restored, SimilarityOutputs, build};
+pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement, engagement_restored};
+pub use interactions::{InteractionParams, interactions, interactions_restorable};
 pub use similarity::{SimilarityMode, SimilarityParams, similar_users, similar_users_and_sets};
 pub use windowed_counts::{CountSum, WindowedCounts, windowed_counts};

@@ -99,6 +99,7 @@ pub fn state() -> AppState {
         ..Default::default()
     });
     s.apply_checkpoint(&Checkpoint {
+        state: None,
         topic: "events".into(),
         epoch: 1,
         watermark_ms: H + M,

@@ -142,6 +142,65 @@ pub trait SlidingDistinct<'scope, E> {
         K: ExchangeData + Hash + Eq,
         R: Fn(&K) -> u64 + 'static,
         L: FnMut(&E) -> Option<(i64, K)> + 'static;
+
+    /// [`sliding_distinct`](SlidingDistinct::sliding_distinct) (same arguments, same set), plus
+    /// a stream of *closed-pane facts* (on-close modes only; empty with [`Emit::Live`]): at the
+    /// epoch whose watermark closes pane `p`, one `(p, key)` per key with an event in `p`
+    /// received while it was open, on the key's worker, never retracted. These are the
+    /// `(pane, key)` rows a pane contributes once it is final, e.g. to store them and restore
+    /// the set after a restart by replaying them as events of closed panes (which count at
+    /// once). A pane that retires as it closes yields no facts; neither do events of closed
+    /// panes (replays).
+    ///
+    /// ```
+    /// use eddy_core::WindowSpec;
+    /// use eddy_operators::{Emit, PaneSpec, SlidingDistinct, StateGauge};
+    /// use timely::dataflow::InputHandle;
+    /// use timely::dataflow::operators::{Input, Capture, capture::Extract};
+    ///
+    /// let spec = PaneSpec::sliding(WindowSpec::new(10), 20, Emit::OnClose);
+    /// let (set, facts) = timely::example(move |scope| {
+    ///     let mut events = InputHandle::new();
+    ///     let mut marks = InputHandle::new();
+    ///     let (set, facts) = scope.input_from(&mut events).sliding_distinct_closing(
+    ///         scope.input_from(&mut marks), spec, "Distinct", |k: &u32| u64::from(*k),
+    ///         &StateGauge::new(), |&(ts, k): &(i64, u32)| Some((ts, k)));
+    ///     // epoch 0: key 7 twice in pane 0, key 8 in pane 10; epoch 1: watermark 10 closes
+    ///     // pane 0; epoch 2: key 9 replayed into the closed pane 0 (no fact).
+    ///     events.send((3, 7)); events.send((5, 7)); events.send((12, 8)); marks.send(0);
+    ///     events.advance_to(1); marks.advance_to(1); marks.send(10);
+    ///     events.advance_to(2); marks.advance_to(2); marks.send(10); events.send((4, 9));
+    ///     (set.inner.capture(), facts.capture())
+    /// });
+    /// let facts: Vec<_> = facts.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// assert_eq!(facts, vec![(0, 7)], "pane 0 closed at epoch 1 with key 7");
+    /// let set: Vec<_> = set.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// assert_eq!(set, vec![(7, 1, 1), (9, 2, 1)]);
+    /// ```
+    #[allow(clippy::type_complexity)]
+    fn sliding_distinct_closing<K, R, L>(
+        self,
+        watermarks: StreamVec<'scope, Epoch, i64>,
+        spec: PaneSpec,
+        name: &str,
+        route: R,
+        gauge: &StateGauge,
+        logic: L,
+    ) -> (
+        VecCollection<'scope, Epoch, K, isize>,
+        StreamVec<'scope, Epoch, (i64, K)>,
+    )
+    where
+        K: ExchangeData + Hash + Eq,
+        R: Fn(&K) -> u64 + 'static,
+        L: FnMut(&E) -> Option<(i64, K)> + 'static;
+}
+
+/// One output record of the operator: a set update or a closed-pane fact.
+#[derive(Clone)]
+enum Out<K> {
+    Set(K),
+    Closed(i64, K),
 }
 
 /// One worker's state (see the module docs).
@@ -163,10 +222,12 @@ struct State<K> {
     open_keys: usize,
     /// Updates to emit, by epoch.
     out: BTreeMap<Epoch, Vec<(K, Epoch, isize)>>,
+    /// Closed-pane facts to emit at the current epoch, when wanted.
+    facts: Option<Vec<(i64, K)>>,
 }
 
 impl<K: ExchangeData + Hash + Eq> State<K> {
-    fn new(spec: PaneSpec) -> Self {
+    fn new(spec: PaneSpec, facts: bool) -> Self {
         Self {
             spec,
             spread: match spec.emit {
@@ -181,6 +242,7 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
             indexed: 0,
             open_keys: 0,
             out: BTreeMap::new(),
+            facts: facts.then(Vec::new),
         }
     }
 
@@ -262,6 +324,9 @@ impl<K: ExchangeData + Hash + Eq> State<K> {
                 continue;
             }
             for key in keys {
+                if let Some(facts) = self.facts.as_mut() {
+                    facts.push((p, key.clone()));
+                }
                 let at = time + spread_slot(&key, self.spread);
                 self.count(key, p, at);
             }
@@ -295,64 +360,129 @@ impl<'scope, E: Clone + 'static> SlidingDistinct<'scope, E> for StreamVec<'scope
         name: &str,
         route: R,
         gauge: &StateGauge,
-        mut logic: L,
+        logic: L,
     ) -> VecCollection<'scope, Epoch, K, isize>
     where
         K: ExchangeData + Hash + Eq,
         R: Fn(&K) -> u64 + 'static,
         L: FnMut(&E) -> Option<(i64, K)> + 'static,
     {
-        assert!(spec.retire_after_ms >= spec.pane.size_ms);
-        let gauge = gauge.clone();
-        let keyed = self.flat_map(move |e| logic(&e));
-        let exchange = Exchange::new(move |(_, k): &(i64, K)| route(k));
-        keyed
-            .binary_frontier(watermarks, exchange, Pipeline, name, move |_cap, _info| {
-                let mut state = State::<K>::new(spec);
-                let mut events = EpochStash::<(i64, K)>::default();
-                let mut marks = EpochStash::<i64>::default();
-                move |(input, events_frontier), (marks_in, marks_frontier), output| {
-                    let before = state.size();
-                    input.for_each(|cap, data| events.absorb(cap, data));
-                    marks_in.for_each(|cap, data| marks.absorb(cap, data));
-                    // Epochs in order, once both inputs are complete through them: the
-                    // watermark of an epoch closes panes, then its events are folded in, then
-                    // the panes it retires leave.
-                    while let Some(time) = [events.first_epoch(), marks.first_epoch()]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                    {
-                        if events_frontier.less_equal(&time) || marks_frontier.less_equal(&time) {
-                            break;
-                        }
-                        let mut cap = None;
-                        if marks.first_epoch() == Some(time) {
-                            let (c, ws) = marks.pop_if(|_| true).expect("checked");
-                            if let Some(w) = ws.into_iter().max() {
-                                state.advance(w, time);
-                            }
-                            cap = Some(c);
-                        }
-                        if events.first_epoch() == Some(time) {
-                            let (c, data) = events.pop_if(|_| true).expect("checked");
-                            for (ts, key) in data {
-                                state.event(ts, key, time);
-                            }
-                            cap = Some(c);
-                        }
-                        state.retire(time);
-                        let cap = cap.expect("an epoch was popped");
-                        for (at, updates) in std::mem::take(&mut state.out) {
-                            let delayed = cap.delayed(&at);
-                            output.session(&delayed).give_iterator(updates.into_iter());
-                        }
-                    }
-                    gauge.record(before, state.size());
-                }
+        operator(self, watermarks, spec, name, route, gauge, logic, false)
+            .flat_map(|(out, t, d)| match out {
+                Out::Set(k) => Some((k, t, d)),
+                Out::Closed(..) => None,
             })
             .as_collection()
     }
+
+    fn sliding_distinct_closing<K, R, L>(
+        self,
+        watermarks: StreamVec<'scope, Epoch, i64>,
+        spec: PaneSpec,
+        name: &str,
+        route: R,
+        gauge: &StateGauge,
+        logic: L,
+    ) -> (
+        VecCollection<'scope, Epoch, K, isize>,
+        StreamVec<'scope, Epoch, (i64, K)>,
+    )
+    where
+        K: ExchangeData + Hash + Eq,
+        R: Fn(&K) -> u64 + 'static,
+        L: FnMut(&E) -> Option<(i64, K)> + 'static,
+    {
+        let out = operator(self, watermarks, spec, name, route, gauge, logic, true);
+        let set = out
+            .clone()
+            .flat_map(|(out, t, d)| match out {
+                Out::Set(k) => Some((k, t, d)),
+                Out::Closed(..) => None,
+            })
+            .as_collection();
+        let facts = out.flat_map(|(out, _, _)| match out {
+            Out::Closed(p, k) => Some((p, k)),
+            Out::Set(_) => None,
+        });
+        (set, facts)
+    }
+}
+
+/// The operator behind both methods; closed-pane facts are produced only with `facts`.
+#[allow(clippy::too_many_arguments)]
+fn operator<'scope, E, K, R, L>(
+    stream: StreamVec<'scope, Epoch, E>,
+    watermarks: StreamVec<'scope, Epoch, i64>,
+    spec: PaneSpec,
+    name: &str,
+    route: R,
+    gauge: &StateGauge,
+    mut logic: L,
+    facts: bool,
+) -> StreamVec<'scope, Epoch, (Out<K>, Epoch, isize)>
+where
+    E: Clone + 'static,
+    K: ExchangeData + Hash + Eq,
+    R: Fn(&K) -> u64 + 'static,
+    L: FnMut(&E) -> Option<(i64, K)> + 'static,
+{
+    assert!(spec.retire_after_ms >= spec.pane.size_ms);
+    let gauge = gauge.clone();
+    let keyed = stream.flat_map(move |e| logic(&e));
+    let exchange = Exchange::new(move |(_, k): &(i64, K)| route(k));
+    keyed.binary_frontier(watermarks, exchange, Pipeline, name, move |_cap, _info| {
+        let mut state = State::<K>::new(spec, facts);
+        let mut events = EpochStash::<(i64, K)>::default();
+        let mut marks = EpochStash::<i64>::default();
+        move |(input, events_frontier), (marks_in, marks_frontier), output| {
+            let before = state.size();
+            input.for_each(|cap, data| events.absorb(cap, data));
+            marks_in.for_each(|cap, data| marks.absorb(cap, data));
+            // Epochs in order, once both inputs are complete through them: the watermark of
+            // an epoch closes panes, then its events are folded in, then the panes it
+            // retires leave.
+            while let Some(time) = [events.first_epoch(), marks.first_epoch()]
+                .into_iter()
+                .flatten()
+                .min()
+            {
+                if events_frontier.less_equal(&time) || marks_frontier.less_equal(&time) {
+                    break;
+                }
+                let mut cap = None;
+                if marks.first_epoch() == Some(time) {
+                    let (c, ws) = marks.pop_if(|_| true).expect("checked");
+                    if let Some(w) = ws.into_iter().max() {
+                        state.advance(w, time);
+                    }
+                    cap = Some(c);
+                }
+                if events.first_epoch() == Some(time) {
+                    let (c, data) = events.pop_if(|_| true).expect("checked");
+                    for (ts, key) in data {
+                        state.event(ts, key, time);
+                    }
+                    cap = Some(c);
+                }
+                state.retire(time);
+                let cap = cap.expect("an epoch was popped");
+                if let Some(facts) = state.facts.as_mut().filter(|f| !f.is_empty()) {
+                    output.session(&cap).give_iterator(
+                        facts
+                            .drain(..)
+                            .map(|(p, k)| (Out::Closed(p, k), time, 1)),
+                    );
+                }
+                for (at, updates) in std::mem::take(&mut state.out) {
+                    let delayed = cap.delayed(&at);
+                    output.session(&delayed).give_iterator(
+                        updates.into_iter().map(|(k, t, d)| (Out::Set(k), t, d)),
+                    );
+                }
+            }
+            gauge.record(before, state.size());
+        }
+    })
 }
 
 #[cfg(test)]

@@ -64,6 +64,10 @@ pub struct WatermarkPolicy {
     pub partitions: Vec<i32>,
     /// Lowest watermark (a restored checkpoint's), or `i64::MIN`.
     pub floor_ms: i64,
+    /// After a restart, the offset each partition must reach (the restored checkpoint's high
+    /// offsets) before the state is *caught up* ([`WatermarkHandle::caught_up_at`]); empty:
+    /// caught up from the start.
+    pub catch_up_to: BTreeMap<i32, i64>,
 }
 
 impl WatermarkPolicy {
@@ -100,6 +104,8 @@ struct Log {
     checkpoints: BTreeMap<Epoch, EpochCheckpoint>,
     /// Whether this worker takes checkpoints (and so records candidates).
     records_checkpoints: bool,
+    /// The first epoch whose state holds every record below the catch-up offsets.
+    caught_up: Option<Epoch>,
 }
 
 /// Most checkpoint candidates kept. Dropping the oldest only delays a checkpoint: the newest
@@ -131,6 +137,15 @@ impl WatermarkHandle {
     pub fn watermark_at(&self, epoch: Epoch) -> Option<i64> {
         let log = self.0.borrow();
         (log.known_before >= epoch).then_some(log.watermark)
+    }
+    /// After a restart, the first epoch `c` whose state holds every record the previous run
+    /// had read (every partition's reads reached [`WatermarkPolicy::catch_up_to`] during
+    /// epochs `< c`); `Some(0)` without a catch-up; `None` while catching up. The same on
+    /// every worker, and known to an operator reading the watermark stream once that stream
+    /// passes `c - 1`: the stream carries a value at `c` (the watermark, repeated if
+    /// unchanged), so an operator holding outputs back until `c` is woken at `c`.
+    pub fn caught_up_at(&self) -> Option<Epoch> {
+        self.0.borrow().caught_up
     }
     /// The latest watermark computed.
     pub fn latest(&self) -> i64 {
@@ -170,7 +185,7 @@ pub trait TrackWatermark<'scope> {
     ///     };
     ///     let policy = WatermarkPolicy {
     ///         window: WindowSpec::new(1_000), retain_ms: 1_000, lateness_ms: 100, partitions: vec![0, 1],
-    ///         floor_ms: i64::MIN,
+    ///         floor_ms: i64::MIN, catch_up_to: Default::default(),
     ///     };
     ///     vec![report(0, 5_000), report(1, 3_000)]
     ///         .to_stream(scope)
@@ -271,6 +286,19 @@ fn drain(
     }
     log.watermark = log.watermark.max(policy.floor_ms);
     let w = log.watermark;
+    let mut announce = false;
+    if log.caught_up.is_none() {
+        if policy.catch_up_to.is_empty() {
+            log.caught_up = Some(0);
+        } else if policy
+            .catch_up_to
+            .iter()
+            .all(|(p, o)| parts.get(p).is_some_and(|s| s.next_offset >= *o))
+        {
+            log.caught_up = Some(known_before);
+            announce = true;
+        }
+    }
     for st in parts.values_mut() {
         // Windows past the retention no longer hold the resume offset back.
         let retain = policy.retain_ms.max(policy.window.size_ms);
@@ -312,7 +340,7 @@ fn drain(
             log.checkpoints.pop_first();
         }
     }
-    if w != before {
+    if w != before || announce {
         let cap = cap.delayed(&epoch);
         output.session(&cap).give(w);
     }
@@ -348,6 +376,7 @@ mod tests {
                     lateness_ms: 100,
                     partitions: vec![0, 1],
                     floor_ms: i64::MIN,
+                    catch_up_to: Default::default(),
                 };
                 vec![
                     report(0, 5_000, 10, vec![(4_000, 3), (5_000, 7)]),
@@ -386,6 +415,62 @@ mod tests {
             ]
         );
         assert_eq!(run(false), (None, 2_900));
+    }
+
+    /// A restart must re-read partition 0 up to offset 8 and partition 1 up to 4: partition 1
+    /// is there at epoch 0, partition 0 only at epoch 2, so the state is caught up at epoch 3,
+    /// and the watermark stream carries a value at 3 although the watermark did not move.
+    #[test]
+    fn catch_up_is_known_at_the_epoch_after_the_last_partition_reaches_its_offset() {
+        use timely::dataflow::operators::capture::{Capture, Extract};
+        let (caught_up, marks) = timely::execute_directly(move |worker| {
+            let handle = WatermarkHandle::new(i64::MIN);
+            let h = handle.clone();
+            let mut input = timely::dataflow::InputHandle::new();
+            let captured = worker.dataflow::<Epoch, _, _>(|scope| {
+                let policy = WatermarkPolicy {
+                    window: WindowSpec::new(1_000),
+                    retain_ms: 1_000,
+                    lateness_ms: 100,
+                    partitions: vec![0, 1],
+                    floor_ms: i64::MIN,
+                    catch_up_to: [(0, 8), (1, 4)].into_iter().collect(),
+                };
+                use timely::dataflow::operators::Input;
+                scope
+                    .input_from(&mut input)
+                    .track_watermark(policy, h)
+                    .capture()
+            });
+            let report = |partition, ts, next_offset| PartitionProgress {
+                partition,
+                max_ts_ms: Some(ts),
+                idle: false,
+                next_offset,
+                first_offsets: vec![],
+            };
+            let epochs = [
+                vec![report(0, 5_000, 5), report(1, 3_000, 4)],
+                vec![report(0, 5_000, 7)],
+                vec![report(0, 5_000, 8)],
+            ];
+            for (epoch, reports) in epochs.into_iter().enumerate() {
+                for r in reports {
+                    input.send(r);
+                }
+                let next = epoch as Epoch + 1;
+                input.advance_to(next);
+                worker.step_while(|| handle.watermark_at(next).is_none());
+                let want = (next == 3).then_some(3);
+                assert_eq!(handle.caught_up_at(), want, "after epoch {epoch}");
+            }
+            drop(input);
+            while worker.step() {}
+            (handle.caught_up_at(), captured)
+        });
+        assert_eq!(caught_up, Some(3));
+        let marks: Vec<(Epoch, Vec<i64>)> = marks.extract();
+        assert_eq!(marks, vec![(1, vec![2_900]), (3, vec![2_900])]);
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn store() -> Arc<RwLock<MemoryStore>> {
         ..Default::default()
     });
     s.apply_checkpoint(&Checkpoint {
+        state: None,
         topic: "events".into(),
         epoch: 2,
         watermark_ms: H + M,
@@ -633,6 +634,7 @@ fn engagement_state() -> AppState {
         ..Default::default()
     });
     s.apply_similarity(&SimilarityBatch {
+        interaction_panes: Vec::new(),
         epoch: 3,
         as_of_ms: H + 3 * M,
         sliding_ms: 10 * M,

@@ -580,6 +580,7 @@ mod engagement {
         ClickHouseCheckpoints::connect(&s.ch)
             .unwrap()
             .save(&Checkpoint {
+                state: None,
                 topic: "events".into(),
                 epoch: 2,
                 watermark_ms: H + 3 * M,
@@ -846,6 +847,7 @@ mod hourly {
         ClickHouseCheckpoints::connect(&s.ch)
             .unwrap()
             .save(&Checkpoint {
+                state: None,
                 topic: "events".into(),
                 epoch: 2,
                 watermark_ms: B,

@@ -127,11 +127,11 @@ impl Batch for SimilarityBatch {
     }
 
     fn rows(&self) -> usize {
-        self.similar.len() + self.campaigns.len()
+        self.similar.len() + self.campaigns.len() + self.interaction_panes.len()
     }
 
     /// Per user, the later list wins (an empty list, "none any more", included); `as_of_ms`
-    /// and `sliding_ms` are `later`'s.
+    /// and `sliding_ms` are `later`'s; interaction panes are facts: both batches' are kept.
     fn merge(&self, later: &Self) -> Self {
         let mut similar: BTreeMap<u64, &SimilarUsers> = BTreeMap::new();
         let mut campaigns: BTreeMap<u64, &UserCampaigns> = BTreeMap::new();
@@ -145,6 +145,8 @@ impl Batch for SimilarityBatch {
             sliding_ms: later.sliding_ms,
             similar: similar.into_values().cloned().collect(),
             campaigns: campaigns.into_values().cloned().collect(),
+            interaction_panes: [&self.interaction_panes[..], &later.interaction_panes[..]]
+                .concat(),
         }
     }
 
@@ -152,17 +154,26 @@ impl Batch for SimilarityBatch {
     /// (a reader may see some users' new lists before others', each with its `as_of`).
     fn split(&self, max_rows: usize) -> Option<Vec<Self>> {
         let max_rows = max_rows.max(1);
-        let part = |similar: &[SimilarUsers], campaigns: &[UserCampaigns]| Self {
+        let part = |similar: &[SimilarUsers], campaigns: &[UserCampaigns], panes| Self {
+            epoch: self.epoch,
+            as_of_ms: self.as_of_ms,
+            sliding_ms: self.sliding_ms,
             similar: similar.to_vec(),
             campaigns: campaigns.to_vec(),
-            ..*self
+            interaction_panes: panes,
         };
+        // The interaction panes first: a checkpoint needs all of them, readers none.
         let mut parts: Vec<Self> = self
-            .similar
+            .interaction_panes
             .chunks(max_rows)
-            .map(|c| part(c, &[]))
+            .map(|c| part(&[], &[], c.to_vec()))
             .collect();
-        parts.extend(self.campaigns.chunks(max_rows).map(|c| part(&[], c)));
+        parts.extend(self.similar.chunks(max_rows).map(|c| part(c, &[], Vec::new())));
+        parts.extend(
+            self.campaigns
+                .chunks(max_rows)
+                .map(|c| part(&[], c, Vec::new())),
+        );
         Some(parts)
     }
 }
@@ -313,6 +324,7 @@ mod tests {
     #[test]
     fn merge_coalesces_similarity_and_sets() {
         let earlier = SimilarityBatch {
+            interaction_panes: Vec::new(),
             epoch: 1,
             as_of_ms: 100,
             sliding_ms: 40,
@@ -320,6 +332,7 @@ mod tests {
             campaigns: vec![set(7, &[1, 2]), set(8, &[3])],
         };
         let later = SimilarityBatch {
+            interaction_panes: Vec::new(),
             epoch: 2,
             as_of_ms: 110,
             sliding_ms: 50,

@@ -5,10 +5,14 @@ use crate::runtime::Blocking;
 use crate::{CheckpointStore, EpochSink, SinkError, next_version};
 use clickhouse::{Client, RowOwned, RowWrite};
 use eddy_core::config::ClickHouseConfig;
-use eddy_core::{Checkpoint, CountsBatch, PartitionCheckpoint, SimilarityBatch};
+use eddy_core::{
+    Checkpoint, CountsBatch, InteractionPane, PaneEngagement, PartitionCheckpoint, SimilarityBatch,
+};
 use eddy_storage::{
-    CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CampaignWindowRow, CheckpointRow,
-    LATEST_CHECKPOINT_QUERY, PaneEngagementRow, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow,
+    CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CHECKPOINT_STATE_QUERY, CHECKPOINT_STATES,
+    CampaignWindowRow, CheckpointRow, CheckpointStateRow, INTERACTION_PANES, InteractionPaneRow,
+    LATEST_CHECKPOINT_QUERY, PaneEngagementRow, RESTORE_ENGAGEMENT_QUERY,
+    RESTORE_INTERACTIONS_QUERY, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow,
     USER_CAMPAIGNS, USER_SIMILAR, UserCampaignsRow, UserSimilarRow,
 };
 use eddy_storage::{RetentionReport, day_of_ms};
@@ -197,9 +201,13 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
         "clickhouse"
     }
 
-    /// Writes a snapshot row per user whose similar users or interaction set changed.
+    /// Writes a snapshot row per user whose similar users or interaction set changed, and
+    /// the interest pairs of the panes final at this epoch.
     fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
-        if batch.similar.is_empty() && batch.campaigns.is_empty() {
+        if batch.similar.is_empty()
+            && batch.campaigns.is_empty()
+            && batch.interaction_panes.is_empty()
+        {
             return Ok(());
         }
         let version = next_version(&mut self.last_version);
@@ -226,8 +234,21 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
                 version,
             })
             .collect();
+        let panes: Vec<InteractionPaneRow> = batch
+            .interaction_panes
+            .iter()
+            .map(|p| InteractionPaneRow {
+                window_start_ms: p.window_start_ms,
+                user_id: p.user_id,
+                campaign_id: p.campaign_id,
+            })
+            .collect();
         let client = &self.client;
         self.rt.run("clickhouse insert", REQUEST_TIMEOUT, async {
+            insert_all(client, INTERACTION_PANES, &panes, |r| {
+                day_of_ms(r.window_start_ms)
+            })
+            .await?;
             insert_all(client, USER_SIMILAR, &similar, |r| day_of_ms(r.as_of_ms)).await?;
             insert_all(client, USER_CAMPAIGNS, &campaigns, |r| {
                 day_of_ms(r.as_of_ms)
@@ -239,6 +260,7 @@ impl EpochSink<SimilarityBatch> for ClickHouseSink {
             epoch = batch.epoch,
             similar = similar.len(),
             campaigns = campaigns.len(),
+            interaction_panes = panes.len(),
             version,
             "clickhouse similarity batch written"
         );
@@ -328,6 +350,78 @@ impl ClickHouseCheckpoints {
     }
 }
 
+/// The sliding-window state a restart restores ([`ClickHouseCheckpoints::load_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlidingState {
+    /// Engagement of each (final pane inside the window, campaign).
+    pub engagement: Vec<PaneEngagement>,
+    /// Each interest pair with its latest final pane inside the window.
+    pub interactions: Vec<InteractionPane>,
+}
+
+/// How long loading the sliding state may take (millions of rows).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl ClickHouseCheckpoints {
+    /// The sliding-window state as of checkpoint watermark `watermark_ms`: the stored final
+    /// panes `p` with `p + window_ms <= W` and `p + sliding_ms > W` (closed under `W`, not
+    /// retired), engagement rows and, with `interactions`, each interest pair's latest pane
+    /// ([`RESTORE_ENGAGEMENT_QUERY`], [`RESTORE_INTERACTIONS_QUERY`]). Every pane closed under a
+    /// durable checkpoint's watermark is stored (its rows were written before the checkpoint),
+    /// and none of them changes afterwards.
+    pub fn load_state(
+        &mut self,
+        watermark_ms: i64,
+        window_ms: i64,
+        sliding_ms: i64,
+        interactions: bool,
+    ) -> Result<SlidingState, SinkError> {
+        let from = watermark_ms.saturating_sub(sliding_ms).saturating_add(1);
+        let to = watermark_ms.saturating_sub(window_ms);
+        let client = &self.client;
+        let (engagement, pairs) = self.rt.run("sliding state load", RESTORE_TIMEOUT, async {
+            let engagement: Vec<PaneEngagementRow> = client
+                .query(RESTORE_ENGAGEMENT_QUERY)
+                .bind(from)
+                .bind(to)
+                .fetch_all()
+                .await?;
+            let pairs: Vec<InteractionPaneRow> = if interactions {
+                client
+                    .query(RESTORE_INTERACTIONS_QUERY)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all()
+                    .await?
+            } else {
+                Vec::new()
+            };
+            Ok((engagement, pairs))
+        })?;
+        Ok(SlidingState {
+            engagement: engagement
+                .into_iter()
+                .map(|r| PaneEngagement {
+                    window_start_ms: r.window_start_ms,
+                    campaign_id: r.campaign_id,
+                    views: r.views,
+                    clicks: r.clicks,
+                    conversions: r.conversions,
+                    revenue_micros: r.revenue_micros,
+                })
+                .collect(),
+            interactions: pairs
+                .into_iter()
+                .map(|r| InteractionPane {
+                    window_start_ms: r.window_start_ms,
+                    user_id: r.user_id,
+                    campaign_id: r.campaign_id,
+                })
+                .collect(),
+        })
+    }
+}
+
 impl CheckpointStore for ClickHouseCheckpoints {
     fn load(&mut self, topic: &str) -> Result<Option<Checkpoint>, SinkError> {
         let client = &self.client;
@@ -352,7 +446,18 @@ impl CheckpointStore for ClickHouseCheckpoints {
             )));
         }
         self.last_version = self.last_version.max(first.version);
+        let version = first.version;
+        let state: Vec<CheckpointStateRow> =
+            self.rt.run("checkpoint state load", REQUEST_TIMEOUT, async {
+                Ok(client
+                    .query(CHECKPOINT_STATE_QUERY)
+                    .bind(topic)
+                    .bind(version)
+                    .fetch_all::<CheckpointStateRow>()
+                    .await?)
+            })?;
         Ok(Some(Checkpoint {
+            state: state.into_iter().next().map(|r| r.layout),
             topic: topic.to_owned(),
             epoch: first.epoch,
             watermark_ms: first.watermark_ms,
@@ -377,6 +482,18 @@ impl CheckpointStore for ClickHouseCheckpoints {
         let version = next_version(&mut self.last_version);
         let client = &self.client;
         self.rt.run("checkpoint save", REQUEST_TIMEOUT, async {
+            // The layout first: a checkpoint is never visible without it.
+            if let Some(layout) = &cp.state {
+                let mut insert = client.insert::<CheckpointStateRow>(CHECKPOINT_STATES).await?;
+                insert
+                    .write(&CheckpointStateRow {
+                        topic: cp.topic.clone(),
+                        version,
+                        layout: layout.clone(),
+                    })
+                    .await?;
+                insert.end().await?;
+            }
             let mut insert = client.insert::<CheckpointRow>(SOURCE_CHECKPOINTS).await?;
             for p in &cp.partitions {
                 insert
@@ -459,6 +576,7 @@ mod tests {
         );
         let mut store = ClickHouseCheckpoints::connect(&db).unwrap();
         let cp = Checkpoint {
+            state: None,
             topic: "events".into(),
             epoch: 9,
             watermark_ms: d * DAY_MS + 5,

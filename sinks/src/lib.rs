@@ -22,7 +22,8 @@ mod worker;
 
 pub use batch::{Batch, merge_batches};
 pub use clickhouse_sink::{
-    ClickHouseCheckpoints, ClickHouseSink, apply_retention, apply_schema, check_schema,
+    ClickHouseCheckpoints, ClickHouseSink, SlidingState, apply_retention, apply_schema,
+    check_schema,
 };
 pub use error::SinkError;
 pub use memory::{MemoryCheckpoints, MemoryDeadLetters, MemorySink};

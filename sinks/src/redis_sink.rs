@@ -277,7 +277,11 @@ impl EpochSink<SimilarityBatch> for RedisSink {
         "redis"
     }
 
+    /// Writes the similar users and sets (interaction panes live in ClickHouse only).
     fn write(&mut self, batch: &SimilarityBatch) -> Result<(), SinkError> {
+        if batch.similar.is_empty() && batch.campaigns.is_empty() {
+            return Ok(());
+        }
         let pipe = self.similarity_transaction(batch)?;
         self.exec(&pipe)?;
         tracing::debug!(

@@ -83,7 +83,8 @@ fn schema_applies_twice_and_is_checked() {
             "002_windows.sql",
             "003_rollups.sql",
             "004_checkpoints.sql",
-            "005_engagement.sql"
+            "005_engagement.sql",
+            "006_state.sql"
         ]
     );
     check_schema(&cfg).unwrap();
@@ -311,6 +312,7 @@ fn checkpoints_round_trip_latest_version() {
         high_offset,
     };
     let cp1 = Checkpoint {
+        state: None,
         topic: "events".into(),
         epoch: 10,
         watermark_ms: HOUR,
@@ -319,6 +321,7 @@ fn checkpoints_round_trip_latest_version() {
     store.save(&cp1).unwrap();
     assert_eq!(store.load("events").unwrap(), Some(cp1.clone()));
     let cp2 = Checkpoint {
+        state: None,
         topic: "events".into(),
         epoch: 20,
         watermark_ms: HOUR + MIN,
@@ -326,6 +329,7 @@ fn checkpoints_round_trip_latest_version() {
     };
     store.save(&cp2).unwrap();
     let other = Checkpoint {
+        state: None,
         topic: "other".into(),
         epoch: 1,
         watermark_ms: 0,

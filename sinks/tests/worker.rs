@@ -191,6 +191,7 @@ fn shutdown_drains_the_queue_into_memory() {
     drop(s);
     assert_eq!(cps.load("events").unwrap(), None);
     let cp = Checkpoint {
+        state: None,
         topic: "events".into(),
         epoch: 10,
         watermark_ms: HOUR,
@@ -326,6 +327,7 @@ fn large_pane_close_batches_are_split() {
             .map(|u| similar(u, vec![nb(u + 100, 1, 2)]))
             .collect(),
         campaigns: Vec::new(),
+        interaction_panes: Vec::new(),
     };
     assert!(worker.try_send(Arc::new(batch)).is_ok());
     wait_for("epoch 7 acknowledged", Duration::from_secs(10), || {

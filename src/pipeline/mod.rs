@@ -16,21 +16,24 @@ mod io;
 
 use crate::kafka::{BrokerStartup, KafkaIoError, topic_partitions};
 use crate::reader::PartitionReader;
-use crate::sink_op::{sink_counts, sink_dead_letters, sink_similarity};
+use crate::sink_op::{SinkCountsOptions, sink_counts, sink_dead_letters, sink_similarity};
 use crate::source::{SourceSettings, source};
 use checkpointer::Checkpointer;
 use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
-use eddy_dataflows::Inputs;
+use differential_dataflow::{AsCollection, VecCollection};
+use eddy_dataflows::{Inputs, Restored};
 use eddy_load_gen::GenConfig;
 use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
-use eddy_sinks::{CheckpointStore, ClickHouseCheckpoints, MemoryDeadLetters, SinkError};
+use eddy_sinks::{
+    CheckpointStore, ClickHouseCheckpoints, MemoryDeadLetters, SinkError, SlidingState,
+};
 use io::{WorkerIo, demo_io, kafka_io};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use timely::dataflow::ProbeHandle;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::{Inspect, Probe, ToStream};
+use timely::dataflow::{ProbeHandle, Scope};
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,22 @@ pub enum PipelineError {
     /// Another run holds the job, or this run lost it (see [`crate::fence`]).
     #[error(transparent)]
     Fence(#[from] crate::fence::FenceError),
+    /// The stored sliding-window state was built under other settings than this run's.
+    #[error(
+        "the sliding-window state stored with the last checkpoint was built with `{stored}`, \
+         but this configuration needs `{wanted}`: its panes cannot be restored. Rebuild it from \
+         the topic with `eddy replay --from {from} --then live` (re-reads one sliding window), \
+         or go back to the previous settings"
+    )]
+    StateLayout {
+        /// The layout the checkpoint records.
+        stored: String,
+        /// This configuration's layout ([`Config::state_layout`]).
+        wanted: String,
+        /// Where a rebuilding replay starts: the checkpoint's watermark minus one sliding
+        /// window (epoch ms).
+        from: i64,
+    },
 }
 
 /// Where records come from and results go.
@@ -105,6 +124,54 @@ impl RunOptions {
 /// `(partition, offset)` of the replayed records dead-lettered as late before a restart.
 type LateBeforeRestore = Arc<std::collections::HashSet<(i32, i64)>>;
 
+/// What a restart restores: the checkpoint, the records dead-lettered as late before it (when
+/// the sliding state is rebuilt by re-reading), and the sliding state loaded from the stores
+/// (when it is restored from them).
+#[derive(Clone)]
+struct Restore {
+    checkpoint: Checkpoint,
+    late: LateBeforeRestore,
+    state: Option<Arc<SlidingState>>,
+}
+
+/// Loads the sliding-window state of `cp` from ClickHouse when its layout is this
+/// configuration's; `None` when the checkpoint has no stored state (the window is re-read).
+fn load_sliding_state(
+    cfg: &Config,
+    cp: &Checkpoint,
+) -> Result<Option<Arc<SlidingState>>, PipelineError> {
+    let wanted = cfg.state_layout();
+    match &cp.state {
+        None => {
+            tracing::info!(
+                "the checkpoint has no stored sliding-window state: re-reading the sliding window"
+            );
+            Ok(None)
+        }
+        Some(stored) if *stored != wanted => Err(PipelineError::StateLayout {
+            stored: stored.clone(),
+            wanted,
+            from: cp.watermark_ms.saturating_sub(cfg.engagement.sliding_ms),
+        }),
+        Some(_) => {
+            let started = Instant::now();
+            let state = ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load_state(
+                cp.watermark_ms,
+                cfg.pipeline.window_ms,
+                cfg.engagement.sliding_ms,
+                cfg.similarity.enabled,
+            )?;
+            tracing::info!(
+                engagement_panes = state.engagement.len(),
+                interaction_pairs = state.interactions.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "sliding-window state restored from ClickHouse"
+            );
+            Ok(Some(Arc::new(state)))
+        }
+    }
+}
+
 /// Runs the pipeline until `opts.stop` is set.
 pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
     let cfg = opts.config.clone();
@@ -122,8 +189,6 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
         )?),
         _ => None,
     };
-    // Replayed records that were dead-lettered as late before the restart.
-    let mut late: LateBeforeRestore = Arc::default();
     let (partitions, restore) = match &mode {
         Mode::Kafka | Mode::Replay(_) => {
             eddy_sinks::check_schema(&cfg.clickhouse)?;
@@ -146,20 +211,38 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                     topic: cfg.kafka.topic.clone(),
                     ..cp
                 });
-            if let Some(cp) = &restore {
-                // A recreated or truncated topic: the checkpoint's offsets name other records.
-                broker.retry("checkpoint check", || {
-                    crate::kafka::check_checkpoint(&cfg.kafka, cp)
-                })?;
-                late = Arc::new(broker.retry("dead-letter read-back", || {
-                    crate::kafka::late_before(&cfg.kafka, cp)
-                })?);
-                tracing::info!(
-                    epoch = cp.epoch,
-                    watermark_ms = cp.watermark_ms,
-                    "restoring checkpoint"
-                );
-            }
+            let restore = match restore {
+                Some(cp) => {
+                    // A recreated or truncated topic: the checkpoint's offsets name other records.
+                    broker.retry("checkpoint check", || {
+                        crate::kafka::check_checkpoint(&cfg.kafka, &cp)
+                    })?;
+                    tracing::info!(
+                        epoch = cp.epoch,
+                        watermark_ms = cp.watermark_ms,
+                        "restoring checkpoint"
+                    );
+                    // A replay rebuilds its state by re-reading (it starts from empty state).
+                    let state = match &mode {
+                        Mode::Replay(_) => None,
+                        _ => load_sliding_state(&cfg, &cp)?,
+                    };
+                    // Re-read records dead-lettered as late before the restart: only needed
+                    // when re-read records of final windows feed the state.
+                    let late = match state {
+                        Some(_) => Arc::default(),
+                        None => Arc::new(broker.retry("dead-letter read-back", || {
+                            crate::kafka::late_before(&cfg.kafka, &cp)
+                        })?),
+                    };
+                    Some(Restore {
+                        checkpoint: cp,
+                        late,
+                        state,
+                    })
+                }
+                None => None,
+            };
             (parts, restore)
         }
         Mode::Demo(d) => ((0..d.partitions).collect(), None),
@@ -176,13 +259,14 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                 .filter(|p| *p as usize % peers == index)
                 .collect();
             let lead = index == 0;
-            let restored = restore.clone().map(|cp| (cp, late.clone()));
+            let restored = restore.clone();
+            let restore = restore.as_ref().map(|r| &r.checkpoint);
             match &*mode {
                 Mode::Kafka => kafka_io(
                     &opts,
                     &partitions,
                     mine,
-                    start_offsets(restore.as_ref(), None),
+                    start_offsets(restore, None),
                     lead,
                     None,
                 )
@@ -191,7 +275,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                     &opts,
                     &partitions,
                     mine,
-                    start_offsets(restore.as_ref(), Some(r)),
+                    start_offsets(restore, Some(r)),
                     lead,
                     Some(r),
                 )
@@ -244,6 +328,22 @@ fn start_offsets(
             .collect(),
         (None, None) => Default::default(),
     }
+}
+
+/// The rows of `rows` whose index `share` accepts, as a collection at epoch 0 (the dataflow
+/// routes each to its key's worker).
+fn shared_rows<'scope, D: Clone + 'static>(
+    scope: Scope<'scope, Epoch>,
+    rows: &[D],
+    share: impl Fn(usize) -> bool,
+) -> VecCollection<'scope, Epoch, D, isize> {
+    rows.iter()
+        .enumerate()
+        .filter(|(i, _)| share(*i))
+        .map(|(_, r)| (r.clone(), 0, 1))
+        .collect::<Vec<_>>()
+        .to_stream(scope)
+        .as_collection()
 }
 
 /// Runs one worker's body. If it fails or panics, the failure is logged and `stop` is set, so
@@ -334,7 +434,7 @@ fn drive<R: PartitionReader>(
     opts: &RunOptions,
     all: &[i32],
     io: WorkerIo<R>,
-    restore: Option<(Checkpoint, LateBeforeRestore)>,
+    restore: Option<Restore>,
     replay: Option<&crate::replay::ReplaySetup>,
 ) -> Result<(), PipelineError> {
     let cfg = &opts.config;
@@ -346,13 +446,35 @@ fn drive<R: PartitionReader>(
         commit,
     } = io;
     let window = WindowSpec::new(cfg.pipeline.window_ms);
-    let floor = restore.as_ref().map_or(i64::MIN, |cp| {
+    let floor = restore.as_ref().map_or(i64::MIN, |r| {
         WatermarkPolicy::bounded_floor(
-            cp.0.watermark_ms,
+            r.checkpoint.watermark_ms,
             eddy_core::now_ms(),
             cfg.pipeline.max_future_ms,
         )
     });
+    // The sliding state restored from the stores, and the watermark it is final under.
+    let state = restore
+        .as_ref()
+        .and_then(|r| Some((r.state.clone()?, r.checkpoint.watermark_ms)));
+    // A live run's checkpoints record the layout of the state the stores hold, and resume at
+    // the oldest open window: a restart restores the sliding state from the stores. A replay
+    // (which starts from empty state) keeps the whole sliding window re-readable instead.
+    let layout = replay.is_none().then(|| cfg.state_layout());
+    let retain_ms = match layout {
+        Some(_) => window.size_ms,
+        None => cfg.engagement.sliding_ms,
+    };
+    let catch_up_to = restore
+        .as_ref()
+        .map(|r| {
+            r.checkpoint
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.high_offset))
+                .collect()
+        })
+        .unwrap_or_default();
     // Only the coordinating worker takes checkpoints, so only it records candidates.
     let watermark = if commit.is_some() {
         WatermarkHandle::recording_checkpoints(floor)
@@ -363,23 +485,29 @@ fn drive<R: PartitionReader>(
     let sliding_ms = cfg.engagement.sliding_ms;
     let settings = SourceSettings {
         window,
-        retain_ms: sliding_ms,
+        retain_ms,
         epoch: Duration::from_millis(cfg.pipeline.epoch_ms),
         max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
         idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
-        late_before_restore: restore.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
-        restore: restore.map(|r| r.0),
+        late_before_restore: restore
+            .as_ref()
+            .map(|r| r.late.clone())
+            .unwrap_or_default(),
+        replay_history: state.is_none(),
+        restore: restore.as_ref().map(|r| r.checkpoint.clone()),
         max_future_ms: cfg.pipeline.max_future_ms,
         clock: crate::source::WallClock::system(),
     };
     let policy = WatermarkPolicy {
         window,
-        retain_ms: sliding_ms,
+        retain_ms,
         lateness_ms: cfg.pipeline.lateness_ms,
         partitions: all.to_vec(),
         floor_ms: floor,
+        catch_up_to,
     };
+    let (index, peers) = (worker.index(), worker.peers());
     let metrics = opts.metrics.clone();
     worker.dataflow::<Epoch, _, _>(|scope| {
         let src = source(
@@ -406,26 +534,50 @@ fn drive<R: PartitionReader>(
             None => src.progress,
         };
         let marks = progress.track_watermark(policy, watermark.clone());
+        // This worker's share of the restored state, given at the first epoch.
+        let restored = state.as_ref().map(|(state, _)| {
+            let share = |i: usize| i % peers == index;
+            Restored {
+                engagement: shared_rows(scope, &state.engagement, share),
+                interactions: shared_rows(scope, &state.interactions, share),
+            }
+        });
         let out = eddy_dataflows::build(
             cfg,
             Inputs {
                 events: src.events,
                 history: Some(src.history),
                 watermarks: marks.clone(),
+                restored,
             },
         );
+        // What the restored state already holds is not written again.
+        let durable_through = state.as_ref().map(|(_, w)| *w);
         // Every sink path is probed for durability: an epoch is durable once all hold it.
         sink_counts(
             &out.counts,
             &out.engagement,
             marks.clone(),
-            window,
-            sliding_ms,
+            SinkCountsOptions {
+                window,
+                sliding_ms,
+                durable_through,
+                // After a restart, speed-layer values wait until the state is caught up.
+                hold_until_caught_up: restore.is_some().then(|| watermark.clone()),
+            },
             counts_sinks,
         )
         .probe_with(&durable);
         if let Some(similarity) = &out.similarity {
-            sink_similarity(similarity, marks, sliding_ms, similarity_sinks).probe_with(&durable);
+            sink_similarity(
+                similarity,
+                marks,
+                window,
+                sliding_ms,
+                durable_through,
+                similarity_sinks,
+            )
+            .probe_with(&durable);
         }
         sink_dead_letters(src.dead_letters, dlq_sinks).probe_with(&durable);
     });
@@ -445,12 +597,18 @@ fn drive<R: PartitionReader>(
         let Some(through) = through.and_then(|t| t.checked_sub(1)) else {
             continue;
         };
+        // After a restart, no checkpoint before the state is caught up: until then the state
+        // lacks records the restored checkpoint covers (the re-read is not done).
+        if watermark.caught_up_at().is_none_or(|c| through < c) {
+            continue;
+        }
         if let Some(c) = watermark.take_checkpoint(through) {
             checkpointer.offer(Checkpoint {
                 topic: cfg.kafka.topic.clone(),
                 epoch: c.epoch,
                 watermark_ms: c.watermark_ms,
                 partitions: c.partitions,
+                state: layout.clone(),
             });
             next_checkpoint = Instant::now() + every;
         }

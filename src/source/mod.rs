@@ -52,6 +52,10 @@ pub struct SourceSettings {
     pub idle_timeout: Duration,
     /// Checkpoint restored at start-up, if any.
     pub restore: Option<Checkpoint>,
+    /// Whether re-read records of windows final under the restored watermark feed the
+    /// sliding-window state (`history`), as when that state is rebuilt by re-reading; `false`
+    /// when it was restored from the stores: they are skipped.
+    pub replay_history: bool,
     /// Records below the restored checkpoint's high offsets that were dead-lettered as `late`
     /// before the restart, as `(partition, offset)` (read back from the dead-letter topic):
     /// their replay must not feed the sliding-window history either.
@@ -224,7 +228,10 @@ pub fn source<'scope, R: PartitionReader>(
                                 let was_late = settings
                                     .late_before_restore
                                     .contains(&(rec.partition, rec.offset));
-                                if !was_late && start.saturating_add(retain) > restore_wm {
+                                if settings.replay_history
+                                    && !was_late
+                                    && start.saturating_add(retain) > restore_wm
+                                {
                                     if st.seen_windows.insert(start) {
                                         st.first_offsets.push((start, rec.offset));
                                     }

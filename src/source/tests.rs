@@ -68,6 +68,7 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
             max_inflight_epochs: 1_000,
             idle_timeout: Duration::ZERO,
             restore: None,
+            replay_history: true,
             late_before_restore: Default::default(),
             max_future_ms,
             clock: WallClock::from_fn(|| NOW),
@@ -78,6 +79,7 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
             lateness_ms: 5_000,
             partitions: vec![0],
             floor_ms: i64::MIN,
+            catch_up_to: Default::default(),
         };
         let first_windows = Rc::new(RefCell::new(Vec::new()));
         let f = first_windows.clone();
@@ -192,6 +194,7 @@ fn a_fatal_read_error_fails_the_worker() {
                 max_inflight_epochs: 10,
                 idle_timeout: Duration::ZERO,
                 restore: None,
+                replay_history: true,
                 late_before_restore: Default::default(),
                 max_future_ms: 0,
                 clock: WallClock::from_fn(|| NOW),
@@ -235,6 +238,7 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
         ));
         let reader = VecReader { records, next: 0 };
         let restore = Checkpoint {
+            state: None,
             topic: "events".into(),
             epoch: 9,
             watermark_ms: NOW,
@@ -252,6 +256,7 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
             max_inflight_epochs: 1_000,
             idle_timeout: Duration::ZERO,
             restore: Some(restore),
+            replay_history: true,
             late_before_restore: Arc::new([(0, 1)].into_iter().collect()),
             max_future_ms: 60_000,
             clock: WallClock::from_fn(|| NOW),
@@ -273,6 +278,7 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
                 lateness_ms: 5_000,
                 partitions: vec![0],
                 floor_ms: NOW,
+                catch_up_to: Default::default(),
             };
             src.progress.track_watermark(policy, watermark);
             src.history.inner.inspect(move |(e, _, _)| {

@@ -113,3 +113,24 @@ ORDER BY partition";
 /// [`LatestWatermarkRow`](crate::LatestWatermarkRow).
 pub const LATEST_WATERMARK_QUERY: &str =
     "SELECT count() AS n, max(watermark_ms) AS w FROM source_checkpoints";
+
+/// The engagement panes a restart restores: every final pane inside the sliding window of the
+/// checkpoint's watermark `W` (`window_start_ms + window_ms <= W` and
+/// `window_start_ms + sliding_ms > W`), latest version. Binds: `from_ms` (`W - sliding_ms + 1`
+/// rounded as the caller likes, inclusive), `to_ms` (`W - window_ms`, inclusive). Rows:
+/// [`PaneEngagementRow`](crate::PaneEngagementRow).
+pub const RESTORE_ENGAGEMENT_QUERY: &str = "SELECT ?fields FROM campaign_engagement FINAL \
+WHERE window_start_ms >= ? AND window_start_ms <= ?";
+
+/// The interaction pairs a restart restores: each `(user, campaign)` with an interest event
+/// in a final pane inside the sliding window, with its latest such pane. Binds: `from_ms`,
+/// `to_ms` (inclusive pane starts, as [`RESTORE_ENGAGEMENT_QUERY`]). Rows:
+/// [`InteractionPaneRow`](crate::InteractionPaneRow).
+pub const RESTORE_INTERACTIONS_QUERY: &str = "SELECT max(window_start_ms) AS window_start_ms, \
+user_id, campaign_id FROM interaction_panes \
+WHERE window_start_ms >= ? AND window_start_ms <= ? GROUP BY user_id, campaign_id";
+
+/// The state layout of one checkpoint. Binds: `topic`, `version`. Rows:
+/// [`CheckpointStateRow`](crate::CheckpointStateRow).
+pub const CHECKPOINT_STATE_QUERY: &str = "SELECT ?fields FROM checkpoint_states \
+WHERE topic = ? AND version = ? LIMIT 1";

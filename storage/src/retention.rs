@@ -16,8 +16,9 @@
 use crate::StorageError;
 use crate::clients::{clickhouse_server, valid_database};
 use crate::rows::{
-    CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CAMPAIGN_WINDOWS_HOURLY, SOURCE_CHECKPOINTS,
-    TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_CAMPAIGNS, USER_SIMILAR,
+    CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CAMPAIGN_WINDOWS_HOURLY, CHECKPOINT_STATES,
+    INTERACTION_PANES, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_CAMPAIGNS,
+    USER_SIMILAR,
 };
 use clickhouse::Row;
 use eddy_core::config::ClickHouseConfig;
@@ -31,7 +32,7 @@ pub const DAY_MICROS: u64 = 86_400_000_000;
 
 /// The tables partitioned by event-time day, with the ms column their partition key divides:
 /// `PARTITION BY intDiv(<column>, 86400000)`.
-pub const DAY_PARTITIONED_TABLES: [(&str, &str); 7] = [
+pub const DAY_PARTITIONED_TABLES: [(&str, &str); 8] = [
     (TYPE_WINDOWS, "window_start_ms"),
     (CAMPAIGN_WINDOWS, "window_start_ms"),
     (TYPE_WINDOWS_HOURLY, "hour_start_ms"),
@@ -39,6 +40,7 @@ pub const DAY_PARTITIONED_TABLES: [(&str, &str); 7] = [
     (CAMPAIGN_ENGAGEMENT, "window_start_ms"),
     (USER_SIMILAR, "as_of_ms"),
     (USER_CAMPAIGNS, "as_of_ms"),
+    (INTERACTION_PANES, "window_start_ms"),
 ];
 
 /// The day (days since the Unix epoch, the partition value) holding epoch ms `ms`.
@@ -194,7 +196,8 @@ struct LatestVersion {
 /// loses its checkpoints (and restarts from its plan) instead of keeping every checkpoint.
 pub const REPLAY_CHECKPOINT_MARK: &str = "~replay~";
 
-/// Drops the wall-clock day partitions of `source_checkpoints` before the day preceding the
+/// Drops the wall-clock day partitions of `source_checkpoints` (and of `checkpoint_states`,
+/// partitioned the same way) before the day preceding the
 /// oldest of the topics' latest checkpoints (replays' names, [`REPLAY_CHECKPOINT_MARK`],
 /// aside): every topic's latest checkpoint, and every checkpoint of the day before it, stay.
 /// Returns the days dropped (none when the table has no day partition key, or no checkpoint).
@@ -223,7 +226,7 @@ pub async fn prune_checkpoints(cfg: &ClickHouseConfig) -> Result<Vec<i64>, Stora
     }
     let keep_from = i64::try_from(latest.version / DAY_MICROS).unwrap_or(i64::MAX) - 1;
     let mut dropped = Vec::new();
-    for (table, day) in partitions(&client, db, &[SOURCE_CHECKPOINTS]).await? {
+    for (table, day) in partitions(&client, db, &[SOURCE_CHECKPOINTS, CHECKPOINT_STATES]).await? {
         if (0..keep_from).contains(&day) {
             drop_partition(&client, db, &table, day).await?;
             dropped.push(day);

@@ -23,6 +23,10 @@ pub const CAMPAIGN_ENGAGEMENT: &str = "campaign_engagement";
 pub const USER_SIMILAR: &str = "user_similar";
 /// Interaction-set snapshots ([`UserCampaignsRow`]).
 pub const USER_CAMPAIGNS: &str = "user_campaigns";
+/// Interest pairs of final panes, the durable sliding state ([`InteractionPaneRow`]).
+pub const INTERACTION_PANES: &str = "interaction_panes";
+/// The state layout of each checkpoint ([`CheckpointStateRow`]).
+pub const CHECKPOINT_STATES: &str = "checkpoint_states";
 
 /// A row of [`TYPE_WINDOWS`]: one finalized window of one event type.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -125,6 +129,31 @@ pub struct CheckpointRow {
     pub epoch: u64,
     /// Checkpoint version (all partitions of one checkpoint share it).
     pub version: u64,
+}
+
+/// A row of [`INTERACTION_PANES`]: user `user_id` showed interest in `campaign_id` in the
+/// final pane starting at `window_start_ms` ([`eddy_core::InteractionPane`]). Also the row of
+/// [`RESTORE_INTERACTIONS_QUERY`](crate::RESTORE_INTERACTIONS_QUERY), where the pane is the
+/// pair's latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct InteractionPaneRow {
+    /// Pane start, epoch ms.
+    pub window_start_ms: i64,
+    /// The user.
+    pub user_id: u64,
+    /// The campaign.
+    pub campaign_id: u64,
+}
+
+/// A row of [`CHECKPOINT_STATES`]: the sliding-state layout of one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct CheckpointStateRow {
+    /// Checkpoint name (the topic, or a replay's name).
+    pub topic: String,
+    /// The checkpoint's version (its `source_checkpoints` rows share it).
+    pub version: u64,
+    /// [`eddy_core::Config::state_layout`] when it was written.
+    pub layout: String,
 }
 
 /// A row of [`TYPE_HOURLY_QUERY`](crate::TYPE_HOURLY_QUERY): one hour of one event type.

@@ -9,8 +9,9 @@
 use crate::StorageError;
 use crate::clients::{clickhouse_server, valid_database};
 use crate::rows::{
-    CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CAMPAIGN_WINDOWS_HOURLY, SOURCE_CHECKPOINTS,
-    TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_CAMPAIGNS, USER_SIMILAR,
+    CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CAMPAIGN_WINDOWS_HOURLY, CHECKPOINT_STATES,
+    INTERACTION_PANES, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TYPE_WINDOWS_HOURLY, USER_CAMPAIGNS,
+    USER_SIMILAR,
 };
 use eddy_core::config::ClickHouseConfig;
 use std::path::Path;
@@ -25,7 +26,7 @@ pub struct SchemaFile {
 }
 
 /// `clickhouse/schema/*.sql` as compiled in, in name order.
-pub const EMBEDDED_SCHEMA: [(&str, &str); 5] = [
+pub const EMBEDDED_SCHEMA: [(&str, &str); 6] = [
     (
         "001_database.sql",
         include_str!("../../clickhouse/schema/001_database.sql"),
@@ -46,10 +47,14 @@ pub const EMBEDDED_SCHEMA: [(&str, &str); 5] = [
         "005_engagement.sql",
         include_str!("../../clickhouse/schema/005_engagement.sql"),
     ),
+    (
+        "006_state.sql",
+        include_str!("../../clickhouse/schema/006_state.sql"),
+    ),
 ];
 
 /// Tables (and views) [`check_schema`] requires in the configured database.
-pub const REQUIRED_TABLES: [&str; 10] = [
+pub const REQUIRED_TABLES: [&str; 12] = [
     TYPE_WINDOWS,
     CAMPAIGN_WINDOWS,
     TYPE_WINDOWS_HOURLY,
@@ -60,6 +65,8 @@ pub const REQUIRED_TABLES: [&str; 10] = [
     CAMPAIGN_ENGAGEMENT,
     USER_SIMILAR,
     USER_CAMPAIGNS,
+    INTERACTION_PANES,
+    CHECKPOINT_STATES,
 ];
 
 /// The embedded schema files ([`EMBEDDED_SCHEMA`]).
