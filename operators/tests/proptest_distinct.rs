@@ -1,5 +1,6 @@
-//! Property test of `sliding_distinct` (operators/src/distinct.rs) against a brute-force oracle
-//! over random streams: random pane sizes and window lengths, every `Emit` mode, 1–3 workers,
+//! Property test of `sliding_distinct` and `sliding_distinct_closing` (operators/src/distinct.rs)
+//! against a brute-force oracle over random streams: random pane sizes and window lengths, every
+//! `Emit` mode, 1–4 workers,
 //! random (sometimes missing, sometimes going back) watermarks, events in open, closed (replays)
 //! and retired panes, and epochs fed ahead of the dataflow (so events of later epochs reach the
 //! operator before earlier watermarks are applied).
@@ -15,6 +16,12 @@
 //! Each key's multiplicity is 0 or 1 at every epoch, the updates are exactly the entries and
 //! exits (in `Live`/`OnClose`: no update when a newer pane refreshes a key), and the final
 //! gauge is exact (two entries per key in the set plus the `(open pane, key)` pairs).
+//!
+//! `sliding_distinct_closing`, run in the same dataflow on the same inputs, produces the same
+//! set updates and gauge, and its closed-pane facts are checked against their own oracle: at
+//! epoch `e`, exactly one `(p, key)` per key with an event in a pane `p` that `W(e)` closes
+//! and `W(e - 1)` did not, sent at an epoch whose watermark left `p` open (never for events
+//! of already-closed panes: replays), unless `W(e)` also retires `p`; none in `Live`.
 
 use eddy_core::WindowSpec;
 use eddy_operators::{Emit, Epoch, PaneSpec, SlidingDistinct, StateGauge};
@@ -46,23 +53,44 @@ fn slot(key: &Key, spread: u64) -> u64 {
     h.finish() % spread
 }
 
-/// Runs the operator on `workers` workers; returns every update and the gauge at the end.
-fn run(workers: usize, spec: PaneSpec, epochs: &[Epochal]) -> (Vec<(Key, Epoch, isize)>, usize) {
-    let out: Arc<Mutex<Vec<(Key, Epoch, isize)>>> = Arc::default();
+/// What one run produced: `sliding_distinct`'s updates and final gauge, and
+/// `sliding_distinct_closing`'s updates, final gauge and facts `(pane, key, epoch)`.
+struct Ran {
+    updates: Vec<(Key, Epoch, isize)>,
+    held: usize,
+    closing_updates: Vec<(Key, Epoch, isize)>,
+    closing_held: usize,
+    facts: Vec<(i64, Key, Epoch)>,
+}
+
+/// Runs both operators (on the same inputs, in one dataflow) on `workers` workers.
+fn run(workers: usize, spec: PaneSpec, epochs: &[Epochal]) -> Ran {
+    type Shared<T> = Arc<Mutex<Vec<T>>>;
+    let out: Shared<(Key, Epoch, isize)> = Arc::default();
+    let closing_out: Shared<(Key, Epoch, isize)> = Arc::default();
+    let facts: Shared<(i64, Key, Epoch)> = Arc::default();
     let gauge = StateGauge::new();
-    let (out2, gauge2) = (out.clone(), gauge.clone());
+    let closing_gauge = StateGauge::new();
+    let shared = (
+        out.clone(),
+        closing_out.clone(),
+        facts.clone(),
+        gauge.clone(),
+        closing_gauge.clone(),
+    );
     let epochs = Arc::new(epochs.to_vec());
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
-        let out3 = out2.clone();
-        let gauge3 = gauge2.clone();
+        let (out3, closing_out3, facts3, gauge3, closing_gauge3) = shared.clone();
         let mut events = InputHandle::new();
         let mut marks = InputHandle::new();
         let probe = worker.dataflow::<Epoch, _, _>(|scope| {
-            let (probe, _) = scope
-                .input_from(&mut events)
+            let events = scope.input_from(&mut events);
+            let marks = scope.input_from(&mut marks);
+            let (probe, _) = events
+                .clone()
                 .sliding_distinct(
-                    scope.input_from(&mut marks),
+                    marks.clone(),
                     spec,
                     "Distinct",
                     // A poor hash on purpose: neighbouring keys share a worker.
@@ -73,6 +101,27 @@ fn run(workers: usize, spec: PaneSpec, epochs: &[Epochal]) -> (Vec<(Key, Epoch, 
                 .inner
                 .inspect(move |u| out3.lock().unwrap().push(*u))
                 .probe();
+            let (set, closed) = events.sliding_distinct_closing(
+                marks,
+                spec,
+                "DistinctClosing",
+                |k: &Key| *k / 2,
+                &closing_gauge3,
+                |e: &(i64, Key)| Some(*e),
+            );
+            set.inner
+                .inspect(move |u| closing_out3.lock().unwrap().push(*u))
+                .probe_with(&probe);
+            closed
+                .inspect_core(move |event| {
+                    if let Ok((stamp, data)) = event {
+                        let times: Vec<Epoch> = stamp.into_iter().copied().collect();
+                        assert_eq!(times.len(), 1, "facts travel at one epoch");
+                        let mut facts = facts3.lock().unwrap();
+                        facts.extend(data.iter().map(|&(p, k)| (p, k, times[0])));
+                    }
+                })
+                .probe_with(&probe);
             probe
         });
         for (e, epoch) in epochs.iter().enumerate() {
@@ -95,8 +144,14 @@ fn run(workers: usize, spec: PaneSpec, epochs: &[Epochal]) -> (Vec<(Key, Epoch, 
         }
     })
     .expect("timely runs");
-    let updates = std::mem::take(&mut *out.lock().unwrap());
-    (updates, gauge.get())
+    let take = |v: &Mutex<Vec<(Key, Epoch, isize)>>| std::mem::take(&mut *v.lock().unwrap());
+    Ran {
+        updates: take(&out),
+        held: gauge.get(),
+        closing_updates: take(&closing_out),
+        closing_held: closing_gauge.get(),
+        facts: std::mem::take(&mut *facts.lock().unwrap()),
+    }
 }
 
 /// The expected updates `(key, time) -> diff` (consolidated) and the final gauge.
@@ -174,6 +229,49 @@ fn oracle(spec: PaneSpec, epochs: &[Epochal]) -> (BTreeMap<(Key, Epoch), isize>,
     (updates, 2 * prev.len() + open.len())
 }
 
+/// The expected closed-pane facts `(pane, key, epoch)`, sorted: at epoch `e`, one per key with
+/// an event in a pane that `W(e)` closes and `W(e - 1)` did not, sent at an epoch whose
+/// watermark left the pane open (not a replay), unless `W(e)` retires the pane too. None in
+/// `Live`.
+fn oracle_facts(spec: PaneSpec, epochs: &[Epochal]) -> Vec<(i64, Key, Epoch)> {
+    if spec.emit == Emit::Live {
+        return Vec::new();
+    }
+    let size = spec.pane.size_ms;
+    let length = spec.retire_after_ms;
+    let passed = |p: i64, w: Option<i64>, by: i64| {
+        w.and_then(|w| w.checked_sub(by))
+            .is_some_and(|through| p <= through)
+    };
+    // W(e): the running maximum of the watermarks sent through `e`.
+    let mut marks: Vec<Option<i64>> = Vec::new();
+    let mut w: Option<i64> = None;
+    for epoch in epochs {
+        if let Some(m) = epoch.mark {
+            w = Some(w.map_or(m, |w| w.max(m)));
+        }
+        marks.push(w);
+    }
+    let mut facts = BTreeSet::new();
+    for (at, epoch) in epochs.iter().enumerate() {
+        for &(ts, k, _) in &epoch.events {
+            let p = spec.pane.start(ts);
+            // A replay (or an event of a retired pane): its pane was closed when it arrived.
+            if passed(p, marks[at], size) {
+                continue;
+            }
+            // The epoch that closes the pane, if any.
+            let Some(closes) = (at + 1..epochs.len()).find(|&e| passed(p, marks[e], size)) else {
+                continue;
+            };
+            if !passed(p, marks[closes], length) {
+                facts.insert((p, k, closes as Epoch));
+            }
+        }
+    }
+    facts.into_iter().collect()
+}
+
 fn any_epochs(size: i64, length: i64) -> impl Strategy<Value = Vec<Epochal>> {
     let epoch = (
         proptest::collection::vec((-(length + 2 * size)..3 * size, 0..8u64, 0..3usize), 0..6),
@@ -216,7 +314,7 @@ fn any_case() -> impl Strategy<Value = (PaneSpec, usize, Vec<Epochal>)> {
             Just(Emit::OnClose),
             (1..5u64).prop_map(|epochs| Emit::OnCloseSpread { epochs }),
         ],
-        1..=3usize,
+        1..=4usize,
     )
         .prop_flat_map(|(size, panes, emit, workers)| {
             let spec = PaneSpec::sliding(WindowSpec::new(size), size * panes, emit);
@@ -229,11 +327,12 @@ proptest! {
 
     #[test]
     fn sliding_distinct_matches_the_oracle((spec, workers, epochs) in any_case()) {
-        let (updates, held) = run(workers, spec, &epochs);
+        let ran = run(workers, spec, &epochs);
+        let (updates, held) = (&ran.updates, ran.held);
         let (want, want_held) = oracle(spec, &epochs);
         let mut got: BTreeMap<(Key, Epoch), isize> = BTreeMap::new();
         let mut raw: BTreeMap<(Key, Epoch), usize> = BTreeMap::new();
-        for &(k, t, d) in &updates {
+        for &(k, t, d) in updates {
             *got.entry((k, t)).or_default() += d;
             *raw.entry((k, t)).or_default() += 1;
         }
@@ -257,5 +356,29 @@ proptest! {
             prop_assert!(raw.values().all(|n| *n == 1), "redundant updates: {:?}", raw);
         }
         prop_assert_eq!(held, want_held, "gauge");
+        // `sliding_distinct_closing`: the same set updates (one by one) and state ...
+        let sorted = |u: &[(Key, Epoch, isize)]| {
+            let mut u = u.to_vec();
+            u.sort();
+            u
+        };
+        prop_assert_eq!(
+            sorted(&ran.closing_updates),
+            sorted(updates),
+            "closing set, spec {:?} workers {}",
+            spec,
+            workers
+        );
+        prop_assert_eq!(ran.closing_held, want_held, "closing gauge");
+        // ... and exactly the oracle's facts, each once, at the epoch that closes the pane.
+        let mut facts = ran.facts.clone();
+        facts.sort();
+        prop_assert_eq!(
+            facts,
+            oracle_facts(spec, &epochs),
+            "facts (pane, key, epoch), spec {:?} workers {}",
+            spec,
+            workers
+        );
     }
 }
