@@ -8,7 +8,9 @@
 //! partition key, so ClickHouse reads only the granules and days asked for (checked by
 //! `storage/tests/queries.rs` with `force_primary_key` and `force_index_by_date`). The one
 //! exception, [`LATEST_WATERMARK_QUERY`], reads `source_checkpoints`, which retention keeps to
-//! about two days of checkpoints.
+//! about two days of checkpoints. The restore queries ([`RESTORE_ENGAGEMENT_QUERY`],
+//! [`RESTORE_INTERACTIONS_QUERY`]) run once per restart and read a whole sliding window (only
+//! its days' partitions).
 
 /// Finalized type windows with `from_ms <= window_start_ms < to_ms`, all event types.
 /// Binds: `from_ms`, `to_ms`. Rows: [`TypeWindowRow`](crate::TypeWindowRow).
@@ -126,9 +128,9 @@ WHERE window_start_ms >= ? AND window_start_ms <= ?";
 /// in a final pane inside the sliding window, with its latest such pane. Binds: `from_ms`,
 /// `to_ms` (inclusive pane starts, as [`RESTORE_ENGAGEMENT_QUERY`]). Rows:
 /// [`InteractionPaneRow`](crate::InteractionPaneRow).
-pub const RESTORE_INTERACTIONS_QUERY: &str = "SELECT max(window_start_ms) AS window_start_ms, \
-user_id, campaign_id FROM interaction_panes \
-WHERE window_start_ms >= ? AND window_start_ms <= ? GROUP BY user_id, campaign_id";
+pub const RESTORE_INTERACTIONS_QUERY: &str = "SELECT max(pane) AS window_start_ms, user_id, \
+campaign_id FROM (SELECT window_start_ms AS pane, user_id, campaign_id FROM interaction_panes \
+WHERE window_start_ms >= ? AND window_start_ms <= ?) GROUP BY user_id, campaign_id";
 
 /// The state layout of one checkpoint. Binds: `topic`, `version`. Rows:
 /// [`CheckpointStateRow`](crate::CheckpointStateRow).
