@@ -9,6 +9,8 @@ pub mod similarity;
 pub mod windowed_counts;
 
 #[cfg(test)]
+mod restore_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 
 pub use build::{Inputs, Outputs, Restored, SimilarityOutputs, build};
