@@ -22,6 +22,14 @@
 //! epoch `e`, exactly one `(p, key)` per key with an event in a pane `p` that `W(e)` closes
 //! and `W(e - 1)` did not, sent at an epoch whose watermark left `p` open (never for events
 //! of already-closed panes: replays), unless `W(e)` also retires `p`; none in `Live`.
+//!
+//! Restart from the facts (on-close modes, streams without replays, as a source with a late
+//! filter feeds them): a run restarted at epoch `k` with the facts through `k` of panes inside
+//! the window under `W(k)` (each key's latest such pane, given as events of closed panes at
+//! epoch 0, with watermark `W(k)`), the events through `k` of panes open under `W(k)`, and the
+//! epochs after `k`, has the uninterrupted run's set at every later epoch (once the spread of
+//! the insertions at a close cannot differ) and its facts after `k`, and emits no fact of a
+//! pane closed under `W(k)`; on another worker count.
 
 use eddy_core::WindowSpec;
 use eddy_operators::{Emit, Epoch, PaneSpec, SlidingDistinct, StateGauge};
@@ -305,6 +313,110 @@ fn any_epochs(size: i64, length: i64) -> impl Strategy<Value = Vec<Epochal>> {
     })
 }
 
+/// The running maximum `W(e)` of the watermarks sent through each epoch.
+fn running_marks(epochs: &[Epochal]) -> Vec<Option<i64>> {
+    let mut w: Option<i64> = None;
+    epochs
+        .iter()
+        .map(|epoch| {
+            if let Some(m) = epoch.mark {
+                w = Some(w.map_or(m, |w| w.max(m)));
+            }
+            w
+        })
+        .collect()
+}
+
+/// Whether pane `p` is at or before `w - by`.
+fn passed(p: i64, w: Option<i64>, by: i64) -> bool {
+    w.and_then(|w| w.checked_sub(by))
+        .is_some_and(|through| p <= through)
+}
+
+/// `epochs` without the events of panes already closed when they arrive (what a source with a
+/// late filter feeds).
+fn without_replays(spec: PaneSpec, epochs: &[Epochal]) -> Vec<Epochal> {
+    let marks = running_marks(epochs);
+    epochs
+        .iter()
+        .zip(&marks)
+        .map(|(epoch, &w)| Epochal {
+            events: epoch
+                .events
+                .iter()
+                .copied()
+                .filter(|&(ts, _, _)| !passed(spec.pane.start(ts), w, spec.pane.size_ms))
+                .collect(),
+            ..epoch.clone()
+        })
+        .collect()
+}
+
+/// The epochs of a run restarted at `k` from `a`'s facts through `k` (see the module docs).
+fn restarted(spec: PaneSpec, epochs: &[Epochal], k: usize, a: &Ran) -> Vec<Epochal> {
+    let w = running_marks(epochs)[k];
+    let mut latest: BTreeMap<Key, i64> = BTreeMap::new();
+    for &(p, key, t) in &a.facts {
+        if t as usize <= k && !passed(p, w, spec.retire_after_ms) {
+            let q = latest.entry(key).or_insert(p);
+            *q = (*q).max(p);
+        }
+    }
+    // Restored rows are events at their pane's start, on any worker.
+    let mut first: Vec<(i64, Key, usize)> = latest
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, p))| (p, key, i))
+        .collect();
+    first.extend(
+        epochs[..=k]
+            .iter()
+            .flat_map(|e| e.events.iter().copied())
+            .filter(|&(ts, _, _)| !passed(spec.pane.start(ts), w, spec.pane.size_ms)),
+    );
+    let mut out = vec![Epochal {
+        events: first,
+        mark: w,
+        wait: true,
+    }];
+    out.extend(epochs[k + 1..].iter().cloned());
+    out
+}
+
+/// The set as of `at` from its updates.
+fn set_as_of(updates: &[(Key, Epoch, isize)], at: Epoch) -> BTreeMap<Key, isize> {
+    let mut acc: BTreeMap<Key, isize> = BTreeMap::new();
+    for &(k, t, d) in updates {
+        if t <= at {
+            *acc.entry(k).or_default() += d;
+        }
+    }
+    acc.retain(|_, d| *d != 0);
+    acc
+}
+
+fn any_restore_case() -> impl Strategy<Value = (PaneSpec, usize, usize, Vec<Epochal>, usize)> {
+    (
+        1..20i64,
+        1..5i64,
+        prop_oneof![
+            Just(Emit::OnClose),
+            (1..5u64).prop_map(|epochs| Emit::OnCloseSpread { epochs }),
+        ],
+        1..=4usize,
+        1..=4usize,
+        any::<prop::sample::Index>(),
+    )
+        .prop_flat_map(|(size, panes, emit, workers_a, workers_b, k)| {
+            let spec = PaneSpec::sliding(WindowSpec::new(size), size * panes, emit);
+            any_epochs(size, size * panes).prop_map(move |epochs| {
+                let epochs = without_replays(spec, &epochs);
+                let k = k.index(epochs.len());
+                (spec, workers_a, workers_b, epochs, k)
+            })
+        })
+}
+
 fn any_case() -> impl Strategy<Value = (PaneSpec, usize, Vec<Epochal>)> {
     (
         1..20i64,
@@ -380,5 +492,47 @@ proptest! {
             spec,
             workers
         );
+    }
+}
+
+proptest! {
+    // Two runs per case.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn a_restart_from_the_facts_has_the_same_set_and_facts(
+        (spec, workers_a, workers_b, epochs, k) in any_restore_case()
+    ) {
+        let a = run(workers_a, spec, &epochs);
+        let b_epochs = restarted(spec, &epochs, k, &a);
+        let b = run(workers_b, spec, &b_epochs);
+        let spread = match spec.emit {
+            Emit::OnCloseSpread { epochs } => epochs.max(1) as usize,
+            _ => 1,
+        };
+        let ctx = format!("spec {spec:?} workers {workers_a} then {workers_b}, restart at {k}");
+        // B's epoch `j` is A's `k + j`.
+        for j in spread - 1..b_epochs.len() {
+            prop_assert_eq!(
+                set_as_of(&b.closing_updates, j as Epoch),
+                set_as_of(&a.closing_updates, (k + j) as Epoch),
+                "{} epoch {}", ctx, j
+            );
+        }
+        let w = running_marks(&epochs)[k];
+        let mut got: Vec<(i64, Key, Epoch)> = b.facts.clone();
+        got.sort();
+        prop_assert!(
+            got.iter().all(|&(p, _, _)| !passed(p, w, spec.pane.size_ms)),
+            "{}: facts of panes final at the restart: {:?}", ctx, got
+        );
+        let mut want: Vec<(i64, Key, Epoch)> = a
+            .facts
+            .iter()
+            .filter(|&&(_, _, t)| t as usize > k)
+            .map(|&(p, key, t)| (p, key, t - k as Epoch))
+            .collect();
+        want.sort();
+        prop_assert_eq!(got, want, "{}: facts", ctx);
     }
 }
