@@ -188,10 +188,11 @@ pub struct SinkCountsOptions {
     /// final under: engagement panes closed under it are stored already and not written again.
     pub durable_through: Option<i64>,
     /// After a restart: the speed-layer values (open windows, live engagement, top list) of
-    /// the epochs before the state is caught up ([`WatermarkHandle::caught_up_at`]) are held
-    /// and written, merged, at the epoch it is; final rows and the watermark are written at
-    /// once. Readers so never see a value the previous run had passed (a partly rebuilt open
-    /// window, a score missing its open panes).
+    /// the epochs before the state is caught up ([`WatermarkHandle::caught_up_at`]: the re-read
+    /// reached the end of the log as it was at the restart) are held and written, merged, at
+    /// the epoch it is; final rows and the watermark are written at once. Readers so never see
+    /// a value older than one the previous run wrote (a partly rebuilt open window, a score
+    /// missing its open panes).
     pub hold_until_caught_up: Option<WatermarkHandle>,
 }
 
@@ -359,7 +360,9 @@ pub fn sink_similarity<'scope>(
             if similar.0.is_empty() && sets.0.is_empty() && interaction_panes.is_empty() {
                 return None;
             }
+            // Re-read records of one pane and pair (a re-reading restart) give one row.
             interaction_panes.sort();
+            interaction_panes.dedup();
             Some(SimilarityBatch {
                 epoch,
                 as_of_ms: watermark,

@@ -447,8 +447,8 @@ fn kafka_to_clickhouse_redis_and_http_exact() {
 fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let mut cfg = config("restart");
     cfg.pipeline.max_records_per_epoch = 20;
-    // A 30 s sliding window: panes slide out during the run, and the restart must rebuild the
-    // sliding state from re-read records of windows already final.
+    // A 30 s sliding window: panes slide out during the run, and the restart must restore the
+    // sliding state of windows already final from the stores (they are not re-read).
     cfg.engagement.sliding_ms = 3 * WINDOW;
     cfg.similarity.mode = eddy_core::config::SimilarityAlgorithm::Exact;
     let phase1: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 0, 600)).collect();
@@ -458,7 +458,7 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     // Stop abruptly once a checkpoint is durable with windows both final and still open, so
     // the restart must rebuild open windows from their first offsets and skip final ones.
     // Stopping past T0 + 50 s leaves the final window [T0 + 40 s, T0 + 50 s) inside the
-    // sliding window at the end (T0 + 63 s): only its re-read history can rebuild it.
+    // sliding window at the end (T0 + 63 s): only the restored state holds it.
     wait_until(
         "a checkpoint with final and open windows",
         Duration::from_secs(120),
@@ -473,9 +473,12 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let read: i64 = parts_at_stop.values().map(|(_, h)| h).sum();
     assert!(wm_at_stop > T0 + 5 * WINDOW && read <= total);
     eprintln!("stopped at watermark {wm_at_stop} after {read} of {total} messages");
+    assert_resumes_at_open_windows(&cfg, &phase1, wm_at_stop, &parts_at_stop);
     // More events arrive while the worker is down.
     let phase2: Vec<Msg> = (0..PARTITIONS).flat_map(|p| phase(p, 600, 50)).collect();
     produce(&cfg, &phase2);
+    // The restored state is routed to its keys' workers, whatever their number.
+    cfg.pipeline.workers = 3;
     let worker = start(&cfg);
     let all: Vec<Msg> = phase1.iter().chain(&phase2).cloned().collect();
     let wm = max_ts(&all) - LATENESS;
@@ -501,6 +504,50 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
         }
     }
     worker.stop();
+    // Settings that change what the stored state means refuse the restore, pointing to a
+    // replay; weights do not (the stored panes hold counts).
+    let mut longer = cfg.clone();
+    longer.engagement.sliding_ms = 6 * WINDOW;
+    let err = run(RunOptions::in_process(&longer), Mode::Kafka).unwrap_err();
+    assert!(
+        matches!(&err, eddy::pipeline::PipelineError::StateLayout { from, .. }
+            if *from == checkpoint(&cfg).unwrap().0 - 6 * WINDOW),
+        "{err}"
+    );
+    assert!(err.to_string().contains("eddy replay --from"), "{err}");
+}
+
+/// The checkpoint records the stored state's layout, and each partition resumes at its oldest
+/// window still open under the watermark: every record before the resume offset is in a final
+/// window, and some of them in a pane still inside the sliding window (only the restored state
+/// holds those).
+fn assert_resumes_at_open_windows(cfg: &Config, msgs: &[Msg], wm: i64, parts: &Offsets) {
+    use eddy_sinks::CheckpointStore as _;
+    let cp = eddy_sinks::ClickHouseCheckpoints::connect(&cfg.clickhouse)
+        .unwrap()
+        .load(&cfg.kafka.topic)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.state, Some(cfg.state_layout()));
+    let window = WindowSpec::new(WINDOW);
+    let mut skipped_inside_window = 0;
+    for (p, (resume, _)) in parts {
+        let events = msgs.iter().filter(|m| m.partition == *p).take(*resume as usize);
+        for ev in events.filter_map(|m| m.event) {
+            assert!(
+                window.is_closed(ev.ts_ms, wm),
+                "partition {p}: event at {} before resume offset {resume} is in an open window",
+                ev.ts_ms
+            );
+            if window.start(ev.ts_ms) + cfg.engagement.sliding_ms > wm {
+                skipped_inside_window += 1;
+            }
+        }
+    }
+    assert!(
+        skipped_inside_window > 0,
+        "no record before the resume offsets is inside the sliding window"
+    );
 }
 
 /// Asserts the live engagement of every campaign, and the similar users of every user (exact
@@ -634,6 +681,7 @@ fn load_gen_measures_freshness_and_verifies_answers() {
     let (runtime, addr) = serve(lambda_state(&cfg));
     let url = format!("http://{addr}");
     let run = RunConfig {
+        event_span: None,
         brokers: cfg.kafka.brokers.clone(),
         topic: cfg.kafka.topic.clone(),
         dlq_topic: cfg.kafka.dlq_topic.clone(),

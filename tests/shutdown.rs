@@ -211,7 +211,8 @@ fn liveness_follows_checkpoints() {
     wait_until(
         "a checkpoint save stuck in the proxy",
         Duration::from_secs(30),
-        || clickhouse.holds(b"source_checkpoints"),
+        // A save inserts the checkpoint's state layout, then its offsets.
+        || clickhouse.holds(b"checkpoint_states") || clickhouse.holds(b"source_checkpoints"),
     );
     wait_until(
         "/healthz to report the stall",

@@ -21,7 +21,8 @@ use eddy_core::{
     Config, Event, InteractionPane, PaneEngagement, SimilarUsers, UserCampaigns, WindowSpec,
 };
 use eddy_operators::{Emit, Epoch, StateGauge};
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 
 /// What the dataflow reads.
@@ -112,7 +113,7 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
         None => (None, None),
     };
     // Sliding-window state also takes the replayed history of final windows.
-    let sliding_events = match history {
+    let sliding_events = match history.clone() {
         Some(history) => events.clone().concat(history),
         None => events.clone(),
     };
@@ -145,6 +146,24 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
             },
             &StateGauge::new(),
         );
+        // Re-read records of final panes (a restart that rebuilds the state by re-reading)
+        // are stored as their panes' pairs too: the state is then stored in full again.
+        let interaction_panes = match history {
+            Some(history) => {
+                let views = cfg.similarity.views_are_interest;
+                let replayed = history.inner.flat_map(move |(e, _, d)| {
+                    (d > 0 && (views || e.event_type != eddy_core::EventType::View)).then_some(
+                        InteractionPane {
+                            window_start_ms: window.start(e.ts_ms),
+                            user_id: e.user_id,
+                            campaign_id: e.campaign_id,
+                        },
+                    )
+                });
+                interaction_panes.concat(replayed)
+            }
+            None => interaction_panes,
+        };
         let (similar, sets) =
             similar_users_and_sets(pairs, SimilarityParams::from_config(&cfg.similarity));
         SimilarityOutputs {

@@ -21,7 +21,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Kafka errors, with the operation that failed.
@@ -170,8 +170,11 @@ pub fn topic_partitions(cfg: &KafkaConfig, topic: &str) -> Result<Vec<i32>, Kafk
 /// partition of `cp` must exist, and its log must reach the checkpoint's high offset (a log
 /// that ends earlier was recreated or truncated: the checkpoint's offsets would name other
 /// records). A recreated topic that already holds more records than the checkpoint read is
-/// not detected here.
-pub fn check_checkpoint(cfg: &KafkaConfig, cp: &Checkpoint) -> Result<(), KafkaIoError> {
+/// not detected here. Returns the end of each partition's log now (its high watermark).
+pub fn check_checkpoint(
+    cfg: &KafkaConfig,
+    cp: &Checkpoint,
+) -> Result<BTreeMap<i32, i64>, KafkaIoError> {
     let parts = topic_partitions(cfg, &cp.topic)?;
     let consumer: BaseConsumer = client(cfg)
         .create()
@@ -179,6 +182,7 @@ pub fn check_checkpoint(cfg: &KafkaConfig, cp: &Checkpoint) -> Result<(), KafkaI
             op: "watermarks client",
             source,
         })?;
+    let mut ends = BTreeMap::new();
     for p in &cp.partitions {
         let mismatch = |problem: String| KafkaIoError::CheckpointMismatch {
             topic: cp.topic.clone(),
@@ -200,8 +204,9 @@ pub fn check_checkpoint(cfg: &KafkaConfig, cp: &Checkpoint) -> Result<(), KafkaI
                 p.high_offset
             )));
         }
+        ends.insert(p.partition, high);
     }
-    Ok(())
+    Ok(ends)
 }
 
 /// Commits a checkpoint's resume offsets to the broker (for lag tooling; the checkpoint store

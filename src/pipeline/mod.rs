@@ -132,6 +132,11 @@ struct Restore {
     checkpoint: Checkpoint,
     late: LateBeforeRestore,
     state: Option<Arc<SlidingState>>,
+    /// Per partition, the offset the re-read must reach before the state is caught up
+    /// ([`WatermarkPolicy::catch_up_to`]): the end of the log at the restart, so the state
+    /// then holds every record the previous run could have read and written (a replay,
+    /// bounded by its plan: the checkpoint's high offsets).
+    catch_up_to: std::collections::BTreeMap<i32, i64>,
 }
 
 /// Loads the sliding-window state of `cp` from ClickHouse when its layout is this
@@ -214,9 +219,17 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
             let restore = match restore {
                 Some(cp) => {
                     // A recreated or truncated topic: the checkpoint's offsets name other records.
-                    broker.retry("checkpoint check", || {
+                    let log_ends = broker.retry("checkpoint check", || {
                         crate::kafka::check_checkpoint(&cfg.kafka, &cp)
                     })?;
+                    let catch_up_to = match &mode {
+                        Mode::Replay(_) => cp
+                            .partitions
+                            .iter()
+                            .map(|p| (p.partition, p.high_offset))
+                            .collect(),
+                        _ => log_ends,
+                    };
                     tracing::info!(
                         epoch = cp.epoch,
                         watermark_ms = cp.watermark_ms,
@@ -239,6 +252,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                         checkpoint: cp,
                         late,
                         state,
+                        catch_up_to,
                     })
                 }
                 None => None,
@@ -467,14 +481,9 @@ fn drive<R: PartitionReader>(
     };
     let catch_up_to = restore
         .as_ref()
-        .map(|r| {
-            r.checkpoint
-                .partitions
-                .iter()
-                .map(|p| (p.partition, p.high_offset))
-                .collect()
-        })
+        .map(|r| r.catch_up_to.clone())
         .unwrap_or_default();
+    let rereading_state = restore.as_ref().is_some_and(|r| r.state.is_none());
     // Only the coordinating worker takes checkpoints, so only it records candidates.
     let watermark = if commit.is_some() {
         WatermarkHandle::recording_checkpoints(floor)
@@ -597,9 +606,11 @@ fn drive<R: PartitionReader>(
         let Some(through) = through.and_then(|t| t.checked_sub(1)) else {
             continue;
         };
-        // After a restart, no checkpoint before the state is caught up: until then the state
-        // lacks records the restored checkpoint covers (the re-read is not done).
-        if watermark.caught_up_at().is_none_or(|c| through < c) {
+        // After a restart that rebuilds the sliding state by re-reading, no checkpoint before
+        // the re-read is done: until then the state lacks records the restored checkpoint
+        // covered, and the panes they fill were never stored. (A restored state is complete
+        // from the first epoch: every pane closed since is stored as it closes.)
+        if rereading_state && watermark.caught_up_at().is_none_or(|c| through < c) {
             continue;
         }
         if let Some(c) = watermark.take_checkpoint(through) {

@@ -19,6 +19,11 @@ pub struct LoadGenArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Spread the event times of the `--events` messages evenly over this many seconds of
+    /// event time ending now, instead of following the wall clock: e.g. `--events 10000000
+    /// --event-span-secs 90000` fills a 24 h sliding window (plus an hour) in minutes.
+    #[arg(long, requires = "events")]
+    pub event_span_secs: Option<f64>,
     /// Seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -86,6 +91,7 @@ impl LoadGenArgs {
             rate: self.rate,
             events: self.events,
             duration: self.duration.map(Duration::from_secs_f64),
+            event_span: self.event_span_secs.map(Duration::from_secs_f64),
             generator: GenConfig {
                 seed: self.seed,
                 run_id: self.run_id.unwrap_or_else(|| eddy_core::now_ms() as u64),

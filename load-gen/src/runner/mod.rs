@@ -56,6 +56,9 @@ pub struct RunConfig {
     pub events: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// With `events`: event times spread evenly over this much event time, ending when the
+    /// run starts (instead of following the wall clock).
+    pub event_span: Option<Duration>,
     /// Generator parameters. With a rate, event times follow the wall clock.
     pub generator: GenConfig,
     /// Query server base URL (`http://127.0.0.1:8080`) for probes and `verify`.

@@ -60,12 +60,20 @@ pub(super) fn producer(cfg: &RunConfig) -> Result<FutureProducer, RunError> {
         .map_err(kafka("producer"))
 }
 
-/// The generator of a run: with a rate, event times follow the wall clock.
+/// The generator of a run: with an event span, event times spread over the span ending now;
+/// else, with a rate, event times follow the wall clock.
 pub(super) fn generator(cfg: &RunConfig) -> Generator {
     let mut gen_cfg = cfg.generator.clone();
-    if cfg.rate > 0.0 {
-        gen_cfg.start_ts_ms = eddy_core::now_ms();
-        gen_cfg.events_per_sec = cfg.rate;
+    match (cfg.event_span, cfg.events) {
+        (Some(span), Some(events)) if span.as_secs_f64() > 0.0 => {
+            gen_cfg.start_ts_ms = eddy_core::now_ms() - span.as_millis() as i64;
+            gen_cfg.events_per_sec = events as f64 / span.as_secs_f64();
+        }
+        _ if cfg.rate > 0.0 => {
+            gen_cfg.start_ts_ms = eddy_core::now_ms();
+            gen_cfg.events_per_sec = cfg.rate;
+        }
+        _ => {}
     }
     Generator::new(gen_cfg)
 }
@@ -431,6 +439,7 @@ mod tests {
     /// A run of 8 s at 1000 messages/s to `topic`, without verification.
     fn run_config(brokers: &str, topic: &str) -> RunConfig {
         RunConfig {
+            event_span: None,
             brokers: brokers.into(),
             topic: topic.into(),
             dlq_topic: format!("{topic}.dlq"),
