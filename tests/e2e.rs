@@ -479,10 +479,17 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     produce(&cfg, &phase2);
     // The restored state is routed to its keys' workers, whatever their number.
     cfg.pipeline.workers = 3;
+    let watch = CountsWatch::start(&cfg);
     let worker = start(&cfg);
     let all: Vec<Msg> = phase1.iter().chain(&phase2).cloned().collect();
     let wm = max_ts(&all) - LATENESS;
     wait_drained(&cfg, &all, wm);
+    let (watched, backwards) = watch.stop();
+    assert!(watched > 0, "open windows were watched");
+    assert!(
+        backwards.is_empty(),
+        "window counts went backwards during the restart: {backwards:?}"
+    );
     assert_outputs(&cfg, &oracle(all.iter().filter_map(|m| m.event)), wm);
     assert_sliding_state(&cfg, &all, wm);
     let want = expected_dead_letters(&all, &BTreeSet::new());
@@ -517,6 +524,64 @@ fn restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     assert!(err.to_string().contains("eddy replay --from"), "{err}");
 }
 
+/// Watches, from a snapshot on, the count of every type window Redis holds, as a reader polling
+/// it would: counts only grow as events arrive, so a count below the snapshot's is a reader
+/// seeing a value go backwards (e.g. a restart writing partly rebuilt windows).
+struct CountsWatch {
+    stop: Arc<AtomicBool>,
+    watched: usize,
+    handle: JoinHandle<Vec<(String, i64, i64)>>,
+}
+
+impl CountsWatch {
+    fn start(cfg: &Config) -> Self {
+        let mut con = redis_conn(&cfg.redis);
+        let pattern = format!("{}:tw:*:*", cfg.redis.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut con).unwrap();
+        let snapshot: Vec<(String, i64)> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let count: Option<i64> = redis::cmd("HGET")
+                    .arg(&k)
+                    .arg(keys::type_window::COUNT)
+                    .query(&mut con)
+                    .unwrap();
+                Some((k, count?))
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (watched, done) = (snapshot.len(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut lowest: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            while !done.load(Ordering::SeqCst) {
+                for (k, before) in &snapshot {
+                    let now: Option<i64> = redis::cmd("HGET")
+                        .arg(k)
+                        .arg(keys::type_window::COUNT)
+                        .query(&mut con)
+                        .unwrap();
+                    if let Some(now) = now.filter(|n| n < before) {
+                        let seen = lowest.entry(k.clone()).or_insert((*before, now));
+                        seen.1 = seen.1.min(now);
+                    }
+                }
+            }
+            lowest.into_iter().map(|(k, (b, n))| (k, b, n)).collect()
+        });
+        Self {
+            stop,
+            watched,
+            handle,
+        }
+    }
+
+    /// The windows watched, and each `(key, snapshot count, lowest count seen)` below it.
+    fn stop(self) -> (usize, Vec<(String, i64, i64)>) {
+        self.stop.store(true, Ordering::SeqCst);
+        (self.watched, self.handle.join().unwrap())
+    }
+}
+
 /// The checkpoint records the stored state's layout, and each partition resumes at its oldest
 /// window still open under the watermark: every record before the resume offset is in a final
 /// window, and some of them in a pane still inside the sliding window (only the restored state
@@ -532,7 +597,10 @@ fn assert_resumes_at_open_windows(cfg: &Config, msgs: &[Msg], wm: i64, parts: &O
     let window = WindowSpec::new(WINDOW);
     let mut skipped_inside_window = 0;
     for (p, (resume, _)) in parts {
-        let events = msgs.iter().filter(|m| m.partition == *p).take(*resume as usize);
+        let events = msgs
+            .iter()
+            .filter(|m| m.partition == *p)
+            .take(*resume as usize);
         for ev in events.filter_map(|m| m.event) {
             assert!(
                 window.is_closed(ev.ts_ms, wm),
