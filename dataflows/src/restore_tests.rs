@@ -20,7 +20,12 @@
 //!   facts are A's facts after `k`, at the mapped epochs. With the watermark floor at B's
 //!   epoch 0, B emits no fact of a pane closed under `W` (the store holds them already).
 //! * chains of restarts: each restart's store is the previous store plus the restarted run's
-//!   durable outputs through the next checkpoint.
+//!   durable outputs through the next checkpoint (but its pane rows of panes final under its
+//!   own restore watermark: stored already, the sinks do not write them again);
+//! * a restart that rebuilds the state by re-reading (a checkpoint without stored state, after
+//!   a run that stored engagement panes but no interaction panes): the records of final
+//!   windows still inside the sliding window are re-read as `history`; a later restart from
+//!   the store must find their panes' pairs in it.
 //!
 //! Two ways the watermark reaches a restarted dataflow: the floor `W` at its epoch 0 (with the
 //! restored rows: they are replays of closed panes), or, as `TrackWatermark` does today
@@ -74,10 +79,12 @@ impl Out {
     }
 }
 
-/// One epoch of a run: the events and the watermark sent (if any).
-#[derive(Clone)]
+/// One epoch of a run: the events, the re-read events of final windows (`history`) and the
+/// watermark sent (if any).
+#[derive(Clone, Default)]
 struct Step {
     events: Vec<Event>,
+    history: Vec<Event>,
     mark: Option<i64>,
 }
 
@@ -112,8 +119,14 @@ fn config(spread: u64, mode: SimilarityAlgorithm, views_are_interest: bool) -> C
 }
 
 /// Runs [`build`] on `workers` workers over `steps`, with `restored` (split over the workers
-/// by row index, as the pipeline does) at epoch 0.
-fn execute(cfg: &Config, workers: usize, steps: &[Step], restored: Option<RestoredRows>) -> Ran {
+/// by row index, as the pipeline does) at epoch 0, and a `history` input if `with_history`.
+fn execute(
+    cfg: &Config,
+    workers: usize,
+    steps: &[Step],
+    restored: Option<RestoredRows>,
+    with_history: bool,
+) -> Ran {
     let out: Arc<Mutex<Vec<(Out, Epoch, isize)>>> = Arc::default();
     let facts: Arc<Mutex<Vec<(InteractionPane, Epoch)>>> = Arc::default();
     let (out2, facts2) = (out.clone(), facts.clone());
@@ -123,60 +136,62 @@ fn execute(cfg: &Config, workers: usize, steps: &[Step], restored: Option<Restor
         let (index, peers) = (worker.index(), worker.peers());
         let (out3, facts3) = (out2.clone(), facts2.clone());
         let mut marks = InputHandle::new();
-        let (mut events, mut restore_in, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
-            let (events_in, events) = scope.new_collection::<Event, isize>();
-            let watermarks = scope.input_from(&mut marks);
-            let (restore_in, restored_collections) = if restored.is_some() {
-                let (e_in, e) = scope.new_collection::<PaneEngagement, isize>();
-                let (i_in, i) = scope.new_collection::<InteractionPane, isize>();
-                (
-                    Some((e_in, i_in)),
-                    Some(Restored {
-                        engagement: e,
-                        interactions: i,
-                    }),
-                )
-            } else {
-                (None, None)
-            };
-            let outputs = build(
-                &cfg,
-                Inputs {
-                    events,
-                    history: None,
-                    watermarks,
-                    restored: restored_collections,
-                },
-            );
-            let probe = timely::dataflow::ProbeHandle::new();
-            outputs.probe_with(&probe);
-            let c = outputs.counts;
-            let e = outputs.engagement;
-            let s = outputs.similarity.expect("similarity is enabled");
-            e.campaigns
-                .map(Out::Campaign)
-                .concat(e.top.map(Out::Top))
-                .concat(e.panes.map(Out::Pane))
-                .concat(s.similar.map(Out::Similar))
-                .concat(s.sets.map(Out::Set))
-                .concat(c.types.map(Out::OpenType))
-                .concat(c.campaigns.map(Out::OpenCampaign))
-                .concat(c.closed_types.map(Out::ClosedType))
-                .concat(c.closed_campaigns.map(Out::ClosedCampaign))
-                .inspect(move |x| out3.lock().unwrap().push(x.clone()))
-                .probe_with(&probe);
-            s.interaction_panes
-                .inspect_core(move |event| {
-                    if let Ok((stamp, data)) = event {
-                        let times: Vec<Epoch> = stamp.into_iter().copied().collect();
-                        assert_eq!(times.len(), 1, "facts travel at one epoch");
-                        let mut facts = facts3.lock().unwrap();
-                        facts.extend(data.iter().map(|f| (*f, times[0])));
-                    }
-                })
-                .probe_with(&probe);
-            (events_in, restore_in, probe)
-        });
+        let (mut events, mut history, mut restore_in, probe) =
+            worker.dataflow::<Epoch, _, _>(|scope| {
+                let (events_in, events) = scope.new_collection::<Event, isize>();
+                let (history_in, history) = scope.new_collection::<Event, isize>();
+                let watermarks = scope.input_from(&mut marks);
+                let (restore_in, restored_collections) = if restored.is_some() {
+                    let (e_in, e) = scope.new_collection::<PaneEngagement, isize>();
+                    let (i_in, i) = scope.new_collection::<InteractionPane, isize>();
+                    (
+                        Some((e_in, i_in)),
+                        Some(Restored {
+                            engagement: e,
+                            interactions: i,
+                        }),
+                    )
+                } else {
+                    (None, None)
+                };
+                let outputs = build(
+                    &cfg,
+                    Inputs {
+                        events,
+                        history: with_history.then_some(history),
+                        watermarks,
+                        restored: restored_collections,
+                    },
+                );
+                let probe = timely::dataflow::ProbeHandle::new();
+                outputs.probe_with(&probe);
+                let c = outputs.counts;
+                let e = outputs.engagement;
+                let s = outputs.similarity.expect("similarity is enabled");
+                e.campaigns
+                    .map(Out::Campaign)
+                    .concat(e.top.map(Out::Top))
+                    .concat(e.panes.map(Out::Pane))
+                    .concat(s.similar.map(Out::Similar))
+                    .concat(s.sets.map(Out::Set))
+                    .concat(c.types.map(Out::OpenType))
+                    .concat(c.campaigns.map(Out::OpenCampaign))
+                    .concat(c.closed_types.map(Out::ClosedType))
+                    .concat(c.closed_campaigns.map(Out::ClosedCampaign))
+                    .inspect(move |x| out3.lock().unwrap().push(x.clone()))
+                    .probe_with(&probe);
+                s.interaction_panes
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, data)) = event {
+                            let times: Vec<Epoch> = stamp.into_iter().copied().collect();
+                            assert_eq!(times.len(), 1, "facts travel at one epoch");
+                            let mut facts = facts3.lock().unwrap();
+                            facts.extend(data.iter().map(|f| (*f, times[0])));
+                        }
+                    })
+                    .probe_with(&probe);
+                (events_in, history_in, restore_in, probe)
+            });
         if let (Some((e_in, i_in)), Some(rows)) = (restore_in.as_mut(), restored.as_ref()) {
             for (i, row) in rows.engagement.iter().enumerate() {
                 if i % peers == index {
@@ -194,6 +209,7 @@ fn execute(cfg: &Config, workers: usize, steps: &[Step], restored: Option<Restor
         for (epoch, step) in steps.iter().enumerate() {
             let epoch = epoch as Epoch;
             events.advance_to(epoch);
+            history.advance_to(epoch);
             marks.advance_to(epoch);
             if let Some(m) = step.mark {
                 marks.send(m);
@@ -203,9 +219,16 @@ fn execute(cfg: &Config, workers: usize, steps: &[Step], restored: Option<Restor
                     events.insert(*e);
                 }
             }
+            for (i, e) in step.history.iter().enumerate() {
+                if (i * 7 + e.user_id as usize) % peers == index {
+                    history.insert(*e);
+                }
+            }
             events.advance_to(epoch + 1);
+            history.advance_to(epoch + 1);
             marks.advance_to(epoch + 1);
             events.flush();
+            history.flush();
             worker.step_while(|| probe.less_than(&(epoch + 1)));
         }
     })
@@ -223,10 +246,17 @@ struct Store {
 }
 
 impl Store {
-    /// Adds the durable outputs of `ran` through epoch `through`.
-    fn absorb(&mut self, ran: &Ran, through: Epoch) {
+    /// Adds the durable outputs of `ran` through epoch `through`: its pane rows but those of
+    /// panes final under `durable_through` (a restarted run's restore watermark: stored
+    /// already, not written again), and its facts if `facts`.
+    fn absorb(&mut self, ran: &Ran, through: Epoch, durable_through: Option<i64>, facts: bool) {
+        let window = WindowSpec::new(PANE);
+        let stored = |p: i64| durable_through.is_some_and(|w| window.is_closed(p, w));
         for (o, t, d) in &ran.updates {
             if let (Out::Pane(row), true) = (o, *t <= through && *d > 0) {
+                if stored(row.window_start_ms) {
+                    continue;
+                }
                 let old = self
                     .panes
                     .insert((row.window_start_ms, row.campaign_id), *row);
@@ -237,7 +267,7 @@ impl Store {
             }
         }
         for (f, t) in &ran.facts {
-            if *t <= through {
+            if facts && *t <= through {
                 self.interactions.insert(*f);
             }
         }
@@ -291,6 +321,10 @@ struct Restart {
     /// Whether the watermark floor `W(k)` is sent at epoch 0 (else the first watermark comes
     /// with the first epoch after the re-read).
     floor_at_start: bool,
+    /// Rebuild the state by re-reading instead (a checkpoint without stored state: the first
+    /// restart only, after a run that stored nothing): the records of final windows still in
+    /// the sliding window are re-read too, as `history`.
+    rebuild: bool,
 }
 
 /// The steps of a run restarted at checkpoint `r.at`: re-read records of windows open under
@@ -299,27 +333,29 @@ struct Restart {
 fn restarted_steps(accepted: &[Vec<Event>], marks: &[i64], r: Restart) -> (Vec<Step>, usize) {
     let window = WindowSpec::new(PANE);
     let w = marks[r.at];
+    // In log order: records of open windows, and with `rebuild` those of final windows
+    // still inside the sliding window.
     let reread: Vec<Event> = accepted[..=r.at]
         .iter()
         .flatten()
-        .filter(|e| !window.is_closed(e.ts_ms, w))
+        .filter(|e| {
+            !window.is_closed(e.ts_ms, w) || (r.rebuild && window.start(e.ts_ms) + SLIDING > w)
+        })
         .copied()
         .collect();
     let chunk = reread.len().div_ceil(r.reread).max(1);
     let mut steps: Vec<Step> = reread
         .chunks(chunk)
-        .map(|c| Step {
-            events: c.to_vec(),
-            mark: None,
+        .map(|c| {
+            let (history, events) = c.iter().partition(|e| window.is_closed(e.ts_ms, w));
+            Step {
+                events,
+                history,
+                mark: None,
+            }
         })
         .collect();
-    steps.resize(
-        r.reread,
-        Step {
-            events: Vec::new(),
-            mark: None,
-        },
-    );
+    steps.resize(r.reread, Step::default());
     if r.floor_at_start {
         steps[0].mark = Some(w);
     }
@@ -327,6 +363,7 @@ fn restarted_steps(accepted: &[Vec<Event>], marks: &[i64], r: Restart) -> (Vec<S
     for e in r.at + 1..accepted.len() {
         steps.push(Step {
             events: accepted[e].clone(),
+            history: Vec::new(),
             mark: Some(marks[e].max(w)),
         });
     }
@@ -362,10 +399,11 @@ fn check(seed: u64, cfg: &Config, workers_a: usize, chain: &[Restart]) {
         .zip(&marks)
         .map(|(events, m)| Step {
             events: events.clone(),
+            history: Vec::new(),
             mark: Some(*m),
         })
         .collect();
-    let a = execute(cfg, workers_a, &steps, None);
+    let a = execute(cfg, workers_a, &steps, None, false);
     let ctx = format!("seed {seed} A on {workers_a} workers, chain {chain:?}");
     // A's facts: one per (pane, pair), each at the epoch that closes its pane.
     let distinct: BTreeSet<InteractionPane> = a.facts.iter().map(|(f, _)| *f).collect();
@@ -380,17 +418,43 @@ fn check(seed: u64, cfg: &Config, workers_a: usize, chain: &[Restart]) {
             .last()
             .map_or((&a, 0, 0), |(ran, offset, at)| (ran, *offset, *at));
         assert!(r.at > last_at || i == 0, "checkpoints in order");
+        assert!(!r.rebuild || i == 0, "a rebuild is the first restart");
         let w = marks[r.at];
         assert!(w > i64::MIN, "{ctx}: the checkpoint has a watermark");
-        store.absorb(prev, (last_offset + r.at - last_at) as Epoch);
-        let restored = store.restore(w);
-        assert!(
-            restored.engagement.len() > 5 && restored.interactions.len() > 5,
-            "{ctx}: something to restore at {}",
-            r.at
+        // The run before a rebuild stored its engagement panes, but no interaction panes
+        // (an older eddy).
+        let durable_through = (i > 0).then(|| marks[last_at]);
+        let facts = !(i == 0 && r.rebuild);
+        store.absorb(
+            prev,
+            (last_offset + r.at - last_at) as Epoch,
+            durable_through,
+            facts,
         );
+        let restored = (!r.rebuild).then(|| store.restore(w));
+        if let Some(restored) = &restored {
+            assert!(
+                restored.engagement.len() > 5 && restored.interactions.len() > 5,
+                "{ctx}: something to restore at {}",
+                r.at
+            );
+        }
+        if i == 1 && chain[0].rebuild {
+            // The restored pairs include some of panes that were final before the rebuild.
+            let w0 = marks[chain[0].at];
+            let old = restored
+                .iter()
+                .flat_map(|r| &r.interactions)
+                .filter(|f| window.is_closed(f.window_start_ms, w0))
+                .count();
+            assert!(
+                old > 5,
+                "{ctx}: {old} restored pairs of panes re-read as history"
+            );
+        }
         let (b_steps, offset) = restarted_steps(&accepted, &marks, r);
-        let b = execute(cfg, r.workers, &b_steps, Some(restored.clone()));
+        let b = execute(cfg, r.workers, &b_steps, restored.clone(), r.rebuild);
+        let restored = restored.unwrap_or_default();
         let ctx = format!("{ctx}, restart {i} at {}", r.at);
         // Outputs: equal to A's at every mapped epoch once the spread cannot differ.
         let from = if r.floor_at_start { spread - 1 } else { spread };
@@ -440,7 +504,10 @@ fn check(seed: u64, cfg: &Config, workers_a: usize, chain: &[Restart]) {
             .map(|(f, _)| f)
             .filter(|f| window.is_closed(f.window_start_ms, w))
             .collect();
-        if r.floor_at_start {
+        if r.rebuild {
+            // The re-read records of final panes are stored as facts again (the run before
+            // stored nothing).
+        } else if r.floor_at_start {
             assert!(
                 again.is_empty(),
                 "{ctx}: durable facts emitted again: {again:?}"
@@ -497,6 +564,7 @@ fn restart(at: usize, workers: usize, reread: usize, floor_at_start: bool) -> Re
         workers,
         reread,
         floor_at_start,
+        rebuild: false,
     }
 }
 
@@ -547,5 +615,25 @@ fn a_restart_without_the_floor_at_epoch_0_converges() {
         &cfg,
         1,
         &[restart(35, 2, 1, false), restart(47, 1, 2, true)],
+    );
+}
+
+/// A restart that rebuilds the state by re-reading (its checkpoint has no stored state: the
+/// run before stored nothing), then, within one sliding window, a restart from what the
+/// rebuilding run stored: the pairs of the panes it re-read as history must be in the store.
+#[test]
+fn a_restart_after_a_rebuild_by_re_reading_restores_the_re_read_panes() {
+    let rebuild = |at, workers, floor_at_start| Restart {
+        rebuild: true,
+        ..restart(at, workers, 2, floor_at_start)
+    };
+    let cfg = config(1, SimilarityAlgorithm::Exact, false);
+    check(9, &cfg, 1, &[rebuild(25, 2, true), restart(33, 1, 1, true)]);
+    let cfg = config(2, SimilarityAlgorithm::Exact, false);
+    check(
+        10,
+        &cfg,
+        2,
+        &[rebuild(30, 1, false), restart(36, 2, 2, true)],
     );
 }
