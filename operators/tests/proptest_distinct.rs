@@ -435,7 +435,7 @@ fn any_case() -> impl Strategy<Value = (PaneSpec, usize, Vec<Epochal>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
     fn sliding_distinct_matches_the_oracle((spec, workers, epochs) in any_case()) {
@@ -496,8 +496,8 @@ proptest! {
 }
 
 proptest! {
-    // Two runs per case.
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    // Two runs (of both operators) per case.
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn a_restart_from_the_facts_has_the_same_set_and_facts(
