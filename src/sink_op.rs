@@ -12,8 +12,8 @@
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{
     CampaignEngagement, CampaignWindowCount, CountsBatch, DeadLetter, DeadLetterBatch, EventType,
-    InteractionPane, PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats,
-    UserCampaigns, WindowSpec,
+    InteractionPane, PaneEngagement, SimilarUsers, SimilarityBatch, TypeWindowStats, UserCampaigns,
+    WindowSpec,
 };
 use eddy_dataflows::{Engagement, SimilarityOutputs, WindowedCounts};
 use eddy_operators::{Epoch, EpochStash, WatermarkHandle};

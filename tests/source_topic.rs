@@ -54,7 +54,11 @@ fn a_checkpoint_the_topic_does_not_reach_is_refused() {
     let cfg = config("recreated");
     produce(&cfg, 3);
     let ends = check_checkpoint(&cfg.kafka, &checkpoint(&cfg, 0, 2)).expect("the log reaches 2");
-    assert_eq!(ends, [(0, 3)].into(), "the end of the log, where a restart catches up to");
+    assert_eq!(
+        ends,
+        [(0, 3)].into(),
+        "the end of the log, where a restart catches up to"
+    );
     let err = check_checkpoint(&cfg.kafka, &checkpoint(&cfg, 0, 10)).unwrap_err();
     assert!(
         matches!(&err, KafkaIoError::CheckpointMismatch { partition: 0, .. }),

@@ -6,10 +6,10 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use eddy_core::{CampaignEngagement, Event, EventType, PaneEngagement, Weights, WindowSpec};
 use eddy_operators::{Emit, Epoch, PaneAccumulate, PaneSpec, Sum};
-use timely::dataflow::operators::Concat;
-use timely::dataflow::operators::vec::Map;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Map;
 
 /// Engagement sums, used as a differential difference (adding updates adds every field).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -101,8 +101,7 @@ pub fn interactions_restorable<'scope>(
 ) {
     // Events are insert-only: a positive difference is an event.
     let mut keyed = events.inner.flat_map(move |(e, _, d)| {
-        (d > 0 && params.is_interest(e.event_type))
-            .then_some((e.ts_ms, (e.user_id, e.campaign_id)))
+        (d > 0 && params.is_interest(e.event_type)).then_some((e.ts_ms, (e.user_id, e.campaign_id)))
     });
     if let Some(restored) = restored {
         keyed = keyed.concat(restored.inner.flat_map(|(p, _, d)| {
@@ -117,11 +116,13 @@ pub fn interactions_restorable<'scope>(
         gauge,
         |&(ts, key): &(i64, (u64, u64))| Some((ts, key)),
     );
-    let facts = facts.map(|(window_start_ms, (user_id, campaign_id))| InteractionPane {
-        window_start_ms,
-        user_id,
-        campaign_id,
-    });
+    let facts = facts.map(
+        |(window_start_ms, (user_id, campaign_id))| InteractionPane {
+            window_start_ms,
+            user_id,
+            campaign_id,
+        },
+    );
     (set, facts)
 }
 

@@ -14,7 +14,9 @@ mod restore_tests;
 pub(crate) mod testing;
 
 pub use build::{Inputs, Outputs, Restored, SimilarityOutputs, build};
-pub use engagement::{Engagement, EngagementParams, EngagementSums, engagement, engagement_restored};
+pub use engagement::{
+    Engagement, EngagementParams, EngagementSums, engagement, engagement_restored,
+};
 pub use interactions::{InteractionParams, interactions, interactions_restorable};
 pub use similarity::{SimilarityMode, SimilarityParams, similar_users, similar_users_and_sets};
 pub use windowed_counts::{CountSum, WindowedCounts, windowed_counts};

@@ -467,17 +467,15 @@ where
                 state.retire(time);
                 let cap = cap.expect("an epoch was popped");
                 if let Some(facts) = state.facts.as_mut().filter(|f| !f.is_empty()) {
-                    output.session(&cap).give_iterator(
-                        facts
-                            .drain(..)
-                            .map(|(p, k)| (Out::Closed(p, k), time, 1)),
-                    );
+                    output
+                        .session(&cap)
+                        .give_iterator(facts.drain(..).map(|(p, k)| (Out::Closed(p, k), time, 1)));
                 }
                 for (at, updates) in std::mem::take(&mut state.out) {
                     let delayed = cap.delayed(&at);
-                    output.session(&delayed).give_iterator(
-                        updates.into_iter().map(|(k, t, d)| (Out::Set(k), t, d)),
-                    );
+                    output
+                        .session(&delayed)
+                        .give_iterator(updates.into_iter().map(|(k, t, d)| (Out::Set(k), t, d)));
                 }
             }
             gauge.record(before, state.size());

@@ -145,8 +145,7 @@ impl Batch for SimilarityBatch {
             sliding_ms: later.sliding_ms,
             similar: similar.into_values().cloned().collect(),
             campaigns: campaigns.into_values().cloned().collect(),
-            interaction_panes: [&self.interaction_panes[..], &later.interaction_panes[..]]
-                .concat(),
+            interaction_panes: [&self.interaction_panes[..], &later.interaction_panes[..]].concat(),
         }
     }
 
@@ -168,7 +167,11 @@ impl Batch for SimilarityBatch {
             .chunks(max_rows)
             .map(|c| part(&[], &[], c.to_vec()))
             .collect();
-        parts.extend(self.similar.chunks(max_rows).map(|c| part(c, &[], Vec::new())));
+        parts.extend(
+            self.similar
+                .chunks(max_rows)
+                .map(|c| part(c, &[], Vec::new())),
+        );
         parts.extend(
             self.campaigns
                 .chunks(max_rows)

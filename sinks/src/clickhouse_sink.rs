@@ -12,8 +12,8 @@ use eddy_storage::{
     CAMPAIGN_ENGAGEMENT, CAMPAIGN_WINDOWS, CHECKPOINT_STATE_QUERY, CHECKPOINT_STATES,
     CampaignWindowRow, CheckpointRow, CheckpointStateRow, INTERACTION_PANES, InteractionPaneRow,
     LATEST_CHECKPOINT_QUERY, PaneEngagementRow, RESTORE_ENGAGEMENT_QUERY,
-    RESTORE_INTERACTIONS_QUERY, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow,
-    USER_CAMPAIGNS, USER_SIMILAR, UserCampaignsRow, UserSimilarRow,
+    RESTORE_INTERACTIONS_QUERY, SOURCE_CHECKPOINTS, TYPE_WINDOWS, TypeWindowRow, USER_CAMPAIGNS,
+    USER_SIMILAR, UserCampaignsRow, UserSimilarRow,
 };
 use eddy_storage::{RetentionReport, day_of_ms};
 use std::collections::BTreeMap;
@@ -448,14 +448,15 @@ impl CheckpointStore for ClickHouseCheckpoints {
         self.last_version = self.last_version.max(first.version);
         let version = first.version;
         let state: Vec<CheckpointStateRow> =
-            self.rt.run("checkpoint state load", REQUEST_TIMEOUT, async {
-                Ok(client
-                    .query(CHECKPOINT_STATE_QUERY)
-                    .bind(topic)
-                    .bind(version)
-                    .fetch_all::<CheckpointStateRow>()
-                    .await?)
-            })?;
+            self.rt
+                .run("checkpoint state load", REQUEST_TIMEOUT, async {
+                    Ok(client
+                        .query(CHECKPOINT_STATE_QUERY)
+                        .bind(topic)
+                        .bind(version)
+                        .fetch_all::<CheckpointStateRow>()
+                        .await?)
+                })?;
         Ok(Some(Checkpoint {
             state: state.into_iter().next().map(|r| r.layout),
             topic: topic.to_owned(),
@@ -484,7 +485,9 @@ impl CheckpointStore for ClickHouseCheckpoints {
         self.rt.run("checkpoint save", REQUEST_TIMEOUT, async {
             // The layout first: a checkpoint is never visible without it.
             if let Some(layout) = &cp.state {
-                let mut insert = client.insert::<CheckpointStateRow>(CHECKPOINT_STATES).await?;
+                let mut insert = client
+                    .insert::<CheckpointStateRow>(CHECKPOINT_STATES)
+                    .await?;
                 insert
                     .write(&CheckpointStateRow {
                         topic: cp.topic.clone(),

@@ -19,8 +19,8 @@ use crate::reader::PartitionReader;
 use crate::sink_op::{SinkCountsOptions, sink_counts, sink_dead_letters, sink_similarity};
 use crate::source::{SourceSettings, source};
 use checkpointer::Checkpointer;
-use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
 use differential_dataflow::{AsCollection, VecCollection};
+use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
 use eddy_dataflows::{Inputs, Restored};
 use eddy_load_gen::GenConfig;
 use eddy_operators::{Epoch, TrackWatermark, WatermarkHandle, WatermarkPolicy};
@@ -499,10 +499,7 @@ fn drive<R: PartitionReader>(
         max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
         idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
-        late_before_restore: restore
-            .as_ref()
-            .map(|r| r.late.clone())
-            .unwrap_or_default(),
+        late_before_restore: restore.as_ref().map(|r| r.late.clone()).unwrap_or_default(),
         replay_history: state.is_none(),
         restore: restore.as_ref().map(|r| r.checkpoint.clone()),
         max_future_ms: cfg.pipeline.max_future_ms,
