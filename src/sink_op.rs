@@ -184,8 +184,8 @@ pub struct SinkCountsOptions {
     pub window: WindowSpec,
     /// Sliding-window length, ms.
     pub sliding_ms: i64,
-    /// After a restart that restored the sliding state from the stores, the watermark it is
-    /// final under: engagement panes closed under it are stored already and not written again.
+    /// After a restart, the restored checkpoint's watermark: engagement panes closed under it
+    /// are stored already and not written again (whether restored or rebuilt by re-reading).
     pub durable_through: Option<i64>,
     /// After a restart: the speed-layer values (open windows, live engagement, top list) of
     /// the epochs before the state is caught up ([`WatermarkHandle::caught_up_at`]: the re-read

@@ -64,10 +64,15 @@ pub struct WatermarkPolicy {
     pub partitions: Vec<i32>,
     /// Lowest watermark (a restored checkpoint's), or `i64::MIN`.
     pub floor_ms: i64,
-    /// After a restart, the offset each partition must reach (the restored checkpoint's high
-    /// offsets) before the state is *caught up* ([`WatermarkHandle::caught_up_at`]); empty:
-    /// caught up from the start.
+    /// After a restart, the offset each partition must reach before the state is *caught
+    /// up* ([`WatermarkHandle::caught_up_at`]); empty: caught up from the start.
     pub catch_up_to: BTreeMap<i32, i64>,
+    /// After a restart, the restored checkpoint's high offsets: until every partition has
+    /// re-read up to its own, the watermark stays at the floor. A re-read record below them
+    /// was judged before the crash against a watermark at most the checkpoint's (the floor),
+    /// so its window, open under the floor, must still be open when it is read again, however
+    /// far ahead the other partitions' re-reads are.
+    pub replay_to: BTreeMap<i32, i64>,
 }
 
 impl WatermarkPolicy {
@@ -106,6 +111,8 @@ struct Log {
     records_checkpoints: bool,
     /// The first epoch whose state holds every record below the catch-up offsets.
     caught_up: Option<Epoch>,
+    /// Every partition has re-read up to [`WatermarkPolicy::replay_to`].
+    replayed: bool,
 }
 
 /// Most checkpoint candidates kept. Dropping the oldest only delays a checkpoint: the newest
@@ -185,7 +192,7 @@ pub trait TrackWatermark<'scope> {
     ///     };
     ///     let policy = WatermarkPolicy {
     ///         window: WindowSpec::new(1_000), retain_ms: 1_000, lateness_ms: 100, partitions: vec![0, 1],
-    ///         floor_ms: i64::MIN, catch_up_to: Default::default(),
+    ///         floor_ms: i64::MIN, catch_up_to: Default::default(), replay_to: Default::default(),
     ///     };
     ///     vec![report(0, 5_000), report(1, 3_000)]
     ///         .to_stream(scope)
@@ -281,7 +288,12 @@ fn drain(
         None
     };
     let before = log.watermark;
-    if let Some(c) = candidate {
+    log.replayed = log.replayed
+        || policy
+            .replay_to
+            .iter()
+            .all(|(p, o)| parts.get(p).is_some_and(|s| s.next_offset >= *o));
+    if let Some(c) = candidate.filter(|_| log.replayed) {
         log.watermark = log.watermark.max(c.saturating_sub(policy.lateness_ms));
     }
     log.watermark = log.watermark.max(policy.floor_ms);
@@ -377,6 +389,7 @@ mod tests {
                     partitions: vec![0, 1],
                     floor_ms: i64::MIN,
                     catch_up_to: Default::default(),
+                    replay_to: Default::default(),
                 };
                 vec![
                     report(0, 5_000, 10, vec![(4_000, 3), (5_000, 7)]),
@@ -435,6 +448,7 @@ mod tests {
                     partitions: vec![0, 1],
                     floor_ms: i64::MIN,
                     catch_up_to: [(0, 8), (1, 4)].into_iter().collect(),
+                    replay_to: Default::default(),
                 };
                 use timely::dataflow::operators::Input;
                 scope
@@ -471,6 +485,55 @@ mod tests {
         assert_eq!(caught_up, Some(3));
         let marks: Vec<(Epoch, Vec<i64>)> = marks.extract();
         assert_eq!(marks, vec![(1, vec![2_900]), (3, vec![2_900])]);
+    }
+
+    /// After a restart from a checkpoint at watermark 2 000 with high offsets 6 (partition 0)
+    /// and 4 (partition 1): partition 1's re-read is done at epoch 0 with events far ahead, and
+    /// partition 0 has re-read up to offset 5 only; the watermark stays at the floor until
+    /// partition 0 reaches 6 (at epoch 1), although both partitions' events are past it.
+    #[test]
+    fn the_watermark_stays_at_the_floor_until_every_partition_is_re_read() {
+        let marks = timely::execute_directly(move |worker| {
+            let handle = WatermarkHandle::new(2_000);
+            let h = handle.clone();
+            let mut input = timely::dataflow::InputHandle::new();
+            worker.dataflow::<Epoch, _, _>(|scope| {
+                let policy = WatermarkPolicy {
+                    window: WindowSpec::new(1_000),
+                    retain_ms: 1_000,
+                    lateness_ms: 100,
+                    partitions: vec![0, 1],
+                    floor_ms: 2_000,
+                    catch_up_to: Default::default(),
+                    replay_to: [(0, 6), (1, 4)].into_iter().collect(),
+                };
+                use timely::dataflow::operators::Input;
+                scope.input_from(&mut input).track_watermark(policy, h);
+            });
+            let report = |partition, ts, next_offset| PartitionProgress {
+                partition,
+                max_ts_ms: Some(ts),
+                idle: false,
+                next_offset,
+                first_offsets: vec![],
+            };
+            let mut marks = Vec::new();
+            let epochs = [
+                vec![report(0, 4_000, 5), report(1, 9_000, 4)],
+                vec![report(0, 4_500, 6)],
+            ];
+            for (epoch, reports) in epochs.into_iter().enumerate() {
+                for r in reports {
+                    input.send(r);
+                }
+                let next = epoch as Epoch + 1;
+                input.advance_to(next);
+                worker.step_while(|| handle.watermark_at(next).is_none());
+                marks.push(handle.watermark_at(next).unwrap());
+            }
+            marks
+        });
+        assert_eq!(marks, vec![2_000, 4_400]);
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn policy(partitions: usize, lateness_ms: i64, floor_ms: i64, size: i64) -> Wate
         partitions: (0..partitions as i32).map(|p| p * 3 + 1).collect(),
         floor_ms,
         catch_up_to: Default::default(),
+        replay_to: Default::default(),
     }
 }
 

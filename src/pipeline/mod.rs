@@ -32,7 +32,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use timely::dataflow::operators::{Inspect, Probe, ToStream};
+use timely::dataflow::operators::{Concat, Inspect, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope};
 
 /// Pipeline errors.
@@ -484,6 +484,16 @@ fn drive<R: PartitionReader>(
         .map(|r| r.catch_up_to.clone())
         .unwrap_or_default();
     let rereading_state = restore.as_ref().is_some_and(|r| r.state.is_none());
+    let replay_to = restore
+        .as_ref()
+        .map(|r| {
+            r.checkpoint
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.high_offset))
+                .collect()
+        })
+        .unwrap_or_default();
     // Only the coordinating worker takes checkpoints, so only it records candidates.
     let watermark = if commit.is_some() {
         WatermarkHandle::recording_checkpoints(floor)
@@ -512,6 +522,7 @@ fn drive<R: PartitionReader>(
         partitions: all.to_vec(),
         floor_ms: floor,
         catch_up_to,
+        replay_to,
     };
     let (index, peers) = (worker.index(), worker.peers());
     let metrics = opts.metrics.clone();
@@ -539,7 +550,12 @@ fn drive<R: PartitionReader>(
             }
             None => src.progress,
         };
-        let marks = progress.track_watermark(policy, watermark.clone());
+        let mut marks = progress.track_watermark(policy, watermark.clone());
+        if restore.is_some() {
+            // The restored watermark from the first epoch on (the tracker reports changes
+            // only): the restored panes are closed from the start, as they were.
+            marks = marks.concat(std::iter::once(floor).to_stream(scope));
+        }
         // This worker's share of the restored state, given at the first epoch.
         let restored = state.as_ref().map(|(state, _)| {
             let share = |i: usize| i % peers == index;
@@ -557,8 +573,11 @@ fn drive<R: PartitionReader>(
                 restored,
             },
         );
-        // What the restored state already holds is not written again.
-        let durable_through = state.as_ref().map(|(_, w)| *w);
+        // What the stores hold already is not written again: every engagement pane final
+        // under the restored checkpoint (also when the re-read rebuilds them: partly, for a
+        // while), and the interaction pairs of the panes of a restored state.
+        let panes_durable_through = restore.as_ref().map(|r| r.checkpoint.watermark_ms);
+        let pairs_durable_through = state.as_ref().map(|(_, w)| *w);
         // Every sink path is probed for durability: an epoch is durable once all hold it.
         sink_counts(
             &out.counts,
@@ -567,7 +586,7 @@ fn drive<R: PartitionReader>(
             SinkCountsOptions {
                 window,
                 sliding_ms,
-                durable_through,
+                durable_through: panes_durable_through,
                 // After a restart, speed-layer values wait until the state is caught up.
                 hold_until_caught_up: restore.is_some().then(|| watermark.clone()),
             },
@@ -580,7 +599,7 @@ fn drive<R: PartitionReader>(
                 marks,
                 window,
                 sliding_ms,
-                durable_through,
+                pairs_durable_through,
                 similarity_sinks,
             )
             .probe_with(&durable);

@@ -80,6 +80,7 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
             partitions: vec![0],
             floor_ms: i64::MIN,
             catch_up_to: Default::default(),
+            replay_to: Default::default(),
         };
         let first_windows = Rc::new(RefCell::new(Vec::new()));
         let f = first_windows.clone();
@@ -279,6 +280,7 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
                 partitions: vec![0],
                 floor_ms: NOW,
                 catch_up_to: Default::default(),
+                replay_to: Default::default(),
             };
             src.progress.track_watermark(policy, watermark);
             src.history.inner.inspect(move |(e, _, _)| {
