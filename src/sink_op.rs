@@ -218,6 +218,8 @@ pub fn sink_counts<'scope>(
         hold_until_caught_up,
     } = options;
     let mut held: Option<CountsBatch> = None;
+    // Whether this run holds (or held) speed-layer values not yet released.
+    let mut held_any = hold_until_caught_up.is_some();
     let updates = updates(&counts.types, Update::Type)
         .concat(updates(&counts.campaigns, Update::Campaign))
         .concat(updates(&counts.closed_types, Update::ClosedType))
@@ -297,6 +299,13 @@ pub fn sink_counts<'scope>(
                     None => speed,
                 };
                 if handle.caught_up_at().is_some_and(|c| epoch >= c) {
+                    if held_any {
+                        tracing::info!(
+                            epoch,
+                            "caught up after the restart: writing the held speed-layer values"
+                        );
+                        held_any = false;
+                    }
                     batch.open_types = merged.open_types;
                     batch.open_campaigns = merged.open_campaigns;
                     batch.engagement = merged.engagement;
