@@ -367,12 +367,9 @@ impl<'scope, E: Clone + 'static> SlidingDistinct<'scope, E> for StreamVec<'scope
         R: Fn(&K) -> u64 + 'static,
         L: FnMut(&E) -> Option<(i64, K)> + 'static,
     {
-        operator(self, watermarks, spec, name, route, gauge, logic, false)
-            .flat_map(|(out, t, d)| match out {
-                Out::Set(k) => Some((k, t, d)),
-                Out::Closed(..) => None,
-            })
-            .as_collection()
+        set_updates(operator(
+            self, watermarks, spec, name, route, gauge, logic, false,
+        ))
     }
 
     fn sliding_distinct_closing<K, R, L>(
@@ -393,19 +390,24 @@ impl<'scope, E: Clone + 'static> SlidingDistinct<'scope, E> for StreamVec<'scope
         L: FnMut(&E) -> Option<(i64, K)> + 'static,
     {
         let out = operator(self, watermarks, spec, name, route, gauge, logic, true);
-        let set = out
-            .clone()
-            .flat_map(|(out, t, d)| match out {
-                Out::Set(k) => Some((k, t, d)),
-                Out::Closed(..) => None,
-            })
-            .as_collection();
+        let set = set_updates(out.clone());
         let facts = out.flat_map(|(out, _, _)| match out {
             Out::Closed(p, k) => Some((p, k)),
             Out::Set(_) => None,
         });
         (set, facts)
     }
+}
+
+/// The set updates of the operator's output.
+fn set_updates<'scope, K: ExchangeData>(
+    out: StreamVec<'scope, Epoch, (Out<K>, Epoch, isize)>,
+) -> VecCollection<'scope, Epoch, K, isize> {
+    out.flat_map(|(out, t, d)| match out {
+        Out::Set(k) => Some((k, t, d)),
+        Out::Closed(..) => None,
+    })
+    .as_collection()
 }
 
 /// The operator behind both methods; closed-pane facts are produced only with `facts`.

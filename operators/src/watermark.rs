@@ -430,60 +430,78 @@ mod tests {
         assert_eq!(run(false), (None, 2_900));
     }
 
-    /// A restart must re-read partition 0 up to offset 8 and partition 1 up to 4: partition 1
-    /// is there at epoch 0, partition 0 only at epoch 2, so the state is caught up at epoch 3,
-    /// and the watermark stream carries a value at 3 although the watermark did not move.
-    #[test]
-    fn catch_up_is_known_at_the_epoch_after_the_last_partition_reaches_its_offset() {
+    /// Feeds `epochs` of `(partition, max_ts, next_offset)` reports to a tracker with `policy`,
+    /// one epoch at a time; returns, after each epoch `e`, `W(e + 1)` and the catch-up epoch
+    /// known then, and the watermark stream.
+    #[allow(clippy::type_complexity)]
+    fn run_epochs(
+        policy: WatermarkPolicy,
+        epochs: Vec<Vec<(i32, i64, i64)>>,
+    ) -> (Vec<(i64, Option<Epoch>)>, Vec<(Epoch, Vec<i64>)>) {
+        use timely::dataflow::operators::Input;
         use timely::dataflow::operators::capture::{Capture, Extract};
-        let (caught_up, marks) = timely::execute_directly(move |worker| {
-            let handle = WatermarkHandle::new(i64::MIN);
+        let (seen, marks) = timely::execute_directly(move |worker| {
+            let handle = WatermarkHandle::new(policy.floor_ms);
             let h = handle.clone();
             let mut input = timely::dataflow::InputHandle::new();
             let captured = worker.dataflow::<Epoch, _, _>(|scope| {
-                let policy = WatermarkPolicy {
-                    window: WindowSpec::new(1_000),
-                    retain_ms: 1_000,
-                    lateness_ms: 100,
-                    partitions: vec![0, 1],
-                    floor_ms: i64::MIN,
-                    catch_up_to: [(0, 8), (1, 4)].into_iter().collect(),
-                    replay_to: Default::default(),
-                };
-                use timely::dataflow::operators::Input;
                 scope
                     .input_from(&mut input)
                     .track_watermark(policy, h)
                     .capture()
             });
-            let report = |partition, ts, next_offset| PartitionProgress {
-                partition,
-                max_ts_ms: Some(ts),
-                idle: false,
-                next_offset,
-                first_offsets: vec![],
-            };
-            let epochs = [
-                vec![report(0, 5_000, 5), report(1, 3_000, 4)],
-                vec![report(0, 5_000, 7)],
-                vec![report(0, 5_000, 8)],
-            ];
+            let mut seen = Vec::new();
             for (epoch, reports) in epochs.into_iter().enumerate() {
-                for r in reports {
-                    input.send(r);
+                for (partition, ts, next_offset) in reports {
+                    input.send(PartitionProgress {
+                        partition,
+                        max_ts_ms: Some(ts),
+                        idle: false,
+                        next_offset,
+                        first_offsets: vec![],
+                    });
                 }
                 let next = epoch as Epoch + 1;
                 input.advance_to(next);
                 worker.step_while(|| handle.watermark_at(next).is_none());
-                let want = (next == 3).then_some(3);
-                assert_eq!(handle.caught_up_at(), want, "after epoch {epoch}");
+                seen.push((handle.watermark_at(next).unwrap(), handle.caught_up_at()));
             }
             drop(input);
             while worker.step() {}
-            (handle.caught_up_at(), captured)
+            (seen, captured)
         });
-        assert_eq!(caught_up, Some(3));
-        let marks: Vec<(Epoch, Vec<i64>)> = marks.extract();
+        (seen, marks.extract())
+    }
+
+    fn restart_policy(floor_ms: i64) -> WatermarkPolicy {
+        WatermarkPolicy {
+            window: WindowSpec::new(1_000),
+            retain_ms: 1_000,
+            lateness_ms: 100,
+            partitions: vec![0, 1],
+            floor_ms,
+            catch_up_to: Default::default(),
+            replay_to: Default::default(),
+        }
+    }
+
+    /// A restart must re-read partition 0 up to offset 8 and partition 1 up to 4: partition 1
+    /// is there at epoch 0, partition 0 only at epoch 2, so the state is caught up at epoch 3,
+    /// and the watermark stream carries a value at 3 although the watermark did not move.
+    #[test]
+    fn catch_up_is_known_at_the_epoch_after_the_last_partition_reaches_its_offset() {
+        let policy = WatermarkPolicy {
+            catch_up_to: [(0, 8), (1, 4)].into_iter().collect(),
+            ..restart_policy(i64::MIN)
+        };
+        let epochs = vec![
+            vec![(0, 5_000, 5), (1, 3_000, 4)],
+            vec![(0, 5_000, 7)],
+            vec![(0, 5_000, 8)],
+        ];
+        let (seen, marks) = run_epochs(policy, epochs);
+        let caught_up: Vec<Option<Epoch>> = seen.iter().map(|(_, c)| *c).collect();
+        assert_eq!(caught_up, vec![None, None, Some(3)]);
         assert_eq!(marks, vec![(1, vec![2_900]), (3, vec![2_900])]);
     }
 
@@ -493,46 +511,13 @@ mod tests {
     /// partition 0 reaches 6 (at epoch 1), although both partitions' events are past it.
     #[test]
     fn the_watermark_stays_at_the_floor_until_every_partition_is_re_read() {
-        let marks = timely::execute_directly(move |worker| {
-            let handle = WatermarkHandle::new(2_000);
-            let h = handle.clone();
-            let mut input = timely::dataflow::InputHandle::new();
-            worker.dataflow::<Epoch, _, _>(|scope| {
-                let policy = WatermarkPolicy {
-                    window: WindowSpec::new(1_000),
-                    retain_ms: 1_000,
-                    lateness_ms: 100,
-                    partitions: vec![0, 1],
-                    floor_ms: 2_000,
-                    catch_up_to: Default::default(),
-                    replay_to: [(0, 6), (1, 4)].into_iter().collect(),
-                };
-                use timely::dataflow::operators::Input;
-                scope.input_from(&mut input).track_watermark(policy, h);
-            });
-            let report = |partition, ts, next_offset| PartitionProgress {
-                partition,
-                max_ts_ms: Some(ts),
-                idle: false,
-                next_offset,
-                first_offsets: vec![],
-            };
-            let mut marks = Vec::new();
-            let epochs = [
-                vec![report(0, 4_000, 5), report(1, 9_000, 4)],
-                vec![report(0, 4_500, 6)],
-            ];
-            for (epoch, reports) in epochs.into_iter().enumerate() {
-                for r in reports {
-                    input.send(r);
-                }
-                let next = epoch as Epoch + 1;
-                input.advance_to(next);
-                worker.step_while(|| handle.watermark_at(next).is_none());
-                marks.push(handle.watermark_at(next).unwrap());
-            }
-            marks
-        });
+        let policy = WatermarkPolicy {
+            replay_to: [(0, 6), (1, 4)].into_iter().collect(),
+            ..restart_policy(2_000)
+        };
+        let epochs = vec![vec![(0, 4_000, 5), (1, 9_000, 4)], vec![(0, 4_500, 6)]];
+        let (seen, _) = run_epochs(policy, epochs);
+        let marks: Vec<i64> = seen.iter().map(|(w, _)| *w).collect();
         assert_eq!(marks, vec![2_000, 4_400]);
     }
 

@@ -425,13 +425,26 @@ impl ClickHouseCheckpoints {
 impl CheckpointStore for ClickHouseCheckpoints {
     fn load(&mut self, topic: &str) -> Result<Option<Checkpoint>, SinkError> {
         let client = &self.client;
-        let rows: Vec<CheckpointRow> = self.rt.run("checkpoint load", REQUEST_TIMEOUT, async {
-            Ok(client
+        let (rows, state) = self.rt.run("checkpoint load", REQUEST_TIMEOUT, async {
+            let rows: Vec<CheckpointRow> = client
                 .query(LATEST_CHECKPOINT_QUERY)
                 .bind(topic)
                 .bind(topic)
-                .fetch_all::<CheckpointRow>()
-                .await?)
+                .fetch_all()
+                .await?;
+            // The layout of the stored state this checkpoint was written with, if any.
+            let state: Vec<CheckpointStateRow> = match rows.first() {
+                Some(first) => {
+                    client
+                        .query(CHECKPOINT_STATE_QUERY)
+                        .bind(topic)
+                        .bind(first.version)
+                        .fetch_all()
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            Ok((rows, state))
         })?;
         let Some(first) = rows.first() else {
             return Ok(None);
@@ -446,17 +459,6 @@ impl CheckpointStore for ClickHouseCheckpoints {
             )));
         }
         self.last_version = self.last_version.max(first.version);
-        let version = first.version;
-        let state: Vec<CheckpointStateRow> =
-            self.rt
-                .run("checkpoint state load", REQUEST_TIMEOUT, async {
-                    Ok(client
-                        .query(CHECKPOINT_STATE_QUERY)
-                        .bind(topic)
-                        .bind(version)
-                        .fetch_all::<CheckpointStateRow>()
-                        .await?)
-                })?;
         Ok(Some(Checkpoint {
             state: state.into_iter().next().map(|r| r.layout),
             topic: topic.to_owned(),
