@@ -242,6 +242,15 @@ impl<'scope> TrackWatermark<'scope> for StreamVec<'scope, Epoch, PartitionProgre
     }
 }
 
+/// Whether partition `p` has been read up to `offset`, or to its end (idle: a log that ends
+/// before `offset`, e.g. emptied by retention or ending in transaction markers, has nothing
+/// more to read).
+fn reached(parts: &HashMap<i32, PartitionState>, p: i32, offset: i64) -> bool {
+    parts
+        .get(&p)
+        .is_some_and(|s| s.next_offset >= offset || s.idle)
+}
+
 fn drain(
     pending: &mut EpochStash<PartitionProgress>,
     known_before: Epoch,
@@ -288,11 +297,7 @@ fn drain(
         None
     };
     let before = log.watermark;
-    log.replayed = log.replayed
-        || policy
-            .replay_to
-            .iter()
-            .all(|(p, o)| parts.get(p).is_some_and(|s| s.next_offset >= *o));
+    log.replayed = log.replayed || policy.replay_to.iter().all(|(p, o)| reached(parts, *p, *o));
     if let Some(c) = candidate.filter(|_| log.replayed) {
         log.watermark = log.watermark.max(c.saturating_sub(policy.lateness_ms));
     }
@@ -305,7 +310,7 @@ fn drain(
         } else if policy
             .catch_up_to
             .iter()
-            .all(|(p, o)| parts.get(p).is_some_and(|s| s.next_offset >= *o))
+            .all(|(p, o)| reached(parts, *p, *o))
         {
             log.caught_up = Some(known_before);
             announce = true;
@@ -430,13 +435,13 @@ mod tests {
         assert_eq!(run(false), (None, 2_900));
     }
 
-    /// Feeds `epochs` of `(partition, max_ts, next_offset)` reports to a tracker with `policy`,
+    /// Feeds `epochs` of `(partition, max_ts, next_offset, idle)` reports to a tracker with `policy`,
     /// one epoch at a time; returns, after each epoch `e`, `W(e + 1)` and the catch-up epoch
     /// known then, and the watermark stream.
     #[allow(clippy::type_complexity)]
     fn run_epochs(
         policy: WatermarkPolicy,
-        epochs: Vec<Vec<(i32, i64, i64)>>,
+        epochs: Vec<Vec<(i32, i64, i64, bool)>>,
     ) -> (Vec<(i64, Option<Epoch>)>, Vec<(Epoch, Vec<i64>)>) {
         use timely::dataflow::operators::Input;
         use timely::dataflow::operators::capture::{Capture, Extract};
@@ -452,11 +457,11 @@ mod tests {
             });
             let mut seen = Vec::new();
             for (epoch, reports) in epochs.into_iter().enumerate() {
-                for (partition, ts, next_offset) in reports {
+                for (partition, ts, next_offset, idle) in reports {
                     input.send(PartitionProgress {
                         partition,
                         max_ts_ms: Some(ts),
-                        idle: false,
+                        idle,
                         next_offset,
                         first_offsets: vec![],
                     });
@@ -495,9 +500,9 @@ mod tests {
             ..restart_policy(i64::MIN)
         };
         let epochs = vec![
-            vec![(0, 5_000, 5), (1, 3_000, 4)],
-            vec![(0, 5_000, 7)],
-            vec![(0, 5_000, 8)],
+            vec![(0, 5_000, 5, false), (1, 3_000, 4, false)],
+            vec![(0, 5_000, 7, false)],
+            vec![(0, 5_000, 8, false)],
         ];
         let (seen, marks) = run_epochs(policy, epochs);
         let caught_up: Vec<Option<Epoch>> = seen.iter().map(|(_, c)| *c).collect();
@@ -515,10 +520,25 @@ mod tests {
             replay_to: [(0, 6), (1, 4)].into_iter().collect(),
             ..restart_policy(2_000)
         };
-        let epochs = vec![vec![(0, 4_000, 5), (1, 9_000, 4)], vec![(0, 4_500, 6)]];
-        let (seen, _) = run_epochs(policy, epochs);
+        let epochs = vec![
+            vec![(0, 4_000, 5, false), (1, 9_000, 4, false)],
+            vec![(0, 4_500, 6, false)],
+        ];
+        let (seen, _) = run_epochs(policy.clone(), epochs);
         let marks: Vec<i64> = seen.iter().map(|(w, _)| *w).collect();
         assert_eq!(marks, vec![2_000, 4_400]);
+        // A partition whose log ends before its offset (emptied by retention) is read once it
+        // is idle at its end: neither the watermark nor the catch-up waits for it forever.
+        let policy = WatermarkPolicy {
+            catch_up_to: policy.replay_to.clone(),
+            ..policy
+        };
+        let epochs = vec![
+            vec![(0, 4_000, 5, false), (1, 9_000, 4, false)],
+            vec![(0, 4_000, 5, true)],
+        ];
+        let (seen, _) = run_epochs(policy, epochs);
+        assert_eq!(seen, vec![(2_000, None), (8_900, Some(2))]);
     }
 
     #[test]

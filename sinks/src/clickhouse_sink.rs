@@ -398,7 +398,9 @@ impl ClickHouseCheckpoints {
             };
             Ok((engagement, pairs))
         })?;
-        Ok(SlidingState {
+        // Sorted: every process of a cluster loads the same rows in the same order, and its
+        // workers take them by index.
+        let mut state = SlidingState {
             engagement: engagement
                 .into_iter()
                 .map(|r| PaneEngagement {
@@ -418,7 +420,12 @@ impl ClickHouseCheckpoints {
                     campaign_id: r.campaign_id,
                 })
                 .collect(),
-        })
+        };
+        state
+            .engagement
+            .sort_unstable_by_key(|p| (p.window_start_ms, p.campaign_id));
+        state.interactions.sort_unstable();
+        Ok(state)
     }
 }
 

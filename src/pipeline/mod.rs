@@ -504,7 +504,13 @@ fn drive<R: PartitionReader>(
     let sliding_ms = cfg.engagement.sliding_ms;
     let settings = SourceSettings {
         window,
-        retain_ms,
+        // A restart that rebuilds the sliding state feeds re-read records of the whole window
+        // to it (the new checkpoints still resume at the open windows: `policy.retain_ms`).
+        retain_ms: if rereading_state {
+            cfg.engagement.sliding_ms
+        } else {
+            retain_ms
+        },
         epoch: Duration::from_millis(cfg.pipeline.epoch_ms),
         max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,

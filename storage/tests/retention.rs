@@ -55,6 +55,7 @@ fn write_day(db: &ClickHouseConfig, d: i64) {
         format!("INSERT INTO {db_name}.campaign_engagement VALUES ({t}, 7, 1, 0, 0, 0, 1)"),
         format!("INSERT INTO {db_name}.user_similar VALUES (3, {t}, [4], [1], [2], 1)"),
         format!("INSERT INTO {db_name}.user_campaigns VALUES (3, {t}, [7], 1)"),
+        format!("INSERT INTO {db_name}.interaction_panes VALUES ({t}, 3, 7)"),
     ] {
         ch_exec(db, &sql);
     }
