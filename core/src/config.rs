@@ -285,7 +285,8 @@ pub struct ClickHouseConfig {
     pub password: String,
     /// Days of event time kept in the day-partitioned tables: partitions whose day ends more
     /// than this many days before the latest checkpoint's watermark (never later than the wall
-    /// clock) are dropped; 0 keeps everything.
+    /// clock) are dropped; 0 keeps everything. Must cover `engagement.sliding_ms` plus a day
+    /// (a restart restores the window's panes from these tables).
     pub retention_days: u32,
 }
 
@@ -459,6 +460,15 @@ impl Config {
         }
         if self.kafka.partitions <= 0 {
             return bad("kafka.partitions must be > 0");
+        }
+        // A restart restores the sliding window's panes from ClickHouse's day partitions:
+        // retention must keep them (the day of the oldest pane, and the day before).
+        let retained_ms = i64::from(self.clickhouse.retention_days) * 86_400_000;
+        if self.clickhouse.retention_days > 0 && retained_ms < e.sliding_ms + 86_400_000 {
+            return bad(
+                "clickhouse.retention_days must cover engagement.sliding_ms plus a day (a restart \
+                 restores the sliding window's panes from ClickHouse), or be 0 (keep everything)",
+            );
         }
         Ok(())
     }

@@ -130,3 +130,28 @@ fn documented_default_file_matches_defaults() {
     let c = Config::load(Some(&file), Vec::new()).unwrap();
     assert_eq!(c, Config::default());
 }
+
+#[test]
+fn retention_must_cover_the_sliding_window() {
+    // Two days of sliding window, one day of retention: the restored panes would be dropped.
+    let e = load_err(
+        None,
+        &[
+            ("EDDY_ENGAGEMENT__SLIDING_MS", "172800000"),
+            ("EDDY_CLICKHOUSE__RETENTION_DAYS", "1"),
+        ],
+    );
+    assert!(e.contains("clickhouse.retention_days must cover"), "{e}");
+    let ok = |days: &str| {
+        Config::load(
+            None,
+            env(&[
+                ("EDDY_ENGAGEMENT__SLIDING_MS", "172800000"),
+                ("EDDY_CLICKHOUSE__RETENTION_DAYS", days),
+            ]),
+        )
+        .map(|_| ())
+    };
+    assert!(ok("3").is_ok());
+    assert!(ok("0").is_ok(), "0 keeps everything");
+}
