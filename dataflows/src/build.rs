@@ -13,7 +13,7 @@
 //! scores ([`eddy_core::recommend`]).
 
 use crate::engagement::{Engagement, EngagementParams, engagement_restored};
-use crate::interactions::{InteractionParams, interactions_restorable};
+use crate::interactions::{InteractionParams, interactions_restorable, interest_pairs};
 use crate::similarity::{SimilarityParams, similar_users_and_sets};
 use crate::windowed_counts::{WindowedCounts, windowed_counts};
 use differential_dataflow::VecCollection;
@@ -21,7 +21,6 @@ use eddy_core::{
     Config, Event, InteractionPane, PaneEngagement, SimilarUsers, UserCampaigns, WindowSpec,
 };
 use eddy_operators::{Emit, Epoch, StateGauge};
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 
@@ -130,38 +129,27 @@ pub fn build<'scope>(cfg: &Config, inputs: Inputs<'scope>) -> Outputs<'scope> {
         },
     );
     let similarity = cfg.similarity.enabled.then(|| {
+        let params = InteractionParams {
+            pane: window,
+            sliding_ms,
+            views_are_interest: cfg.similarity.views_are_interest,
+            // Settled sets: similar users and sets change at most once per pane, spread over
+            // a few epochs after the close.
+            emit: Emit::OnCloseSpread {
+                epochs: cfg.similarity.close_spread_epochs,
+            },
+        };
         let (pairs, interaction_panes) = interactions_restorable(
             sliding_events,
             restored_interactions,
             watermarks,
-            InteractionParams {
-                pane: window,
-                sliding_ms,
-                views_are_interest: cfg.similarity.views_are_interest,
-                // Settled sets: similar users and sets change at most once per pane,
-                // spread over a few epochs after the close.
-                emit: Emit::OnCloseSpread {
-                    epochs: cfg.similarity.close_spread_epochs,
-                },
-            },
+            params,
             &StateGauge::new(),
         );
         // Re-read records of final panes (a restart that rebuilds the state by re-reading)
         // are stored as their panes' pairs too: the state is then stored in full again.
         let interaction_panes = match history {
-            Some(history) => {
-                let views = cfg.similarity.views_are_interest;
-                let replayed = history.inner.flat_map(move |(e, _, d)| {
-                    (d > 0 && (views || e.event_type != eddy_core::EventType::View)).then_some(
-                        InteractionPane {
-                            window_start_ms: window.start(e.ts_ms),
-                            user_id: e.user_id,
-                            campaign_id: e.campaign_id,
-                        },
-                    )
-                });
-                interaction_panes.concat(replayed)
-            }
+            Some(history) => interaction_panes.concat(interest_pairs(history, params)),
             None => interaction_panes,
         };
         let (similar, sets) =

@@ -64,18 +64,22 @@ pub fn interactions_with_gauge<'scope>(
     params: InteractionParams,
     gauge: &StateGauge,
 ) -> VecCollection<'scope, Epoch, (u64, u64), isize> {
-    events.inner.sliding_distinct(
-        watermarks,
-        PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
-        "Interactions",
-        |(user, _): &(u64, u64)| mix(*user),
-        gauge,
-        // Events are insert-only: a positive difference is an event.
-        move |(e, _, d): &(Event, Epoch, isize)| {
-            (*d > 0 && params.is_interest(e.event_type))
-                .then_some((e.ts_ms, (e.user_id, e.campaign_id)))
-        },
-    )
+    interactions_restorable(events, None, watermarks, params, gauge).0
+}
+
+/// The interest pair of each event (insert-only: a positive difference is an event), with its
+/// pane: what [`interactions_restorable`] keeps, and what a re-read of final panes stores.
+pub fn interest_pairs<'scope>(
+    events: VecCollection<'scope, Epoch, Event, isize>,
+    params: InteractionParams,
+) -> StreamVec<'scope, Epoch, InteractionPane> {
+    events.inner.flat_map(move |(e, _, d)| {
+        (d > 0 && params.is_interest(e.event_type)).then_some(InteractionPane {
+            window_start_ms: params.pane.start(e.ts_ms),
+            user_id: e.user_id,
+            campaign_id: e.campaign_id,
+        })
+    })
 }
 
 /// [`interactions_with_gauge`] with a restored state, plus the durable form of the state:
@@ -99,22 +103,17 @@ pub fn interactions_restorable<'scope>(
     VecCollection<'scope, Epoch, (u64, u64), isize>,
     StreamVec<'scope, Epoch, InteractionPane>,
 ) {
-    // Events are insert-only: a positive difference is an event.
-    let mut keyed = events.inner.flat_map(move |(e, _, d)| {
-        (d > 0 && params.is_interest(e.event_type)).then_some((e.ts_ms, (e.user_id, e.campaign_id)))
-    });
+    let mut pairs = interest_pairs(events, params);
     if let Some(restored) = restored {
-        keyed = keyed.concat(restored.inner.flat_map(|(p, _, d)| {
-            (d > 0).then_some((p.window_start_ms, (p.user_id, p.campaign_id)))
-        }));
+        pairs = pairs.concat(restored.inner.flat_map(|(p, _, d)| (d > 0).then_some(p)));
     }
-    let (set, facts) = keyed.sliding_distinct_closing(
+    let (set, facts) = pairs.sliding_distinct_closing(
         watermarks,
         PaneSpec::sliding(params.pane, params.sliding_ms, params.emit),
         "Interactions",
         |(user, _): &(u64, u64)| mix(*user),
         gauge,
-        |&(ts, key): &(i64, (u64, u64))| Some((ts, key)),
+        |p: &InteractionPane| Some((p.window_start_ms, (p.user_id, p.campaign_id))),
     );
     let facts = facts.map(
         |(window_start_ms, (user_id, campaign_id))| InteractionPane {

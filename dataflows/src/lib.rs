@@ -17,6 +17,6 @@ pub use build::{Inputs, Outputs, Restored, SimilarityOutputs, build};
 pub use engagement::{
     Engagement, EngagementParams, EngagementSums, engagement, engagement_restored,
 };
-pub use interactions::{InteractionParams, interactions, interactions_restorable};
+pub use interactions::{InteractionParams, interactions, interactions_restorable, interest_pairs};
 pub use similarity::{SimilarityMode, SimilarityParams, similar_users, similar_users_and_sets};
 pub use windowed_counts::{CountSum, WindowedCounts, windowed_counts};
