@@ -217,9 +217,9 @@ pub fn sink_counts<'scope>(
         durable_through,
         hold_until_caught_up,
     } = options;
+    // Until released (then `None`: values are written as they come, at no cost).
+    let mut hold = hold_until_caught_up;
     let mut held: Option<CountsBatch> = None;
-    // Whether this run holds (or held) speed-layer values not yet released.
-    let mut held_any = hold_until_caught_up.is_some();
     let updates = updates(&counts.types, Update::Type)
         .concat(updates(&counts.campaigns, Update::Campaign))
         .concat(updates(&counts.closed_types, Update::ClosedType))
@@ -285,7 +285,9 @@ pub fn sink_counts<'scope>(
                 }
             }
             batch.top_campaigns = top.map(Option::unwrap_or_default);
-            if let Some(handle) = &hold_until_caught_up {
+            if let Some(handle) = &hold {
+                // The held batch keeps the final rows too: merging drops a held open row of a
+                // window that closed since.
                 let speed = CountsBatch {
                     open_types: std::mem::take(&mut batch.open_types),
                     open_campaigns: std::mem::take(&mut batch.open_campaigns),
@@ -299,18 +301,16 @@ pub fn sink_counts<'scope>(
                     None => speed,
                 };
                 if handle.caught_up_at().is_some_and(|c| epoch >= c) {
-                    if held_any {
-                        tracing::info!(
-                            epoch,
-                            "caught up after the restart: writing the held speed-layer values"
-                        );
-                        held_any = false;
-                    }
+                    tracing::info!(
+                        epoch,
+                        "caught up after the restart: writing the held speed-layer values"
+                    );
                     batch.open_types = merged.open_types;
                     batch.open_campaigns = merged.open_campaigns;
                     batch.engagement = merged.engagement;
                     batch.engagement_removed = merged.engagement_removed;
                     batch.top_campaigns = merged.top_campaigns;
+                    hold = None;
                 } else {
                     held = Some(merged);
                 }
