@@ -516,7 +516,7 @@ fn drive<R: PartitionReader>(
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
         idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
         late_before_restore: restore.as_ref().map(|r| r.late.clone()).unwrap_or_default(),
-        replay_history: state.is_none(),
+        replay_history: rereading_state,
         restore: restore.as_ref().map(|r| r.checkpoint.clone()),
         max_future_ms: cfg.pipeline.max_future_ms,
         clock: crate::source::WallClock::system(),
