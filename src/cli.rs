@@ -168,8 +168,9 @@ pub struct ReplayArgs {
     /// `eddy run`, taking over the live job's checkpoints).
     #[arg(long, default_value = "stop", value_parser = ["stop", "live"])]
     pub then: String,
-    /// Where results go: `live` (the live outputs, rewritten idempotently). `version:NAME`
-    /// (a separate version switched by `eddy promote`) is not built yet.
+    /// Where results go: `live` (the served outputs, rewritten idempotently) or
+    /// `version:NAME` (a separate version, built beside the live job, that readers see once
+    /// `eddy promote NAME` switches to it).
     #[arg(long, default_value = "live")]
     pub target: String,
     /// Most records read per second (`N` or `N/s`), over all workers.
@@ -195,17 +196,18 @@ impl ReplayArgs {
     /// The request these flags make.
     pub fn request(&self) -> Result<crate::replay::ReplayRequest, crate::replay::ReplayError> {
         use crate::replay::{ReplayError, ReplayRequest, parse_end, parse_start};
-        if self.target != "live" {
-            return Err(ReplayError::BadSpec(format!(
-                "--target {}: only `live` is supported (versions and `eddy promote` are not built yet)",
-                self.target
-            )));
-        }
+        self.target()
+            .map_err(|e| ReplayError::BadSpec(e.to_string()))?;
         Ok(ReplayRequest {
             from: parse_start(&self.from)?,
             to: parse_end(&self.to)?,
             then_live: self.then == "live",
         })
+    }
+
+    /// `--target` parsed.
+    pub fn target(&self) -> Result<crate::version::Target, crate::version::VersionError> {
+        crate::version::Target::parse(&self.target)
     }
 
     /// `--rate-limit` in records per second.

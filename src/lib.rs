@@ -12,3 +12,4 @@ pub mod replay;
 pub mod sink_op;
 pub mod source;
 pub mod status;
+pub mod version;

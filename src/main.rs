@@ -1,15 +1,19 @@
-//! The `eddy` command line: `demo`, `run`, `serve`, `schema apply`, `topics create`,
-//! `load-gen`. Configuration: `--config FILE` (or `EDDY_CONFIG`), then `EDDY_*` variables,
+//! The `eddy` command line: `demo`, `run`, `replay`, `promote`, `versions`, `serve`,
+//! `schema apply`, `topics create`, `load-gen`, `status`. Configuration: `--config FILE` (or `EDDY_CONFIG`), then `EDDY_*` variables,
 //! then flags. Each subcommand's flags belong to the crate that runs it ([`eddy::cli`],
 //! [`eddy_load_gen::runner::LoadGenArgs`]); this file only dispatches.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eddy::cli::{DemoArgs, ReplayArgs, TimelyArgs};
+use eddy::version::Target;
 use eddy::pipeline::{Mode, RunOptions, run};
+use eddy_core::version::Version;
 use eddy_core::{Config, Metrics};
 use eddy_load_gen::runner::LoadGenArgs;
-use eddy_query_server::{AppState, LambdaBackend, MemoryBackend, ServerQueryLimits};
+use eddy_query_server::{
+    AppState, MemoryBackend, REFRESH_INTERVAL, ServerQueryLimits, VersionedBackend,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,11 +44,30 @@ enum Command {
         /// Also serve /metrics on this address.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Which outputs to write: `live` (the version the query server serves, read at
+        /// start; the job stops once another version is promoted) or `version:NAME`.
+        #[arg(long, default_value = "live")]
+        target: String,
     },
     /// Re-read a range of the source topic through the pipeline into the live outputs
     /// (backfill): resolves --from/--to to offsets once, saves the plan, resumes an
     /// interrupted replay from its own checkpoints.
     Replay(ReplayArgs),
+    /// Serve output version NAME (built by `eddy replay --target version:NAME`; `base`: the
+    /// outputs the configuration names): checks it is caught up and kept current, then
+    /// switches every query server to it at once.
+    Promote {
+        /// The version.
+        name: String,
+        /// Promote even if its replay has not caught up or no job keeps it current.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Output versions: `list` (default) or `drop NAME`.
+    Versions {
+        #[command(subcommand)]
+        action: Option<VersionsAction>,
+    },
     /// Query server over Redis (speed layer) and ClickHouse (batch layer).
     Serve {
         /// Listen address (overrides server.listen).
@@ -76,6 +99,18 @@ enum SchemaAction {
         /// Schema directory; without it, the schema compiled into eddy (clickhouse/schema).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VersionsAction {
+    /// Every version: served or not, its job, its replay, its checkpoint's watermark.
+    List,
+    /// Delete a version's outputs (Redis keys, ClickHouse database); refused while it is
+    /// served or written.
+    Drop {
+        /// The version.
+        name: String,
     },
 }
 
@@ -118,28 +153,59 @@ fn main() -> Result<()> {
         Command::Run {
             timely,
             metrics_listen,
+            target,
         } => {
-            let server = spawn_ops(metrics_listen, &cfg, &metrics, &stop)?;
+            let (version, out) = eddy::version::resolve(&cfg, &Target::parse(&target)?, false)?;
+            let server = spawn_ops(metrics_listen, &out, &metrics, &stop)?;
             stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
-            let identity = eddy_core::api::ProcessIdentity::this_process(timely.process, "run");
+            let identity = eddy_core::api::ProcessIdentity::this_process(timely.process, "run")
+                .writing(&version);
+            // Status records and the served version live under the base prefix.
             let status =
                 eddy::status::spawn_publisher(&cfg.redis, identity, metrics.clone(), stop.clone())?;
-            run_pipeline(cfg, &timely, stop, metrics, Mode::Kafka, server)?;
+            let watcher = eddy::version::watch_serving(&cfg, version, stop.clone())?;
+            run_pipeline(out, &timely, stop, metrics, Mode::Kafka, server)?;
             let _ = status.join();
+            let _ = watcher.join();
         }
+        Command::Promote { name, force } => {
+            let version = Version::parse(&name)?;
+            let before = eddy::version::promote(&cfg, &version, force)?;
+            if before == version {
+                println!("version {version} was already served");
+            } else {
+                println!("serving version {version} (was {before})");
+            }
+        }
+        Command::Versions { action } => match action.unwrap_or(VersionsAction::List) {
+            VersionsAction::List => {
+                for v in eddy::version::list(&cfg)? {
+                    println!("{}", v.line());
+                }
+            }
+            VersionsAction::Drop { name } => {
+                let version = Version::parse(&name)?;
+                eddy::version::drop_version(&cfg, &version)?;
+                println!("version {version} dropped");
+            }
+        },
         Command::Replay(args) => replay(args, cfg, metrics, stop)?,
         Command::Serve { listen } => {
             if let Some(l) = listen {
                 cfg.server.listen = l;
             }
-            let backend =
-                LambdaBackend::new(&cfg.redis, &cfg.clickhouse).context("query backend")?;
+            // The version `{prefix}:serving` names, re-read every 500 ms (`eddy promote`).
+            let backend = Arc::new(
+                VersionedBackend::new(&cfg.redis, &cfg.clickhouse, |b| b)
+                    .context("query backend")?,
+            );
+            let _refresher = VersionedBackend::spawn_refresher(&backend, REFRESH_INTERVAL)?;
             let status = eddy_query_server::StatusSource::redis(
                 &cfg.redis,
                 std::time::Duration::from_millis(cfg.server.request_timeout_ms),
             )?;
             let state = AppState::new(
-                Arc::new(backend),
+                backend,
                 metrics,
                 ServerQueryLimits::from_config(&cfg),
             )
@@ -210,6 +276,14 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         return Ok(());
     }
     let workers = args.timely.workers.unwrap_or(cfg.pipeline.workers);
+    let base = cfg;
+    let target = args.target()?;
+    let create = matches!(target, Target::Version(Version::Named(_)));
+    let (version, cfg) = if args.read_only {
+        (Version::Base, base.clone())
+    } else {
+        eddy::version::resolve(&base, &target, create)?
+    };
     if args.read_only {
         let plan = eddy::replay::dry_run(&cfg, &request)?;
         plan.check()?;
@@ -245,9 +319,10 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         std::time::Duration::from_secs(1),
     );
     stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
-    let identity = eddy_core::api::ProcessIdentity::this_process(0, "replay");
+    let identity = eddy_core::api::ProcessIdentity::this_process(0, "replay").writing(&version);
     let status =
-        eddy::status::spawn_publisher(&cfg.redis, identity, metrics.clone(), stop.clone())?;
+        eddy::status::spawn_publisher(&base.redis, identity, metrics.clone(), stop.clone())?;
+    let watcher = eddy::version::watch_serving(&base, version, stop.clone())?;
     let progress = setup.progress.clone();
     run_pipeline(
         cfg,
@@ -258,6 +333,7 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
         server,
     )?;
     let _ = status.join();
+    let _ = watcher.join();
     drop(reporter);
     if !progress.finished() && !request.then_live {
         anyhow::bail!("replay stopped before its end; run the same command again to resume it");

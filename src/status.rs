@@ -223,9 +223,13 @@ fn render_process(out: &mut String, p: &ProcessEntry, now_ms: i64) {
     let id = &s.identity;
     let _ = writeln!(
         out,
-        "process {} ({}) on {} pid {}, up {}, record {} old{}",
+        "process {} ({}{}) on {} pid {}, up {}, record {} old{}",
         id.process,
         id.mode,
+        id.version
+            .as_deref()
+            .map(|v| format!(", version {v}"))
+            .unwrap_or_default(),
         if id.host.is_empty() { "?" } else { &id.host },
         id.pid,
         duration(now_ms.saturating_sub(id.started_at_ms)),
@@ -396,6 +400,7 @@ mod tests {
             host: "h1".into(),
             pid: 42,
             started_at_ms: 0,
+            version: None,
         };
         let record = ProcessStatus::digest(identity, &metrics, None, None, 10_000);
         let screen = render(

@@ -11,6 +11,7 @@ pub mod event;
 pub mod memory;
 pub mod metrics;
 pub mod rows;
+pub mod version;
 pub mod window;
 
 pub use config::{Config, ConfigError};

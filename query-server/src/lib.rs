@@ -176,7 +176,8 @@ mod status;
 pub use backend::Backend;
 pub use backend::{
     Amounts, BackendAnswer, BackendError, BoxFuture, EngagementQuery, LambdaBackend, LayerStatus,
-    MemoryBackend, RowSource, Sourced, Store, StoreHealth, WindowQuery, WindowRow,
+    MemoryBackend, REFRESH_INTERVAL, RowSource, Sourced, Store, StoreHealth, VersionedBackend,
+    WindowQuery, WindowRow,
 };
 pub use error::AppError;
 pub use query::CountsParams;

@@ -48,6 +48,21 @@ pub fn apply_schema(cfg: &ClickHouseConfig, dir: Option<&Path>) -> Result<Vec<St
     Ok(applied)
 }
 
+/// Drops the database `database` (`DROP DATABASE IF EXISTS`) on the server of `cfg`: how a
+/// dropped output version's tables go (`eddy versions drop`). The name is validated first.
+pub fn drop_database(cfg: &ClickHouseConfig, database: &str) -> Result<(), SinkError> {
+    eddy_storage::valid_database(database)?;
+    let sql = format!("DROP DATABASE IF EXISTS {database}");
+    Blocking::new()?.run("drop database", SCHEMA_TIMEOUT, async {
+        Ok(eddy_storage::clickhouse_server(cfg)
+            .query(&sql)
+            .execute()
+            .await?)
+    })?;
+    tracing::info!(%database, "database dropped");
+    Ok(())
+}
+
 /// Checks that every table of [`REQUIRED_TABLES`](eddy_storage::REQUIRED_TABLES) exists in `cfg.database`
 /// ([`eddy_storage::check_schema`]); the error names the missing ones and says how to create
 /// them.

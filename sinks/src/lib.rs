@@ -23,7 +23,7 @@ mod worker;
 pub use batch::{Batch, merge_batches};
 pub use clickhouse_sink::{
     ClickHouseCheckpoints, ClickHouseSink, SlidingState, apply_retention, apply_schema,
-    check_schema,
+    check_schema, drop_database,
 };
 pub use error::SinkError;
 pub use memory::{MemoryCheckpoints, MemoryDeadLetters, MemorySink};

@@ -89,6 +89,19 @@ pub fn replay_plan(p: &str, topic: &str) -> String {
     format!("{p}:replay:{topic}:plan")
 }
 
+/// `{p}:serving`: the name of the output version the query server serves (absent: the base
+/// outputs, `eddy_core::version`). Always under the **base** prefix; set by `eddy promote`.
+pub fn serving(p: &str) -> String {
+    format!("{p}:serving")
+}
+
+/// `{p}:versions`: set of the names of the versions built beside the base outputs (`eddy
+/// replay --target version:NAME` adds its name; `eddy versions drop` removes it). Always under
+/// the base prefix.
+pub fn versions(p: &str) -> String {
+    format!("{p}:versions")
+}
+
 /// The speed-layer metadata keys in the order readers `MGET` them: [`boundary`],
 /// [`watermark`], [`as_of`].
 pub fn meta(p: &str) -> [String; 3] {

@@ -9,6 +9,7 @@
 //!   [`check_schema`].
 //! * [`status`]: the status records the pipeline processes publish in Redis (`eddy status`,
 //!   `GET /v1/status`).
+//! * [`versions`]: which output version the query server serves, and which exist.
 //! * [`retention`]: day partitions dropped after `clickhouse.retention_days`
 //!   ([`drop_expired_partitions`]) and old checkpoints pruned ([`prune_checkpoints`]).
 //! * [`clickhouse_client`], [`redis_client`], [`redis_connection`], [`redis_manager`]: one
@@ -23,6 +24,7 @@ pub mod rows;
 pub mod schema;
 pub mod status;
 pub mod values;
+pub mod versions;
 
 pub use clients::{
     REDIS_CONNECT_TIMEOUT, REDIS_IO_TIMEOUT, clickhouse_client, clickhouse_server, redis_client,

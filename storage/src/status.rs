@@ -1,6 +1,6 @@
 //! The status records of the pipeline processes in Redis: one hash [`status_key`]
-//! (`{prefix}:status`), field = [`status_field`] (`{mode}:{process}`, so a replay job and the
-//! live job under one prefix keep a record each), value = the JSON of its
+//! (`{prefix}:status`), field = [`status_field`] (`{mode}:{process}`, or `{mode}@{version}:{process}`, so a replay job, the live job and
+//! the jobs of other output versions keep a record each), value = the JSON of its
 //! [`ProcessStatus`]. Each `eddy run` process writes its field
 //! every second ([`publish_status`]); the query server reads them all ([`read_statuses`]) for
 //! `GET /v1/status`. The hash expires [`STATUS_TTL_SECS`] after the last write, so a stopped
@@ -18,9 +18,13 @@ pub fn status_key(prefix: &str) -> String {
     format!("{prefix}:status")
 }
 
-/// `{mode}:{process}`: the field of a process's record (`run:0`, `replay:0`, ...).
+/// `{mode}:{process}`, or `{mode}@{version}:{process}` for a process writing an output
+/// version: the field of a process's record (`run:0`, `replay@v2:0`, ...).
 pub fn status_field(identity: &ProcessIdentity) -> String {
-    format!("{}:{}", identity.mode, identity.process)
+    match &identity.version {
+        None => format!("{}:{}", identity.mode, identity.process),
+        Some(v) => format!("{}@{v}:{}", identity.mode, identity.process),
+    }
 }
 
 /// Writes `status` as the field of its process ([`status_field`]) and renews the hash's

@@ -26,6 +26,10 @@ pub struct ProcessIdentity {
     pub pid: u32,
     /// Wall-clock ms when the process started.
     pub started_at_ms: i64,
+    /// The output version the process writes (`eddy_core::version`); absent for the base
+    /// outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl ProcessIdentity {
@@ -42,6 +46,15 @@ impl ProcessIdentity {
             host,
             pid: std::process::id(),
             started_at_ms: crate::now_ms(),
+            version: None,
+        }
+    }
+
+    /// This identity, writing the output `version` (`None` for base).
+    pub fn writing(self, version: &crate::version::Version) -> Self {
+        Self {
+            version: version.serving_value().map(str::to_owned),
+            ..self
         }
     }
 }
@@ -408,7 +421,11 @@ impl StatusResponse {
     /// staleness computed).
     pub fn at(now_ms: i64, source: Store, mut records: Vec<ProcessStatus>) -> Self {
         records.sort_by(|a, b| {
-            (a.identity.process, &a.identity.mode).cmp(&(b.identity.process, &b.identity.mode))
+            (a.identity.process, &a.identity.mode, &a.identity.version).cmp(&(
+                b.identity.process,
+                &b.identity.mode,
+                &b.identity.version,
+            ))
         });
         Self {
             now_ms,
@@ -440,6 +457,7 @@ mod tests {
             host: "h".into(),
             pid: 7,
             started_at_ms: 1_000,
+            version: None,
         }
     }
 

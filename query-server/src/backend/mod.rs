@@ -4,9 +4,11 @@ pub mod batch_cache;
 mod lambda;
 mod memory;
 mod negative_cache;
+mod versioned;
 
 pub use lambda::LambdaBackend;
 pub use memory::MemoryBackend;
+pub use versioned::{REFRESH_INTERVAL, VersionedBackend};
 
 pub use eddy_core::api::{RowSource, Store};
 use eddy_core::{CampaignEngagement, EventType, Neighbor, Recommendation, Weights};
