@@ -6,8 +6,8 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use eddy::cli::{DemoArgs, ReplayArgs, TimelyArgs};
-use eddy::version::Target;
 use eddy::pipeline::{Mode, RunOptions, run};
+use eddy::version::Target;
 use eddy_core::version::Version;
 use eddy_core::{Config, Metrics};
 use eddy_load_gen::runner::LoadGenArgs;
@@ -204,12 +204,8 @@ fn main() -> Result<()> {
                 &cfg.redis,
                 std::time::Duration::from_millis(cfg.server.request_timeout_ms),
             )?;
-            let state = AppState::new(
-                backend,
-                metrics,
-                ServerQueryLimits::from_config(&cfg),
-            )
-            .with_status(status);
+            let state = AppState::new(backend, metrics, ServerQueryLimits::from_config(&cfg))
+                .with_status(status);
             stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
             let server = spawn_server(cfg.server.listen.clone(), state, stop)?;
             let _ = server.join();

@@ -341,14 +341,18 @@ pub fn render(url: &str, status: &StatusResponse) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "eddy status: {url} (source {}, {} process{})",
+        "eddy status: {url} (source {}, {} process{}, serving version {})",
         status.source,
         status.processes.len(),
         if status.processes.len() == 1 {
             ""
         } else {
             "es"
-        }
+        },
+        status
+            .serving_version
+            .as_deref()
+            .unwrap_or(eddy_core::version::BASE)
     );
     if status.processes.is_empty() {
         let _ = writeln!(

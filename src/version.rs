@@ -145,8 +145,7 @@ pub fn resolve(
         if create {
             eddy_sinks::apply_schema(&cfg.clickhouse, None)?;
             eddy_storage::versions::register(&mut con, &base.redis.prefix, &version)?;
-        } else if !eddy_storage::versions::list(&mut con, &base.redis.prefix)?.contains(&version)
-        {
+        } else if !eddy_storage::versions::list(&mut con, &base.redis.prefix)?.contains(&version) {
             return Err(VersionError::Unknown(name.clone()));
         }
     }

@@ -189,6 +189,11 @@ fn answers(cfg: &Config) -> Value {
         eddy_query_server::ServerQueryLimits::from_config(cfg),
     );
     let (_runtime, addr) = http::serve(eddy_query_server::app(state));
+    answers_at(addr)
+}
+
+/// [`answers`] of the query server at `addr`.
+fn answers_at(addr: std::net::SocketAddr) -> Value {
     let pick = |v: &Value, fields: &[&str]| -> Value {
         fields
             .iter()
@@ -685,4 +690,181 @@ fn a_replay_of_an_offset_range_counts_exactly_that_range() {
         "{plan}"
     );
     assert_oracle(&answers(&target), &range);
+}
+
+/// `eddy ARGS` with `cfg`'s environment, run to its end.
+fn eddy(cfg: &Config, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(args).envs(env(cfg)).stdin(Stdio::null());
+    finish(cmd, Duration::from_secs(60))
+}
+
+/// Kills the child on drop (a failed assertion must not leave a job running).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The campaigns' scores in `answers`.
+fn scores(answers: &Value) -> Vec<f64> {
+    (0..5)
+        .map(|c| {
+            answers[&format!("/v1/campaigns/{c}")]["score"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_into_a_version_is_served_once_promoted() {
+    let (live, _) = configs("replay_version");
+    let version = eddy_core::version::Version::parse("v2").unwrap();
+    let built = live.for_version(&version);
+    eddy_testkit::stores::drop_database(&built.clickhouse);
+    let first = stream(200);
+    produce(&live, &first);
+    // The live job (a process: it must stop by itself once another version is promoted).
+    let mut run = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    run.arg("run")
+        .envs(env(&live))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut base_job = Killed(run.spawn().unwrap());
+    wait_drained(&live, &live.kafka.topic, &first);
+
+    // `eddy serve`'s backend, switching versions on `{prefix}:serving`.
+    let backend = Arc::new(
+        eddy_query_server::VersionedBackend::new(&live.redis, &live.clickhouse, |b| b).unwrap(),
+    );
+    let _refresher =
+        eddy_query_server::VersionedBackend::spawn_refresher(&backend, Duration::from_millis(100))
+            .unwrap();
+    let state = eddy_query_server::AppState::new(
+        backend.clone(),
+        Metrics::new(),
+        eddy_query_server::ServerQueryLimits::from_config(&live),
+    );
+    let (_runtime, addr) = http::serve(eddy_query_server::app(state));
+    let base_answers = answers(&live);
+    assert_eq!(answers_at(addr), base_answers, "base is served");
+    assert_oracle(&base_answers, &first);
+
+    // Nothing to promote yet.
+    let out = eddy(&live, &["promote", "v2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    // Rebuild into version v2 with other score weights, beside the live job, then keep it
+    // current (`--then live`).
+    let mut replay = replay_cmd(
+        &live,
+        &[
+            "--from",
+            "earliest",
+            "--then",
+            "live",
+            "--target",
+            "version:v2",
+        ],
+    );
+    replay
+        .env("EDDY_ENGAGEMENT__WEIGHT_CLICK", "9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut v2_job = Killed(replay.spawn().unwrap());
+    wait_until("v2's database", Duration::from_secs(60), || {
+        eddy_sinks::check_schema(&built.clickhouse).is_ok()
+    });
+    wait_drained(&built, &built.kafka.topic, &first);
+    let v2_answers = answers(&built);
+    assert_oracle(&v2_answers, &first);
+    assert_ne!(
+        scores(&v2_answers),
+        scores(&base_answers),
+        "v2 scores clicks 9"
+    );
+    // Built beside the live one, not served yet: readers still see base.
+    assert_eq!(answers_at(addr), base_answers);
+    assert_eq!(backend.serving(), eddy_core::version::Version::Base);
+    let listed = String::from_utf8(eddy(&live, &["versions"]).stdout).unwrap();
+    assert!(
+        listed.contains("base") && listed.contains("SERVING"),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("v2 ") && l.contains("job live")),
+        "{listed}"
+    );
+
+    let out = eddy(&live, &["promote", "v2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "serving version v2 (was base)"
+    );
+    wait_until(
+        "the query server serves v2",
+        Duration::from_secs(10),
+        || answers_at(addr) == v2_answers,
+    );
+    // The old live job stops by itself (cleanly: its version is no longer served).
+    let status = wait_for("the base job to stop", Duration::from_secs(30), || {
+        base_job.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+
+    // v2's job is now the live one: later records reach the served answers.
+    let later: Vec<(i32, Vec<u8>)> = (0..PARTITIONS)
+        .flat_map(|p| (200..260).map(move |i| (p, event(p, i, T0 + i * 100 + p as i64 * 13))))
+        .collect();
+    produce(&live, &later);
+    let all: Vec<(i32, Vec<u8>)> = first.iter().chain(&later).cloned().collect();
+    wait_drained(&built, &built.kafka.topic, &all);
+    assert_oracle(&answers_at(addr), &all);
+    assert!(v2_job.0.try_wait().unwrap().is_none(), "v2's job runs");
+
+    // A served or written version is not dropped; base without a job is not promoted.
+    let out = eddy(&live, &["versions", "drop", "v2"]);
+    assert!(stderr(&out).contains("it is served"), "{}", stderr(&out));
+    let out = eddy(&live, &["promote", "base"]);
+    assert!(
+        stderr(&out).contains("no job keeps it current"),
+        "{}",
+        stderr(&out)
+    );
+    let out = eddy(&live, &["promote", "base", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(
+        "the query server serves base again",
+        Duration::from_secs(10),
+        || answers_at(addr) == base_answers,
+    );
+    // v2's job stops once base is promoted back; then v2 can be dropped, keys and database.
+    let status = wait_for("v2's job to stop", Duration::from_secs(30), || {
+        v2_job.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let out = eddy(&live, &["versions", "drop", "v2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", built.redis.prefix))
+        .query(&mut redis_conn(&live.redis))
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let dbs: Vec<String> = eddy_testkit::stores::ch_fetch(
+        &live.clickhouse,
+        "SELECT name FROM system.databases WHERE name = ?",
+        |q| q.bind(built.clickhouse.database.as_str()),
+    );
+    assert!(dbs.is_empty(), "{dbs:?}");
+    let listed = String::from_utf8(eddy(&live, &["versions"]).stdout).unwrap();
+    assert!(!listed.contains("v2"), "{listed}");
 }

@@ -106,7 +106,12 @@ impl StatusSource {
                 let records = eddy_storage::status::read_statuses(&mut con, prefix)
                     .await
                     .map_err(|e| unavailable(&e))?;
-                Ok(StatusResponse::at(now_ms, Store::Redis, records))
+                let serving = eddy_storage::versions::serving_async(&mut con, prefix)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                let mut answer = StatusResponse::at(now_ms, Store::Redis, records);
+                answer.serving_version = serving.serving_value().map(str::to_owned);
+                Ok(answer)
             }
         }
     }

@@ -81,6 +81,23 @@ async fn serve_answers_every_published_process() {
         .map(|p| (p.status.identity.process, p.status.watermark_ms, p.stale))
         .collect();
     assert_eq!(seen, vec![(0, Some(7), false), (1, Some(5), true)]);
+    assert_eq!(status.serving_version, None, "base is served");
+    // A job writing another output version keeps its own record; the served version shows.
+    let v2 = eddy_core::version::Version::parse("v2").unwrap();
+    let mut other = record(0, 9, now);
+    other.identity = other.identity.writing(&v2);
+    publish_status(&mut con, &redis.prefix, &other).unwrap();
+    eddy_storage::versions::set_serving(&mut con, &redis.prefix, &v2).unwrap();
+    let source = StatusSource::redis(&redis, Duration::from_secs(2)).unwrap();
+    let server = app(state(Metrics::new()).with_status(source));
+    let status: StatusResponse = http::get(server, "/v1/status").await.ok();
+    assert_eq!(status.serving_version.as_deref(), Some("v2"));
+    let seen: Vec<_> = status
+        .processes
+        .iter()
+        .map(|p| (p.status.identity.version.clone(), p.status.watermark_ms))
+        .collect();
+    assert_eq!(seen[..2], [(None, Some(7)), (Some("v2".into()), Some(9))]);
 }
 
 #[tokio::test]

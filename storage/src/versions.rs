@@ -17,6 +17,18 @@ pub fn serving(
     Version::from_serving(stored.as_deref()).map_err(|e| StorageError::Config(e.to_string()))
 }
 
+/// [`serving`] on an async connection (the query server's).
+pub async fn serving_async(
+    con: &mut impl redis::aio::ConnectionLike,
+    base_prefix: &str,
+) -> Result<Version, StorageError> {
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(keys::serving(base_prefix))
+        .query_async(con)
+        .await?;
+    Version::from_serving(stored.as_deref()).map_err(|e| StorageError::Config(e.to_string()))
+}
+
 /// Makes `version` the served one, in one command (`SET`, or `DEL` for base): every reader
 /// switches at its next read of the key. Returns the version served before.
 pub fn set_serving(
@@ -26,7 +38,11 @@ pub fn set_serving(
 ) -> Result<Version, StorageError> {
     let key = keys::serving(base_prefix);
     let before: Option<String> = match version.serving_value() {
-        Some(name) => redis::cmd("SET").arg(&key).arg(name).arg("GET").query(con)?,
+        Some(name) => redis::cmd("SET")
+            .arg(&key)
+            .arg(name)
+            .arg("GET")
+            .query(con)?,
         None => redis::cmd("GETDEL").arg(&key).query(con)?,
     };
     Version::from_serving(before.as_deref()).map_err(|e| StorageError::Config(e.to_string()))

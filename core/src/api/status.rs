@@ -414,6 +414,10 @@ pub struct StatusResponse {
     pub source: Store,
     /// One entry per process, by process index (then mode).
     pub processes: Vec<ProcessEntry>,
+    /// The output version the query servers serve (`eddy promote`), when it is not the base
+    /// outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_version: Option<String>,
 }
 
 impl StatusResponse {
@@ -441,6 +445,7 @@ impl StatusResponse {
                     }
                 })
                 .collect(),
+            serving_version: None,
         }
     }
 }

@@ -86,7 +86,8 @@ impl VersionedBackend {
     /// Reads `{prefix}:serving` on `con` and switches to the version it names.
     pub fn refresh(&self, con: &mut impl redis::ConnectionLike) -> Result<bool, BackendError> {
         let unavailable = |e: eddy_storage::StorageError| BackendError::Unavailable(e.to_string());
-        let version = eddy_storage::versions::serving(con, &self.redis.prefix).map_err(unavailable)?;
+        let version =
+            eddy_storage::versions::serving(con, &self.redis.prefix).map_err(unavailable)?;
         self.switch_to(&version)
     }
 
@@ -189,5 +190,25 @@ impl Backend for VersionedBackend {
     ) -> BoxFuture<'_, Result<Option<Sourced<Vec<Recommendation>>>, BackendError>> {
         let b = self.current();
         Box::pin(async move { b.recommendations(query, user_id, n).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_build_the_versions_backend_once() {
+        let b = VersionedBackend::new(&RedisConfig::default(), &ClickHouseConfig::default(), |b| b)
+            .unwrap();
+        assert_eq!(b.serving(), Version::Base);
+        let v2 = Version::parse("v2").unwrap();
+        let before = b.current();
+        assert!(b.switch_to(&v2).unwrap());
+        assert!(!b.switch_to(&v2).unwrap(), "already served");
+        assert_eq!(b.serving(), v2);
+        assert!(!Arc::ptr_eq(&before, &b.current()));
+        assert!(format!("{:?}", b.current()).contains("eddy~v2"));
+        assert!(b.switch_to(&Version::Base).unwrap());
     }
 }
