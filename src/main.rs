@@ -54,14 +54,18 @@ enum Command {
     /// interrupted replay from its own checkpoints.
     Replay(ReplayArgs),
     /// Serve output version NAME (built by `eddy replay --target version:NAME`; `base`: the
-    /// outputs the configuration names): checks it is caught up and kept current, then
-    /// switches every query server to it at once.
+    /// outputs the configuration names): checks it is caught up with the served version and
+    /// kept current by a job, then switches the query servers to it (each within 500 ms).
     Promote {
         /// The version.
         name: String,
-        /// Promote even if its replay has not caught up or no job keeps it current.
+        /// Promote even if its replay is not done, no job keeps it current or its
+        /// checkpoint is behind the served version's.
         #[arg(long)]
         force: bool,
+        /// Seconds to wait for its checkpoint to catch up with the served version's.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
     },
     /// Output versions: `list` (default) or `drop NAME`.
     Versions {
@@ -155,7 +159,8 @@ fn main() -> Result<()> {
             metrics_listen,
             target,
         } => {
-            let (version, out) = eddy::version::resolve(&cfg, &Target::parse(&target)?, false)?;
+            let target = Target::parse(&target)?;
+            let (version, out) = eddy::version::resolve(&cfg, &target, false)?;
             let server = spawn_ops(metrics_listen, &out, &metrics, &stop)?;
             stop_on_signal_or_timeout(stop.clone(), None, cfg.pipeline.shutdown_timeout_ms);
             let identity = eddy_core::api::ProcessIdentity::this_process(timely.process, "run")
@@ -163,14 +168,16 @@ fn main() -> Result<()> {
             // Status records and the served version live under the base prefix.
             let status =
                 eddy::status::spawn_publisher(&cfg.redis, identity, metrics.clone(), stop.clone())?;
-            let watcher = eddy::version::watch_serving(&cfg, version, stop.clone())?;
+            let served = target == Target::Live;
+            let watcher = eddy::version::watch_serving(&cfg, version, served, stop.clone())?;
             run_pipeline(out, &timely, stop, metrics, Mode::Kafka, server)?;
             let _ = status.join();
             let _ = watcher.join();
         }
-        Command::Promote { name, force } => {
+        Command::Promote { name, force, wait } => {
             let version = Version::parse(&name)?;
-            let before = eddy::version::promote(&cfg, &version, force)?;
+            let wait = std::time::Duration::from_secs(wait);
+            let before = eddy::version::promote(&cfg, &version, force, wait)?;
             if before == version {
                 println!("version {version} was already served");
             } else {
@@ -318,7 +325,8 @@ fn replay(args: ReplayArgs, cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>
     let identity = eddy_core::api::ProcessIdentity::this_process(0, "replay").writing(&version);
     let status =
         eddy::status::spawn_publisher(&base.redis, identity, metrics.clone(), stop.clone())?;
-    let watcher = eddy::version::watch_serving(&base, version, stop.clone())?;
+    let served = target == Target::Live;
+    let watcher = eddy::version::watch_serving(&base, version, served, stop.clone())?;
     let progress = setup.progress.clone();
     run_pipeline(
         cfg,

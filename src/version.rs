@@ -159,11 +159,14 @@ pub fn resolve(
 }
 
 /// Watches `{prefix}:serving` every [`WATCH_INTERVAL`] while `stop` is unset: once `version`
-/// was served and another one is promoted, logs it and sets `stop` (the job ends as after
-/// Ctrl-C, its sinks flushed). Redis errors are logged and retried; they never stop the job.
+/// was served (`served_at_start`: it was when the job resolved `--target live`) and another
+/// one is promoted, logs it and sets `stop` (the job ends as after Ctrl-C). Only a stored
+/// value counts: an absent key (Redis lost it) and Redis errors are logged and never stop the
+/// job.
 pub fn watch_serving(
     base: &Config,
     version: Version,
+    served_at_start: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, VersionError> {
     let client = eddy_storage::redis_client(&base.redis)?;
@@ -172,7 +175,7 @@ pub fn watch_serving(
         .name("eddy-serving".into())
         .spawn(move || {
             let mut con: Option<redis::Connection> = None;
-            let mut was_served = false;
+            let mut was_served = served_at_start;
             let mut failing = false;
             while !stop.load(Ordering::SeqCst) {
                 let read = match con.as_mut() {
@@ -180,10 +183,10 @@ pub fn watch_serving(
                     None => eddy_storage::redis_connection(&client).map(|c| con.insert(c)),
                 }
                 .map_err(eddy_storage::StorageError::from)
-                .and_then(|c| eddy_storage::versions::serving(c, &prefix));
+                .and_then(|c| eddy_storage::versions::serving_stored(c, &prefix));
                 match read {
-                    Ok(now) if now == version => was_served = true,
-                    Ok(now) if was_served => {
+                    Ok(Some(now)) if now == version => was_served = true,
+                    Ok(Some(now)) if was_served => {
                         tracing::warn!(
                             version = %version,
                             serving = %now,
@@ -217,10 +220,19 @@ pub fn watch_serving(
 pub struct VersionState {
     /// The version.
     pub version: Version,
-    /// Whether the query server serves it.
+    /// Whether the query server serves it (`{prefix}:serving` names it, or is absent while no
+    /// named version exists and it is base).
     pub serving: bool,
+    /// Whether the served version is known: `false` when `{prefix}:serving` is absent although
+    /// named versions exist (Redis lost the key: query servers keep the version they serve).
+    pub serving_known: bool,
     /// The holder of its job lease (a job writes it), if any.
     pub job: Option<String>,
+    /// Whether a job keeps it current: its lease is held and a fresh status record (at most
+    /// [`STALE_AFTER_MS`](eddy_core::api::STALE_AFTER_MS) old) says an `eddy run`, or an
+    /// `eddy replay --then live`, writes it (a finished `--then stop` replay still holding its
+    /// lease does not count).
+    pub kept_current: bool,
     /// Its replay plan: `Some(true)` done, `Some(false)` still replaying, `None` no plan.
     pub replay_done: Option<bool>,
     /// Watermark of its latest checkpoint of the source topic (`None`: no checkpoint).
@@ -233,8 +245,16 @@ impl VersionState {
         format!(
             "{:<12} {:<8} job {:<8} replay {:<9} checkpoint watermark {}",
             self.version.name(),
-            if self.serving { "SERVING" } else { "-" },
-            if self.job.is_some() { "live" } else { "none" },
+            match (self.serving_known, self.serving) {
+                (true, true) => "SERVING",
+                (true, false) => "-",
+                (false, _) => "?",
+            },
+            match (&self.job, self.kept_current) {
+                (Some(_), true) => "live",
+                (Some(_), false) => "ending",
+                (None, _) => "none",
+            },
             match self.replay_done {
                 Some(true) => "done",
                 Some(false) => "running",
@@ -249,15 +269,28 @@ impl VersionState {
 /// The state of `version` (base or named) of `base`'s job.
 pub fn state(base: &Config, version: &Version) -> Result<VersionState, VersionError> {
     let mut con = connect(base)?;
-    let serving = eddy_storage::versions::serving(&mut con, &base.redis.prefix)? == *version;
+    let stored = eddy_storage::versions::serving_stored(&mut con, &base.redis.prefix)?;
+    let serving_known = stored.is_some()
+        || eddy_storage::versions::list(&mut con, &base.redis.prefix)?.is_empty();
+    let serving = stored.unwrap_or(Version::Base) == *version;
     let cfg = base.for_version(version);
     let job: Option<String> = redis::cmd("GET")
         .arg(JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic))
         .query(&mut con)?;
-    let replay_done =
+    let plan =
         crate::replay::PlanStore::connect(&cfg.redis.url, &cfg.redis.prefix, &cfg.kafka.topic)?
-            .load()?
-            .map(|p| p.done);
+            .load()?;
+    let replay_done = plan.as_ref().map(|p| p.done);
+    let then_live = plan.as_ref().is_some_and(|p| p.request.then_live);
+    let now = eddy_core::now_ms();
+    let writer = eddy_storage::status::read_statuses_blocking(&mut con, &base.redis.prefix)?
+        .into_iter()
+        .any(|s| {
+            s.identity.version.as_deref() == version.serving_value()
+                && now.saturating_sub(s.updated_at_ms) <= eddy_core::api::STALE_AFTER_MS
+                && (s.identity.mode == "run" || (s.identity.mode == "replay" && then_live))
+        });
+    let kept_current = job.is_some() && writer;
     let checkpoint_watermark_ms = match eddy_sinks::check_schema(&cfg.clickhouse) {
         Ok(()) => ClickHouseCheckpoints::connect(&cfg.clickhouse)?
             .load(&cfg.kafka.topic)?
@@ -267,7 +300,9 @@ pub fn state(base: &Config, version: &Version) -> Result<VersionState, VersionEr
     Ok(VersionState {
         version: version.clone(),
         serving,
+        serving_known,
         job,
+        kept_current,
         replay_done,
         checkpoint_watermark_ms,
     })
@@ -282,10 +317,70 @@ pub fn list(base: &Config) -> Result<Vec<VersionState>, VersionError> {
         .collect()
 }
 
-/// `eddy promote`: checks `version` is ready to serve (it exists, its replay is done, a job
-/// keeps it current, it has a checkpoint; `force` skips the replay and job checks), then makes
-/// it the served version in one Redis command. Returns the version served before.
-pub fn promote(base: &Config, version: &Version, force: bool) -> Result<Version, VersionError> {
+/// The latest checkpoint of `version`'s job (`None`: no schema or no checkpoint yet).
+fn latest_checkpoint(
+    base: &Config,
+    version: &Version,
+) -> Result<Option<eddy_core::Checkpoint>, VersionError> {
+    let cfg = base.for_version(version);
+    if eddy_sinks::check_schema(&cfg.clickhouse).is_err() {
+        return Ok(None);
+    }
+    Ok(ClickHouseCheckpoints::connect(&cfg.clickhouse)?.load(&cfg.kafka.topic)?)
+}
+
+/// How far `candidate`'s latest checkpoint is behind `served`'s (`None`: not behind): every
+/// partition's high offset and the watermark must be at least the served one's, so readers
+/// switching see no value go backwards beyond what the speed layer held past that checkpoint.
+fn behind(
+    base: &Config,
+    served: &Version,
+    candidate: &Version,
+) -> Result<Option<String>, VersionError> {
+    let Some(s) = latest_checkpoint(base, served)? else {
+        return Ok(None);
+    };
+    let Some(c) = latest_checkpoint(base, candidate)? else {
+        return Ok(Some("it has no checkpoint".into()));
+    };
+    let mut gaps = Vec::new();
+    for sp in &s.partitions {
+        let ch = c
+            .partitions
+            .iter()
+            .find(|p| p.partition == sp.partition)
+            .map_or(0, |p| p.high_offset);
+        if ch < sp.high_offset {
+            gaps.push(format!(
+                "partition {} at offset {ch} < {}",
+                sp.partition, sp.high_offset
+            ));
+        }
+    }
+    if c.watermark_ms < s.watermark_ms {
+        gaps.push(format!("watermark {} < {}", c.watermark_ms, s.watermark_ms));
+    }
+    Ok((!gaps.is_empty()).then(|| {
+        format!(
+            "its latest checkpoint is behind the served version {served}'s: {}",
+            gaps.join(", ")
+        )
+    }))
+}
+
+/// `eddy promote`: checks that `version` is ready to serve, then makes it the served version
+/// in one Redis command. Ready: it exists and has a checkpoint; its replay (if any) is done; a
+/// job keeps it current ([`VersionState::kept_current`]); its latest checkpoint has caught up
+/// with the served version's (every partition's high offset and the watermark at least the
+/// served one's), waited for up to `wait`. `force` skips all but the checkpoint check (e.g. to
+/// serve a finished `--then stop` backfill, or go back to a stopped base). Returns the
+/// version served before.
+pub fn promote(
+    base: &Config,
+    version: &Version,
+    force: bool,
+    wait: Duration,
+) -> Result<Version, VersionError> {
     let mut con = connect(base)?;
     if let Version::Named(name) = version
         && !eddy_storage::versions::list(&mut con, &base.redis.prefix)?.contains(version)
@@ -297,7 +392,7 @@ pub fn promote(base: &Config, version: &Version, force: bool) -> Result<Version,
         version: version.name().to_owned(),
         why,
     };
-    if s.serving {
+    if s.serving && s.serving_known {
         return Ok(version.clone());
     }
     if s.checkpoint_watermark_ms.is_none() {
@@ -313,11 +408,21 @@ pub fn promote(base: &Config, version: &Version, force: bool) -> Result<Version,
                     .into(),
             ));
         }
-        if s.job.is_none() {
+        if !s.kept_current {
             return Err(not_ready(format!(
                 "no job keeps it current (start `eddy run --target version:{version}`, or \
                  replay with `--then live`); --force promotes it anyway"
             )));
+        }
+        let served = eddy_storage::versions::serving(&mut con, &base.redis.prefix)?;
+        let deadline = Instant::now() + wait;
+        while let Some(why) = behind(base, &served, version)? {
+            if Instant::now() >= deadline {
+                return Err(not_ready(format!(
+                    "{why} (waited {wait:?}; --wait longer, or --force)"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     let before = eddy_storage::versions::set_serving(&mut con, &base.redis.prefix, version)?;
@@ -334,11 +439,20 @@ pub fn drop_version(base: &Config, version: &Version) -> Result<(), VersionError
             why: "the base outputs are not dropped by eddy".into(),
         });
     };
+    if !eddy_storage::versions::list(&mut connect(base)?, &base.redis.prefix)?.contains(version) {
+        return Err(VersionError::Unknown(name.clone()));
+    }
     let s = state(base, version)?;
     let in_use = |why: &str| VersionError::InUse {
         version: name.clone(),
         why: why.to_owned(),
     };
+    if !s.serving_known {
+        return Err(in_use(
+            "which version is served is unknown (`{prefix}:serving` is absent: Redis lost it); \
+             `eddy promote` the served one again first",
+        ));
+    }
     if s.serving {
         return Err(in_use("it is served; promote another version first"));
     }
@@ -346,9 +460,19 @@ pub fn drop_version(base: &Config, version: &Version) -> Result<(), VersionError
         return Err(in_use("a job writes it; stop that job first"));
     }
     let cfg = base.for_version(version);
+    // Held while dropping: no job can start on the version meanwhile.
+    let lease_key = JobFence::key(&cfg.redis.prefix, &cfg.kafka.topic);
+    let _lease = JobFence::acquire(
+        &cfg.redis.url,
+        lease_key.clone(),
+        crate::fence::LEASE_TTL,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| in_use(&e.to_string()))?;
+    let mut con = connect(base)?;
+    eddy_storage::versions::unregister(&mut con, &base.redis.prefix, version)?;
     eddy_storage::valid_database(&cfg.clickhouse.database)?;
     eddy_sinks::drop_database(&base.clickhouse, &cfg.clickhouse.database)?;
-    let mut con = connect(base)?;
     let pattern = format!("{}:*", cfg.redis.prefix);
     let mut cursor: u64 = 0;
     let mut deleted = 0usize;
@@ -360,6 +484,8 @@ pub fn drop_version(base: &Config, version: &Version) -> Result<(), VersionError
             .arg("COUNT")
             .arg(1000)
             .query(&mut con)?;
+        // The lease goes last, released when `_lease` drops.
+        let keys: Vec<String> = keys.into_iter().filter(|k| *k != lease_key).collect();
         if !keys.is_empty() {
             deleted += keys.len();
             redis::cmd("UNLINK").arg(&keys).exec(&mut con)?;
@@ -369,7 +495,6 @@ pub fn drop_version(base: &Config, version: &Version) -> Result<(), VersionError
         }
         cursor = next;
     }
-    eddy_storage::versions::unregister(&mut con, &base.redis.prefix, version)?;
     tracing::info!(version = %version, database = %cfg.clickhouse.database, redis_keys = deleted, "version dropped");
     Ok(())
 }

@@ -794,7 +794,9 @@ fn a_replay_into_a_version_is_served_once_promoted() {
     assert_eq!(backend.serving(), eddy_core::version::Version::Base);
     let listed = String::from_utf8(eddy(&live, &["versions"]).stdout).unwrap();
     assert!(
-        listed.contains("base") && listed.contains("SERVING"),
+        listed
+            .lines()
+            .any(|l| l.starts_with("base ") && l.contains("SERVING")),
         "{listed}"
     );
     assert!(
@@ -821,7 +823,18 @@ fn a_replay_into_a_version_is_served_once_promoted() {
     });
     assert!(status.success(), "{status:?}");
 
-    // v2's job is now the live one: later records reach the served answers.
+    // A served version is not dropped; an unknown one neither.
+    let out = eddy(&live, &["versions", "drop", "v2"]);
+    assert!(stderr(&out).contains("it is served"), "{}", stderr(&out));
+    let out = eddy(&live, &["versions", "drop", "v3"]);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    // Redis loses the served version's key: neither the server nor the job acts on the
+    // absence. v2's job is now the live one: later records reach the served answers.
+    let _: () = redis::cmd("DEL")
+        .arg(keys::serving(&live.redis.prefix))
+        .query(&mut redis_conn(&live.redis))
+        .unwrap();
     let later: Vec<(i32, Vec<u8>)> = (0..PARTITIONS)
         .flat_map(|p| (200..260).map(move |i| (p, event(p, i, T0 + i * 100 + p as i64 * 13))))
         .collect();
@@ -829,11 +842,10 @@ fn a_replay_into_a_version_is_served_once_promoted() {
     let all: Vec<(i32, Vec<u8>)> = first.iter().chain(&later).cloned().collect();
     wait_drained(&built, &built.kafka.topic, &all);
     assert_oracle(&answers_at(addr), &all);
+    assert_eq!(backend.serving(), version);
     assert!(v2_job.0.try_wait().unwrap().is_none(), "v2's job runs");
 
-    // A served or written version is not dropped; base without a job is not promoted.
-    let out = eddy(&live, &["versions", "drop", "v2"]);
-    assert!(stderr(&out).contains("it is served"), "{}", stderr(&out));
+    // Base without a job is not promoted (unless forced: a frozen base).
     let out = eddy(&live, &["promote", "base"]);
     assert!(
         stderr(&out).contains("no job keeps it current"),

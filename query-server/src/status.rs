@@ -106,11 +106,14 @@ impl StatusSource {
                 let records = eddy_storage::status::read_statuses(&mut con, prefix)
                     .await
                     .map_err(|e| unavailable(&e))?;
-                let serving = eddy_storage::versions::serving_async(&mut con, prefix)
+                // As stored (not validated: a status answer never fails on it).
+                let serving: Option<String> = redis::cmd("GET")
+                    .arg(eddy_storage::keys::serving(prefix))
+                    .query_async(&mut con)
                     .await
                     .map_err(|e| unavailable(&e))?;
                 let mut answer = StatusResponse::at(now_ms, Store::Redis, records);
-                answer.serving_version = serving.serving_value().map(str::to_owned);
+                answer.serving_version = serving.filter(|s| s != eddy_core::version::BASE);
                 Ok(answer)
             }
         }

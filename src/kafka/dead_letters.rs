@@ -66,7 +66,8 @@ pub fn truncate_text(text: &str, max: usize) -> String {
     format!("{}{MARK}", &text[..end])
 }
 
-/// Bounds `letter` for the dead-letter topic: the error header cut to
+/// Bounds `letter` for the dead-letter topic (written by the job whose outputs are under the
+/// Redis prefix `output`: its output version, header `eddy-output`): the error header cut to
 /// [`MAX_ERROR_HEADER_BYTES`], and the payload cut (with an `eddy-truncated: <original
 /// length>` header) when the whole record would exceed `max_bytes` (the producer's
 /// `message.max.bytes`), so that [`BoundedLetter::size`] `<= max_bytes` whenever `max_bytes`
@@ -74,6 +75,7 @@ pub fn truncate_text(text: &str, max: usize) -> String {
 pub fn bound_letter<'a>(
     letter: &'a DeadLetter,
     source_topic: &str,
+    output: &str,
     max_bytes: usize,
 ) -> BoundedLetter<'a> {
     let mut out = BoundedLetter {
@@ -87,6 +89,7 @@ pub fn bound_letter<'a>(
             ("eddy-source-topic", truncate_text(source_topic, 256)),
             ("eddy-source-partition", letter.partition.to_string()),
             ("eddy-source-offset", letter.offset.to_string()),
+            ("eddy-output", truncate_text(output, 256)),
         ],
         payload: &letter.payload,
     };
@@ -113,14 +116,17 @@ pub struct KafkaDeadLetters {
     runtime: tokio::runtime::Runtime,
     topic: String,
     source_topic: String,
+    output: String,
     max_bytes: usize,
     metrics: Metrics,
 }
 
 impl KafkaDeadLetters {
     /// A producer for `cfg.dlq_topic` (acks=all, `message.max.bytes` =
-    /// `cfg.dlq_max_message_bytes`).
-    pub fn new(cfg: &KafkaConfig, metrics: Metrics) -> Result<Self, KafkaIoError> {
+    /// `cfg.dlq_max_message_bytes`), for the job writing the outputs under the Redis prefix
+    /// `output` (several output versions share the dead-letter topic; [`late_before`] reads
+    /// back its own job's letters only).
+    pub fn new(cfg: &KafkaConfig, output: &str, metrics: Metrics) -> Result<Self, KafkaIoError> {
         let producer: FutureProducer = client(cfg)
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
@@ -139,6 +145,7 @@ impl KafkaDeadLetters {
             runtime,
             topic: cfg.dlq_topic.clone(),
             source_topic: cfg.topic.clone(),
+            output: output.to_owned(),
             max_bytes: cfg.dlq_max_message_bytes,
             metrics,
         })
@@ -173,11 +180,11 @@ impl EpochSink<DeadLetterBatch> for KafkaDeadLetters {
         let producer = &self.producer;
         let topic = &self.topic;
         let metrics = &self.metrics;
-        let (source_topic, max_bytes) = (&self.source_topic, self.max_bytes);
+        let (source_topic, output, max_bytes) = (&self.source_topic, &self.output, self.max_bytes);
         self.runtime.block_on(async {
             let mut deliveries = Vec::with_capacity(batch.letters.len());
             for l in &batch.letters {
-                let bounded = bound_letter(l, source_topic, max_bytes);
+                let bounded = bound_letter(l, source_topic, output, max_bytes);
                 let mut headers = OwnedHeaders::new_with_capacity(bounded.headers.len());
                 for (key, value) in &bounded.headers {
                     headers = headers.insert(Header {
@@ -224,7 +231,8 @@ impl EpochSink<DeadLetterBatch> for KafkaDeadLetters {
 }
 
 /// The records of `cp`'s replay range (`[resume_offset, high_offset)` per partition) that
-/// were dead-lettered as `late` before the restart, read back from the dead-letter topic.
+/// were dead-lettered as `late` before the restart by the job writing the outputs under the
+/// Redis prefix `output`, read back from the dead-letter topic.
 ///
 /// A restart re-reads that range to rebuild sliding-window state; whether a record was late
 /// depended on the watermark when it was first read, which the restart no longer knows. The
@@ -233,6 +241,7 @@ impl EpochSink<DeadLetterBatch> for KafkaDeadLetters {
 /// high watermark at the call; its retention bounds the cost.
 pub fn late_before(
     cfg: &KafkaConfig,
+    output: &str,
     cp: &Checkpoint,
 ) -> Result<HashSet<(i32, i64)>, KafkaIoError> {
     let ranges: HashMap<i32, (i64, i64)> = cp
@@ -293,8 +302,11 @@ pub fn late_before(
         {
             ends.remove(&m.partition());
         }
+        // Another output version's letters judged lateness with its own settings and
+        // watermark (letters of an eddy before versions carry no `eddy-output`).
         if header(&m, "eddy-reason").as_deref() != Some("late")
             || header(&m, "eddy-source-topic").as_deref() != Some(cp.topic.as_str())
+            || header(&m, "eddy-output").is_some_and(|o| o != output)
         {
             continue;
         }
@@ -328,7 +340,7 @@ mod tests {
     #[test]
     fn small_letters_are_written_whole() {
         let l = letter("invalid event JSON: eof".into(), b"{".to_vec());
-        let b = bound_letter(&l, "events", 1_000_000);
+        let b = bound_letter(&l, "events", "eddy", 1_000_000);
         assert_eq!(b.payload, b"{");
         assert_eq!(b.key, "3:1234567");
         assert!(b.headers.iter().all(|(k, _)| *k != "eddy-truncated"));
@@ -344,7 +356,7 @@ mod tests {
             format!(r#"{{"user_id":"{field}"}}"#).into_bytes(),
         );
         for max in [1_000_000, 300_000, 8_192] {
-            let b = bound_letter(&l, "events", max);
+            let b = bound_letter(&l, "events", "eddy", max);
             assert!(b.size() <= max, "{} > {max}", b.size());
             let error = &b.headers[1].1;
             assert!(error.len() <= MAX_ERROR_HEADER_BYTES && error.ends_with('…'));

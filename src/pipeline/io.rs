@@ -115,6 +115,7 @@ pub(super) fn kafka_io(
             opts,
             vec![Box::new(KafkaDeadLetters::new(
                 &cfg.kafka,
+                &cfg.redis.prefix,
                 opts.metrics.clone(),
             )?)],
         ),

@@ -245,7 +245,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                     let late = match state {
                         Some(_) => Arc::default(),
                         None => Arc::new(broker.retry("dead-letter read-back", || {
-                            crate::kafka::late_before(&cfg.kafka, &cp)
+                            crate::kafka::late_before(&cfg.kafka, &cfg.redis.prefix, &cp)
                         })?),
                     };
                     Some(Restore {
@@ -504,6 +504,7 @@ fn drive<R: PartitionReader>(
     let sliding_ms = cfg.engagement.sliding_ms;
     let settings = SourceSettings {
         window,
+        lateness_ms: cfg.pipeline.lateness_ms,
         // A restart that rebuilds the sliding state feeds re-read records of the whole window
         // to it (the new checkpoints still resume at the open windows: `policy.retain_ms`).
         retain_ms: if rereading_state {

@@ -13,7 +13,10 @@
 //!      retention (the sliding window) goes to `history`: it rebuilds sliding state only;
 //!    - malformed, or dated after the wall clock + `max_future_ms` → dead letter with its
 //!      reason (`bad_ts` for the future);
-//!    - in a window closed under `W(e)` → dead letter `late`;
+//!    - in a window closed under `W(e)`, or under its partition's own watermark (the largest
+//!      event time of the partition's records before it, minus the lateness) → dead letter
+//!      `late`. The second bound makes the decision a function of the partition's records
+//!      alone (see [`SourceSettings::lateness_ms`]);
 //!    - otherwise an on-time event at time `e`.
 //! 3. Report the progress of every partition that changed, then advance to `e + 1`.
 //!
@@ -39,6 +42,15 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 pub struct SourceSettings {
     /// Tumbling window (decides lateness).
     pub window: WindowSpec,
+    /// Allowed lateness, ms (`pipeline.lateness_ms`, as in the watermark policy). A record is
+    /// late when its window is closed under `max(W(e), own)`, `own` being the largest event
+    /// time of the records before it in its partition (this run) minus the lateness. While
+    /// its partition counts in the watermark's minimum, `W(e) <= own`, so the decision is that
+    /// of `own` alone: it does not depend on how reads were batched into epochs, on the pace
+    /// of other partitions, or on a restart (records a restart does not re-read are older than
+    /// the restored watermark by more than the lateness). Only a partition that was idle (out
+    /// of the minimum) can meet a `W(e)` ahead of its own.
+    pub lateness_ms: i64,
     /// How long after its start a window's events still feed some state (the sliding window's
     /// length; at least the tumbling window's).
     pub retain_ms: i64,
@@ -241,8 +253,12 @@ pub fn source<'scope, R: PartitionReader>(
                                 }
                                 return;
                             }
+                            let own = st
+                                .max_ts
+                                .map_or(i64::MIN, |m| m.saturating_sub(settings.lateness_ms));
                             st.max_ts = st.max_ts.max(Some(ev.ts_ms));
-                            if window.is_closed(ev.ts_ms, wm) {
+                            let judged = wm.max(own);
+                            if window.is_closed(ev.ts_ms, judged) {
                                 metrics.late_events.inc();
                                 metrics.dead_letter("late");
                                 dead.give(DeadLetter {
@@ -254,7 +270,7 @@ pub fn source<'scope, R: PartitionReader>(
                                         ev.ts_ms,
                                         window.start(ev.ts_ms),
                                         window.end(ev.ts_ms),
-                                        wm
+                                        judged
                                     ),
                                     payload: rec.payload.to_vec(),
                                 });

@@ -62,6 +62,7 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
         let window = WindowSpec::new(60_000);
         let settings = SourceSettings {
             window,
+            lateness_ms: 5_000,
             retain_ms: 60_000,
             epoch: Duration::from_millis(1),
             max_records_per_epoch: 1_000,
@@ -189,6 +190,7 @@ fn a_fatal_read_error_fails_the_worker() {
         worker.dataflow::<Epoch, _, _>(|scope| {
             let settings = SourceSettings {
                 window: WindowSpec::new(1_000),
+                lateness_ms: 0,
                 retain_ms: 1_000,
                 epoch: Duration::from_millis(1),
                 max_records_per_epoch: 10,
@@ -251,6 +253,7 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
         };
         let settings = SourceSettings {
             window,
+            lateness_ms: 5_000,
             retain_ms: 600_000,
             epoch: Duration::from_millis(1),
             max_records_per_epoch: 1_000,
@@ -305,4 +308,146 @@ fn replayed_records_late_before_the_restart_stay_out_of_history() {
         history.borrow().clone()
     });
     assert_eq!(history, vec![0, 2, 3]);
+}
+
+/// Partitions with fixed records, read round robin one record at a time.
+struct Partitions {
+    records: Vec<Vec<Vec<u8>>>,
+    next: Vec<usize>,
+}
+
+impl PartitionReader for Partitions {
+    type Error = std::convert::Infallible;
+    fn partitions(&self) -> Vec<i32> {
+        (0..self.records.len() as i32).collect()
+    }
+    fn start_offset(&self, _: i32) -> i64 {
+        0
+    }
+    fn poll(&mut self, max: usize, f: &mut dyn FnMut(Record<'_>)) -> Result<usize, Self::Error> {
+        let mut n = 0;
+        while n < max {
+            let before = n;
+            for (p, records) in self.records.iter().enumerate() {
+                if n < max && self.next[p] < records.len() {
+                    f(Record {
+                        partition: p as i32,
+                        offset: self.next[p] as i64,
+                        payload: &records[self.next[p]],
+                    });
+                    self.next[p] += 1;
+                    n += 1;
+                }
+            }
+            if n == before {
+                break;
+            }
+        }
+        Ok(n)
+    }
+    fn at_end(&self, p: i32) -> bool {
+        self.next[p as usize] == self.records[p as usize].len()
+    }
+}
+
+/// Reads `records` (per partition) with at most `per_epoch` records per epoch, 1 s windows
+/// and 2 s lateness; returns the `(partition, offset)` of the late letters.
+fn late_letters(records: Vec<Vec<Vec<u8>>>, per_epoch: usize) -> Vec<(i32, i64)> {
+    let total: usize = records.iter().map(Vec::len).sum();
+    let partitions: Vec<i32> = (0..records.len() as i32).collect();
+    timely::execute_directly(move |worker| {
+        let next = vec![0; records.len()];
+        let reader = Partitions { records, next };
+        let window = WindowSpec::new(1_000);
+        let settings = SourceSettings {
+            window,
+            lateness_ms: 2_000,
+            retain_ms: 1_000,
+            epoch: Duration::from_secs(60),
+            max_records_per_epoch: per_epoch,
+            max_inflight_epochs: 1_000_000,
+            idle_timeout: Duration::from_secs(3_600),
+            restore: None,
+            replay_history: true,
+            late_before_restore: Default::default(),
+            max_future_ms: 60_000,
+            clock: WallClock::from_fn(|| NOW),
+        };
+        let policy = WatermarkPolicy {
+            window,
+            retain_ms: 1_000,
+            lateness_ms: 2_000,
+            partitions,
+            floor_ms: i64::MIN,
+            catch_up_to: Default::default(),
+            replay_to: Default::default(),
+        };
+        let seen = Rc::new(RefCell::new(0usize));
+        let late = Rc::new(RefCell::new(Vec::new()));
+        let (s1, s2, l) = (seen.clone(), seen.clone(), late.clone());
+        let watermark = WatermarkHandle::new(i64::MIN);
+        worker.dataflow::<Epoch, _, _>(move |scope| {
+            let src = source(
+                scope,
+                reader,
+                settings,
+                watermark.clone(),
+                ProbeHandle::new(),
+                Metrics::new(),
+            );
+            src.progress.track_watermark(policy, watermark);
+            src.events.inner.inspect(move |_| *s1.borrow_mut() += 1);
+            src.dead_letters.inspect(move |d| {
+                *s2.borrow_mut() += 1;
+                assert_eq!(d.reason, "late");
+                l.borrow_mut().push((d.partition, d.offset));
+            });
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while *seen.borrow() < total {
+            assert!(Instant::now() < deadline, "timed out reading");
+            worker.step();
+        }
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        let mut late = late.borrow().clone();
+        late.sort();
+        late
+    })
+}
+
+#[test]
+fn lateness_depends_on_the_partitions_records_only_not_on_batching() {
+    let t0 = NOW - 600_000;
+    // Partition 0 runs ahead of partition 1, whose slow pace holds the global watermark back.
+    // Its offset 2 (3.5 s behind its partition's latest event, lateness 2 s) is late by its
+    // partition's own watermark, whatever the global watermark was when it was read; offset 3
+    // (1.5 s behind) is on time.
+    let p0 = vec![
+        view(0, t0 + 10_000),
+        view(1, t0 + 10_500),
+        view(2, t0 + 7_000),
+        view(3, t0 + 9_000),
+        view(4, t0 + 12_000),
+    ];
+    let slow = (0..5)
+        .map(|i| view(10 + i, t0 + i * 100))
+        .collect::<Vec<_>>();
+    // A partition as fast as partition 0: the global watermark alone would make offset 2
+    // late when read in a later epoch than the records before it, on time in the same one.
+    let fast = (0..5)
+        .map(|i| view(20 + i, t0 + 10_000 + i * 100))
+        .collect::<Vec<_>>();
+    // Every record in one epoch (the global watermark unknown throughout), one record per
+    // epoch, and in between: the same decisions.
+    for other in [slow, fast] {
+        for per_epoch in [1_000, 1, 3] {
+            assert_eq!(
+                late_letters(vec![p0.clone(), other.clone()], per_epoch),
+                vec![(0, 2)],
+                "{per_epoch} records per epoch"
+            );
+        }
+    }
 }

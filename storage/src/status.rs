@@ -46,6 +46,23 @@ pub fn publish_status(
     Ok(())
 }
 
+/// [`read_statuses`] on a blocking connection (`eddy promote`, `eddy versions`).
+pub fn read_statuses_blocking(
+    con: &mut impl redis::ConnectionLike,
+    prefix: &str,
+) -> Result<Vec<ProcessStatus>, StorageError> {
+    let fields: HashMap<String, String> =
+        redis::cmd("HGETALL").arg(status_key(prefix)).query(con)?;
+    Ok(decode(fields))
+}
+
+fn decode(fields: HashMap<String, String>) -> Vec<ProcessStatus> {
+    fields
+        .values()
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect()
+}
+
 /// Every process's last record (any order). A field that does not decode (written by another
 /// version of eddy) is skipped.
 pub async fn read_statuses(
@@ -56,8 +73,5 @@ pub async fn read_statuses(
         .arg(status_key(prefix))
         .query_async(con)
         .await?;
-    Ok(fields
-        .values()
-        .filter_map(|json| serde_json::from_str(json).ok())
-        .collect())
+    Ok(decode(fields))
 }

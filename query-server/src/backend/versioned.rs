@@ -18,7 +18,8 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A [`LambdaBackend`] per served version: every call is answered by the version served when
 /// it began (one request, one version), and [`VersionedBackend::refresh`] moves to the
-/// version `{prefix}:serving` names, building its backend (no I/O) on the first switch to it.
+/// version `{prefix}:serving` names, building a fresh backend for it (no I/O; its caches start
+/// empty).
 pub struct VersionedBackend {
     redis: RedisConfig,
     clickhouse: ClickHouseConfig,
@@ -83,12 +84,16 @@ impl VersionedBackend {
         Ok(true)
     }
 
-    /// Reads `{prefix}:serving` on `con` and switches to the version it names.
+    /// Reads `{prefix}:serving` on `con` and switches to the version it names; an absent key
+    /// keeps the version served (nothing promoted yet, or Redis lost the key).
     pub fn refresh(&self, con: &mut impl redis::ConnectionLike) -> Result<bool, BackendError> {
         let unavailable = |e: eddy_storage::StorageError| BackendError::Unavailable(e.to_string());
-        let version =
-            eddy_storage::versions::serving(con, &self.redis.prefix).map_err(unavailable)?;
-        self.switch_to(&version)
+        match eddy_storage::versions::serving_stored(con, &self.redis.prefix)
+            .map_err(unavailable)?
+        {
+            Some(version) => self.switch_to(&version),
+            None => Ok(false),
+        }
     }
 
     /// Refreshes now (waiting up to `every` for Redis), then every `every` on a thread of its
