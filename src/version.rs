@@ -270,8 +270,8 @@ impl VersionState {
 pub fn state(base: &Config, version: &Version) -> Result<VersionState, VersionError> {
     let mut con = connect(base)?;
     let stored = eddy_storage::versions::serving_stored(&mut con, &base.redis.prefix)?;
-    let serving_known = stored.is_some()
-        || eddy_storage::versions::list(&mut con, &base.redis.prefix)?.is_empty();
+    let serving_known =
+        stored.is_some() || eddy_storage::versions::list(&mut con, &base.redis.prefix)?.is_empty();
     let serving = stored.unwrap_or(Version::Base) == *version;
     let cfg = base.for_version(version);
     let job: Option<String> = redis::cmd("GET")
