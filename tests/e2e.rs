@@ -753,8 +753,10 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         brokers: cfg.kafka.brokers.clone(),
         topic: cfg.kafka.topic.clone(),
         dlq_topic: cfg.kafka.dlq_topic.clone(),
-        rate: 3_000.0,
-        events: Some(6_000),
+        // 16 s: the pane the run starts in closes (10 s windows, 2 s lateness) at least 2 s
+        // before events stop, for the similarity probes.
+        rate: 500.0,
+        events: Some(8_000),
         duration: None,
         generator: eddy_load_gen::GenConfig {
             seed: 7,
@@ -772,6 +774,8 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         probe_interval: Duration::from_millis(100),
         linger_ms: 5,
         window_ms: WINDOW,
+        lateness_ms: LATENESS,
+        pane_probes: true,
         sliding_ms: cfg.engagement.sliding_ms,
         verify: true,
         verify_timeout: Duration::from_secs(60),
@@ -787,6 +791,16 @@ fn load_gen_measures_freshness_and_verifies_answers() {
     assert_eq!(
         report.freshness_ms.as_ref().map(|f| f.count),
         Some(report.probes_sent)
+    );
+    // One similarity probe per pane, each seen in the recommendations once its pane closed.
+    assert!(report.similarity_probes_sent >= 1, "{report:?}");
+    assert_eq!(
+        report.similarity_probes_seen, report.similarity_probes_sent,
+        "every similarity probe became visible"
+    );
+    assert_eq!(
+        report.similarity_freshness_ms.as_ref().map(|f| f.count),
+        Some(report.similarity_probes_sent)
     );
     // The per-second series accounts for every message and every probe exactly once.
     let sum = |f: fn(&eddy_load_gen::report::Point) -> u64| -> u64 {

@@ -44,6 +44,16 @@ pub struct Report {
     pub probes_sent: u64,
     /// Probes seen over HTTP.
     pub probes_seen: u64,
+    /// Similarity probes (one per pane): from the moment their pane could close (its end plus
+    /// the lateness) to their recommendation visible over HTTP, milliseconds.
+    #[serde(default)]
+    pub similarity_freshness_ms: Option<Percentiles>,
+    /// Similarity probes sent.
+    #[serde(default)]
+    pub similarity_probes_sent: u64,
+    /// Similarity probes seen over HTTP.
+    #[serde(default)]
+    pub similarity_probes_seen: u64,
     /// Events the pipeline ruled late (found on the dead-letter topic), with `verify`.
     pub late_events: Option<u64>,
     /// `Some(true)` when `verify` ran and passed.
@@ -90,6 +100,13 @@ impl Report {
             out.push_str(&format!(
                 "probes seen {}/{}\n",
                 self.probes_seen, self.probes_sent
+            ));
+        }
+        if let Some(f) = &self.similarity_freshness_ms {
+            out.push_str(&row("pane close→similar", "ms", f));
+            out.push_str(&format!(
+                "similarity probes seen {}/{}\n",
+                self.similarity_probes_seen, self.similarity_probes_sent
             ));
         }
         if let Some(v) = self.verified {

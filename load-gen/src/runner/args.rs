@@ -51,6 +51,10 @@ pub struct LoadGenArgs {
     /// Skip the freshness probes (no query server needed).
     #[arg(long)]
     pub no_probes: bool,
+    /// Skip the similarity probes (one per pane, polled in the recommendations); they are on
+    /// when probes are, similarity is enabled and event times follow the wall clock.
+    #[arg(long)]
+    pub no_similarity_probes: bool,
     /// Milliseconds between freshness probes.
     #[arg(long, default_value_t = 100)]
     pub probe_interval_ms: u64,
@@ -109,6 +113,12 @@ impl LoadGenArgs {
             probe_interval: Duration::from_millis(self.probe_interval_ms),
             linger_ms: self.linger_ms,
             window_ms: cfg.pipeline.window_ms,
+            lateness_ms: cfg.pipeline.lateness_ms,
+            pane_probes: !self.no_probes
+                && !self.no_similarity_probes
+                && cfg.similarity.enabled
+                && self.event_span_secs.is_none()
+                && self.rate > 0.0,
             sliding_ms: cfg.engagement.sliding_ms,
             verify: self.verify,
             verify_timeout: Duration::from_secs(self.verify_timeout),

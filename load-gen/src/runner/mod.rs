@@ -70,8 +70,13 @@ pub struct RunConfig {
     pub probe_interval: Duration,
     /// Producer `linger.ms`: larger batches, fewer broker requests, more latency.
     pub linger_ms: u64,
-    /// Window length of the pipeline (for `verify`).
+    /// Window length of the pipeline (for `verify`, and the panes of the similarity probes).
     pub window_ms: i64,
+    /// Allowed lateness of the pipeline: a pane can close this long after its end.
+    pub lateness_ms: i64,
+    /// Send a similarity probe per pane and measure when it shows in the recommendations
+    /// over HTTP (needs a query server, event times following the wall clock, similarity on).
+    pub pane_probes: bool,
     /// Sliding-window length of the pipeline's engagement scores (for `verify`).
     pub sliding_ms: i64,
     /// Check the pipeline's answers against the expected totals.
@@ -167,7 +172,20 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
 
     // Probes, and the poller that sees them over HTTP; the lag sampler.
     let probes: probe::Probes = Arc::default();
+    let pane_probes: probe::PaneProbes = Arc::default();
     let producing = Arc::new(AtomicBool::new(true));
+    let pane_poller = cfg
+        .query_url
+        .clone()
+        .filter(|_| cfg.pane_probes)
+        .map(|url| {
+            tokio::spawn(probe::poll_panes(
+                url,
+                pane_probes.clone(),
+                producing.clone(),
+                cfg.window_ms,
+            ))
+        });
     let poller = cfg.query_url.clone().map(|url| {
         let from = eddy_core::now_ms() - 86_400_000;
         let poll = probe::poll(
@@ -185,8 +203,24 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         .clone()
         .map(|url| tokio::spawn(probe::sample_lag(url, sampling.clone(), timeline.clone())));
 
-    let sent = produce::produce(&cfg, producer, generator, start, &timeline, &probes).await?;
+    let sent = produce::produce(
+        &cfg,
+        producer,
+        generator,
+        start,
+        &timeline,
+        &probes,
+        &pane_probes,
+    )
+    .await?;
     producing.store(false, Ordering::SeqCst);
+    let (pane_freshness, pane_seen) = match pane_poller {
+        Some(p) => {
+            let (h, seen) = p.await.map_err(|e| RunError::Http(e.to_string()))?;
+            (Some(percentiles(&h)), seen)
+        }
+        None => (None, 0),
+    };
     let (freshness, seen) = match poller {
         Some(p) => {
             let (h, seen) = p.await.map_err(|e| RunError::Http(e.to_string()))?;
@@ -210,6 +244,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         freshness_ms: freshness,
         probes_sent: sent.probes,
         probes_seen: seen,
+        similarity_freshness_ms: pane_freshness,
+        similarity_probes_sent: sent.pane_probes,
+        similarity_probes_seen: pane_seen,
         late_events: None,
         verified: None,
         max_consumer_lag: None,

@@ -109,3 +109,116 @@ pub(super) async fn sample_lag(
             .lag(Instant::now(), lag, wm_lag);
     }
 }
+
+/// First user id of the similarity probes (two users per probe).
+pub const PANE_PROBE_USER: u64 = 4_000_000_000;
+/// First campaign id of the similarity probes (three campaigns per probe), above
+/// [`PROBE_CAMPAIGN`].
+pub const PANE_PROBE_CAMPAIGN: u64 = PROBE_CAMPAIGN + 1;
+
+/// A similarity probe: once the pane of its events closes, `user`'s recommendations list
+/// `campaign` (which only its probe partner engaged with).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PaneProbe {
+    /// The user whose recommendations are polled.
+    pub user: u64,
+    /// The campaign they must list.
+    pub campaign: u64,
+    /// Wall-clock ms from which the pane can close: its end plus the lateness (event times
+    /// follow the wall clock, so the watermark can pass the pane's end from then on).
+    pub closes_at_ms: i64,
+}
+
+/// The similarity probes sent, in order.
+pub(super) type PaneProbes = Arc<Mutex<Vec<PaneProbe>>>;
+
+/// The messages of similarity probe `n` at event time `ts`: users `a = PANE_PROBE_USER + 2n`
+/// and `b = a + 1` both click campaigns `c = PANE_PROBE_CAMPAIGN + 3n` and `c + 1`; `b` also
+/// clicks `c + 2`. Clicks are interest under every setting, so once the pane holding `ts`
+/// closes, `a` and `b` are similar (Jaccard 2/3, found by the MinHash mode with probability
+/// above 0.9999) and `a`'s recommendations list `c + 2`. Returns the messages (key, JSON,
+/// event) and the probe to poll.
+pub(super) fn pane_messages(
+    run_id: u64,
+    n: u64,
+    ts: i64,
+    closes_at_ms: i64,
+) -> (Vec<(String, String, Event)>, PaneProbe) {
+    let (a, c) = (PANE_PROBE_USER + 2 * n, PANE_PROBE_CAMPAIGN + 3 * n);
+    let clicks = [
+        (a, c),
+        (a, c + 1),
+        (a + 1, c),
+        (a + 1, c + 1),
+        (a + 1, c + 2),
+    ];
+    let messages = clicks
+        .iter()
+        .enumerate()
+        .map(|(i, (user, campaign))| {
+            let json = format!(
+                r#"{{"event_id":"pane-probe-{run_id}-{n}-{i}","ts":{ts},"user_id":{user},"campaign_id":{campaign},"event_type":"click"}}"#
+            );
+            let event = eddy_core::parse_event(json.as_bytes()).expect("probes are valid");
+            (format!("pane-probe-{n}-{i}"), json, event)
+        })
+        .collect();
+    let probe = PaneProbe {
+        user: a,
+        campaign: c + 2,
+        closes_at_ms,
+    };
+    (messages, probe)
+}
+
+/// Whether `user`'s recommendations over HTTP list `campaign` (a user without any: no).
+async fn recommends(client: &reqwest::Client, url: &str, user: u64, campaign: u64) -> bool {
+    let got: Result<eddy_core::api::RecommendationsResponse, _> = super::get(
+        client,
+        &format!("{url}/v1/users/{user}/recommendations"),
+        &Vec::<(String, String)>::new(),
+    )
+    .await;
+    got.is_ok_and(|r| r.recommendations.iter().any(|x| x.campaign_id == campaign))
+}
+
+/// Polls the recommendations of every similarity probe whose pane can have closed, every
+/// 20 ms, until each is visible (or 30 s after `producing` ends plus one pane): the freshness
+/// of similarity and recommendations, ms from the moment the pane could close to visible
+/// over HTTP. Returns the histogram and the probes seen.
+pub(super) async fn poll_panes(
+    url: String,
+    sent: PaneProbes,
+    producing: Arc<AtomicBool>,
+    window_ms: i64,
+) -> (Histogram<u64>, u64) {
+    let client = reqwest::Client::new();
+    let mut h = Histogram::<u64>::new(3).expect("valid sigfig");
+    let mut seen = 0usize;
+    let mut ended: Option<Instant> = None;
+    let patience = Duration::from_secs(30) + Duration::from_millis(window_ms.max(0) as u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        let all = sent.lock().expect("not poisoned").len();
+        if !producing.load(Ordering::SeqCst) {
+            let since = *ended.get_or_insert_with(Instant::now);
+            if seen >= all || since.elapsed() > patience {
+                break;
+            }
+        }
+        // Probes become visible in order (their panes close in order): poll the oldest.
+        let Some(p) = sent.lock().expect("not poisoned").get(seen).copied() else {
+            continue;
+        };
+        if eddy_core::now_ms() < p.closes_at_ms {
+            continue;
+        }
+        if recommends(&client, &url, p.user, p.campaign).await {
+            let ms = (eddy_core::now_ms() - p.closes_at_ms).max(1) as u64;
+            h.record(ms).ok();
+            seen += 1;
+        }
+    }
+    (h, seen as u64)
+}

@@ -8,7 +8,7 @@
 //! refused (e.g. answered with an error while shutting down) is sent again, with backoff,
 //! until it is acknowledged or [`DELIVERY_TIMEOUT`] after its scheduled time has passed.
 
-use super::probe::{self, Probes};
+use super::probe::{self, PaneProbes, Probes};
 use super::{RunConfig, RunError, kafka};
 use crate::timeline::Timeline;
 use crate::{Generated, Generator};
@@ -26,6 +26,10 @@ type AckSender = tokio::sync::mpsc::UnboundedSender<(Instant, DeliveryFuture)>;
 /// How long a message may take to be acknowledged, from its scheduled time, through broker
 /// outages and re-sends, before the run fails.
 pub(super) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// A similarity probe is sent only for a pane that can close at least this long before the
+/// run ends (the watermark needs events past the pane's end plus the lateness in every
+/// partition, and stops with them).
+const PANE_PROBE_MARGIN_MS: i64 = 2_000;
 /// First pause before re-sending a refused message; doubles up to 5 s.
 const FIRST_RESEND_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -39,6 +43,8 @@ pub(super) struct Produced {
     pub malformed: u64,
     /// Probes sent.
     pub probes: u64,
+    /// Similarity probes sent (five messages each).
+    pub pane_probes: u64,
     /// Seconds from the start to the last acknowledgement.
     pub elapsed_secs: f64,
     /// Scheduled-to-acknowledged latency, µs.
@@ -86,6 +92,7 @@ pub(super) async fn produce(
     start: Instant,
     timeline: &Arc<Mutex<Timeline>>,
     probes: &Probes,
+    pane_probes: &PaneProbes,
 ) -> Result<Produced, RunError> {
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("valid sigfig")));
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, DeliveryFuture)>();
@@ -104,6 +111,15 @@ pub(super) async fn produce(
     let mut valid: Vec<(u64, Event)> = Vec::new();
     let (mut produced, mut malformed, mut probes_sent) = (0u64, 0u64, 0u64);
     let mut next_probe = start;
+    let (mut last_pane, mut pane_probes_sent) = (None, 0u64);
+    // Similarity probes only for panes that close while events still flow (the watermark
+    // stops with them): when the run ends, in wall-clock ms.
+    let started_ms = eddy_core::now_ms();
+    let ends_ms = match (cfg.duration, cfg.events) {
+        (Some(d), _) => Some(started_ms + d.as_millis() as i64),
+        (None, Some(e)) if cfg.rate > 0.0 => Some(started_ms + (e as f64 / cfg.rate * 1e3) as i64),
+        _ => None,
+    };
     let mut last_progress = start;
     loop {
         let n = generator.generated();
@@ -137,6 +153,35 @@ pub(super) async fn produce(
             timeline.lock().expect("not poisoned").sent(sent_at);
             produced += 1;
             next_probe += cfg.probe_interval;
+        }
+        // A similarity probe at the start of every pane (event times follow the wall clock).
+        let now_ms = eddy_core::now_ms();
+        let pane = now_ms.div_euclid(cfg.window_ms.max(1));
+        let closes_at = (pane + 1) * cfg.window_ms + cfg.lateness_ms;
+        if cfg.pane_probes
+            && last_pane != Some(pane)
+            && ends_ms.is_none_or(|end| closes_at + PANE_PROBE_MARGIN_MS < end)
+        {
+            last_pane = Some(pane);
+            let (messages, p) =
+                probe::pane_messages(cfg.generator.run_id, pane_probes_sent, now_ms, closes_at);
+            for (key, json, event) in messages {
+                valid.push((0, event));
+                let sent_at = Instant::now();
+                send(
+                    &producer,
+                    &cfg.topic,
+                    &key,
+                    json.as_bytes(),
+                    sent_at,
+                    &ack_tx,
+                )
+                .await?;
+                timeline.lock().expect("not poisoned").sent(sent_at);
+                produced += 1;
+            }
+            pane_probes.lock().expect("not poisoned").push(p);
+            pane_probes_sent += 1;
         }
         let msg = generator.next_message();
         let id = generator.generated();
@@ -187,6 +232,7 @@ pub(super) async fn produce(
         produced,
         malformed,
         probes: probes_sent,
+        pane_probes: pane_probes_sent,
         elapsed_secs,
         latency,
     })
@@ -452,6 +498,8 @@ mod tests {
             probe_interval: Duration::from_secs(1),
             linger_ms: 5,
             window_ms: 10_000,
+            lateness_ms: 2_000,
+            pane_probes: false,
             sliding_ms: 60_000,
             verify: false,
             verify_timeout: Duration::from_secs(10),
