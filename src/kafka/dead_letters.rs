@@ -230,25 +230,23 @@ impl EpochSink<DeadLetterBatch> for KafkaDeadLetters {
     }
 }
 
-/// The records of `cp`'s replay range (`[resume_offset, high_offset)` per partition) that
-/// were dead-lettered as `late` before the restart by the job writing the outputs under the
-/// Redis prefix `output`, read back from the dead-letter topic.
+/// The records of `ranges` (`partition -> [from, to)` offsets of `cp.topic`) that were
+/// dead-lettered as `late` before the restart by the job writing the outputs under the Redis
+/// prefix `output`, read back from the dead-letter topic.
 ///
-/// A restart re-reads that range to rebuild sliding-window state; whether a record was late
-/// depended on the watermark when it was first read, which the restart no longer knows. The
-/// dead-letter topic does: every letter below the checkpoint's high offsets is durable
-/// (the checkpoint waits for the dead-letter sink). Reads the whole dead-letter topic, up to its
-/// high watermark at the call; its retention bounds the cost.
+/// A restart re-reads from the resume offsets and judges the records again. Lateness depends
+/// on each record's partition only ([`crate::source`]) while the partition counts in the
+/// watermark; a partition that was idle met a watermark ahead of its own, which the restart
+/// cannot know. The dead-letter topic does: every letter below the checkpoint's high offsets
+/// is durable (the checkpoint waits for the dead-letter sink), and letters written after it
+/// before the crash are read back too. Reads the whole dead-letter topic, up to its high
+/// watermark at the call; its retention bounds the cost.
 pub fn late_before(
     cfg: &KafkaConfig,
     output: &str,
     cp: &Checkpoint,
+    ranges: &HashMap<i32, (i64, i64)>,
 ) -> Result<HashSet<(i32, i64)>, KafkaIoError> {
-    let ranges: HashMap<i32, (i64, i64)> = cp
-        .partitions
-        .iter()
-        .map(|p| (p.partition, (p.resume_offset, p.high_offset)))
-        .collect();
     let mut late = HashSet::new();
     if ranges.values().all(|(resume, high)| resume >= high) {
         return Ok(late);

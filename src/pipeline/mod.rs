@@ -228,7 +228,7 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                             .iter()
                             .map(|p| (p.partition, p.high_offset))
                             .collect(),
-                        _ => log_ends,
+                        _ => log_ends.clone(),
                     };
                     tracing::info!(
                         epoch = cp.epoch,
@@ -240,14 +240,20 @@ pub fn run(opts: RunOptions, mode: Mode) -> Result<(), PipelineError> {
                         Mode::Replay(_) => None,
                         _ => load_sliding_state(&cfg, &cp)?,
                     };
-                    // Re-read records dead-lettered as late before the restart: only needed
-                    // when re-read records of final windows feed the state.
-                    let late = match state {
-                        Some(_) => Arc::default(),
-                        None => Arc::new(broker.retry("dead-letter read-back", || {
-                            crate::kafka::late_before(&cfg.kafka, &cfg.redis.prefix, &cp)
-                        })?),
-                    };
+                    // Records dead-lettered as late before the restart, from the resume offsets
+                    // to the log end: judged late again, never applied (and kept out of the
+                    // re-read history).
+                    let ranges = cp
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let end = log_ends.get(&p.partition).copied().unwrap_or(0);
+                            (p.partition, (p.resume_offset, end.max(p.high_offset)))
+                        })
+                        .collect();
+                    let late = Arc::new(broker.retry("dead-letter read-back", || {
+                        crate::kafka::late_before(&cfg.kafka, &cfg.redis.prefix, &cp, &ranges)
+                    })?);
                     Some(Restore {
                         checkpoint: cp,
                         late,

@@ -47,9 +47,11 @@ pub struct SourceSettings {
     /// time of the records before it in its partition (this run) minus the lateness. While
     /// its partition counts in the watermark's minimum, `W(e) <= own`, so the decision is that
     /// of `own` alone: it does not depend on how reads were batched into epochs, on the pace
-    /// of other partitions, or on a restart (records a restart does not re-read are older than
-    /// the restored watermark by more than the lateness). Only a partition that was idle (out
-    /// of the minimum) can meet a `W(e)` ahead of its own.
+    /// of other partitions, or on a restart (a record a restart does not re-read has an event
+    /// time at most the restored watermark plus the lateness, which the restored floor covers).
+    /// Only a partition that was idle (out of the minimum) can meet a `W(e)` ahead of its own;
+    /// a restart reads the letters of records ruled late before it back
+    /// ([`SourceSettings::late_before_restore`]).
     pub lateness_ms: i64,
     /// How long after its start a window's events still feed some state (the sliding window's
     /// length; at least the tumbling window's).
@@ -68,9 +70,10 @@ pub struct SourceSettings {
     /// sliding-window state (`history`), as when that state is rebuilt by re-reading; `false`
     /// when it was restored from the stores: they are skipped.
     pub replay_history: bool,
-    /// Records below the restored checkpoint's high offsets that were dead-lettered as `late`
-    /// before the restart, as `(partition, offset)` (read back from the dead-letter topic):
-    /// their replay must not feed the sliding-window history either.
+    /// Re-read records that were dead-lettered as `late` before the restart, as `(partition,
+    /// offset)` (read back from the dead-letter topic, from the resume offsets to the log end
+    /// at the restart): they are late again (not applied, not sent again) and never feed the
+    /// sliding-window history.
     pub late_before_restore: Arc<HashSet<(i32, i64)>>,
     /// Latest accepted event time after the wall clock, ms (`pipeline.max_future_ms`): a later
     /// event is a dead letter `bad_ts`, so it moves neither the watermark nor the resume offset.
@@ -257,6 +260,15 @@ pub fn source<'scope, R: PartitionReader>(
                                 .max_ts
                                 .map_or(i64::MIN, |m| m.saturating_sub(settings.lateness_ms));
                             st.max_ts = st.max_ts.max(Some(ev.ts_ms));
+                            if settings
+                                .late_before_restore
+                                .contains(&(rec.partition, rec.offset))
+                            {
+                                // Late before the restart (its letter is on the topic): late
+                                // again, whatever the watermark it meets now.
+                                metrics.replay_skipped.inc();
+                                return;
+                            }
                             let judged = wm.max(own);
                             if window.is_closed(ev.ts_ms, judged) {
                                 metrics.late_events.inc();

@@ -451,3 +451,87 @@ fn lateness_depends_on_the_partitions_records_only_not_on_batching() {
         }
     }
 }
+
+#[test]
+fn records_late_before_the_restart_are_late_again_after_it() {
+    let window = WindowSpec::new(60_000);
+    let start = NOW - 300_000;
+    // Four on-time records after the restored checkpoint's watermark; offset 3 (above the
+    // high offset 2) was dead-lettered as late before the crash (its partition had been idle
+    // and met a watermark ahead of its own): it stays late, and is not sent again.
+    let (counted, letters) = timely::execute_directly(move |worker| {
+        let records = Rc::new(RefCell::new(
+            (0..4).map(|i| view(i, start + i * 1_000)).collect(),
+        ));
+        let reader = VecReader { records, next: 0 };
+        let restore = Checkpoint {
+            state: None,
+            topic: "events".into(),
+            epoch: 9,
+            watermark_ms: start - 600_000,
+            partitions: vec![eddy_core::PartitionCheckpoint {
+                partition: 0,
+                resume_offset: 0,
+                high_offset: 2,
+            }],
+        };
+        let settings = SourceSettings {
+            window,
+            lateness_ms: 5_000,
+            retain_ms: 600_000,
+            epoch: Duration::from_millis(1),
+            max_records_per_epoch: 1_000,
+            max_inflight_epochs: 1_000,
+            idle_timeout: Duration::from_secs(3_600),
+            restore: Some(restore),
+            replay_history: false,
+            late_before_restore: Arc::new([(0, 3)].into_iter().collect()),
+            max_future_ms: 60_000,
+            clock: WallClock::from_fn(|| NOW),
+        };
+        let counted = Rc::new(RefCell::new(Vec::new()));
+        let letters = Rc::new(RefCell::new(Vec::new()));
+        let (c, l) = (counted.clone(), letters.clone());
+        let watermark = WatermarkHandle::new(start - 600_000);
+        worker.dataflow::<Epoch, _, _>(move |scope| {
+            let src = source(
+                scope,
+                reader,
+                settings,
+                watermark.clone(),
+                ProbeHandle::new(),
+                Metrics::new(),
+            );
+            let policy = WatermarkPolicy {
+                window,
+                retain_ms: 600_000,
+                lateness_ms: 5_000,
+                partitions: vec![0],
+                floor_ms: start - 600_000,
+                catch_up_to: Default::default(),
+                replay_to: Default::default(),
+            };
+            src.progress.track_watermark(policy, watermark);
+            src.events.inner.inspect(move |(e, _, _)| {
+                c.borrow_mut().push(e.user_id as i64);
+            });
+            src.dead_letters
+                .inspect(move |d| l.borrow_mut().push(d.offset));
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counted.borrow().len() < 3 {
+            assert!(Instant::now() < deadline, "timed out reading");
+            worker.step();
+        }
+        for _ in 0..100 {
+            worker.step();
+        }
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        let out = (counted.borrow().clone(), letters.borrow().clone());
+        out
+    });
+    assert_eq!(counted, vec![0, 1, 2]);
+    assert!(letters.is_empty(), "not sent again: {letters:?}");
+}

@@ -5,7 +5,8 @@
 //!   latency (measured from the scheduled time to the broker's acknowledgement), never as a
 //!   quietly lower rate. `rate = 0` produces as fast as possible.
 //! - **Freshness** (`probe`): every `probe_interval` a probe event (campaign
-//!   [`PROBE_CAMPAIGN`], a view at the current time) is produced. A poller asks the query
+//!   [`PROBE_CAMPAIGN`], a view by [`probe::PROBE_USER`] at the generator's current time) is
+//!   produced. A poller asks the query
 //!   server for that campaign's view count every 5 ms. When the count reaches `k`, the `k`-th
 //!   probe is visible, and its freshness is the time since it was sent. That is event creation
 //!   to effect visible over HTTP, end to end.

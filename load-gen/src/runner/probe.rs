@@ -18,11 +18,16 @@ pub const PROBE_CAMPAIGN: u64 = 4_000_000_000;
 /// When each probe was sent, in order.
 pub(super) type Probes = Arc<Mutex<Vec<Instant>>>;
 
-/// The `n`-th probe of run `run_id`: its key, its JSON, and the event it encodes.
-pub(super) fn message(run_id: u64, n: u64) -> (String, String, Event) {
+/// User id of the freshness probes: outside the generated users, so that no generated user's
+/// interactions change.
+pub const PROBE_USER: u64 = PANE_PROBE_USER - 1;
+
+/// The `n`-th probe of run `run_id` at event time `ts` (the generator's current time, so a
+/// producer behind its schedule does not stamp probes ahead of the events around them and
+/// push its partition's watermark past them): its key, its JSON, and the event it encodes.
+pub(super) fn message(run_id: u64, n: u64, ts: i64) -> (String, String, Event) {
     let json = format!(
-        r#"{{"event_id":"probe-{run_id}-{n}","ts":{},"user_id":0,"campaign_id":{PROBE_CAMPAIGN},"event_type":"view"}}"#,
-        eddy_core::now_ms()
+        r#"{{"event_id":"probe-{run_id}-{n}","ts":{ts},"user_id":{PROBE_USER},"campaign_id":{PROBE_CAMPAIGN},"event_type":"view"}}"#
     );
     let event = eddy_core::parse_event(json.as_bytes()).expect("probes are valid");
     (format!("probe-{n}"), json, event)
@@ -117,7 +122,9 @@ pub const PANE_PROBE_USER: u64 = 4_000_000_000;
 pub const PANE_PROBE_CAMPAIGN: u64 = PROBE_CAMPAIGN + 1;
 
 /// A similarity probe: once the pane of its events closes, `user`'s recommendations list
-/// `campaign` (which only its probe partner engaged with).
+/// `campaign` (which only its probe partner engaged with). Its freshness is measured from
+/// `closes_at_ms` on the wall clock, which the producer's event time follows while it keeps
+/// its schedule.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PaneProbe {
     /// The user whose recommendations are polled.
@@ -194,31 +201,32 @@ pub(super) async fn poll_panes(
 ) -> (Histogram<u64>, u64) {
     let client = reqwest::Client::new();
     let mut h = Histogram::<u64>::new(3).expect("valid sigfig");
-    let mut seen = 0usize;
+    let mut seen: Vec<bool> = Vec::new();
     let mut ended: Option<Instant> = None;
     let patience = Duration::from_secs(30) + Duration::from_millis(window_ms.max(0) as u64);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tick.tick().await;
-        let all = sent.lock().expect("not poisoned").len();
+        let probes = sent.lock().expect("not poisoned").clone();
+        seen.resize(probes.len(), false);
         if !producing.load(Ordering::SeqCst) {
             let since = *ended.get_or_insert_with(Instant::now);
-            if seen >= all || since.elapsed() > patience {
+            if seen.iter().all(|s| *s) || since.elapsed() > patience {
                 break;
             }
         }
-        // Probes become visible in order (their panes close in order): poll the oldest.
-        let Some(p) = sent.lock().expect("not poisoned").get(seen).copied() else {
-            continue;
-        };
-        if eddy_core::now_ms() < p.closes_at_ms {
-            continue;
-        }
-        if recommends(&client, &url, p.user, p.campaign).await {
-            let ms = (eddy_core::now_ms() - p.closes_at_ms).max(1) as u64;
-            h.record(ms).ok();
-            seen += 1;
+        // Every probe whose pane can have closed and that is not seen yet (one that is never
+        // seen does not hold the others back).
+        for (i, p) in probes.iter().enumerate() {
+            if seen[i] || eddy_core::now_ms() < p.closes_at_ms {
+                continue;
+            }
+            if recommends(&client, &url, p.user, p.campaign).await {
+                let ms = (eddy_core::now_ms() - p.closes_at_ms).max(1) as u64;
+                h.record(ms).ok();
+                seen[i] = true;
+            }
         }
     }
-    (h, seen as u64)
+    (h, seen.iter().filter(|s| **s).count() as u64)
 }

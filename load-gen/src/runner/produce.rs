@@ -137,7 +137,11 @@ pub(super) async fn produce(
         }
         if cfg.query_url.is_some() && Instant::now() >= next_probe {
             probes_sent += 1;
-            let (key, json, event) = probe::message(cfg.generator.run_id, probes_sent);
+            let (key, json, event) = probe::message(
+                cfg.generator.run_id,
+                probes_sent,
+                generator.next_nominal_ts(),
+            );
             valid.push((0, event));
             let sent_at = Instant::now();
             send(
@@ -155,7 +159,7 @@ pub(super) async fn produce(
             next_probe += cfg.probe_interval;
         }
         // A similarity probe at the start of every pane (event times follow the wall clock).
-        let now_ms = eddy_core::now_ms();
+        let now_ms = generator.next_nominal_ts();
         let pane = now_ms.div_euclid(cfg.window_ms.max(1));
         let closes_at = (pane + 1) * cfg.window_ms + cfg.lateness_ms;
         if cfg.pane_probes
