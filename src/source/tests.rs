@@ -529,8 +529,7 @@ fn records_late_before_the_restart_are_late_again_after_it() {
         for id in worker.installed_dataflows() {
             worker.drop_dataflow(id);
         }
-        let out = (counted.borrow().clone(), letters.borrow().clone());
-        out
+        (counted.borrow().clone(), letters.borrow().clone())
     });
     assert_eq!(counted, vec![0, 1, 2]);
     assert!(letters.is_empty(), "not sent again: {letters:?}");
