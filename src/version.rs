@@ -128,8 +128,9 @@ pub fn serving(base: &Config) -> Result<Version, VersionError> {
 }
 
 /// The version `target` names and the configuration writing it. `live`: the served version.
-/// An explicit named version must exist ([`VersionError::Unknown`]) unless `create` (a
-/// replay builds it: its name is recorded and its ClickHouse schema applied).
+/// An explicit named version must exist (registered, or its database holds eddy's schema: it
+/// is registered again) ([`VersionError::Unknown`]) unless `create` (a replay builds it: its
+/// name is recorded and its ClickHouse schema applied).
 pub fn resolve(
     base: &Config,
     target: &Target,
@@ -146,7 +147,11 @@ pub fn resolve(
             eddy_sinks::apply_schema(&cfg.clickhouse, None)?;
             eddy_storage::versions::register(&mut con, &base.redis.prefix, &version)?;
         } else if !eddy_storage::versions::list(&mut con, &base.redis.prefix)?.contains(&version) {
-            return Err(VersionError::Unknown(name.clone()));
+            // Redis may have lost the set: a version whose database exists is known.
+            if eddy_sinks::check_schema(&cfg.clickhouse).is_err() {
+                return Err(VersionError::Unknown(name.clone()));
+            }
+            eddy_storage::versions::register(&mut con, &base.redis.prefix, &version)?;
         }
     }
     tracing::info!(

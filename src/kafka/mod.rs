@@ -13,8 +13,8 @@ pub use dead_letters::{
 pub use reader::{KafkaReader, PARTITION_CHECK_INTERVAL, ReaderContext};
 pub use startup::{BrokerStartup, FIRST_BACKOFF, MAX_BACKOFF};
 
-use eddy_core::Checkpoint;
 use eddy_core::config::KafkaConfig;
+use eddy_core::{Checkpoint, PartitionCheckpoint};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -167,9 +167,9 @@ pub fn topic_partitions(cfg: &KafkaConfig, topic: &str) -> Result<Vec<i32>, Kafk
 }
 
 /// Refuses a restored checkpoint that does not belong to the topic as it is now: every
-/// partition of `cp` must exist, and its log must reach the checkpoint's high offset (a log
-/// that ends earlier was recreated or truncated: the checkpoint's offsets would name other
-/// records). A recreated topic that already holds more records than the checkpoint read is
+/// partition of `cp` must exist, and its log must hold the checkpoint's offsets
+/// ([`check_log`]: a log that ends earlier was recreated or truncated; one that starts after
+/// the resume offset lost records of open windows to retention). A recreated topic that already holds more records than the checkpoint read is
 /// not detected here. Returns the end of each partition's log now (its high watermark).
 pub fn check_checkpoint(
     cfg: &KafkaConfig,
@@ -192,21 +192,51 @@ pub fn check_checkpoint(
         if !parts.contains(&p.partition) {
             return Err(mismatch("no longer exists".into()));
         }
-        let (_, high) = consumer
+        let (low, high) = consumer
             .fetch_watermarks(&cp.topic, p.partition, Duration::from_secs(10))
             .map_err(|source| KafkaIoError::Client {
                 op: "fetch watermarks",
                 source,
             })?;
-        if high < p.high_offset {
-            return Err(mismatch(format!(
-                "ends at offset {high}, before the checkpoint's high offset {}",
-                p.high_offset
-            )));
-        }
+        check_log(p, low, high).map_err(mismatch)?;
         ends.insert(p.partition, high);
     }
     Ok(ends)
+}
+
+/// Whether a partition whose log holds offsets `[low, high)` can be restored from `p`: the log
+/// must reach the checkpoint's high offset (a log that ends earlier was recreated or
+/// truncated), and still hold the resume offset (records of windows open at the checkpoint,
+/// deleted by retention, would be missing from them).
+///
+/// ```
+/// use eddy_core::PartitionCheckpoint;
+/// let p = PartitionCheckpoint { partition: 0, resume_offset: 10, high_offset: 20 };
+/// assert!(eddy::kafka::check_log(&p, 0, 25).is_ok());
+/// assert!(eddy::kafka::check_log(&p, 10, 20).is_ok());
+/// assert!(eddy::kafka::check_log(&p, 0, 19).unwrap_err().contains("ends at offset 19"));
+/// assert!(eddy::kafka::check_log(&p, 11, 25).unwrap_err().contains("starts at offset 11"));
+/// // Nothing to re-read: the log may start anywhere up to the high offset.
+/// let caught_up = PartitionCheckpoint { partition: 0, resume_offset: 20, high_offset: 20 };
+/// assert!(eddy::kafka::check_log(&caught_up, 20, 20).is_ok());
+/// ```
+pub fn check_log(p: &PartitionCheckpoint, low: i64, high: i64) -> Result<(), String> {
+    if high < p.high_offset {
+        return Err(format!(
+            "ends at offset {high}, before the checkpoint's high offset {}",
+            p.high_offset
+        ));
+    }
+    if low > p.resume_offset && p.resume_offset < p.high_offset {
+        return Err(format!(
+            "starts at offset {low}, after the checkpoint's resume offset {}: retention deleted \
+             records of windows still open at the checkpoint; rebuild with `eddy replay --from \
+             earliest --then live` (into a fresh version: `--target version:NAME`), or keep the \
+             topic's retention above the lateness plus a window",
+            p.resume_offset
+        ));
+    }
+    Ok(())
 }
 
 /// Commits a checkpoint's resume offsets to the broker (for lag tooling; the checkpoint store

@@ -226,90 +226,6 @@ fn a_fatal_read_error_fails_the_worker() {
     assert_eq!(message, "source cannot continue: partitions changed");
 }
 
-/// After a restart, a replayed record of a window already final goes to `history` (it rebuilds
-/// sliding-window state), except one that was dead-lettered as `late` before the restart: it
-/// was never counted, so replaying it must not count it now.
-#[test]
-fn replayed_records_late_before_the_restart_stay_out_of_history() {
-    let window = WindowSpec::new(60_000);
-    // Four records of the window [NOW - 120 s, NOW - 60 s), final at the restored watermark;
-    // offset 1 was late before the restart.
-    let start = NOW - 120_000;
-    let history = timely::execute_directly(move |worker| {
-        let records = Rc::new(RefCell::new(
-            (0..4).map(|i| view(i, start + i * 1_000)).collect(),
-        ));
-        let reader = VecReader { records, next: 0 };
-        let restore = Checkpoint {
-            state: None,
-            topic: "events".into(),
-            epoch: 9,
-            watermark_ms: NOW,
-            partitions: vec![eddy_core::PartitionCheckpoint {
-                partition: 0,
-                resume_offset: 0,
-                high_offset: 4,
-            }],
-        };
-        let settings = SourceSettings {
-            window,
-            lateness_ms: 5_000,
-            retain_ms: 600_000,
-            epoch: Duration::from_millis(1),
-            max_records_per_epoch: 1_000,
-            max_inflight_epochs: 1_000,
-            idle_timeout: Duration::ZERO,
-            restore: Some(restore),
-            replay_history: true,
-            late_before_restore: Arc::new([(0, 1)].into_iter().collect()),
-            max_future_ms: 60_000,
-            clock: WallClock::from_fn(|| NOW),
-        };
-        let history = Rc::new(RefCell::new(Vec::new()));
-        let (h, watermark) = (history.clone(), WatermarkHandle::new(NOW));
-        worker.dataflow::<Epoch, _, _>(move |scope| {
-            let src = source(
-                scope,
-                reader,
-                settings,
-                watermark.clone(),
-                ProbeHandle::new(),
-                Metrics::new(),
-            );
-            let policy = WatermarkPolicy {
-                window,
-                retain_ms: 600_000,
-                lateness_ms: 5_000,
-                partitions: vec![0],
-                floor_ms: NOW,
-                catch_up_to: Default::default(),
-                replay_to: Default::default(),
-            };
-            src.progress.track_watermark(policy, watermark);
-            src.history.inner.inspect(move |(e, _, _)| {
-                h.borrow_mut().push(e.user_id as i64);
-            });
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while history.borrow().len() < 3 {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for the replay"
-            );
-            worker.step();
-        }
-        for _ in 0..100 {
-            worker.step();
-        }
-        // The source never completes on its own.
-        for id in worker.installed_dataflows() {
-            worker.drop_dataflow(id);
-        }
-        history.borrow().clone()
-    });
-    assert_eq!(history, vec![0, 2, 3]);
-}
-
 /// Partitions with fixed records, read round robin one record at a time.
 struct Partitions {
     records: Vec<Vec<Vec<u8>>>,
@@ -452,27 +368,42 @@ fn lateness_depends_on_the_partitions_records_only_not_on_batching() {
     }
 }
 
-#[test]
-fn records_late_before_the_restart_are_late_again_after_it() {
-    let window = WindowSpec::new(60_000);
-    let start = NOW - 300_000;
-    // Four on-time records after the restored checkpoint's watermark; offset 3 (above the
-    // high offset 2) was dead-lettered as late before the crash (its partition had been idle
-    // and met a watermark ahead of its own): it stays late, and is not sent again.
-    let (counted, letters) = timely::execute_directly(move |worker| {
-        let records = Rc::new(RefCell::new(
-            (0..4).map(|i| view(i, start + i * 1_000)).collect(),
-        ));
-        let reader = VecReader { records, next: 0 };
+/// What a restarted source emitted: user ids of the events counted and of the `history`, and
+/// the offsets of its dead letters.
+#[derive(Debug, Default)]
+struct Restarted {
+    counted: Vec<i64>,
+    history: Vec<i64>,
+    letters: Vec<i64>,
+}
+
+/// Runs a source over one partition of `records` restored from a checkpoint (watermark `wm`,
+/// resume offset 0, high offset `high`; 1-minute windows, 5 s lateness, 10-minute retention)
+/// with the letters `late` read back, until `done` holds and 100 steps more.
+fn restarted(
+    records: Vec<Vec<u8>>,
+    wm: i64,
+    high: i64,
+    late: &[(i32, i64)],
+    replay_history: bool,
+    done: impl Fn(&Restarted) -> bool + Send + Sync + 'static,
+) -> Restarted {
+    let late: HashSet<(i32, i64)> = late.iter().copied().collect();
+    timely::execute_directly(move |worker| {
+        let window = WindowSpec::new(60_000);
+        let reader = VecReader {
+            records: Rc::new(RefCell::new(records)),
+            next: 0,
+        };
         let restore = Checkpoint {
             state: None,
             topic: "events".into(),
             epoch: 9,
-            watermark_ms: start - 600_000,
+            watermark_ms: wm,
             partitions: vec![eddy_core::PartitionCheckpoint {
                 partition: 0,
                 resume_offset: 0,
-                high_offset: 2,
+                high_offset: high,
             }],
         };
         let settings = SourceSettings {
@@ -484,15 +415,14 @@ fn records_late_before_the_restart_are_late_again_after_it() {
             max_inflight_epochs: 1_000,
             idle_timeout: Duration::from_secs(3_600),
             restore: Some(restore),
-            replay_history: false,
-            late_before_restore: Arc::new([(0, 3)].into_iter().collect()),
+            replay_history,
+            late_before_restore: Arc::new(late),
             max_future_ms: 60_000,
             clock: WallClock::from_fn(|| NOW),
         };
-        let counted = Rc::new(RefCell::new(Vec::new()));
-        let letters = Rc::new(RefCell::new(Vec::new()));
-        let (c, l) = (counted.clone(), letters.clone());
-        let watermark = WatermarkHandle::new(start - 600_000);
+        let out = Rc::new(RefCell::new(Restarted::default()));
+        let (o1, o2, o3) = (out.clone(), out.clone(), out.clone());
+        let watermark = WatermarkHandle::new(wm);
         worker.dataflow::<Epoch, _, _>(move |scope| {
             let src = source(
                 scope,
@@ -507,30 +437,60 @@ fn records_late_before_the_restart_are_late_again_after_it() {
                 retain_ms: 600_000,
                 lateness_ms: 5_000,
                 partitions: vec![0],
-                floor_ms: start - 600_000,
+                floor_ms: wm,
                 catch_up_to: Default::default(),
                 replay_to: Default::default(),
             };
             src.progress.track_watermark(policy, watermark);
             src.events.inner.inspect(move |(e, _, _)| {
-                c.borrow_mut().push(e.user_id as i64);
+                o1.borrow_mut().counted.push(e.user_id as i64);
+            });
+            src.history.inner.inspect(move |(e, _, _)| {
+                o2.borrow_mut().history.push(e.user_id as i64);
             });
             src.dead_letters
-                .inspect(move |d| l.borrow_mut().push(d.offset));
+                .inspect(move |d| o3.borrow_mut().letters.push(d.offset));
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        while counted.borrow().len() < 3 {
-            assert!(Instant::now() < deadline, "timed out reading");
+        while !done(&out.borrow()) {
+            assert!(Instant::now() < deadline, "timed out: {:?}", out.borrow());
             worker.step();
         }
         for _ in 0..100 {
             worker.step();
         }
+        // The source never completes on its own.
         for id in worker.installed_dataflows() {
             worker.drop_dataflow(id);
         }
-        (counted.borrow().clone(), letters.borrow().clone())
+        out.take()
+    })
+}
+
+/// After a restart, a replayed record of a window already final goes to `history` (it rebuilds
+/// sliding-window state), except one that was dead-lettered as `late` before the restart: it
+/// was never counted, so replaying it must not count it now.
+#[test]
+fn replayed_records_late_before_the_restart_stay_out_of_history() {
+    // Four records of the window [NOW - 120 s, NOW - 60 s), final at the restored watermark;
+    // offset 1 was late before the restart.
+    let start = NOW - 120_000;
+    let records = (0..4).map(|i| view(i, start + i * 1_000)).collect();
+    let out = restarted(records, NOW, 4, &[(0, 1)], true, |o| o.history.len() >= 3);
+    assert_eq!(out.history, vec![0, 2, 3]);
+    assert!(out.counted.is_empty() && out.letters.is_empty(), "{out:?}");
+}
+
+/// A record ruled late before a crash (its partition had been idle and met a watermark ahead
+/// of its own) is read again after the restart, above the checkpoint's high offset: it is
+/// late again, whatever the watermark it meets now, and not sent again.
+#[test]
+fn records_late_before_the_restart_are_late_again_after_it() {
+    let start = NOW - 300_000;
+    let records = (0..4).map(|i| view(i, start + i * 1_000)).collect();
+    let out = restarted(records, start - 600_000, 2, &[(0, 3)], false, |o| {
+        o.counted.len() >= 3
     });
-    assert_eq!(counted, vec![0, 1, 2]);
-    assert!(letters.is_empty(), "not sent again: {letters:?}");
+    assert_eq!(out.counted, vec![0, 1, 2]);
+    assert!(out.letters.is_empty(), "not sent again: {out:?}");
 }

@@ -143,18 +143,8 @@ pub(super) async fn produce(
                 generator.next_nominal_ts(),
             );
             valid.push((0, event));
-            let sent_at = Instant::now();
-            send(
-                &producer,
-                &cfg.topic,
-                &key,
-                json.as_bytes(),
-                sent_at,
-                &ack_tx,
-            )
-            .await?;
+            let sent_at = send_now(&producer, &cfg.topic, &key, &json, &ack_tx, timeline).await?;
             probes.lock().expect("not poisoned").push(sent_at);
-            timeline.lock().expect("not poisoned").sent(sent_at);
             produced += 1;
             next_probe += cfg.probe_interval;
         }
@@ -171,17 +161,7 @@ pub(super) async fn produce(
                 probe::pane_messages(cfg.generator.run_id, pane_probes_sent, now_ms, closes_at);
             for (key, json, event) in messages {
                 valid.push((0, event));
-                let sent_at = Instant::now();
-                send(
-                    &producer,
-                    &cfg.topic,
-                    &key,
-                    json.as_bytes(),
-                    sent_at,
-                    &ack_tx,
-                )
-                .await?;
-                timeline.lock().expect("not poisoned").sent(sent_at);
+                send_now(&producer, &cfg.topic, &key, &json, &ack_tx, timeline).await?;
                 produced += 1;
             }
             pane_probes.lock().expect("not poisoned").push(p);
@@ -240,6 +220,22 @@ pub(super) async fn produce(
         elapsed_secs,
         latency,
     })
+}
+
+/// Sends a probe message now (scheduled = now) and counts it in the timeline; returns when
+/// it was sent.
+async fn send_now(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    json: &str,
+    acks: &AckSender,
+    timeline: &Arc<Mutex<Timeline>>,
+) -> Result<Instant, RunError> {
+    let sent_at = Instant::now();
+    send(producer, topic, key, json.as_bytes(), sent_at, acks).await?;
+    timeline.lock().expect("not poisoned").sent(sent_at);
+    Ok(sent_at)
 }
 
 /// Awaits acknowledgements in order, recording their latency; a refused message is handed to
