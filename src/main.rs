@@ -1,6 +1,6 @@
 //! The `eddy` command line: `demo`, `run`, `replay`, `promote`, `versions`, `serve`,
-//! `schema apply`, `topics create`, `load-gen`, `status`. Configuration: `--config FILE` (or `EDDY_CONFIG`), then `EDDY_*` variables,
-//! then flags. Each subcommand's flags belong to the crate that runs it ([`eddy::cli`],
+//! `schema apply`, `topics create`, `load-gen`, `status`. Configuration: `--config FILE` (or
+//! `EDDY_CONFIG`), then `EDDY_*` variables, then flags. Each subcommand's flags belong to the crate that runs it ([`eddy::cli`],
 //! [`eddy_load_gen::runner::LoadGenArgs`]); this file only dispatches.
 
 use anyhow::{Context, Result};
