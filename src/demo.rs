@@ -62,6 +62,7 @@ impl PartitionReader for GeneratorReader {
                     partition: *p,
                     offset,
                     payload: msg.bytes(),
+                    timestamp_ms: None,
                 });
                 n += 1;
             }

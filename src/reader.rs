@@ -9,6 +9,9 @@ pub struct Record<'a> {
     pub offset: i64,
     /// Message bytes (empty for a tombstone).
     pub payload: &'a [u8],
+    /// The record's Kafka timestamp, ms (its producer's create time, or the broker's append
+    /// time), when it has one: fixed per record, unlike the wall clock when it is read.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A reader of the partitions one worker owns.

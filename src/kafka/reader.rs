@@ -315,13 +315,15 @@ impl PartitionReader for KafkaReader {
                 Some(Ok(m)) => {
                     self.at_end.remove(&m.partition());
                     self.positions.insert(m.partition(), m.offset() + 1);
-                    if let Some(ts) = m.timestamp().to_millis() {
+                    let timestamp_ms = m.timestamp().to_millis();
+                    if let Some(ts) = timestamp_ms {
                         self.last_timestamps.insert(m.partition(), ts);
                     }
                     f(Record {
                         partition: m.partition(),
                         offset: m.offset(),
                         payload: m.payload().unwrap_or(&[]),
+                        timestamp_ms,
                     });
                     n += 1;
                 }

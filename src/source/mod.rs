@@ -11,7 +11,8 @@
 //!      the restart; every record late before the restart is in such a window, as the
 //!      watermark only grows), except that a valid event of a final window still inside the
 //!      retention (the sliding window) goes to `history`: it rebuilds sliding state only;
-//!    - malformed, or dated after the wall clock + `max_future_ms` → dead letter with its
+//!    - malformed, or dated after its Kafka timestamp (the wall clock for a record without
+//!      one, and never later than the wall clock) + `max_future_ms` → dead letter with its
 //!      reason (`bad_ts` for the future);
 //!    - in a window closed under `W(e)`, or under its partition's own watermark (the largest
 //!      event time of the partition's records before it, minus the lateness) → dead letter
@@ -75,8 +76,11 @@ pub struct SourceSettings {
     /// at the restart): they are late again (not applied, not sent again) and never feed the
     /// sliding-window history.
     pub late_before_restore: Arc<HashSet<(i32, i64)>>,
-    /// Latest accepted event time after the wall clock, ms (`pipeline.max_future_ms`): a later
-    /// event is a dead letter `bad_ts`, so it moves neither the watermark nor the resume offset.
+    /// Latest accepted event time after the record's Kafka timestamp (capped at the wall
+    /// clock; the wall clock for a record without one), ms (`pipeline.max_future_ms`): a later
+    /// event is a dead letter `bad_ts`, so it moves neither the watermark nor the resume
+    /// offset. Measured from the record's own timestamp, the decision is the same when the
+    /// record is read again after a restart or in a replay.
     pub max_future_ms: i64,
     /// The wall clock that bound is measured from.
     pub clock: WallClock,
@@ -219,8 +223,12 @@ pub fn source<'scope, R: PartitionReader>(
                     st.changed = true;
                     st.last_record = Some(now);
                     let replayed = restore_high.get(&rec.partition).is_some_and(|&h| rec.offset < h);
+                    // The future bound is measured from the record's Kafka timestamp when it has
+                    // one (fixed per record: a record judged `bad_ts` once is judged so after a
+                    // restart or in a replay too), else from the wall clock.
+                    let produced_ms = rec.timestamp_ms.unwrap_or(now_ms).min(now_ms);
                     let parsed = parse_event(rec.payload).and_then(|ev| {
-                        check_not_future(ev.ts_ms, now_ms, max_future_ms).map(|()| ev)
+                        check_not_future(ev.ts_ms, produced_ms, max_future_ms).map(|()| ev)
                     });
                     match parsed {
                         // Dead-lettered before the restart.

@@ -27,6 +27,7 @@ impl PartitionReader for VecReader {
                 partition: 0,
                 offset: self.next as i64,
                 payload: &records[self.next],
+                timestamp_ms: None,
             });
             self.next += 1;
             n += 1;
@@ -250,6 +251,7 @@ impl PartitionReader for Partitions {
                         partition: p as i32,
                         offset: self.next[p] as i64,
                         payload: &records[self.next[p]],
+                        timestamp_ms: None,
                     });
                     self.next[p] += 1;
                     n += 1;
@@ -493,4 +495,96 @@ fn records_late_before_the_restart_are_late_again_after_it() {
     });
     assert_eq!(out.counted, vec![0, 1, 2]);
     assert!(out.letters.is_empty(), "not sent again: {out:?}");
+}
+
+/// Two records stamped by the broker long ago, read now: the future bound is measured from
+/// each record's Kafka timestamp, not from the wall clock at reading (so a restart or a replay,
+/// reading later, decides as the first read did).
+#[test]
+fn the_future_bound_is_measured_from_the_records_kafka_timestamp() {
+    struct Stamped(Vec<(Vec<u8>, i64)>, usize);
+    impl PartitionReader for Stamped {
+        type Error = std::convert::Infallible;
+        fn partitions(&self) -> Vec<i32> {
+            vec![0]
+        }
+        fn start_offset(&self, _: i32) -> i64 {
+            0
+        }
+        fn poll(
+            &mut self,
+            max: usize,
+            f: &mut dyn FnMut(Record<'_>),
+        ) -> Result<usize, Self::Error> {
+            let mut n = 0;
+            while n < max && self.1 < self.0.len() {
+                let (payload, ts) = &self.0[self.1];
+                f(Record {
+                    partition: 0,
+                    offset: self.1 as i64,
+                    payload,
+                    timestamp_ms: Some(*ts),
+                });
+                self.1 += 1;
+                n += 1;
+            }
+            Ok(n)
+        }
+        fn at_end(&self, _: i32) -> bool {
+            self.1 == self.0.len()
+        }
+    }
+    // Produced an hour ago; offset 0 dated 1 min after that (accepted), offset 1 dated 10 min
+    // after it (bad_ts, although the wall clock is far past both now).
+    let produced = NOW - 3_600_000;
+    let records = vec![
+        (view(0, produced + 60_000), produced),
+        (view(1, produced + 600_000), produced),
+    ];
+    let (counted, letters) = timely::execute_directly(move |worker| {
+        let window = WindowSpec::new(60_000);
+        let settings = SourceSettings {
+            window,
+            lateness_ms: 5_000,
+            retain_ms: 60_000,
+            epoch: Duration::from_millis(1),
+            max_records_per_epoch: 1_000,
+            max_inflight_epochs: 1_000,
+            idle_timeout: Duration::from_secs(3_600),
+            restore: None,
+            replay_history: true,
+            late_before_restore: Default::default(),
+            max_future_ms: 300_000,
+            clock: WallClock::from_fn(|| NOW),
+        };
+        let counted = Rc::new(RefCell::new(Vec::new()));
+        let letters = Rc::new(RefCell::new(Vec::new()));
+        let (c, l) = (counted.clone(), letters.clone());
+        worker.dataflow::<Epoch, _, _>(move |scope| {
+            let src = source(
+                scope,
+                Stamped(records, 0),
+                settings,
+                WatermarkHandle::new(i64::MIN),
+                ProbeHandle::new(),
+                Metrics::new(),
+            );
+            src.events.inner.inspect(move |(e, _, _)| {
+                c.borrow_mut().push(e.user_id as i64);
+            });
+            src.dead_letters
+                .inspect(move |d| l.borrow_mut().push((d.offset, d.reason.clone())));
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counted.borrow().len() + letters.borrow().len() < 2 {
+            assert!(Instant::now() < deadline, "timed out reading");
+            worker.step();
+        }
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        (counted.borrow().clone(), letters.borrow().clone())
+    });
+    assert_eq!(counted, vec![0]);
+    assert_eq!(letters, vec![(1, "bad_ts".to_string())]);
 }
