@@ -203,8 +203,7 @@ fn main() -> Result<()> {
             }
             // The version `{prefix}:serving` names, re-read every 500 ms (`eddy promote`).
             let backend = Arc::new(
-                VersionedBackend::new(&cfg.redis, &cfg.clickhouse, |b| b)
-                    .context("query backend")?,
+                VersionedBackend::new(&cfg.redis, &cfg.clickhouse).context("query backend")?,
             );
             let _refresher = VersionedBackend::spawn_refresher(&backend, REFRESH_INTERVAL)?;
             let status = eddy_query_server::StatusSource::redis(

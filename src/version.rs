@@ -119,14 +119,6 @@ fn connect(base: &Config) -> Result<redis::Connection, VersionError> {
     }
 }
 
-/// The version served now (`{prefix}:serving` of `base`).
-pub fn serving(base: &Config) -> Result<Version, VersionError> {
-    Ok(eddy_storage::versions::serving(
-        &mut connect(base)?,
-        &base.redis.prefix,
-    )?)
-}
-
 /// The version `target` names and the configuration writing it. `live`: the served version.
 /// An explicit named version must exist (registered, or its database holds eddy's schema: it
 /// is registered again) ([`VersionError::Unknown`]) unless `create` (a replay builds it: its

@@ -739,9 +739,8 @@ fn a_replay_into_a_version_is_served_once_promoted() {
     wait_drained(&live, &live.kafka.topic, &first);
 
     // `eddy serve`'s backend, switching versions on `{prefix}:serving`.
-    let backend = Arc::new(
-        eddy_query_server::VersionedBackend::new(&live.redis, &live.clickhouse, |b| b).unwrap(),
-    );
+    let backend =
+        Arc::new(eddy_query_server::VersionedBackend::new(&live.redis, &live.clickhouse).unwrap());
     let _refresher =
         eddy_query_server::VersionedBackend::spawn_refresher(&backend, Duration::from_millis(100))
             .unwrap();

@@ -268,9 +268,10 @@ pub fn source<'scope, R: PartitionReader>(
                                 .max_ts
                                 .map_or(i64::MIN, |m| m.saturating_sub(settings.lateness_ms));
                             st.max_ts = st.max_ts.max(Some(ev.ts_ms));
-                            if settings
-                                .late_before_restore
-                                .contains(&(rec.partition, rec.offset))
+                            if !settings.late_before_restore.is_empty()
+                                && settings
+                                    .late_before_restore
+                                    .contains(&(rec.partition, rec.offset))
                             {
                                 // Late before the restart (its letter is on the topic): late
                                 // again, whatever the watermark it meets now.

@@ -42,6 +42,45 @@ impl PartitionReader for VecReader {
 /// 2026-01-01T00:00:00Z, the fake wall clock.
 const NOW: i64 = 1_767_225_600_000;
 
+/// Settings of a test source: `window`, `lateness_ms`, `retain_ms`; 1 ms epochs of up to 1 000
+/// records, partitions idle after an hour, no restore, a future bound of 1 min, the clock at
+/// [`NOW`].
+fn settings(window: WindowSpec, lateness_ms: i64, retain_ms: i64) -> SourceSettings {
+    SourceSettings {
+        window,
+        lateness_ms,
+        retain_ms,
+        epoch: Duration::from_millis(1),
+        max_records_per_epoch: 1_000,
+        max_inflight_epochs: 1_000,
+        idle_timeout: Duration::from_secs(3_600),
+        restore: None,
+        replay_history: true,
+        late_before_restore: Default::default(),
+        max_future_ms: 60_000,
+        clock: WallClock::from_fn(|| NOW),
+    }
+}
+
+/// The watermark policy matching [`settings`] over `partitions`, from `floor_ms`.
+fn policy(
+    window: WindowSpec,
+    lateness_ms: i64,
+    retain_ms: i64,
+    partitions: Vec<i32>,
+    floor_ms: i64,
+) -> WatermarkPolicy {
+    WatermarkPolicy {
+        window,
+        retain_ms,
+        lateness_ms,
+        partitions,
+        floor_ms,
+        catch_up_to: Default::default(),
+        replay_to: Default::default(),
+    }
+}
+
 fn view(i: i64, ts: i64) -> Vec<u8> {
     format!(r#"{{"event_id":"e{i}","ts":{ts},"user_id":{i},"campaign_id":1,"event_type":"view"}}"#)
         .into_bytes()
@@ -62,28 +101,11 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
         let watermark = WatermarkHandle::new(i64::MIN);
         let window = WindowSpec::new(60_000);
         let settings = SourceSettings {
-            window,
-            lateness_ms: 5_000,
-            retain_ms: 60_000,
-            epoch: Duration::from_millis(1),
-            max_records_per_epoch: 1_000,
-            max_inflight_epochs: 1_000,
             idle_timeout: Duration::ZERO,
-            restore: None,
-            replay_history: true,
-            late_before_restore: Default::default(),
             max_future_ms,
-            clock: WallClock::from_fn(|| NOW),
+            ..settings(window, 5_000, 60_000)
         };
-        let policy = WatermarkPolicy {
-            window,
-            retain_ms: 60_000,
-            lateness_ms: 5_000,
-            partitions: vec![0],
-            floor_ms: i64::MIN,
-            catch_up_to: Default::default(),
-            replay_to: Default::default(),
-        };
+        let policy = policy(window, 5_000, 60_000, vec![0], i64::MIN);
         let first_windows = Rc::new(RefCell::new(Vec::new()));
         let f = first_windows.clone();
         let (c, l, w) = (counted.clone(), letters.clone(), watermark.clone());
@@ -190,18 +212,11 @@ fn a_fatal_read_error_fails_the_worker() {
     let message = timely::execute_directly(|worker| {
         worker.dataflow::<Epoch, _, _>(|scope| {
             let settings = SourceSettings {
-                window: WindowSpec::new(1_000),
-                lateness_ms: 0,
-                retain_ms: 1_000,
-                epoch: Duration::from_millis(1),
                 max_records_per_epoch: 10,
                 max_inflight_epochs: 10,
                 idle_timeout: Duration::ZERO,
-                restore: None,
-                replay_history: true,
-                late_before_restore: Default::default(),
                 max_future_ms: 0,
-                clock: WallClock::from_fn(|| NOW),
+                ..settings(WindowSpec::new(1_000), 0, 1_000)
             };
             let watermark = WatermarkHandle::new(i64::MIN);
             source(
@@ -278,28 +293,12 @@ fn late_letters(records: Vec<Vec<Vec<u8>>>, per_epoch: usize) -> Vec<(i32, i64)>
         let reader = Partitions { records, next };
         let window = WindowSpec::new(1_000);
         let settings = SourceSettings {
-            window,
-            lateness_ms: 2_000,
-            retain_ms: 1_000,
             epoch: Duration::from_secs(60),
             max_records_per_epoch: per_epoch,
             max_inflight_epochs: 1_000_000,
-            idle_timeout: Duration::from_secs(3_600),
-            restore: None,
-            replay_history: true,
-            late_before_restore: Default::default(),
-            max_future_ms: 60_000,
-            clock: WallClock::from_fn(|| NOW),
+            ..settings(window, 2_000, 1_000)
         };
-        let policy = WatermarkPolicy {
-            window,
-            retain_ms: 1_000,
-            lateness_ms: 2_000,
-            partitions,
-            floor_ms: i64::MIN,
-            catch_up_to: Default::default(),
-            replay_to: Default::default(),
-        };
+        let policy = policy(window, 2_000, 1_000, partitions, i64::MIN);
         let seen = Rc::new(RefCell::new(0usize));
         let late = Rc::new(RefCell::new(Vec::new()));
         let (s1, s2, l) = (seen.clone(), seen.clone(), late.clone());
@@ -409,18 +408,10 @@ fn restarted(
             }],
         };
         let settings = SourceSettings {
-            window,
-            lateness_ms: 5_000,
-            retain_ms: 600_000,
-            epoch: Duration::from_millis(1),
-            max_records_per_epoch: 1_000,
-            max_inflight_epochs: 1_000,
-            idle_timeout: Duration::from_secs(3_600),
             restore: Some(restore),
             replay_history,
             late_before_restore: Arc::new(late),
-            max_future_ms: 60_000,
-            clock: WallClock::from_fn(|| NOW),
+            ..settings(window, 5_000, 600_000)
         };
         let out = Rc::new(RefCell::new(Restarted::default()));
         let (o1, o2, o3) = (out.clone(), out.clone(), out.clone());
@@ -434,15 +425,7 @@ fn restarted(
                 ProbeHandle::new(),
                 Metrics::new(),
             );
-            let policy = WatermarkPolicy {
-                window,
-                retain_ms: 600_000,
-                lateness_ms: 5_000,
-                partitions: vec![0],
-                floor_ms: wm,
-                catch_up_to: Default::default(),
-                replay_to: Default::default(),
-            };
+            let policy = policy(window, 5_000, 600_000, vec![0], wm);
             src.progress.track_watermark(policy, watermark);
             src.events.inner.inspect(move |(e, _, _)| {
                 o1.borrow_mut().counted.push(e.user_id as i64);
@@ -544,18 +527,8 @@ fn the_future_bound_is_measured_from_the_records_kafka_timestamp() {
     let (counted, letters) = timely::execute_directly(move |worker| {
         let window = WindowSpec::new(60_000);
         let settings = SourceSettings {
-            window,
-            lateness_ms: 5_000,
-            retain_ms: 60_000,
-            epoch: Duration::from_millis(1),
-            max_records_per_epoch: 1_000,
-            max_inflight_epochs: 1_000,
-            idle_timeout: Duration::from_secs(3_600),
-            restore: None,
-            replay_history: true,
-            late_before_restore: Default::default(),
             max_future_ms: 300_000,
-            clock: WallClock::from_fn(|| NOW),
+            ..settings(window, 5_000, 60_000)
         };
         let counted = Rc::new(RefCell::new(Vec::new()));
         let letters = Rc::new(RefCell::new(Vec::new()));

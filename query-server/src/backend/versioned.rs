@@ -23,7 +23,6 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct VersionedBackend {
     redis: RedisConfig,
     clickhouse: ClickHouseConfig,
-    configure: Box<dyn Fn(LambdaBackend) -> LambdaBackend + Send + Sync>,
     served: RwLock<(Version, Arc<LambdaBackend>)>,
 }
 
@@ -37,18 +36,12 @@ impl std::fmt::Debug for VersionedBackend {
 
 impl VersionedBackend {
     /// Serves the base version of the stores of `redis` / `clickhouse` (their prefix and
-    /// database are the base outputs') until a refresh reads another. `configure` is applied
-    /// to each version's [`LambdaBackend`] (timeouts, cache sizes). No I/O happens here.
-    pub fn new(
-        redis: &RedisConfig,
-        clickhouse: &ClickHouseConfig,
-        configure: impl Fn(LambdaBackend) -> LambdaBackend + Send + Sync + 'static,
-    ) -> Result<Self, BackendError> {
-        let base = configure(LambdaBackend::new(redis, clickhouse)?);
+    /// database are the base outputs') until a refresh reads another. No I/O happens here.
+    pub fn new(redis: &RedisConfig, clickhouse: &ClickHouseConfig) -> Result<Self, BackendError> {
+        let base = LambdaBackend::new(redis, clickhouse)?;
         Ok(Self {
             redis: redis.clone(),
             clickhouse: clickhouse.clone(),
-            configure: Box::new(configure),
             served: RwLock::new((Version::Base, Arc::new(base))),
         })
     }
@@ -77,7 +70,7 @@ impl VersionedBackend {
         redis.prefix = version::redis_prefix(&self.redis.prefix, version);
         let mut clickhouse = self.clickhouse.clone();
         clickhouse.database = version::database(&self.clickhouse.database, version);
-        let backend = (self.configure)(LambdaBackend::new(&redis, &clickhouse)?);
+        let backend = LambdaBackend::new(&redis, &clickhouse)?;
         let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
         let before = std::mem::replace(&mut *served, (version.clone(), Arc::new(backend))).0;
         tracing::info!(version = %version, before = %before, "serving output version");
@@ -204,8 +197,8 @@ mod tests {
 
     #[test]
     fn switches_build_the_versions_backend_once() {
-        let b = VersionedBackend::new(&RedisConfig::default(), &ClickHouseConfig::default(), |b| b)
-            .unwrap();
+        let b =
+            VersionedBackend::new(&RedisConfig::default(), &ClickHouseConfig::default()).unwrap();
         assert_eq!(b.serving(), Version::Base);
         let v2 = Version::parse("v2").unwrap();
         let before = b.current();
