@@ -225,6 +225,7 @@ impl Worker {
         if self.epoch != Some(epoch) {
             self.epoch = Some(epoch);
             self.old_sets.clear();
+            self.state.clear_changed();
         }
         if !work.ins.is_empty() {
             self.apply(work.ins, send);
@@ -234,9 +235,7 @@ impl Worker {
         for msg in work.msgs {
             match msg {
                 Msg::Probe { user, set, changed } => {
-                    let old_sets = &self.old_sets;
-                    let skip = |x: u64| old_sets.contains_key(&x);
-                    let found = self.state.probe(user, &set, changed, &skip);
+                    let found = self.state.probe(user, &set, changed);
                     stale.extend(found.stale);
                     if !set.is_empty() {
                         let (items, tau) = (found.items, found.tau);
@@ -295,6 +294,7 @@ impl Worker {
                 self.old_sets.entry(user).or_insert(before);
                 self.state.set_buffer(user, Buffer::default());
                 self.state.replace_set(user, set.clone());
+                self.state.mark_changed(user);
                 self.broadcast(send, user, &set, true);
             }
         }

@@ -76,7 +76,7 @@ impl Members {
             }
             Members::Few(v) => {
                 if let Err(at) = v.binary_search(&e) {
-                    v.insert(at, e);
+                    push_at(v, at, e, FEW + 1);
                     if v.len() > FEW {
                         *self = Members::Many(Box::new(v.iter().copied().collect()));
                     }
@@ -95,6 +95,7 @@ impl Members {
             Members::Few(v) => {
                 if let Ok(at) = v.binary_search(&e) {
                     v.remove(at);
+                    shrink_if_sparse(v);
                 }
                 if v.len() == 1 {
                     *self = Members::One(v[0].1);
@@ -234,13 +235,12 @@ impl Buffer {
             items.extend(part);
             tau = min_opt(tau, t);
         }
-        items.sort_unstable();
+        let rest = best_first(&mut items, cap);
         let mut b = Buffer {
             bound: NO_BOUND,
             items,
         };
-        b.set_tau(tau);
-        b.trim(cap);
+        b.set_tau(min_opt(tau, rest));
         b
     }
 
@@ -252,15 +252,6 @@ impl Buffer {
     fn set_tau(&mut self, tau: Option<Neighbor>) {
         debug_assert!(tau.is_none_or(|t| t.union != 0));
         self.bound = tau.unwrap_or(NO_BOUND);
-    }
-
-    /// Drops what exceeds `cap`, folding the best of it into the bound.
-    fn trim(&mut self, cap: usize) {
-        if self.items.len() > cap {
-            let evicted = self.items[cap];
-            self.items.truncate(cap);
-            self.set_tau(min_opt(self.tau(), Some(evicted)));
-        }
     }
 
     /// Whether the first `k` items are the exact top `k` of all candidates.
@@ -299,18 +290,21 @@ impl Buffer {
                 }
             }
             (None, Some(n)) if self.tau().is_none_or(|t| n < t) => {
-                let to = self.items.partition_point(|m| *m < n);
-                self.items.insert(to, n);
-                delta.came = Some(user);
-                if self.items.len() > cap {
-                    let evicted = self.items.pop().expect("over capacity");
-                    self.set_tau(min_opt(self.tau(), Some(evicted)));
-                    if evicted.user_id == user {
-                        delta.came = None;
-                    } else {
-                        delta.left = Some(evicted.user_id);
+                if self.items.len() >= cap {
+                    // Full: the worst of `items` and `n` goes to the bound. Popping before
+                    // inserting keeps the vector at its capacity (no growth to evict one).
+                    let worst = *self.items.last().expect("cap >= 1");
+                    if worst < n {
+                        self.set_tau(min_opt(self.tau(), Some(n)));
+                        return delta;
                     }
+                    self.items.pop();
+                    self.set_tau(min_opt(self.tau(), Some(worst)));
+                    delta.left = Some(worst.user_id);
                 }
+                let to = self.items.partition_point(|m| *m < n);
+                push_at(&mut self.items, to, n, cap);
+                delta.came = Some(user);
             }
             (None, _) => {}
         }
@@ -320,6 +314,41 @@ impl Buffer {
     /// The first `k` items.
     pub(crate) fn top(&self, k: usize) -> &[Neighbor] {
         &self.items[..self.items.len().min(k)]
+    }
+}
+
+/// Keeps the best `cap` of `items`, sorted best first, and returns the best of the others
+/// (`None`: there were at most `cap`). Selects before sorting: only the kept ones are sorted,
+/// and the vector is shrunk to what it keeps (buffers live as long as their user).
+fn best_first(items: &mut Vec<Neighbor>, cap: usize) -> Option<Neighbor> {
+    let rest = if items.len() > cap {
+        items.select_nth_unstable(cap);
+        let rest = items[cap + 1..].iter().fold(items[cap], |a, b| a.min(*b));
+        items.truncate(cap);
+        Some(rest)
+    } else {
+        None
+    };
+    items.sort_unstable();
+    items.shrink_to_fit();
+    rest
+}
+
+/// Inserts `x` at `at`, growing a full vector to at most `max` (by half its length, not
+/// double: these vectors are many and long-lived).
+fn push_at<T>(v: &mut Vec<T>, at: usize, x: T, max: usize) {
+    if v.len() == v.capacity() {
+        let more = (v.len() / 2).max(2).min(max.saturating_sub(v.len()).max(1));
+        v.reserve_exact(more);
+    }
+    v.insert(at, x);
+}
+
+/// Gives back a vector's memory once it uses under half of it (to 1.5 times its length, so
+/// that shrinking and growing do not alternate).
+fn shrink_if_sparse<T>(v: &mut Vec<T>) {
+    if v.capacity() >= 2 * v.len() + 4 {
+        v.shrink_to(v.len() + v.len() / 2);
     }
 }
 
@@ -390,6 +419,10 @@ pub(crate) struct State {
     /// Owned users whose buffer changed since [`State::take_dirty`], with their top `k` before.
     dirty: FastMap<u64, Vec<Neighbor>>,
     scratch: Scratch,
+    /// Slots whose user's set changed this epoch (a bitset by slot, and the slots set in it):
+    /// their buffers are rebuilt anyway, so probes offer them nothing.
+    changed: Vec<u64>,
+    changed_slots: Vec<u32>,
 }
 
 /// The bucket keys of a set, into `out` (cleared first).
@@ -426,6 +459,8 @@ impl State {
             holders: FastMap::default(),
             dirty: FastMap::default(),
             scratch: Scratch::default(),
+            changed: Vec::new(),
+            changed_slots: Vec::new(),
         }
     }
 
@@ -503,17 +538,39 @@ impl State {
         }
     }
 
+    /// Marks an owned user's set as changed this epoch (until [`State::clear_changed`]):
+    /// probes offer it nothing, its buffer being rebuilt anyway.
+    pub(crate) fn mark_changed(&mut self, user: u64) {
+        if let Some(&s) = self.index.get(&user) {
+            let (word, bit) = (s as usize / 64, 1u64 << (s % 64));
+            if word >= self.changed.len() {
+                self.changed.resize(word + 1, 0);
+            }
+            if self.changed[word] & bit == 0 {
+                self.changed[word] |= bit;
+                self.changed_slots.push(s);
+            }
+        }
+    }
+
+    /// Forgets the users marked by [`State::mark_changed`].
+    pub(crate) fn clear_changed(&mut self) {
+        for s in self.changed_slots.drain(..) {
+            self.changed[s as usize / 64] &= !(1u64 << (s % 64));
+        }
+    }
+
+    fn is_changed(&self, s: u32) -> bool {
+        self.changed
+            .get(s as usize / 64)
+            .is_some_and(|w| w & (1u64 << (s % 64)) != 0)
+    }
+
     /// Scores `user` (with `set`, owned anywhere) against the owned members of its buckets.
     /// With `offer`, each member's buffer is offered `user`'s new score, and holders of `user`
     /// that are no longer candidates drop it; members whose buffer is no longer exact are
-    /// returned as stale (never `skip` users: their buffers are rebuilt anyway).
-    pub(crate) fn probe(
-        &mut self,
-        user: u64,
-        set: &[u64],
-        offer: bool,
-        skip: &impl Fn(u64) -> bool,
-    ) -> ProbeResult {
+    /// returned as stale (never users marked changed: their buffers are rebuilt anyway).
+    pub(crate) fn probe(&mut self, user: u64, set: &[u64], offer: bool) -> ProbeResult {
         let mut scratch = std::mem::take(&mut self.scratch);
         let (h, me) = (mix(user), self.index.get(&user).copied());
         keys_into(self.mode, set, &mut scratch.keys);
@@ -548,7 +605,7 @@ impl State {
             if let Some(n) = n {
                 mine.push(n);
             }
-            if offer && !skip(x) {
+            if offer && !self.is_changed(s) {
                 let theirs = n.map(|n| Neighbor { user_id: user, ..n });
                 let holds = held.binary_search(&s).is_ok();
                 let changes = if holds {
@@ -564,17 +621,13 @@ impl State {
         if offer {
             // Holders that did not find `user` among their candidates any more.
             for &s in held.iter() {
-                if found.binary_search(&s).is_err() && !skip(self.slots[s as usize].user) {
+                if found.binary_search(&s).is_err() && !self.is_changed(s) {
                     self.offer(s, user, None, &mut result.stale);
                 }
             }
         }
         self.scratch = scratch;
-        mine.sort_unstable();
-        if mine.len() > self.cap {
-            result.tau = Some(mine[self.cap]);
-            mine.truncate(self.cap);
-        }
+        result.tau = best_first(&mut mine, self.cap);
         result.items = mine;
         result.stale.sort_unstable();
         result.stale.dedup();
@@ -593,11 +646,17 @@ impl State {
             self.unhold(s, v);
         }
         if let Some(v) = delta.came {
-            self.holders.entry(v).or_default().push(s);
+            self.hold(s, v);
         }
         if !exact {
             stale.push(x);
         }
+    }
+
+    /// Slot `s`'s buffer now holds `v`.
+    fn hold(&mut self, s: u32, v: u64) {
+        let h = self.holders.entry(v).or_default();
+        push_at(h, h.len(), s, usize::MAX);
     }
 
     /// Slot `s`'s buffer no longer holds `v`.
@@ -605,6 +664,7 @@ impl State {
         if let Some(h) = self.holders.get_mut(&v) {
             if let Some(at) = h.iter().position(|y| *y == s) {
                 h.swap_remove(at);
+                shrink_if_sparse(h);
             }
             if h.is_empty() {
                 self.holders.remove(&v);
@@ -670,7 +730,7 @@ impl State {
             self.unhold(s, v);
         }
         for v in came {
-            self.holders.entry(v).or_default().push(s);
+            self.hold(s, v);
         }
     }
 
@@ -776,15 +836,16 @@ mod tests {
                 set.dedup();
                 st.set_buffer(user, Buffer::default());
                 st.replace_set(user, set.clone());
-                let changed = |x: u64| x == user;
-                let stale = st.probe(user, &set, true, &changed).stale;
+                st.mark_changed(user);
+                let stale = st.probe(user, &set, true).stale;
+                st.clear_changed();
                 if !set.is_empty() {
-                    let r = st.probe(user, &set, false, &|_| false);
+                    let r = st.probe(user, &set, false);
                     st.set_buffer(user, Buffer::merge([(r.items, r.tau)], st.cap()));
                 }
                 for x in stale {
                     let sx = st.set(x).to_vec();
-                    let r = st.probe(x, &sx, false, &|_| false);
+                    let r = st.probe(x, &sx, false);
                     st.set_buffer(x, Buffer::merge([(r.items, r.tau)], st.cap()));
                 }
                 if step % 500 == 499 {
@@ -806,7 +867,10 @@ mod tests {
                         }),
                         "free slots hold nothing"
                     );
-                    assert!(st.live().all(|s| s.buffer.items.len() <= st.cap()));
+                    assert!(
+                        st.live().all(|s| s.buffer.items.capacity() <= st.cap()),
+                        "a buffer never allocates beyond its capacity (it lives as long as its user)"
+                    );
                     let elements: usize = st.live().map(|s| s.set.len()).sum();
                     assert_eq!(st.records(), elements + entries + 2 * items);
                     // Every buffered score is exact against the current sets.
