@@ -292,7 +292,12 @@ impl Worker {
             }
             if set != before {
                 self.old_sets.entry(user).or_insert(before);
-                self.state.set_buffer(user, Buffer::default());
+                if set.is_empty() {
+                    self.state.set_buffer(user, Buffer::default());
+                }
+                // Otherwise the buffer is kept until every worker's answer replaces it this
+                // epoch (round 2): marked changed, it is offered nothing meanwhile, and
+                // replacing it then moves only the holder entries that really change.
                 self.state.replace_set(user, set.clone());
                 self.state.mark_changed(user);
                 self.broadcast(send, user, &set, true);

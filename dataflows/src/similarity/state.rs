@@ -394,8 +394,30 @@ const AHEAD: usize = 4;
 struct Scratch {
     keys: Vec<u64>,
     old_keys: Vec<u64>,
+    /// Bucket members met by the walks (with repeats: buckets of one set overlap).
+    met: Vec<u32>,
     found: Vec<u32>,
     held: Vec<u32>,
+    /// Per slot, the number of the last probe that found it (`2p`) or whose user it holds
+    /// (`2p + 1`, bit 0 of the stamp), so that a probe dedups and looks up without sorting.
+    stamps: Vec<[u32; 2]>,
+    probe: u32,
+}
+
+impl Scratch {
+    /// Starts a probe: a stamp no slot carries yet.
+    fn next_probe(&mut self, slots: usize) -> u32 {
+        self.probe = self.probe.wrapping_add(1);
+        if self.probe == 0 {
+            // Wrapped: forget every stamp (once per 2^32 probes).
+            self.stamps.iter_mut().for_each(|s| *s = [0, 0]);
+            self.probe = 1;
+        }
+        if self.stamps.len() < slots {
+            self.stamps.resize(slots, [0, 0]);
+        }
+        self.probe
+    }
 }
 
 /// One worker's share of the similarity state.
@@ -574,22 +596,32 @@ impl State {
         let mut scratch = std::mem::take(&mut self.scratch);
         let (h, me) = (mix(user), self.index.get(&user).copied());
         keys_into(self.mode, set, &mut scratch.keys);
-        let found = &mut scratch.found;
-        found.clear();
+        let p = scratch.next_probe(self.slots.len());
+        let met = &mut scratch.met;
+        met.clear();
         for key in &scratch.keys {
             if let Some(m) = self.buckets.get(key) {
-                m.nearest(h, me, self.quota, found);
+                m.nearest(h, me, self.quota, met);
             }
         }
-        found.sort_unstable();
-        found.dedup();
-        // The owned users whose buffer holds `user` now (sorted): a candidate outside them
-        // whose score does not beat its buffer's bound leaves the buffer as it is.
+        let (found, stamps) = (&mut scratch.found, &mut scratch.stamps);
+        found.clear();
+        for &s in met.iter() {
+            let seen = &mut stamps[s as usize][0];
+            if *seen != p {
+                *seen = p;
+                found.push(s);
+            }
+        }
+        // The owned users whose buffer holds `user` now: a candidate outside them whose
+        // score does not beat its buffer's bound leaves the buffer as it is.
         let held = &mut scratch.held;
         held.clear();
         if offer && let Some(h) = self.holders.get(&user) {
             held.extend_from_slice(h);
-            held.sort_unstable();
+            for &s in held.iter() {
+                stamps[s as usize][1] = p;
+            }
         }
         let mut mine = Vec::with_capacity(found.len().min(4 * self.cap));
         let mut result = ProbeResult::default();
@@ -607,7 +639,7 @@ impl State {
             }
             if offer && !self.is_changed(s) {
                 let theirs = n.map(|n| Neighbor { user_id: user, ..n });
-                let holds = held.binary_search(&s).is_ok();
+                let holds = stamps[s as usize][1] == p;
                 let changes = if holds {
                     slot.buffer.would_change(user, theirs)
                 } else {
@@ -621,7 +653,7 @@ impl State {
         if offer {
             // Holders that did not find `user` among their candidates any more.
             for &s in held.iter() {
-                if found.binary_search(&s).is_err() && !self.is_changed(s) {
+                if stamps[s as usize][0] != p && !self.is_changed(s) {
                     self.offer(s, user, None, &mut result.stale);
                 }
             }
