@@ -113,6 +113,15 @@ impl Members {
         }
     }
 
+    /// The hash of one member (reading it brings the members' memory into cache).
+    fn first(&self) -> u64 {
+        match self {
+            Members::One(s) => u64::from(*s),
+            Members::Few(v) => v.first().map_or(0, |e| e.0),
+            Members::Many(s) => s.first().map_or(0, |e| e.0),
+        }
+    }
+
     /// Pushes onto `out` the slots of the members other than the user hashing to `h` (slot
     /// `me` if it is a member) nearest to it in hash order: all of them if there are at most
     /// `quota`, else `quota` of them taken alternately after and before its position
@@ -387,9 +396,6 @@ struct Slot {
     dirty: bool,
 }
 
-/// How many candidates ahead [`State::probe`] touches the slot of.
-const AHEAD: usize = 4;
-
 /// Reused vectors of [`State::probe`] and [`State::replace_set`] (no allocation per call).
 #[derive(Debug, Default)]
 struct Scratch {
@@ -600,8 +606,17 @@ impl State {
         let p = scratch.next_probe(self.slots.len());
         let met = &mut scratch.met;
         met.clear();
-        for key in &scratch.keys {
-            if let Some(m) = self.buckets.get(key) {
+        // Memory latency, not arithmetic, bounds a probe (its buckets and candidates are
+        // scattered over the state): each phase below first issues the independent loads of
+        // all its items, so that their cache misses overlap, then works on them.
+        {
+            let buckets: SmallVec<[&Members; 16]> = scratch
+                .keys
+                .iter()
+                .filter_map(|key| self.buckets.get(key))
+                .collect();
+            std::hint::black_box(buckets.iter().fold(0, |acc, m| acc ^ m.first()));
+            for m in &buckets {
                 m.nearest(h, me, self.quota, met);
             }
         }
@@ -626,12 +641,12 @@ impl State {
         }
         let mut mine = Vec::with_capacity(found.len().min(4 * self.cap));
         let mut result = ProbeResult::default();
-        for (i, &s) in found.iter().enumerate() {
-            // Touch a candidate a few ahead: its cache misses overlap this one's work.
-            if let Some(&ahead) = found.get(i + AHEAD) {
-                let slot = &self.slots[ahead as usize];
-                std::hint::black_box(slot.user);
-            }
+        std::hint::black_box(
+            found
+                .iter()
+                .fold(0, |acc, &s| acc ^ self.slots[s as usize].user),
+        );
+        for &s in found.iter() {
             let slot = &self.slots[s as usize];
             let x = slot.user;
             let n = neighbor(x, set, &slot.set);
