@@ -445,8 +445,11 @@ pub(crate) struct State {
     buckets: FastMap<u64, Members>,
     /// Neighbor → slots of the owned users whose buffer holds it.
     holders: FastMap<u64, Vec<u32>>,
-    /// Owned users whose buffer changed since [`State::take_dirty`], with their top `k` before.
-    dirty: FastMap<u64, Vec<Neighbor>>,
+    /// Owned users whose buffer changed since [`State::take_dirty`], with where their top `k`
+    /// before is in `dirty_tops` (one arena, both kept allocated from epoch to epoch: an
+    /// epoch touches tens of thousands of buffers).
+    dirty: Vec<(u64, u32, u32)>,
+    dirty_tops: Vec<Neighbor>,
     scratch: Scratch,
     /// Slots whose user's set changed this epoch (a bitset by slot, and the slots set in it):
     /// their buffers are rebuilt anyway, so probes offer them nothing.
@@ -486,7 +489,8 @@ impl State {
             free: Vec::new(),
             buckets: FastMap::default(),
             holders: FastMap::default(),
-            dirty: FastMap::default(),
+            dirty: Vec::new(),
+            dirty_tops: Vec::new(),
             scratch: Scratch::default(),
             changed: Vec::new(),
             changed_slots: Vec::new(),
@@ -641,11 +645,11 @@ impl State {
         }
         let mut mine = Vec::with_capacity(found.len().min(4 * self.cap));
         let mut result = ProbeResult::default();
-        std::hint::black_box(
-            found
-                .iter()
-                .fold(0, |acc, &s| acc ^ self.slots[s as usize].user),
-        );
+        std::hint::black_box(found.iter().fold(0, |acc, &s| {
+            // The slot, and the set when it is on the heap (over four campaigns).
+            let slot = &self.slots[s as usize];
+            acc ^ slot.set.first().copied().unwrap_or(0)
+        }));
         for &s in found.iter() {
             let slot = &self.slots[s as usize];
             let x = slot.user;
@@ -726,30 +730,39 @@ impl State {
         let slot = &mut self.slots[s as usize];
         if !slot.dirty {
             slot.dirty = true;
-            let top = slot.buffer.top(self.k).to_vec();
-            self.dirty.insert(slot.user, top);
+            let top = slot.buffer.top(self.k);
+            let at = u32::try_from(self.dirty_tops.len()).expect("under 2^32 items per epoch");
+            self.dirty.push((slot.user, at, top.len() as u32));
+            self.dirty_tops.extend_from_slice(top);
         }
     }
 
     /// The owned users whose buffer changed since the last call, with their top `k` before
     /// and now (only those whose top `k` differs).
     pub(crate) fn take_dirty(&mut self) -> Vec<(u64, Vec<Neighbor>, Vec<Neighbor>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut out: Vec<_> = dirty
-            .into_iter()
-            .filter_map(|(x, before)| {
-                let now = match self.index.get(&x) {
-                    Some(s) => {
-                        let slot = &mut self.slots[*s as usize];
-                        slot.dirty = false;
-                        slot.buffer.top(self.k).to_vec()
-                    }
-                    None => Vec::new(),
-                };
-                (now != before).then_some((x, before, now))
-            })
-            .collect();
-        out.sort_unstable_by_key(|(x, _, _)| *x);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // A user whose slot was freed and taken again is listed twice: its first list is
+        // the one before (a stable sort keeps it first).
+        dirty.sort_by_key(|(x, _, _)| *x);
+        dirty.dedup_by_key(|(x, _, _)| *x);
+        let mut out = Vec::new();
+        for &(x, at, len) in &dirty {
+            let before = &self.dirty_tops[at as usize..(at + len) as usize];
+            let now: &[Neighbor] = match self.index.get(&x) {
+                Some(s) => {
+                    let slot = &mut self.slots[*s as usize];
+                    slot.dirty = false;
+                    slot.buffer.top(self.k)
+                }
+                None => &[],
+            };
+            if now != before {
+                out.push((x, before.to_vec(), now.to_vec()));
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        self.dirty_tops.clear();
         out
     }
 
