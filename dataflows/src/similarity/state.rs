@@ -895,11 +895,16 @@ mod tests {
                     .collect();
                 set.sort_unstable();
                 set.dedup();
-                st.set_buffer(user, Buffer::default());
+                // As the loop does: a user that leaves loses its buffer; otherwise the buffer
+                // is kept (stale, offered nothing while marked) until the probe's answer
+                // replaces it.
+                if set.is_empty() {
+                    st.set_buffer(user, Buffer::default());
+                }
                 st.replace_set(user, set.clone());
                 st.mark_changed(user);
                 let stale = st.probe(user, &set, true).stale;
-                st.clear_changed();
+                assert!(!stale.contains(&user), "a changed user is never stale");
                 if !set.is_empty() {
                     let r = st.probe(user, &set, false);
                     st.set_buffer(user, Buffer::merge([(r.items, r.tau)], st.cap()));
@@ -909,6 +914,7 @@ mod tests {
                     let r = st.probe(x, &sx, false);
                     st.set_buffer(x, Buffer::merge([(r.items, r.tau)], st.cap()));
                 }
+                st.clear_changed();
                 if step % 500 == 499 {
                     let keys: usize = st.live().map(|s| st.keys(&s.set).len()).sum();
                     let entries: usize = st.buckets.values().map(Members::len).sum();
