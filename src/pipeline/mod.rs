@@ -508,9 +508,12 @@ fn drive<R: PartitionReader>(
     };
     let durable: ProbeHandle<Epoch> = ProbeHandle::new();
     let sliding_ms = cfg.engagement.sliding_ms;
+    // One lateness for the source (which rules records late) and the watermark policy (which
+    // closes windows): if they differed, a record could be ruled on time for a closed window.
+    let lateness_ms = cfg.pipeline.lateness_ms;
     let settings = SourceSettings {
         window,
-        lateness_ms: cfg.pipeline.lateness_ms,
+        lateness_ms,
         // A restart that rebuilds the sliding state feeds re-read records of the whole window
         // to it (the new checkpoints still resume at the open windows: `policy.retain_ms`).
         retain_ms: if rereading_state {
@@ -531,7 +534,7 @@ fn drive<R: PartitionReader>(
     let policy = WatermarkPolicy {
         window,
         retain_ms,
-        lateness_ms: cfg.pipeline.lateness_ms,
+        lateness_ms,
         partitions: all.to_vec(),
         floor_ms: floor,
         catch_up_to,
