@@ -248,6 +248,16 @@ impl Worker {
             }
         }
         let cap = self.state.cap();
+        // The buffer of a changed user is kept through rounds 0 and 1 (stale, offered nothing)
+        // and must be replaced now: every worker answers the probe of a non-empty set.
+        debug_assert!(
+            round != 2
+                || self
+                    .old_sets
+                    .keys()
+                    .all(|u| { self.state.set(*u).is_empty() || replies.contains_key(u) }),
+            "a changed user's buffer was not replaced"
+        );
         for (user, parts) in replies {
             self.state.set_buffer(user, Buffer::merge(parts, cap));
         }

@@ -113,12 +113,13 @@ impl Members {
         }
     }
 
-    /// The hash of one member (reading it brings the members' memory into cache).
+    /// A value read from the members' memory, to bring it into cache ahead of a walk: the
+    /// vector of a few (behind a box); nothing for one (inline) or many (a walk descends the
+    /// tree from its root wherever it starts, and the leftmost leaf is rarely on its way).
     fn first(&self) -> u64 {
         match self {
-            Members::One(s) => u64::from(*s),
             Members::Few(v) => v.first().map_or(0, |e| e.0),
-            Members::Many(s) => s.first().map_or(0, |e| e.0),
+            Members::One(_) | Members::Many(_) => 0,
         }
     }
 
@@ -246,6 +247,8 @@ impl Buffer {
             tau = min_opt(tau, t);
         }
         let rest = best_first(&mut items, cap);
+        // A buffer lives as long as its user: it holds no more than it keeps.
+        items.shrink_to_fit();
         let mut b = Buffer {
             bound: NO_BOUND,
             items,
@@ -328,19 +331,15 @@ impl Buffer {
 }
 
 /// Keeps the best `cap` of `items`, sorted best first, and returns the best of the others
-/// (`None`: there were at most `cap`). Selects before sorting: only the kept ones are sorted,
-/// and the vector is shrunk to what it keeps (buffers live as long as their user).
+/// (`None`: there were at most `cap`). Selects before sorting: only the kept ones are sorted.
 fn best_first(items: &mut Vec<Neighbor>, cap: usize) -> Option<Neighbor> {
-    let rest = if items.len() > cap {
-        items.select_nth_unstable(cap);
-        let rest = items[cap + 1..].iter().fold(items[cap], |a, b| a.min(*b));
+    let rest = (items.len() > cap).then(|| {
+        // Everything after position `cap` ranks at or after it: it is the best of the rest.
+        let rest = *items.select_nth_unstable(cap).1;
         items.truncate(cap);
-        Some(rest)
-    } else {
-        None
-    };
+        rest
+    });
     items.sort_unstable();
-    items.shrink_to_fit();
     rest
 }
 
@@ -405,8 +404,8 @@ struct Scratch {
     met: Vec<u32>,
     found: Vec<u32>,
     held: Vec<u32>,
-    /// Per slot, the number of the last probe that found it (`2p`) or whose user it holds
-    /// (`2p + 1`, bit 0 of the stamp), so that a probe dedups and looks up without sorting.
+    /// Per slot, the number of the last probe that found it (`[0]`) and of the last one whose
+    /// user its buffer holds (`[1]`), so that a probe dedups and looks up without sorting.
     stamps: Vec<[u32; 2]>,
     probe: u32,
 }
@@ -950,6 +949,27 @@ mod tests {
             }
             assert!(st.index.len() > 200, "users stay active");
         }
+    }
+
+    /// Probe stamps wrap around after 2^32 probes: every stamp is forgotten then, and probes
+    /// find what they found before.
+    #[test]
+    fn probe_stamps_survive_their_wraparound() {
+        let mut st = State::new(SimilarityMode::Exact, 2, 1);
+        for u in 0..40u64 {
+            st.replace_set(u, vec![u % 3, 3 + u % 5]);
+        }
+        let answer = |st: &mut State| {
+            let r = st.probe(7, &[1, 5], false);
+            (r.items, r.tau)
+        };
+        let before = answer(&mut st);
+        assert!(before.1.is_some(), "more candidates than the buffer holds");
+        st.scratch.probe = u32::MAX - 1;
+        for _ in 0..3 {
+            assert_eq!(answer(&mut st), before);
+        }
+        assert_eq!(st.scratch.probe, 2, "wrapped past zero");
     }
 
     #[test]
