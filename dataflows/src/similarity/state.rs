@@ -403,6 +403,8 @@ struct Scratch {
     /// Bucket members met by the walks (with repeats: buckets of one set overlap).
     met: Vec<u32>,
     found: Vec<u32>,
+    /// The probed user's scores against the candidates.
+    mine: Vec<Neighbor>,
     held: Vec<u32>,
     /// Per slot, the number of the last probe that found it (`[0]`) and of the last one whose
     /// user its buffer holds (`[1]`), so that a probe dedups and looks up without sorting.
@@ -642,7 +644,8 @@ impl State {
                 stamps[s as usize][1] = p;
             }
         }
-        let mut mine = Vec::with_capacity(found.len().min(4 * self.cap));
+        let mut mine = std::mem::take(&mut scratch.mine);
+        mine.clear();
         let mut result = ProbeResult::default();
         std::hint::black_box(found.iter().fold(0, |acc, &s| {
             // The slot, and the set when it is on the heap (over four campaigns).
@@ -679,7 +682,10 @@ impl State {
         }
         self.scratch = scratch;
         result.tau = best_first(&mut mine, self.cap);
-        result.items = mine;
+        // The answer is sent to the owner with those of every other probe of the epoch (tens
+        // of thousands in flight at a pane close): an exact copy, not the scratch's capacity.
+        result.items = mine.to_vec();
+        self.scratch.mine = mine;
         result.stale.sort_unstable();
         result.stale.dedup();
         result
