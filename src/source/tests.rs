@@ -39,6 +39,23 @@ impl PartitionReader for VecReader {
     }
 }
 
+/// The source under test: nothing durable to wait for, metrics of its own.
+fn test_source<'scope, R: PartitionReader>(
+    scope: Scope<'scope, Epoch>,
+    reader: R,
+    settings: SourceSettings,
+    watermark: WatermarkHandle,
+) -> SourceStreams<'scope> {
+    source(
+        scope,
+        reader,
+        settings,
+        watermark,
+        ProbeHandle::new(),
+        Metrics::new(),
+    )
+}
+
 /// 2026-01-01T00:00:00Z, the fake wall clock.
 const NOW: i64 = 1_767_225_600_000;
 
@@ -110,14 +127,7 @@ fn run(max_future_ms: i64) -> (Vec<i64>, Vec<(i64, String)>) {
         let f = first_windows.clone();
         let (c, l, w) = (counted.clone(), letters.clone(), watermark.clone());
         worker.dataflow::<Epoch, _, _>(move |scope| {
-            let src = source(
-                scope,
-                reader,
-                settings,
-                w.clone(),
-                ProbeHandle::new(),
-                Metrics::new(),
-            );
+            let src = test_source(scope, reader, settings, w.clone());
             let windows = f.clone();
             src.progress
                 .inspect(move |p| {
@@ -219,14 +229,7 @@ fn a_fatal_read_error_fails_the_worker() {
                 ..settings(WindowSpec::new(1_000), 0, 1_000)
             };
             let watermark = WatermarkHandle::new(i64::MIN);
-            source(
-                scope,
-                ChangedReader,
-                settings,
-                watermark,
-                ProbeHandle::new(),
-                Metrics::new(),
-            );
+            test_source(scope, ChangedReader, settings, watermark);
         });
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for _ in 0..1_000 {
@@ -304,14 +307,7 @@ fn late_letters(records: Vec<Vec<Vec<u8>>>, per_epoch: usize) -> Vec<(i32, i64)>
         let (s1, s2, l) = (seen.clone(), seen.clone(), late.clone());
         let watermark = WatermarkHandle::new(i64::MIN);
         worker.dataflow::<Epoch, _, _>(move |scope| {
-            let src = source(
-                scope,
-                reader,
-                settings,
-                watermark.clone(),
-                ProbeHandle::new(),
-                Metrics::new(),
-            );
+            let src = test_source(scope, reader, settings, watermark.clone());
             src.progress.track_watermark(policy, watermark);
             src.events.inner.inspect(move |_| *s1.borrow_mut() += 1);
             src.dead_letters.inspect(move |d| {
@@ -417,14 +413,7 @@ fn restarted(
         let (o1, o2, o3) = (out.clone(), out.clone(), out.clone());
         let watermark = WatermarkHandle::new(wm);
         worker.dataflow::<Epoch, _, _>(move |scope| {
-            let src = source(
-                scope,
-                reader,
-                settings,
-                watermark.clone(),
-                ProbeHandle::new(),
-                Metrics::new(),
-            );
+            let src = test_source(scope, reader, settings, watermark.clone());
             let policy = policy(window, 5_000, 600_000, vec![0], wm);
             src.progress.track_watermark(policy, watermark);
             src.events.inner.inspect(move |(e, _, _)| {
@@ -534,13 +523,11 @@ fn the_future_bound_is_measured_from_the_records_kafka_timestamp() {
         let letters = Rc::new(RefCell::new(Vec::new()));
         let (c, l) = (counted.clone(), letters.clone());
         worker.dataflow::<Epoch, _, _>(move |scope| {
-            let src = source(
+            let src = test_source(
                 scope,
                 Stamped(records, 0),
                 settings,
                 WatermarkHandle::new(i64::MIN),
-                ProbeHandle::new(),
-                Metrics::new(),
             );
             src.events.inner.inspect(move |(e, _, _)| {
                 c.borrow_mut().push(e.user_id as i64);
