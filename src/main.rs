@@ -18,6 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// jemalloc, not the system allocator: the dataflow frees bursts of small records (a pane
+/// close emits hundreds of thousands of neighbor lists) that glibc's allocator coalesces and
+/// splits again, a tenth of the CPU at scale (README "Memory and the allocator").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eddy",

@@ -109,8 +109,7 @@ pub fn full_dataflow<'scope>(
     probe
 }
 
-/// Live heap bytes of a binary whose global allocator is [`ALLOC`]
-/// (`#[global_allocator] static A: &StatsAlloc<System> = &eddy_benches::ALLOC;`), so a benchmark
+/// Live heap bytes when the global allocator is [`ALLOC`] (feature `count-alloc`), so a benchmark
 /// can report live bytes next to RSS and tell state from allocator overhead; 0 otherwise.
 /// Counting costs two atomic operations per allocation: `state_rss` counts only when built
 /// with `--features count-alloc`, so its throughput figures are measured without it.
@@ -122,6 +121,25 @@ pub fn live_bytes() -> u64 {
 
 /// The counting allocator of [`live_bytes`] (the system allocator underneath).
 pub static ALLOC: stats_alloc::StatsAlloc<std::alloc::System> = stats_alloc::StatsAlloc::system();
+
+// The global allocator of every benchmark binary: the product's (jemalloc, as in `eddy`) by
+// default; the counting one with `count-alloc`; mimalloc with `mimalloc` (an experiment); the
+// system allocator with `--no-default-features`.
+#[cfg(feature = "count-alloc")]
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &ALLOC;
+
+#[cfg(all(feature = "mimalloc", not(feature = "count-alloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(
+    feature = "jemalloc",
+    not(feature = "count-alloc"),
+    not(feature = "mimalloc")
+))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// CPU time this process has used (user + system, all threads), seconds (Linux
 /// `/proc/self/stat`, in clock ticks of 1/100 s; 0 elsewhere). Events per CPU second do not

@@ -10,30 +10,15 @@
 //! Zipf) are fed in epochs of that many seconds of event time with the watermark (max event time - 10 s) every epoch; RSS is
 //! printed every 5 minutes of event time. `EDDY_*` environment variables override the
 //! configuration as for `eddy` (e.g. `EDDY_SIMILARITY__MODE=exact`). Built with
-//! `--features count-alloc`, it also reports live heap bytes (allocator overhead = RSS − live);
-//! without it that column reads 0 and nothing slows the allocator.
+//! `--features count-alloc`, it also reports live heap bytes (allocator overhead = RSS − live;
+//! the system allocator then, see `eddy_benches`); without it that column reads 0 and the
+//! allocator is the product's (jemalloc).
 
 use eddy_benches::cli::{EventFeed, StateRecord, arg, round};
 use eddy_benches::{cpu_seconds, full_dataflow, live_bytes, rss_bytes};
 use eddy_core::Config;
 use eddy_load_gen::{GenConfig, Generated, Generator};
 use std::time::Instant;
-
-#[cfg(feature = "count-alloc")]
-#[global_allocator]
-static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &eddy_benches::ALLOC;
-
-#[cfg(all(feature = "mimalloc", not(feature = "count-alloc")))]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[cfg(all(
-    feature = "jemalloc",
-    not(feature = "count-alloc"),
-    not(feature = "mimalloc")
-))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let minutes = arg(1, 60);
