@@ -317,22 +317,22 @@ impl Worker {
 
     /// Lists are final: emits the epoch's changes of the owned users' lists and sets.
     fn emit(&mut self, epoch: Epoch, give: &mut dyn FnMut(Out)) {
-        for (user_id, before, now) in self.state.take_dirty() {
+        self.state.drain_dirty(|user_id, before, now| {
             if !before.is_empty() {
                 let s = SimilarUsers {
                     user_id,
-                    neighbors: before,
+                    neighbors: before.to_vec(),
                 };
                 give(Out::Similar((s, epoch, -1)));
             }
             if !now.is_empty() {
                 let s = SimilarUsers {
                     user_id,
-                    neighbors: now,
+                    neighbors: now.to_vec(),
                 };
                 give(Out::Similar((s, epoch, 1)));
             }
-        }
+        });
         if !self.emit_sets {
             return;
         }

@@ -428,6 +428,16 @@ impl Scratch {
     }
 }
 
+/// An owned user whose buffer changed this epoch: its slot then, and where its top `k` before
+/// the change is in [`State::dirty_tops`].
+#[derive(Debug, Clone, Copy)]
+struct Dirty {
+    user: u64,
+    slot: u32,
+    at: u32,
+    len: u32,
+}
+
 /// One worker's share of the similarity state.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -446,10 +456,10 @@ pub(crate) struct State {
     buckets: FastMap<u64, Members>,
     /// Neighbor → slots of the owned users whose buffer holds it.
     holders: FastMap<u64, Vec<u32>>,
-    /// Owned users whose buffer changed since [`State::take_dirty`], with where their top `k`
+    /// Owned users whose buffer changed since [`State::drain_dirty`], with where their top `k`
     /// before is in `dirty_tops` (one arena, both kept allocated from epoch to epoch: an
     /// epoch touches tens of thousands of buffers).
-    dirty: Vec<(u64, u32, u32)>,
+    dirty: Vec<Dirty>,
     dirty_tops: Vec<Neighbor>,
     scratch: Scratch,
     /// Slots whose user's set changed this epoch (a bitset by slot, and the slots set in it):
@@ -730,45 +740,58 @@ impl State {
     }
 
     /// Remembers slot `s`'s top `k` before its first change since the last
-    /// [`State::take_dirty`].
+    /// [`State::drain_dirty`].
     fn touch(&mut self, s: u32) {
         let slot = &mut self.slots[s as usize];
         if !slot.dirty {
             slot.dirty = true;
             let top = slot.buffer.top(self.k);
             let at = u32::try_from(self.dirty_tops.len()).expect("under 2^32 items per epoch");
-            self.dirty.push((slot.user, at, top.len() as u32));
+            self.dirty.push(Dirty {
+                user: slot.user,
+                slot: s,
+                at,
+                len: top.len() as u32,
+            });
             self.dirty_tops.extend_from_slice(top);
         }
     }
 
-    /// The owned users whose buffer changed since the last call, with their top `k` before
-    /// and now (only those whose top `k` differs).
-    pub(crate) fn take_dirty(&mut self) -> Vec<(u64, Vec<Neighbor>, Vec<Neighbor>)> {
+    /// Calls `f(user, before, now)` for each owned user whose buffer changed since the last
+    /// call and whose top `k` differs (before: its top `k` before the first change; now: its
+    /// top `k` now, empty if the user left). Users come in ascending order.
+    pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(u64, &[Neighbor], &[Neighbor])) {
         let mut dirty = std::mem::take(&mut self.dirty);
         // A user whose slot was freed and taken again is listed twice: its first list is
-        // the one before (a stable sort keeps it first).
-        dirty.sort_by_key(|(x, _, _)| *x);
-        dirty.dedup_by_key(|(x, _, _)| *x);
-        let mut out = Vec::new();
-        for &(x, at, len) in &dirty {
-            let before = &self.dirty_tops[at as usize..(at + len) as usize];
-            let now: &[Neighbor] = match self.index.get(&x) {
+        // the one before (the earlier entry has the smaller arena position). Unstable on a
+        // unique key: no merge buffer to allocate.
+        dirty.sort_unstable_by_key(|d| (d.user, d.at));
+        dirty.dedup_by_key(|d| d.user);
+        for d in &dirty {
+            let before = &self.dirty_tops[d.at as usize..(d.at + d.len) as usize];
+            // The slot noted at the first change, unless the user left it since (a freed
+            // slot has no set); then the index says where the user is now, if anywhere.
+            let noted = &self.slots[d.slot as usize];
+            let slot = if noted.user == d.user && !noted.set.is_empty() {
+                Some(d.slot)
+            } else {
+                self.index.get(&d.user).copied()
+            };
+            let now: &[Neighbor] = match slot {
                 Some(s) => {
-                    let slot = &mut self.slots[*s as usize];
+                    let slot = &mut self.slots[s as usize];
                     slot.dirty = false;
                     slot.buffer.top(self.k)
                 }
                 None => &[],
             };
             if now != before {
-                out.push((x, before.to_vec(), now.to_vec()));
+                f(d.user, before, now);
             }
         }
         dirty.clear();
         self.dirty = dirty;
         self.dirty_tops.clear();
-        out
     }
 
     /// Replaces an owned user's buffer (a user without a set has none: an empty buffer for
