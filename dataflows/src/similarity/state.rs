@@ -763,8 +763,9 @@ impl State {
     pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(u64, &[Neighbor], &[Neighbor])) {
         let mut dirty = std::mem::take(&mut self.dirty);
         // A user whose slot was freed and taken again is listed twice: its first list is
-        // the one before (the earlier entry has the smaller arena position). Unstable on a
-        // unique key: no merge buffer to allocate.
+        // the one before (the earlier entry's arena position is smaller, or equal when the
+        // later list is empty, as is the earlier one then). An unstable sort allocates no
+        // merge buffer.
         dirty.sort_unstable_by_key(|d| (d.user, d.at));
         dirty.dedup_by_key(|d| d.user);
         for d in &dirty {
