@@ -10,7 +10,7 @@
 use super::{SimilarityMode, band_keys, mix, neighbor};
 use eddy_core::Neighbor;
 use smallvec::SmallVec;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher for `u64` keys (user ids, campaign ids, band keys): [`mix`], not SipHash (keys
@@ -48,12 +48,105 @@ type Entry = (u64, u32);
 enum Members {
     One(u32),
     Few(Box<Vec<Entry>>),
-    Many(Box<BTreeSet<Entry>>),
+    Many(Box<Bins>),
 }
 
-/// Buckets above this many members on a worker move from a sorted vector to a B-tree.
+/// Buckets above this many members on a worker move from a sorted vector to [`Bins`].
 /// (Small under test, so that the oracle and churn tests move buckets through every form.)
 const FEW: usize = if cfg!(test) { 6 } else { 64 };
+
+/// Average members per bin of [`Bins`] above which the bins double, and below which they
+/// halve (small under test, so that tests split and merge bins).
+const BIN_MAX: usize = if cfg!(test) { 3 } else { 16 };
+const BIN_MIN: usize = if cfg!(test) { 1 } else { 4 };
+
+/// The members of a large bucket by hash range: `bins[i]` holds, sorted, the members whose
+/// hash has `i` in its top `bits` bits. Hashes are uniform (`mix` of the user), so bins hold
+/// `BIN_MIN..=BIN_MAX` members on average: a position in hash order is one indexed load and a
+/// search of a few entries (a B-tree descends a node per level, twice for the two directions
+/// of a walk), and a member moves within one bin.
+#[derive(Debug)]
+struct Bins {
+    bins: Vec<Vec<Entry>>,
+    bits: u32,
+    len: usize,
+}
+
+impl Bins {
+    /// The bins of `members` (sorted).
+    fn new(members: &[Entry]) -> Self {
+        let mut b = Bins {
+            bins: vec![members.to_vec()],
+            bits: 0,
+            len: members.len(),
+        };
+        b.rebalance();
+        b
+    }
+
+    /// The bin of hash `h`.
+    fn bin(&self, h: u64) -> usize {
+        if self.bits == 0 {
+            0
+        } else {
+            (h >> (64 - self.bits)) as usize
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        let b = self.bin(e.0);
+        let v = &mut self.bins[b];
+        if let Err(at) = v.binary_search(&e) {
+            push_at(v, at, e, usize::MAX);
+            self.len += 1;
+            self.rebalance();
+        }
+    }
+
+    fn remove(&mut self, e: Entry) {
+        let b = self.bin(e.0);
+        let v = &mut self.bins[b];
+        if let Ok(at) = v.binary_search(&e) {
+            v.remove(at);
+            shrink_if_sparse(v);
+            self.len -= 1;
+            self.rebalance();
+        }
+    }
+
+    /// Doubles or halves the bins until their average size is within bounds.
+    fn rebalance(&mut self) {
+        while self.len > BIN_MAX << self.bits {
+            // Each bin splits on the next bit of the hash: its first part has it clear.
+            let bit = 1u64 << (63 - self.bits);
+            let mut bins = Vec::with_capacity(2 * self.bins.len());
+            for mut low in self.bins.drain(..) {
+                let high = low.split_off(low.partition_point(|e| e.0 & bit == 0));
+                low.shrink_to_fit();
+                bins.push(low);
+                bins.push(high);
+            }
+            self.bins = bins;
+            self.bits += 1;
+        }
+        while self.bits > 0 && self.len < BIN_MIN << self.bits {
+            let mut bins = Vec::with_capacity(self.bins.len() / 2);
+            let mut it = self.bins.drain(..);
+            while let (Some(mut low), Some(high)) = (it.next(), it.next()) {
+                low.extend_from_slice(&high);
+                bins.push(low);
+            }
+            drop(it);
+            self.bins = bins;
+            self.bits -= 1;
+        }
+    }
+
+    /// Every member, in hash order.
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.bins.iter().flatten()
+    }
+}
 
 impl Members {
     #[cfg(test)]
@@ -61,7 +154,7 @@ impl Members {
         match self {
             Members::One(_) => 1,
             Members::Few(v) => v.len(),
-            Members::Many(s) => s.len(),
+            Members::Many(b) => b.len,
         }
     }
 
@@ -79,13 +172,11 @@ impl Members {
                 if let Err(at) = v.binary_search(&e) {
                     push_at(v, at, e, FEW + 1);
                     if v.len() > FEW {
-                        *self = Members::Many(Box::new(v.iter().copied().collect()));
+                        *self = Members::Many(Box::new(Bins::new(v)));
                     }
                 }
             }
-            Members::Many(s) => {
-                s.insert(e);
-            }
+            Members::Many(b) => b.insert(e),
         }
     }
 
@@ -103,23 +194,24 @@ impl Members {
                 }
                 false
             }
-            Members::Many(s) => {
-                s.remove(&e);
-                if s.len() <= FEW / 2 {
-                    *self = Members::Few(Box::new(s.iter().copied().collect()));
+            Members::Many(b) => {
+                b.remove(e);
+                if b.len <= FEW / 2 {
+                    *self = Members::Few(Box::new(b.iter().copied().collect()));
                 }
                 false
             }
         }
     }
 
-    /// A value read from the members' memory, to bring it into cache ahead of a walk: the
-    /// vector of a few (behind a box); nothing for one (inline) or many (a walk descends the
-    /// tree from its root wherever it starts, and the leftmost leaf is rarely on its way).
-    fn first(&self) -> u64 {
+    /// A value read from the members' memory, to bring it into cache ahead of a walk from
+    /// hash `h`: the vector of a few (behind a box), or the bin of `h` among many; nothing
+    /// for one (inline).
+    fn first(&self, h: u64) -> u64 {
         match self {
             Members::Few(v) => v.first().map_or(0, |e| e.0),
-            Members::One(_) | Members::Many(_) => 0,
+            Members::Many(b) => b.bins[b.bin(h)].first().map_or(0, |e| e.0),
+            Members::One(_) => 0,
         }
     }
 
@@ -147,17 +239,28 @@ impl Members {
                     take_alternately(after, before, h, quota, out);
                 }
             }
-            Members::Many(s) => {
-                let from = (h, 0);
-                let mut after = s.range(from..).peekable();
-                let present = after.peek().is_some_and(|e| e.0 == h);
-                let others = s.len() - usize::from(present);
+            Members::Many(bins) => {
+                let (b, n) = (bins.bin(h), bins.bins.len());
+                let v = &bins.bins[b];
+                let at = v.partition_point(|e| e.0 < h);
+                let present = v.get(at).is_some_and(|e| e.0 == h);
+                let others = bins.len - usize::from(present);
                 if others <= quota {
-                    out.extend(s.iter().filter(|e| e.0 != h).map(|e| e.1));
+                    out.extend(bins.iter().filter(|e| e.0 != h).map(|e| e.1));
                 } else {
-                    // The walks wrap around lazily (`iter` descends nothing until used).
-                    let after = after.chain(s.iter()).copied();
-                    let before = s.range(..from).rev().chain(s.iter().rev()).copied();
+                    // Both walks go round the whole ring, lazily, bin by bin.
+                    let all = &bins.bins;
+                    let after = v[at..]
+                        .iter()
+                        .chain((1..n).flat_map(|i| all[(b + i) % n].iter()))
+                        .chain(v[..at].iter())
+                        .copied();
+                    let before = v[..at]
+                        .iter()
+                        .rev()
+                        .chain((1..n).flat_map(|i| all[(b + n - i) % n].iter().rev()))
+                        .chain(v[at..].iter().rev())
+                        .copied();
                     take_alternately(after, before, h, quota, out);
                 }
             }
@@ -630,7 +733,7 @@ impl State {
                 .iter()
                 .filter_map(|key| self.buckets.get(key))
                 .collect();
-            std::hint::black_box(buckets.iter().fold(0, |acc, m| acc ^ m.first()));
+            std::hint::black_box(buckets.iter().fold(0, |acc, m| acc ^ m.first(h)));
             for m in &buckets {
                 m.nearest(h, me, self.quota, met);
             }
@@ -1011,6 +1114,93 @@ mod tests {
             64,
             "user, set and bound"
         );
+    }
+
+    /// The members nearest `h` in the ring `ring` (sorted): what [`Members::nearest`] takes.
+    fn ring_nearest(ring: &[Entry], h: u64, quota: usize) -> Vec<u32> {
+        let n = ring.len();
+        let at = ring.partition_point(|e| e.0 < h);
+        let others: Vec<u32> = ring.iter().filter(|e| e.0 != h).map(|e| e.1).collect();
+        if others.len() <= quota {
+            return others;
+        }
+        let mut out = Vec::new();
+        let walks = (0..n).flat_map(|i| [ring[(at + i) % n], ring[(at + n - i - 1) % n]]);
+        for e in walks.filter(|e| e.0 != h) {
+            if out.len() == quota {
+                break;
+            }
+            out.push(e.1);
+        }
+        out
+    }
+
+    #[test]
+    fn large_buckets_walk_the_same_ring_through_bin_splits_and_merges() {
+        // Slot `u` holds user `u`.
+        let e = |u: u64| (mix(u), u as u32);
+        let hash_of = |s: u32| mix(u64::from(s));
+        let mut m = Members::One(1);
+        let mut ring = vec![e(1)];
+        // Members join in one order and leave in another; the bins double and halve.
+        let joins: Vec<u64> = (2..300u64).collect();
+        let mut leaves: Vec<u64> = joins.clone();
+        leaves.sort_unstable_by_key(|u| mix(u ^ 77));
+        let steps = joins
+            .iter()
+            .map(|u| (*u, true))
+            .chain(leaves.iter().map(|u| (*u, false)));
+        let (mut splits, mut merges, mut bits) = (0, 0, 0);
+        for (i, (u, join)) in steps.enumerate() {
+            if join {
+                m.insert(e(u), hash_of);
+                ring.push(e(u));
+                ring.sort_unstable();
+            } else {
+                assert!(!m.remove(e(u)));
+                ring.retain(|x| *x != e(u));
+            }
+            assert_eq!(m.len(), ring.len());
+            if let Members::Many(b) = &m {
+                assert_eq!(b.bins.len(), 1 << b.bits);
+                assert!(b.len <= BIN_MAX << b.bits && (b.bits == 0 || b.len >= BIN_MIN << b.bits));
+                for (at, bin) in b.bins.iter().enumerate() {
+                    assert!(bin.windows(2).all(|w| w[0] < w[1]), "sorted");
+                    assert!(bin.iter().all(|x| b.bin(x.0) == at), "in its bin");
+                }
+                assert_eq!(b.iter().copied().collect::<Vec<_>>(), ring);
+                match b.bits.cmp(&bits) {
+                    std::cmp::Ordering::Greater => splits += 1,
+                    std::cmp::Ordering::Less => merges += 1,
+                    std::cmp::Ordering::Equal => {}
+                }
+                bits = b.bits;
+            }
+            if i % 5 != 0 {
+                continue;
+            }
+            // From members (first, last and inside in hash order) and from outsiders.
+            let from = [0, ring.len() / 2, ring.len() - 1].map(|at| ring[at].0);
+            for h in from
+                .into_iter()
+                .chain([mix(1_000), mix(1_001), 0, u64::MAX])
+            {
+                let me = ring.iter().find(|x| x.0 == h).map(|x| x.1);
+                let mut out = Vec::new();
+                m.nearest(h, me, 10, &mut out);
+                let others = ring.len() - usize::from(me.is_some());
+                assert_eq!(out.len(), others.min(10));
+                let mut want = ring_nearest(&ring, h, 10);
+                want.sort_unstable();
+                out.sort_unstable();
+                assert_eq!(out, want, "step {i}, from {h:x}");
+            }
+        }
+        assert!(
+            splits >= 5 && merges >= 5,
+            "splits {splits}, merges {merges}"
+        );
+        assert!(matches!(m, Members::One(1)));
     }
 
     #[test]
