@@ -154,44 +154,17 @@ impl Generator {
 
     /// Generates the next message.
     pub fn next_message(&mut self) -> Generated {
-        let nominal = self.next_nominal_ts();
-        self.n += 1;
-        let rng = &mut self.rng;
-        if self.cfg.malformed_fraction > 0.0 && rng.random_bool(self.cfg.malformed_fraction) {
-            let bad: &[u8] = match rng.random_range(0..4) {
-                0 => b"{\"event_id\": \"broken",
-                1 => b"{\"event_id\":\"x\",\"ts\":1767225600000,\"user_id\":1,\"campaign_id\":1,\"event_type\":\"like\"}",
-                2 => b"{\"event_id\":\"x\",\"ts\":1767225600000,\"user_id\":1,\"campaign_id\":1,\"event_type\":\"conversion\",\"amount\":-5}",
-                _ => b"\xff\xfe not utf8",
-            };
-            return Generated::Malformed(bad.to_vec());
-        }
-        let mut ts = nominal;
-        if self.cfg.max_disorder_ms > 0 {
-            ts -= rng.random_range(0..=self.cfg.max_disorder_ms);
-        }
-        if self.cfg.late_fraction > 0.0 && rng.random_bool(self.cfg.late_fraction) {
-            ts -= self.cfg.late_by_ms;
-        }
-        let u: f64 = rng.random();
-        let event_type = if u < self.cfg.conversion_rate {
-            EventType::Conversion
-        } else if u < self.cfg.conversion_rate + self.cfg.click_rate {
-            EventType::Click
-        } else {
-            EventType::View
+        let event = match self.draw() {
+            Ok(event) => event,
+            Err(bad) => return Generated::Malformed(bad.to_vec()),
         };
-        let user_id = self.users.sample(rng);
-        let campaign_id = self.campaigns.sample(rng);
-        let amount_micros = (event_type == EventType::Conversion)
-            .then(|| rng.random_range(1_000_000..200_000_000i64) / 10_000 * 10_000);
-        let event = Event {
+        let Event {
             ts_ms: ts,
             user_id,
             campaign_id,
             event_type,
             amount_micros,
-        };
+        } = event;
         self.buf.clear();
         let _ = write!(
             self.buf,
@@ -216,6 +189,55 @@ impl Generator {
         self.buf.push('}');
         Generated::Valid(event, self.buf.as_bytes().to_vec())
     }
+
+    /// The next message's random draws: its event, or the bytes of a malformed message.
+    fn draw(&mut self) -> Result<Event, &'static [u8]> {
+        let nominal = self.next_nominal_ts();
+        self.n += 1;
+        let rng = &mut self.rng;
+        if self.cfg.malformed_fraction > 0.0 && rng.random_bool(self.cfg.malformed_fraction) {
+            let bad: &[u8] = match rng.random_range(0..4) {
+                0 => b"{\"event_id\": \"broken",
+                1 => b"{\"event_id\":\"x\",\"ts\":1767225600000,\"user_id\":1,\"campaign_id\":1,\"event_type\":\"like\"}",
+                2 => b"{\"event_id\":\"x\",\"ts\":1767225600000,\"user_id\":1,\"campaign_id\":1,\"event_type\":\"conversion\",\"amount\":-5}",
+                _ => b"\xff\xfe not utf8",
+            };
+            return Err(bad);
+        }
+        let mut ts = nominal;
+        if self.cfg.max_disorder_ms > 0 {
+            ts -= rng.random_range(0..=self.cfg.max_disorder_ms);
+        }
+        if self.cfg.late_fraction > 0.0 && rng.random_bool(self.cfg.late_fraction) {
+            ts -= self.cfg.late_by_ms;
+        }
+        let u: f64 = rng.random();
+        let event_type = if u < self.cfg.conversion_rate {
+            EventType::Conversion
+        } else if u < self.cfg.conversion_rate + self.cfg.click_rate {
+            EventType::Click
+        } else {
+            EventType::View
+        };
+        let user_id = self.users.sample(rng);
+        let campaign_id = self.campaigns.sample(rng);
+        let amount_micros = (event_type == EventType::Conversion)
+            .then(|| rng.random_range(1_000_000..200_000_000i64) / 10_000 * 10_000);
+        Ok(Event {
+            ts_ms: ts,
+            user_id,
+            campaign_id,
+            event_type,
+            amount_micros,
+        })
+    }
+
+    /// The next event without its JSON encoding: the same draws as
+    /// [`Generator::next_message`], so the same stream (`None` for a malformed message), for
+    /// callers that feed events, not bytes (the `state_rss` benchmark).
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.draw().ok()
+    }
 }
 
 impl Iterator for Generator {
@@ -228,6 +250,26 @@ impl Iterator for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_event_is_the_stream_of_next_message_without_its_bytes() {
+        let cfg = GenConfig {
+            malformed_fraction: 0.05,
+            late_fraction: 0.01,
+            ..GenConfig::default()
+        };
+        let messages = Generator::new(cfg.clone()).take(5_000).map(|g| match g {
+            Generated::Valid(e, _) => Some(e),
+            Generated::Malformed(_) => None,
+        });
+        let mut g = Generator::new(cfg);
+        let events: Vec<Option<Event>> = (0..5_000).map(|_| g.next_event()).collect();
+        assert!(
+            events.iter().any(Option::is_none),
+            "malformed ones are drawn too"
+        );
+        assert_eq!(messages.collect::<Vec<_>>(), events);
+    }
 
     #[test]
     fn deterministic_and_parseable() {
