@@ -251,13 +251,18 @@ impl Iterator for Generator {
 mod tests {
     use super::*;
 
-    #[test]
-    fn next_event_is_the_stream_of_next_message_without_its_bytes() {
-        let cfg = GenConfig {
+    /// A configuration with malformed and late messages.
+    fn noisy() -> GenConfig {
+        GenConfig {
             malformed_fraction: 0.05,
             late_fraction: 0.01,
             ..GenConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn next_event_is_the_stream_of_next_message_without_its_bytes() {
+        let cfg = noisy();
         let messages = Generator::new(cfg.clone()).take(5_000).map(|g| match g {
             Generated::Valid(e, _) => Some(e),
             Generated::Malformed(_) => None,
@@ -273,11 +278,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_parseable() {
-        let cfg = GenConfig {
-            malformed_fraction: 0.05,
-            late_fraction: 0.01,
-            ..GenConfig::default()
-        };
+        let cfg = noisy();
         let a: Vec<_> = Generator::new(cfg.clone()).take(5_000).collect();
         let b: Vec<_> = Generator::new(cfg).take(5_000).collect();
         assert_eq!(a, b);
