@@ -258,18 +258,27 @@ impl Worker {
                     .all(|u| { self.state.set(*u).is_empty() || replies.contains_key(u) }),
             "a changed user's buffer was not replaced"
         );
-        for (user, parts) in replies {
-            self.state.set_buffer(user, Buffer::merge(parts, cap));
+        // Users are scattered over the state: each batch's slots are loaded together first.
+        let mut replies: Vec<(u64, Vec<Part>)> = replies.into_iter().collect();
+        for batch in replies.chunks_mut(16) {
+            self.state.preload(batch.iter().map(|(user, _)| *user));
+            for (user, parts) in batch {
+                let parts = std::mem::take(parts);
+                self.state.set_buffer(*user, Buffer::merge(parts, cap));
+            }
         }
         // Buffers that lost their proof: rebuilt from every worker's answer.
         stale.sort_unstable();
         stale.dedup();
         debug_assert!(round < LISTS_FINAL || stale.is_empty());
-        for x in stale {
-            self.state.set_buffer(x, Buffer::default());
-            let set = self.state.set(x).to_vec();
-            if !set.is_empty() {
-                self.broadcast(send, x, &set, false);
+        for batch in stale.chunks(16) {
+            self.state.preload(batch.iter().copied());
+            for &x in batch {
+                self.state.set_buffer(x, Buffer::default());
+                let set = self.state.set(x).to_vec();
+                if !set.is_empty() {
+                    self.broadcast(send, x, &set, false);
+                }
             }
         }
     }
@@ -280,9 +289,17 @@ impl Worker {
         let mut pairs: Vec<(u64, u64, isize)> =
             ins.into_iter().map(|In(u, c, r)| (u, c, r)).collect();
         pairs.sort_unstable_by_key(|(u, c, _)| (*u, *c));
+        // The users, to load their slots 16 at a time ahead of the work on them.
+        let mut users: Vec<u64> = pairs.iter().map(|(u, _, _)| *u).collect();
+        users.dedup();
+        let mut nth = 0;
         let mut i = 0;
         while i < pairs.len() {
             let user = pairs[i].0;
+            if nth % 16 == 0 {
+                self.state.preload(users[nth..].iter().take(16).copied());
+            }
+            nth += 1;
             let before = self.state.set(user).to_vec();
             let mut set = before.clone();
             while i < pairs.len() && pairs[i].0 == user {

@@ -429,6 +429,12 @@ impl Buffer {
         delta
     }
 
+    /// The user id of the first item (0 if none): a read of the items' memory, to bring it
+    /// into cache ahead of a batch of work on many buffers.
+    fn first_id(&self) -> u64 {
+        self.items.first().map_or(0, |m| m.user_id)
+    }
+
     /// The first `k` items.
     pub(crate) fn top(&self, k: usize) -> &[Neighbor] {
         &self.items[..self.items.len().min(k)]
@@ -511,6 +517,8 @@ struct Scratch {
     /// The probed user's scores against the candidates.
     mine: Vec<Neighbor>,
     held: Vec<u32>,
+    /// The offers of a probe: a slot and the probed user's score for its buffer.
+    offers: Vec<(u32, Option<Neighbor>)>,
     /// Per slot, the number of the last probe that found it (`[0]`) and of the last one whose
     /// user its buffer holds (`[1]`), so that a probe dedups and looks up without sorting.
     stamps: Vec<[u32; 2]>,
@@ -628,6 +636,18 @@ impl State {
             .map_or(&[], |s| &self.slots[*s as usize].set)
     }
 
+    /// Reads the slots (set and buffer) of the owned users among `users`, so that a batch
+    /// of work on them finds them in cache: their loads overlap here instead of missing one
+    /// after another.
+    pub(crate) fn preload(&self, users: impl IntoIterator<Item = u64>) {
+        std::hint::black_box(users.into_iter().fold(0, |acc, u| {
+            acc ^ self.index.get(&u).map_or(0, |s| {
+                let slot = &self.slots[*s as usize];
+                slot.buffer.first_id() ^ slot.set.first().copied().unwrap_or(0)
+            })
+        }));
+    }
+
     /// Replaces an owned user's set (empty: the user leaves, and its buffer must be empty),
     /// moving its bucket entries.
     pub(crate) fn replace_set(&mut self, user: u64, set: Vec<u64>) {
@@ -659,7 +679,14 @@ impl State {
         );
         keys_into(self.mode, &set, &mut scratch.keys);
         let (old_keys, new_keys) = (&scratch.old_keys, &scratch.keys);
-        for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+        let left = || old_keys.iter().filter(|k| !new_keys.contains(k));
+        let joined = || new_keys.iter().filter(|k| !old_keys.contains(k));
+        // The buckets are scattered over the state: those that change are loaded first,
+        // together.
+        std::hint::black_box(left().chain(joined()).fold(0, |acc, k| {
+            acc ^ self.buckets.get(k).map_or(0, |m| m.first(h))
+        }));
+        for key in left() {
             if let Some(m) = self.buckets.get_mut(key)
                 && m.remove((h, s))
             {
@@ -668,7 +695,7 @@ impl State {
         }
         let slots = &self.slots;
         let hash_of = |s: u32| mix(slots[s as usize].user);
-        for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+        for key in joined() {
             match self.buckets.get_mut(key) {
                 Some(m) => m.insert((h, s), hash_of),
                 None => {
@@ -767,6 +794,11 @@ impl State {
             let slot = &self.slots[s as usize];
             acc ^ slot.set.first().copied().unwrap_or(0)
         }));
+        // Offers are made after every candidate is scored (an offer changes only its own
+        // buffer and the holder lists, which scoring does not read), so that the buffers they
+        // change are loaded together first.
+        let offers = &mut scratch.offers;
+        offers.clear();
         for &s in found.iter() {
             let slot = &self.slots[s as usize];
             let x = slot.user;
@@ -783,9 +815,28 @@ impl State {
                     theirs.is_some_and(|t| slot.buffer.tau().is_none_or(|tau| t < tau))
                 };
                 if changes {
-                    self.offer(s, user, theirs, &mut result.stale);
+                    offers.push((s, theirs));
                 }
             }
+        }
+        std::hint::black_box(offers.iter().fold(0, |acc, &(s, _)| {
+            acc ^ self.slots[s as usize].buffer.first_id()
+        }));
+        // Then the holder lists of the items that full buffers may evict.
+        std::hint::black_box(offers.iter().fold(0, |acc, &(s, _)| {
+            let items = &self.slots[s as usize].buffer.items;
+            match items.last() {
+                Some(worst) if items.len() >= self.cap => {
+                    acc ^ self
+                        .holders
+                        .get(&worst.user_id)
+                        .map_or(0, |h| h.first().copied().unwrap_or(0))
+                }
+                _ => acc,
+            }
+        }));
+        for &(s, theirs) in offers.iter() {
+            self.offer(s, user, theirs, &mut result.stale);
         }
         if offer {
             // Holders that did not find `user` among their candidates any more.
@@ -873,31 +924,42 @@ impl State {
         // merge buffer.
         dirty.sort_unstable_by_key(|d| (d.user, d.at));
         dirty.dedup_by_key(|d| d.user);
-        for d in &dirty {
-            let before = &self.dirty_tops[d.at as usize..(d.at + d.len) as usize];
-            // The slot noted at the first change, unless the user left it since (a freed
-            // slot has no set); then the index says where the user is now, if anywhere.
-            let noted = &self.slots[d.slot as usize];
-            let slot = if noted.user == d.user && !noted.set.is_empty() {
-                Some(d.slot)
-            } else {
-                self.index.get(&d.user).copied()
-            };
-            let now: &[Neighbor] = match slot {
-                Some(s) => {
-                    let slot = &mut self.slots[s as usize];
-                    slot.dirty = false;
-                    slot.buffer.top(self.k)
-                }
-                None => &[],
-            };
-            if now != before {
-                f(d.user, before, now);
+        // The slots are scattered: a batch's slots and items are loaded together first.
+        for batch in dirty.chunks(16) {
+            std::hint::black_box(batch.iter().fold(0, |acc, d| {
+                acc ^ self.slots[d.slot as usize].buffer.first_id()
+            }));
+            for d in batch {
+                self.emit_dirty(d, &mut f);
             }
         }
         dirty.clear();
         self.dirty = dirty;
         self.dirty_tops.clear();
+    }
+
+    /// The call of [`State::drain_dirty`] for one user.
+    fn emit_dirty(&mut self, d: &Dirty, f: &mut impl FnMut(u64, &[Neighbor], &[Neighbor])) {
+        let before = &self.dirty_tops[d.at as usize..(d.at + d.len) as usize];
+        // The slot noted at the first change, unless the user left it since (a freed
+        // slot has no set); then the index says where the user is now, if anywhere.
+        let noted = &self.slots[d.slot as usize];
+        let slot = if noted.user == d.user && !noted.set.is_empty() {
+            Some(d.slot)
+        } else {
+            self.index.get(&d.user).copied()
+        };
+        let now: &[Neighbor] = match slot {
+            Some(s) => {
+                let slot = &mut self.slots[s as usize];
+                slot.dirty = false;
+                slot.buffer.top(self.k)
+            }
+            None => &[],
+        };
+        if now != before {
+            f(d.user, before, now);
+        }
     }
 
     /// Replaces an owned user's buffer (a user without a set has none: an empty buffer for
@@ -921,6 +983,13 @@ impl State {
             .map(|m| m.user_id)
             .filter(|v| !after.iter().any(|a| a.user_id == *v))
             .collect();
+        // Their holder lists are scattered: loaded together first.
+        std::hint::black_box(left.iter().chain(&came).fold(0, |acc, v| {
+            acc ^ self
+                .holders
+                .get(v)
+                .map_or(0, |h| h.first().copied().unwrap_or(0))
+        }));
         for v in left {
             self.unhold(s, v);
         }
