@@ -206,12 +206,18 @@ impl Members {
     }
 
     /// A value read from the members' memory, to bring it into cache ahead of a walk from
-    /// hash `h`: the vector of a few (behind a box), or the bin of `h` among many; nothing
-    /// for one (inline).
+    /// hash `h` (or a move of `h`): the vector of a few (behind a box), or the bin of `h` and
+    /// its two neighbours among many; nothing for one (inline).
     fn first(&self, h: u64) -> u64 {
         match self {
             Members::Few(v) => v.first().map_or(0, |e| e.0),
-            Members::Many(b) => b.bins[b.bin(h)].first().map_or(0, |e| e.0),
+            Members::Many(b) => {
+                // Walks that leave the bin of `h` go on in its neighbours.
+                let (at, wrap) = (b.bin(h), b.bins.len() - 1);
+                [at.wrapping_sub(1) & wrap, at, (at + 1) & wrap]
+                    .iter()
+                    .fold(0, |acc, &i| acc ^ b.bins[i].first().map_or(0, |e| e.0))
+            }
             Members::One(_) => 0,
         }
     }
@@ -429,10 +435,14 @@ impl Buffer {
         delta
     }
 
-    /// The user id of the first item (0 if none): a read of the items' memory, to bring it
-    /// into cache ahead of a batch of work on many buffers.
+    /// A read of every cache line of the items (0 if none), to bring them into cache ahead
+    /// of a batch of work on many buffers (an offer scans them all).
     fn first_id(&self) -> u64 {
-        self.items.first().map_or(0, |m| m.user_id)
+        // Four 16-byte items per 64-byte line.
+        self.items
+            .iter()
+            .step_by(4)
+            .fold(0, |acc, m| acc ^ m.user_id)
     }
 
     /// The first `k` items.
