@@ -12,7 +12,7 @@
 //!    sets of their users at `e`.
 
 use super::state::FastMap;
-use super::state::{Buffer, Part, State};
+use super::state::{Buffer, PRELOAD_BATCH, Part, State};
 use super::{SimilarityParams, mix};
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{Neighbor, SimilarUsers, UserCampaigns};
@@ -260,7 +260,7 @@ impl Worker {
         );
         // Users are scattered over the state: each batch's slots are loaded together first.
         let mut replies: Vec<(u64, Vec<Part>)> = replies.into_iter().collect();
-        for batch in replies.chunks_mut(16) {
+        for batch in replies.chunks_mut(PRELOAD_BATCH) {
             self.state.preload(batch.iter().map(|(user, _)| *user));
             for (user, parts) in batch {
                 let parts = std::mem::take(parts);
@@ -271,7 +271,7 @@ impl Worker {
         stale.sort_unstable();
         stale.dedup();
         debug_assert!(round < LISTS_FINAL || stale.is_empty());
-        for batch in stale.chunks(16) {
+        for batch in stale.chunks(PRELOAD_BATCH) {
             self.state.preload(batch.iter().copied());
             for &x in batch {
                 self.state.set_buffer(x, Buffer::default());
@@ -289,15 +289,16 @@ impl Worker {
         let mut pairs: Vec<(u64, u64, isize)> =
             ins.into_iter().map(|In(u, c, r)| (u, c, r)).collect();
         pairs.sort_unstable_by_key(|(u, c, _)| (*u, *c));
-        // The users, to load their slots 16 at a time ahead of the work on them.
+        // The users, to load their slots a batch at a time ahead of the work on them.
         let mut users: Vec<u64> = pairs.iter().map(|(u, _, _)| *u).collect();
         users.dedup();
         let mut nth = 0;
         let mut i = 0;
         while i < pairs.len() {
             let user = pairs[i].0;
-            if nth % 16 == 0 {
-                self.state.preload(users[nth..].iter().take(16).copied());
+            if nth % PRELOAD_BATCH == 0 {
+                self.state
+                    .preload(users[nth..].iter().take(PRELOAD_BATCH).copied());
             }
             nth += 1;
             let before = self.state.set(user).to_vec();

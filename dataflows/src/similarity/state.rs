@@ -51,6 +51,10 @@ enum Members {
     Many(Box<Bins>),
 }
 
+/// Scattered records (slots, buffers, holder lists) loaded together ahead of the work on
+/// them, at most this many at a time (their cache misses overlap; more would evict the first).
+pub(crate) const PRELOAD_BATCH: usize = 16;
+
 /// Buckets above this many members on a worker move from a sorted vector to [`Bins`].
 /// (Small under test, so that the oracle and churn tests move buckets through every form.)
 const FEW: usize = if cfg!(test) { 6 } else { 64 };
@@ -935,7 +939,7 @@ impl State {
         dirty.sort_unstable_by_key(|d| (d.user, d.at));
         dirty.dedup_by_key(|d| d.user);
         // The slots are scattered: a batch's slots and items are loaded together first.
-        for batch in dirty.chunks(16) {
+        for batch in dirty.chunks(PRELOAD_BATCH) {
             std::hint::black_box(batch.iter().fold(0, |acc, d| {
                 acc ^ self.slots[d.slot as usize].buffer.first_id()
             }));
