@@ -55,6 +55,13 @@ enum Members {
 /// them, at most this many at a time (their cache misses overlap; more would evict the first).
 pub(crate) const PRELOAD_BATCH: usize = 16;
 
+/// Reads every value of `loads` and discards them: the memory behind them is brought into
+/// cache, each load issued without waiting for the previous ones (the values are independent),
+/// ahead of work that would otherwise miss on them one after another.
+fn load_all(loads: impl Iterator<Item = u64>) {
+    std::hint::black_box(loads.fold(0, |acc, v| acc ^ v));
+}
+
 /// Buckets above this many members on a worker move from a sorted vector to [`Bins`].
 /// (Small under test, so that the oracle and churn tests move buckets through every form.)
 const FEW: usize = if cfg!(test) { 6 } else { 64 };
@@ -212,7 +219,7 @@ impl Members {
     /// A value read from the members' memory, to bring it into cache ahead of a walk from
     /// hash `h` (or a move of `h`): the vector of a few (behind a box), or the bin of `h` and
     /// its two neighbours among many; nothing for one (inline).
-    fn first(&self, h: u64) -> u64 {
+    fn load(&self, h: u64) -> u64 {
         match self {
             Members::Few(v) => v.first().map_or(0, |e| e.0),
             Members::Many(b) => {
@@ -440,8 +447,8 @@ impl Buffer {
     }
 
     /// A read of every cache line of the items (0 if none), to bring them into cache ahead
-    /// of a batch of work on many buffers (an offer scans them all).
-    fn first_id(&self) -> u64 {
+    /// of a batch of work on many buffers (an offer scans them all): see [`load_all`].
+    fn load_items(&self) -> u64 {
         // Four 16-byte items per 64-byte line.
         self.items
             .iter()
@@ -654,12 +661,19 @@ impl State {
     /// of work on them finds them in cache: their loads overlap here instead of missing one
     /// after another.
     pub(crate) fn preload(&self, users: impl IntoIterator<Item = u64>) {
-        std::hint::black_box(users.into_iter().fold(0, |acc, u| {
-            acc ^ self.index.get(&u).map_or(0, |s| {
+        load_all(users.into_iter().map(|u| {
+            self.index.get(&u).map_or(0, |s| {
                 let slot = &self.slots[*s as usize];
-                slot.buffer.first_id() ^ slot.set.first().copied().unwrap_or(0)
+                slot.buffer.load_items() ^ slot.set.first().copied().unwrap_or(0)
             })
         }));
+    }
+
+    /// A read of `v`'s holder list (0 if none): see [`load_all`].
+    fn load_holders(&self, v: u64) -> u64 {
+        self.holders
+            .get(&v)
+            .map_or(0, |h| u64::from(h.first().copied().unwrap_or(0)))
     }
 
     /// Replaces an owned user's set (empty: the user leaves, and its buffer must be empty),
@@ -697,9 +711,11 @@ impl State {
         let joined = || new_keys.iter().filter(|k| !old_keys.contains(k));
         // The buckets are scattered over the state: those that change are loaded first,
         // together.
-        std::hint::black_box(left().chain(joined()).fold(0, |acc, k| {
-            acc ^ self.buckets.get(k).map_or(0, |m| m.first(h))
-        }));
+        load_all(
+            left()
+                .chain(joined())
+                .map(|k| self.buckets.get(k).map_or(0, |m| m.load(h))),
+        );
         for key in left() {
             if let Some(m) = self.buckets.get_mut(key)
                 && m.remove((h, s))
@@ -776,7 +792,7 @@ impl State {
                 .iter()
                 .filter_map(|key| self.buckets.get(key))
                 .collect();
-            std::hint::black_box(buckets.iter().fold(0, |acc, m| acc ^ m.first(h)));
+            load_all(buckets.iter().map(|m| m.load(h)));
             for m in &buckets {
                 m.nearest(h, me, self.quota, met);
             }
@@ -803,11 +819,12 @@ impl State {
         let mut mine = std::mem::take(&mut scratch.mine);
         mine.clear();
         let mut result = ProbeResult::default();
-        std::hint::black_box(found.iter().fold(0, |acc, &s| {
-            // The slot, and the set when it is on the heap (over four campaigns).
-            let slot = &self.slots[s as usize];
-            acc ^ slot.set.first().copied().unwrap_or(0)
-        }));
+        // The slots, and their sets when on the heap (over four campaigns).
+        load_all(
+            found
+                .iter()
+                .map(|&s| self.slots[s as usize].set.first().copied().unwrap_or(0)),
+        );
         // Offers are made after every candidate is scored (an offer changes only its own
         // buffer and the holder lists, which scoring does not read), so that the buffers they
         // change are loaded together first.
@@ -833,20 +850,17 @@ impl State {
                 }
             }
         }
-        std::hint::black_box(offers.iter().fold(0, |acc, &(s, _)| {
-            acc ^ self.slots[s as usize].buffer.first_id()
-        }));
+        load_all(
+            offers
+                .iter()
+                .map(|&(s, _)| self.slots[s as usize].buffer.load_items()),
+        );
         // Then the holder lists of the items that full buffers may evict.
-        std::hint::black_box(offers.iter().fold(0, |acc, &(s, _)| {
+        load_all(offers.iter().map(|&(s, _)| {
             let items = &self.slots[s as usize].buffer.items;
             match items.last() {
-                Some(worst) if items.len() >= self.cap => {
-                    acc ^ self
-                        .holders
-                        .get(&worst.user_id)
-                        .map_or(0, |h| h.first().copied().unwrap_or(0))
-                }
-                _ => acc,
+                Some(worst) if items.len() >= self.cap => self.load_holders(worst.user_id),
+                _ => 0,
             }
         }));
         for &(s, theirs) in offers.iter() {
@@ -940,9 +954,11 @@ impl State {
         dirty.dedup_by_key(|d| d.user);
         // The slots are scattered: a batch's slots and items are loaded together first.
         for batch in dirty.chunks(PRELOAD_BATCH) {
-            std::hint::black_box(batch.iter().fold(0, |acc, d| {
-                acc ^ self.slots[d.slot as usize].buffer.first_id()
-            }));
+            load_all(
+                batch
+                    .iter()
+                    .map(|d| self.slots[d.slot as usize].buffer.load_items()),
+            );
             for d in batch {
                 self.emit_dirty(d, &mut f);
             }
@@ -998,12 +1014,7 @@ impl State {
             .filter(|v| !after.iter().any(|a| a.user_id == *v))
             .collect();
         // Their holder lists are scattered: loaded together first.
-        std::hint::black_box(left.iter().chain(&came).fold(0, |acc, v| {
-            acc ^ self
-                .holders
-                .get(v)
-                .map_or(0, |h| h.first().copied().unwrap_or(0))
-        }));
+        load_all(left.iter().chain(&came).map(|v| self.load_holders(*v)));
         for v in left {
             self.unhold(s, v);
         }
