@@ -792,6 +792,17 @@ fn load_gen_measures_freshness_and_verifies_answers() {
         report.freshness_ms.as_ref().map(|f| f.count),
         Some(report.probes_sent)
     );
+    // From the broker's acknowledgement: every probe was acknowledged, and each one's share
+    // after the produce path is at most its whole freshness.
+    let (fresh, acked) = (
+        report.freshness_ms.as_ref().expect("freshness"),
+        report.ack_to_visible_ms.as_ref().expect("ack → visible"),
+    );
+    assert_eq!(acked.count, fresh.count, "{report:?}");
+    assert!(
+        acked.p50 <= fresh.p50 && acked.p99 <= fresh.p99 && acked.max <= fresh.max,
+        "{report:?}"
+    );
     // One similarity probe per pane, each seen in the recommendations once its pane closed.
     assert!(report.similarity_probes_sent >= 1, "{report:?}");
     assert_eq!(

@@ -40,6 +40,11 @@ pub struct Report {
     pub produce_latency_us: Percentiles,
     /// Probe sent to visible over HTTP, milliseconds (with a query server).
     pub freshness_ms: Option<Percentiles>,
+    /// Probe acknowledged by the broker to visible over HTTP, milliseconds (1 when visible
+    /// before its acknowledgement came back): `freshness_ms` without the produce path, i.e.
+    /// the broker's fetch path, eddy, its sinks and the query server.
+    #[serde(default)]
+    pub ack_to_visible_ms: Option<Percentiles>,
     /// Probes sent.
     pub probes_sent: u64,
     /// Probes seen over HTTP.
@@ -97,6 +102,9 @@ impl Report {
         out.push_str(&row("produce→ack", "µs", &self.produce_latency_us));
         if let Some(f) = &self.freshness_ms {
             out.push_str(&row("event→visible (HTTP)", "ms", f));
+            if let Some(a) = &self.ack_to_visible_ms {
+                out.push_str(&row("ack→visible (HTTP)", "ms", a));
+            }
             out.push_str(&format!(
                 "probes seen {}/{}\n",
                 self.probes_seen, self.probes_sent

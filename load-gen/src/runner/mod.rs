@@ -222,12 +222,15 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         }
         None => (None, 0),
     };
-    let (freshness, seen) = match poller {
+    let (freshness, ack_to_visible, seen) = match poller {
         Some(p) => {
-            let (h, seen) = p.await.map_err(|e| RunError::Http(e.to_string()))?;
-            (Some(percentiles(&h)), seen)
+            let (h, visible) = p.await.map_err(|e| RunError::Http(e.to_string()))?;
+            // Every acknowledgement is in: `produce` awaited them all.
+            let acked = probe::ack_to_visible(&probes.lock().expect("not poisoned"), &visible);
+            let seen = visible.len() as u64;
+            (Some(percentiles(&h)), Some(percentiles(&acked)), seen)
         }
-        None => (None, 0),
+        None => (None, None, 0),
     };
     // Lag is sampled through the drain until verification ends (or now, without it).
     let stop_sampling = |report: &mut Report| {
@@ -243,6 +246,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         elapsed_secs: sent.elapsed_secs,
         produce_latency_us: percentiles(&sent.latency),
         freshness_ms: freshness,
+        ack_to_visible_ms: ack_to_visible,
         probes_sent: sent.probes,
         probes_seen: seen,
         similarity_freshness_ms: pane_freshness,

@@ -15,8 +15,15 @@ use std::time::{Duration, Instant};
 /// Campaign id reserved for freshness probes.
 pub const PROBE_CAMPAIGN: u64 = 4_000_000_000;
 
-/// When each probe was sent, in order.
-pub(super) type Probes = Arc<Mutex<Vec<Instant>>>;
+/// A freshness probe: when it was sent, and when the broker acknowledged it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe {
+    pub(super) sent: Instant,
+    pub(super) acked: Option<Instant>,
+}
+
+/// The probes sent, in order.
+pub(super) type Probes = Arc<Mutex<Vec<Probe>>>;
 
 /// User id of the freshness probes: outside the generated users, so that no generated user's
 /// interactions change.
@@ -48,17 +55,17 @@ async fn probe_count(client: &reqwest::Client, url: &str, from: i64) -> Option<u
 }
 
 /// Polls the probe count until every probe is seen (or 30 s after `producing` ends); returns
-/// the freshness histogram (ms) and the probes seen.
+/// the freshness histogram (ms) and when each probe seen became visible, in order.
 pub(super) async fn poll(
     url: String,
     sent: Probes,
     producing: Arc<AtomicBool>,
     from: i64,
     timeline: Arc<Mutex<Timeline>>,
-) -> (Histogram<u64>, u64) {
+) -> (Histogram<u64>, Vec<Instant>) {
     let client = reqwest::Client::new();
     let mut h = Histogram::<u64>::new(3).expect("valid sigfig");
-    let mut seen = 0usize;
+    let mut visible = Vec::new();
     let mut ended: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     loop {
@@ -66,7 +73,7 @@ pub(super) async fn poll(
         if !producing.load(Ordering::SeqCst) {
             let since = *ended.get_or_insert_with(Instant::now);
             let all = sent.lock().expect("not poisoned").len();
-            if seen >= all || since.elapsed() > Duration::from_secs(30) {
+            if visible.len() >= all || since.elapsed() > Duration::from_secs(30) {
                 break;
             }
         }
@@ -75,14 +82,30 @@ pub(super) async fn poll(
         };
         let now = Instant::now();
         let sent = sent.lock().expect("not poisoned");
-        while seen < (count as usize).min(sent.len()) {
-            let ms = (now - sent[seen]).as_millis().max(1) as u64;
+        while visible.len() < (count as usize).min(sent.len()) {
+            let at = sent[visible.len()].sent;
+            let ms = (now - at).as_millis().max(1) as u64;
             h.record(ms).ok();
-            timeline.lock().expect("not poisoned").fresh(sent[seen], ms);
-            seen += 1;
+            timeline.lock().expect("not poisoned").fresh(at, ms);
+            visible.push(now);
         }
     }
-    (h, seen as u64)
+    (h, visible)
+}
+
+/// From the broker's acknowledgement of each probe seen to its being visible, ms (1 when it
+/// was visible before its acknowledgement reached the producer): the part of the freshness
+/// after the produce path (the broker's fetch, eddy, its sinks, the query server and this
+/// poll), once every acknowledgement is in.
+pub(super) fn ack_to_visible(probes: &[Probe], visible: &[Instant]) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new(3).expect("valid sigfig");
+    for (p, v) in probes.iter().zip(visible) {
+        if let Some(acked) = p.acked {
+            h.record(v.saturating_duration_since(acked).as_millis().max(1) as u64)
+                .ok();
+        }
+    }
+    h
 }
 
 /// Samples the pipeline's consumer lag and watermark every second while `sampling`.

@@ -9,6 +9,7 @@
 //! until it is acknowledged or [`DELIVERY_TIMEOUT`] after its scheduled time has passed.
 
 use super::probe::{self, PaneProbes, Probes};
+use super::verify::Sent;
 use super::{RunConfig, RunError, kafka};
 use crate::timeline::Timeline;
 use crate::{Generated, Generator};
@@ -21,7 +22,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type AckSender = tokio::sync::mpsc::UnboundedSender<(Instant, DeliveryFuture)>;
+/// A message's scheduled time, its freshness probe number if it is one, and its delivery.
+type Ack = (Instant, Option<usize>, DeliveryFuture);
+type AckSender = tokio::sync::mpsc::UnboundedSender<Ack>;
 
 /// How long a message may take to be acknowledged, from its scheduled time, through broker
 /// outages and re-sends, before the run fails.
@@ -35,8 +38,8 @@ const FIRST_RESEND_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the producer sent.
 pub(super) struct Produced {
-    /// Every valid event sent, with its generator index (0 for probes).
-    pub valid: Vec<(u64, Event)>,
+    /// Every valid event sent, with how a dead letter names it.
+    pub valid: Vec<(Sent, Event)>,
     /// Messages sent, probes included.
     pub produced: u64,
     /// Of which malformed.
@@ -95,20 +98,24 @@ pub(super) async fn produce(
     pane_probes: &PaneProbes,
 ) -> Result<Produced, RunError> {
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("valid sigfig")));
-    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, DeliveryFuture)>();
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel::<Ack>();
+    let record = Recorder {
+        latency: latency.clone(),
+        timeline: timeline.clone(),
+        probes: probes.clone(),
+    };
     let acks = tokio::spawn(await_acks(
         producer.clone(),
         cfg.topic.clone(),
         ack_rx,
-        latency.clone(),
-        timeline.clone(),
+        record,
     ));
     let total = cfg
         .events
         .map(|e| e as f64)
         .or(cfg.duration.map(|d| d.as_secs_f64()));
 
-    let mut valid: Vec<(u64, Event)> = Vec::new();
+    let mut valid: Vec<(Sent, Event)> = Vec::new();
     let (mut produced, mut malformed, mut probes_sent) = (0u64, 0u64, 0u64);
     let mut next_probe = start;
     let (mut last_pane, mut pane_probes_sent) = (None, 0u64);
@@ -142,9 +149,9 @@ pub(super) async fn produce(
                 probes_sent,
                 generator.next_nominal_ts(),
             );
-            valid.push((0, event));
-            let sent_at = send_now(&producer, &cfg.topic, &key, &json, &ack_tx, timeline).await?;
-            probes.lock().expect("not poisoned").push(sent_at);
+            valid.push((Sent::probe(&json), event));
+            let msg = (key.as_str(), json.as_str());
+            send_now(&producer, &cfg.topic, msg, &ack_tx, timeline, Some(probes)).await?;
             produced += 1;
             next_probe += cfg.probe_interval;
         }
@@ -160,8 +167,9 @@ pub(super) async fn produce(
             let (messages, p) =
                 probe::pane_messages(cfg.generator.run_id, pane_probes_sent, now_ms, closes_at);
             for (key, json, event) in messages {
-                valid.push((0, event));
-                send_now(&producer, &cfg.topic, &key, &json, &ack_tx, timeline).await?;
+                valid.push((Sent::probe(&json), event));
+                let msg = (key.as_str(), json.as_str());
+                send_now(&producer, &cfg.topic, msg, &ack_tx, timeline, None).await?;
                 produced += 1;
             }
             pane_probes.lock().expect("not poisoned").push(p);
@@ -170,11 +178,19 @@ pub(super) async fn produce(
         let msg = generator.next_message();
         let id = generator.generated();
         match &msg {
-            Generated::Valid(e, _) => valid.push((id, *e)),
+            Generated::Valid(e, _) => valid.push((Sent::Generated(id), *e)),
             Generated::Malformed(_) => malformed += 1,
         }
         let key = id.to_string();
-        send(&producer, &cfg.topic, &key, msg.bytes(), scheduled, &ack_tx).await?;
+        send(
+            &producer,
+            &cfg.topic,
+            &key,
+            msg.bytes(),
+            (scheduled, None),
+            &ack_tx,
+        )
+        .await?;
         timeline.lock().expect("not poisoned").sent(scheduled);
         produced += 1;
         if last_progress.elapsed() >= Duration::from_secs(1) {
@@ -222,20 +238,25 @@ pub(super) async fn produce(
     })
 }
 
-/// Sends a probe message now (scheduled = now) and counts it in the timeline; returns when
-/// it was sent.
+/// Sends a probe message `(key, json)` now (scheduled = now) and counts it in the timeline;
+/// a freshness probe is added to `probes` (before it is sent: its acknowledgement finds it).
 async fn send_now(
     producer: &FutureProducer,
     topic: &str,
-    key: &str,
-    json: &str,
+    (key, json): (&str, &str),
     acks: &AckSender,
     timeline: &Arc<Mutex<Timeline>>,
-) -> Result<Instant, RunError> {
-    let sent_at = Instant::now();
-    send(producer, topic, key, json.as_bytes(), sent_at, acks).await?;
-    timeline.lock().expect("not poisoned").sent(sent_at);
-    Ok(sent_at)
+    probes: Option<&Probes>,
+) -> Result<(), RunError> {
+    let sent = Instant::now();
+    let probe = probes.map(|p| {
+        let mut p = p.lock().expect("not poisoned");
+        p.push(probe::Probe { sent, acked: None });
+        p.len() - 1
+    });
+    send(producer, topic, key, json.as_bytes(), (sent, probe), acks).await?;
+    timeline.lock().expect("not poisoned").sent(sent);
+    Ok(())
 }
 
 /// Awaits acknowledgements in order, recording their latency; a refused message is handed to
@@ -244,22 +265,20 @@ async fn send_now(
 async fn await_acks(
     producer: FutureProducer,
     topic: String,
-    mut acks: tokio::sync::mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
-    latency: Arc<Mutex<Histogram<u64>>>,
-    timeline: Arc<Mutex<Timeline>>,
+    mut acks: tokio::sync::mpsc::UnboundedReceiver<Ack>,
+    record: Recorder,
 ) -> u64 {
     let mut failures = 0u64;
     let mut resends = Vec::new();
-    let record = Recorder { latency, timeline };
-    while let Some((scheduled, delivery)) = acks.recv().await {
+    while let Some((scheduled, probe, delivery)) = acks.recv().await {
         match delivery.await {
-            Ok(Ok(_)) => record.acked(scheduled),
+            Ok(Ok(_)) => record.acked(scheduled, probe),
             Ok(Err((error, msg))) => {
                 let (producer, topic, record) = (producer.clone(), topic.clone(), record.clone());
                 resends.push(tokio::spawn(async move {
                     let ok = resend(producer, topic, scheduled, error, msg).await;
                     if ok {
-                        record.acked(scheduled);
+                        record.acked(scheduled, probe);
                     }
                     ok
                 }));
@@ -282,17 +301,23 @@ async fn await_acks(
     failures
 }
 
-/// Records acknowledgements: scheduled-to-acknowledged latency, and the timeline.
+/// Records acknowledgements: scheduled-to-acknowledged latency, the timeline, and when each
+/// freshness probe was acknowledged.
 #[derive(Clone)]
 struct Recorder {
     latency: Arc<Mutex<Histogram<u64>>>,
     timeline: Arc<Mutex<Timeline>>,
+    probes: Probes,
 }
 
 impl Recorder {
-    /// The message scheduled at `scheduled` is acknowledged now.
-    fn acked(&self, scheduled: Instant) {
+    /// The message scheduled at `scheduled` (freshness probe `probe`, if one) is
+    /// acknowledged now.
+    fn acked(&self, scheduled: Instant, probe: Option<usize>) {
         let now = Instant::now();
+        if let Some(i) = probe {
+            self.probes.lock().expect("not poisoned")[i].acked = Some(now);
+        }
         let us = now.saturating_duration_since(scheduled).as_micros() as u64;
         self.latency
             .lock()
@@ -347,18 +372,20 @@ async fn resend(
     }
 }
 
+/// Sends a message scheduled at `scheduled` (freshness probe `probe`, if one), handing its
+/// delivery to the acknowledgement task.
 async fn send(
     producer: &FutureProducer,
     topic: &str,
     key: &str,
     payload: &[u8],
-    scheduled: Instant,
+    (scheduled, probe): (Instant, Option<usize>),
     acks: &AckSender,
 ) -> Result<(), RunError> {
     loop {
         match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
             Ok(delivery) => {
-                let _ = acks.send((scheduled, delivery));
+                let _ = acks.send((scheduled, probe, delivery));
                 return Ok(());
             }
             // A full local queue is the broker falling behind: wait, and let it show as latency.
@@ -581,7 +608,10 @@ mod tests {
         let checking = std::thread::spawn(move || {
             tokio::runtime::Runtime::new()
                 .unwrap()
-                .block_on(super::super::verify::check(&check_cfg, vec![(1, event)]))
+                .block_on(super::super::verify::check(
+                    &check_cfg,
+                    vec![(super::Sent::Generated(1), event)],
+                ))
         });
         wait("the check's first query", Duration::from_secs(30), || {
             asked.load(Ordering::SeqCst) > 0 || checking.is_finished()
