@@ -174,7 +174,8 @@ pub struct KafkaConfig {
     /// A caught-up partition with no new record for this long stops holding the watermark back.
     pub idle_timeout_ms: u64,
     /// Consumer `fetch.wait.max.ms`: how long the broker may hold a fetch with no new data.
-    /// Lower is fresher on a quiet topic; higher puts less load on the broker.
+    /// Lower is fresher; higher puts less load on the broker. tansu 0.6 holds every fetch
+    /// this long, data or not: a floor on freshness at any rate, and the broker's fetch rate.
     pub fetch_wait_max_ms: u64,
     /// The dead-letter producer's `message.max.bytes`, and the size every dead letter is cut
     /// to (payload truncated, with an `eddy-truncated` header, when key + headers + payload
