@@ -65,7 +65,7 @@ pub fn e2e_section(
 ) -> anyhow::Result<()> {
     writeln!(
         part,
-        "\n### End to end (`scripts/bench-e2e RATE SECONDS`)\n\nbroker (tansu) → `eddy run -w 2` → ClickHouse + Redis → `eddy serve` → HTTP, 10 s windows, all dataflows on. Freshness: a probe event every 100 ms, seen through `/v1/counts` polled every 5 ms. Lag: eddy's `/metrics` every second. `--verify` compares every answer with a recomputation.\n\n| run | achieved | produce→ack p50 / p99 | event→visible p50 / p90 / p99 / max | max consumer lag | eddy RSS at 10 s → half → end | verify | plot |\n|---|---|---|---|---|---|---|---|"
+        "\n### End to end (`scripts/bench-e2e RATE SECONDS`)\n\nbroker (tansu) → `eddy run -w 2` → ClickHouse + Redis → `eddy serve` → HTTP, 10 s windows, all dataflows on. Freshness: a probe event every 100 ms, seen through `/v1/counts` polled every 5 ms. Lag: eddy's `/metrics` every second. `--verify` compares every answer with a recomputation.\n\n| run | achieved | produce→ack p50 / p99 | event→visible p50 / p90 / p99 / max (ack→visible p50 / p99) | max consumer lag | eddy RSS at 10 s → half → end | verify | plot |\n|---|---|---|---|---|---|---|---|"
     )?;
     let e2e_dirs = run_dirs(raw);
     std::fs::create_dir_all(plots)?;
@@ -115,9 +115,13 @@ pub fn e2e_section(
             .chars()
             .all(|c| c.is_ascii_digit());
         let verified = r.verified == Some(true);
-        let fresh = match &r.freshness_ms {
-            Some(f) => format!("**{} / {} / {} / {} ms**", f.p50, f.p90, f.p99, f.max),
-            None => "—".into(),
+        let fresh = match (&r.freshness_ms, &r.ack_to_visible_ms) {
+            (Some(f), Some(a)) => format!(
+                "**{} / {} / {} / {} ms** ({} / {} ms)",
+                f.p50, f.p90, f.p99, f.max, a.p50, a.p99
+            ),
+            (Some(f), None) => format!("**{} / {} / {} / {} ms**", f.p50, f.p90, f.p99, f.max),
+            (None, _) => "—".into(),
         };
         let produce = &r.produce_latency_us;
         let p99_produce_ms = produce.p99 as f64 / 1000.0;
