@@ -117,6 +117,10 @@ pub struct SimilarityConfig {
     /// When a window closes, its settled interactions reach the similarity dataflow spread
     /// over this many epochs (by user), so later epochs do not wait behind one large batch.
     pub close_spread_epochs: u64,
+    /// How long the similarity loop works before it lets the other operators of its worker
+    /// run (counts, the source, the sinks), µs. It resumes where it stopped; answers do not
+    /// depend on it.
+    pub slice_us: u64,
 }
 
 impl Default for SimilarityConfig {
@@ -131,6 +135,7 @@ impl Default for SimilarityConfig {
             bucket_size: 32,
             recommendations: 10,
             close_spread_epochs: 1,
+            slice_us: 1000,
         }
     }
 }

@@ -196,6 +196,7 @@ mod tests {
             let params = SimilarityParams {
                 k: K,
                 mode: SimilarityMode::Exact,
+                slice: std::time::Duration::ZERO,
             };
             let (similar, sets) = similar_users_and_sets(pairs, params);
             let kept: VecCollection<'_, Epoch, Kept, isize> = similar
@@ -250,6 +251,7 @@ mod tests {
                     let params = SimilarityParams {
                         k: 2,
                         mode: SimilarityMode::Exact,
+                        slice: std::time::Duration::ZERO,
                     };
                     let (similar, sets) = similar_users_and_sets(pairs, params);
                     let (probe, _) = similar

@@ -33,6 +33,8 @@ pub struct SimilarityParams {
     pub k: usize,
     /// Candidate generation.
     pub mode: SimilarityMode,
+    /// How long the loop works before it yields its worker (`similarity.slice_us`).
+    pub slice: std::time::Duration,
 }
 
 impl SimilarityParams {
@@ -49,6 +51,7 @@ impl SimilarityParams {
                     bucket_size: cfg.bucket_size,
                 },
             },
+            slice: std::time::Duration::from_micros(cfg.slice_us),
         }
     }
 }
@@ -164,6 +167,10 @@ mod tests {
 
     const PANE: i64 = 1_000;
     const SLIDING: i64 = 3_000;
+    /// A slice no round of these tests outlasts: the loop never yields.
+    const UNSLICED: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// The loop yields after every unit of work.
+    const ALWAYS_YIELD: std::time::Duration = std::time::Duration::ZERO;
 
     fn run_similar(seed: u64, workers: usize, params: SimilarityParams, shape: StreamShape) {
         let ip = InteractionParams {
@@ -257,6 +264,7 @@ mod tests {
         let p = SimilarityParams {
             k: 4,
             mode: SimilarityMode::Exact,
+            slice: UNSLICED,
         };
         run_similar(1, 1, p, shape());
         run_similar(2, 3, p, shape());
@@ -271,6 +279,7 @@ mod tests {
         let p = SimilarityParams {
             k: 1,
             mode: SimilarityMode::Exact,
+            slice: UNSLICED,
         };
         let dense = StreamShape {
             users: 25,
@@ -284,6 +293,27 @@ mod tests {
         run_similar(15, 2, p2, shape());
     }
 
+    /// A round resumed after every unit of work (every batch of users, of probes, of merges)
+    /// computes what an unsliced one does: the exact lists, through the stale-buffer rounds too.
+    #[test]
+    fn exact_mode_stays_exact_when_every_round_yields() {
+        let p = SimilarityParams {
+            k: 4,
+            mode: SimilarityMode::Exact,
+            slice: ALWAYS_YIELD,
+        };
+        run_similar(1, 1, p, shape());
+        run_similar(6, 4, p, shape());
+        let dense = StreamShape {
+            users: 25,
+            campaigns: 6,
+            ..shape()
+        };
+        let p1 = SimilarityParams { k: 1, ..p };
+        run_similar(12, 2, p1, dense);
+        run_similar(13, 3, p1, dense);
+    }
+
     #[test]
     fn minhash_mode_keeps_its_guarantees() {
         let p = SimilarityParams {
@@ -293,6 +323,7 @@ mod tests {
                 rows: 2,
                 bucket_size: 64,
             },
+            slice: UNSLICED,
         };
         run_similar(3, 1, p, shape());
         run_similar(4, 2, p, shape());

@@ -101,6 +101,9 @@ fn bounded(
             rows,
             bucket_size: bucket,
         },
+        slice: std::time::Duration::from_micros(
+            eddy_core::config::SimilarityConfig::default().slice_us,
+        ),
     };
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
