@@ -436,11 +436,17 @@ mod tests {
 
     impl Broker {
         fn start(dir: &Path, port: u16) -> Self {
-            let bin = std::env::var("HOME")
-                .map(|h| format!("{h}/.cargo/bin/tansu"))
-                .ok()
-                .filter(|b| Path::new(b).exists())
-                .unwrap_or_else(|| "tansu".into());
+            // The broker `scripts/services` builds (and installs first if it is missing).
+            let services = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+            let out = Command::new(&services)
+                .arg("tansu-bin")
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("scripts/services runs");
+            assert!(out.status.success(), "scripts/services tansu-bin failed");
+            let bin = String::from_utf8(out.stdout).expect("a path");
+            let bin = bin.trim();
             let url = format!("tcp://127.0.0.1:{port}");
             let child = Command::new(bin)
                 .args(["broker", "--listener-url", &url])
