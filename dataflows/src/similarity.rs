@@ -259,13 +259,26 @@ mod tests {
         }
     }
 
+    /// Few users and campaigns: sets overlap a lot, buffers lose their proof often.
+    fn dense() -> StreamShape {
+        StreamShape {
+            users: 25,
+            campaigns: 6,
+            ..shape()
+        }
+    }
+
+    fn exact(k: usize, slice: std::time::Duration) -> SimilarityParams {
+        SimilarityParams {
+            k,
+            mode: SimilarityMode::Exact,
+            slice,
+        }
+    }
+
     #[test]
     fn exact_mode_matches_oracle() {
-        let p = SimilarityParams {
-            k: 4,
-            mode: SimilarityMode::Exact,
-            slice: UNSLICED,
-        };
+        let p = exact(4, UNSLICED);
         run_similar(1, 1, p, shape());
         run_similar(2, 3, p, shape());
         run_similar(5, 2, p, shape());
@@ -276,18 +289,9 @@ mod tests {
     /// the recompute rounds (2 and 3) run in most epochs, and the answer must stay exact.
     #[test]
     fn exact_mode_stays_exact_when_buffers_run_dry() {
-        let p = SimilarityParams {
-            k: 1,
-            mode: SimilarityMode::Exact,
-            slice: UNSLICED,
-        };
-        let dense = StreamShape {
-            users: 25,
-            campaigns: 6,
-            ..shape()
-        };
+        let p = exact(1, UNSLICED);
         for (seed, workers) in [(11, 1), (12, 2), (13, 3), (14, 4)] {
-            run_similar(seed, workers, p, dense);
+            run_similar(seed, workers, p, dense());
         }
         let p2 = SimilarityParams { k: 2, ..p };
         run_similar(15, 2, p2, shape());
@@ -297,21 +301,12 @@ mod tests {
     /// computes what an unsliced one does: the exact lists, through the stale-buffer rounds too.
     #[test]
     fn exact_mode_stays_exact_when_every_round_yields() {
-        let p = SimilarityParams {
-            k: 4,
-            mode: SimilarityMode::Exact,
-            slice: ALWAYS_YIELD,
-        };
+        let p = exact(4, ALWAYS_YIELD);
         run_similar(1, 1, p, shape());
         run_similar(6, 4, p, shape());
-        let dense = StreamShape {
-            users: 25,
-            campaigns: 6,
-            ..shape()
-        };
-        let p1 = SimilarityParams { k: 1, ..p };
-        run_similar(12, 2, p1, dense);
-        run_similar(13, 3, p1, dense);
+        let p1 = exact(1, ALWAYS_YIELD);
+        run_similar(12, 2, p1, dense());
+        run_similar(13, 3, p1, dense());
     }
 
     #[test]

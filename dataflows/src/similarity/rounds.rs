@@ -94,7 +94,6 @@ pub(crate) fn similarity_loop<'scope>(
         .inner
         .map(move |((u, c), _, r)| (owner(u, peers), In(u, c, r)));
     let (similar, sets) = outer.iterative::<u32, _, _>(|inner| {
-        let scope = inner;
         let (handle, cycle) = inner.feedback::<Vec<(u64, Msg)>>(Product::new(0, 1));
         let out = input
             .enter(inner)
@@ -105,7 +104,7 @@ pub(crate) fn similarity_loop<'scope>(
                 "Similarity",
                 move |_cap, info| {
                     let mut w = Worker::new(params, emit_sets, peers);
-                    let activator = scope.activator_for(info.address);
+                    let activator = inner.activator_for(info.address);
                     move |(ins, ins_frontier), (msgs, msgs_frontier), output| {
                         ins.for_each(|cap, data| {
                             // Everything in this loop is sent under one capability: one time.
