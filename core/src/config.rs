@@ -221,6 +221,12 @@ pub struct PipelineConfig {
     pub max_records_per_epoch: usize,
     /// Most epochs with data a worker may have in flight before it stops reading (backpressure).
     pub max_inflight_epochs: usize,
+    /// Most epochs with data a worker may have in flight, counted until *every* sink holds
+    /// them, before it stops reading: the similarity path (whose pane-close work takes
+    /// hundreds of milliseconds) may trail the counts by this many epochs while counts keep
+    /// flowing under `max_inflight_epochs` (but never by more records than
+    /// `max_inflight_epochs × max_records_per_epoch`). At least `max_inflight_epochs`.
+    pub max_lagging_epochs: usize,
     /// Timely worker threads in this process.
     pub workers: usize,
     /// How often a durable checkpoint is written and offsets committed, ms.
@@ -246,6 +252,7 @@ impl Default for PipelineConfig {
             epoch_ms: 20,
             max_records_per_epoch: 200_000,
             max_inflight_epochs: 8,
+            max_lagging_epochs: 128,
             workers: 2,
             checkpoint_ms: 1_000,
             max_future_ms: 300_000,
@@ -439,6 +446,9 @@ impl Config {
         }
         if self.pipeline.max_inflight_epochs == 0 || self.sink.queue_depth == 0 {
             return bad("pipeline.max_inflight_epochs and sink.queue_depth must be > 0");
+        }
+        if self.pipeline.max_lagging_epochs < self.pipeline.max_inflight_epochs {
+            return bad("pipeline.max_lagging_epochs must be >= pipeline.max_inflight_epochs");
         }
         let e = &self.engagement;
         if e.sliding_ms < self.pipeline.window_ms || e.sliding_ms % self.pipeline.window_ms != 0 {

@@ -59,6 +59,8 @@ fn rejects_unknown_fields_and_bad_values() {
     assert!(e.contains("EDDY_SIMILARITY__ENABLED"), "{e}");
     let e = load_err(None, &[("EDDY_PIPELINE__WINDOW_MS", "0")]);
     assert!(e.contains("pipeline.window_ms must be > 0"), "{e}");
+    let e = load_err(None, &[("EDDY_PIPELINE__MAX_LAGGING_EPOCHS", "7")]);
+    assert!(e.contains("max_lagging_epochs must be >= "), "{e}");
     let e = load_err(None, &[("EDDY_ENGAGEMENT__WEIGHT_VIEW", "nan")]);
     assert!(e.contains("EDDY_ENGAGEMENT__WEIGHT_VIEW"), "{e}");
     let file = temp_file("nan.toml", "[engagement]\nweight_view = nan\n");

@@ -17,7 +17,7 @@ mod io;
 use crate::kafka::{BrokerStartup, KafkaIoError, topic_partitions};
 use crate::reader::PartitionReader;
 use crate::sink_op::{SinkCountsOptions, sink_counts, sink_dead_letters, sink_similarity};
-use crate::source::{SourceSettings, source};
+use crate::source::{Backpressure, SourceSettings, source};
 use checkpointer::Checkpointer;
 use differential_dataflow::{AsCollection, VecCollection};
 use eddy_core::{Checkpoint, Config, MemoryStore, Metrics, WindowSpec};
@@ -32,8 +32,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use timely::dataflow::Scope;
 use timely::dataflow::operators::{Concat, Inspect, Probe, ToStream};
-use timely::dataflow::{ProbeHandle, Scope};
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
@@ -506,7 +506,8 @@ fn drive<R: PartitionReader>(
     } else {
         WatermarkHandle::new(floor)
     };
-    let durable: ProbeHandle<Epoch> = ProbeHandle::new();
+    let backpressure = Backpressure::new();
+    let durable = backpressure.durable.clone();
     let sliding_ms = cfg.engagement.sliding_ms;
     // One lateness for the source (which rules records late) and the watermark policy (which
     // closes windows): if they differed, a record could be ruled on time for a closed window.
@@ -524,6 +525,12 @@ fn drive<R: PartitionReader>(
         epoch: Duration::from_millis(cfg.pipeline.epoch_ms),
         max_records_per_epoch: cfg.pipeline.max_records_per_epoch,
         max_inflight_epochs: cfg.pipeline.max_inflight_epochs,
+        max_lagging_epochs: cfg.pipeline.max_lagging_epochs,
+        // Catching up (full epochs), the lagging lane holds no more than the fresh one may.
+        max_lagging_records: cfg
+            .pipeline
+            .max_inflight_epochs
+            .saturating_mul(cfg.pipeline.max_records_per_epoch),
         idle_timeout: Duration::from_millis(cfg.kafka.idle_timeout_ms),
         late_before_restore: restore.as_ref().map(|r| r.late.clone()).unwrap_or_default(),
         replay_history: rereading_state,
@@ -548,7 +555,7 @@ fn drive<R: PartitionReader>(
             reader,
             settings,
             watermark.clone(),
-            durable.clone(),
+            backpressure.clone(),
             metrics,
         );
         let progress = match replay {
@@ -595,6 +602,8 @@ fn drive<R: PartitionReader>(
         let panes_durable_through = restore.as_ref().map(|r| r.checkpoint.watermark_ms);
         let pairs_durable_through = state.as_ref().map(|(_, w)| *w);
         // Every sink path is probed for durability: an epoch is durable once all hold it.
+        // Counts, engagement and dead letters are the fresh lane, similarity the lagging one
+        // (see `Backpressure`): its pane-close bursts do not stop the source.
         sink_counts(
             &out.counts,
             &out.engagement,
@@ -608,6 +617,7 @@ fn drive<R: PartitionReader>(
             },
             counts_sinks,
         )
+        .probe_with(&backpressure.fresh)
         .probe_with(&durable);
         if let Some(similarity) = &out.similarity {
             sink_similarity(
@@ -620,7 +630,9 @@ fn drive<R: PartitionReader>(
             )
             .probe_with(&durable);
         }
-        sink_dead_letters(src.dead_letters, dlq_sinks).probe_with(&durable);
+        sink_dead_letters(src.dead_letters, dlq_sinks)
+            .probe_with(&backpressure.fresh)
+            .probe_with(&durable);
     });
     let checkpointer = commit.map(|c| Checkpointer::spawn(c, opts.metrics.clone()));
     let every = Duration::from_millis(cfg.pipeline.checkpoint_ms);

@@ -4,7 +4,8 @@
 //! # Protocol (per worker, per epoch `e`)
 //! 1. Wait until the watermark `W(e)` is known (every worker has finished epoch `e - 1`).
 //! 2. Read records for up to `epoch_ms` (at most `max_records_per_epoch`), unless
-//!    `max_inflight_epochs` epochs with data are not yet durable in the sinks (backpressure).
+//!    `max_inflight_epochs` epochs with data are not yet held by the fresh lane's sinks, or
+//!    `max_lagging_epochs` by every sink (backpressure, see [`Backpressure`]).
 //!    Each record is one of:
 //!    - below the restored checkpoint's high offset, and malformed or in a window already
 //!      final under the restored watermark → skipped (it was dead-lettered or counted before
@@ -61,8 +62,16 @@ pub struct SourceSettings {
     pub epoch: Duration,
     /// Most records per epoch per worker.
     pub max_records_per_epoch: usize,
-    /// Most epochs with data in flight before reading pauses.
+    /// Most epochs with data in flight before reading pauses, counted until the fresh lane
+    /// holds them ([`Backpressure::fresh`]).
     pub max_inflight_epochs: usize,
+    /// Most epochs with data in flight before reading pauses, counted until every sink holds
+    /// them ([`Backpressure::durable`]): how far the lagging lane may trail.
+    pub max_lagging_epochs: usize,
+    /// Most records in the epochs in flight until every sink holds them: while catching up
+    /// (full epochs), the lagging lane holds no more than the fresh lane's bound allows
+    /// (`max_inflight_epochs × max_records_per_epoch` in eddy run).
+    pub max_lagging_records: usize,
     /// Quiet time after which a caught-up partition is idle.
     pub idle_timeout: Duration,
     /// Checkpoint restored at start-up, if any.
@@ -117,6 +126,38 @@ impl std::fmt::Debug for WallClock {
     }
 }
 
+/// What reading waits for: two probes, each passing epoch `e` once its sinks hold `e`.
+///
+/// The *fresh* lane is what must stay fresh (counts, engagement, dead letters); the *durable*
+/// probe follows every sink, the lagging lane's too (similarity, whose pane-close work takes
+/// hundreds of milliseconds). Reading pauses while `max_inflight_epochs` epochs with data are
+/// not yet passed by `fresh`, or `max_lagging_epochs` not yet passed by `durable`: a pane
+/// close's burst in the lagging lane does not stop the counts, and a slow sink in either lane
+/// still bounds what is in flight.
+#[derive(Clone)]
+pub struct Backpressure {
+    /// Passes `e` once the fresh lane's sinks hold `e`.
+    pub fresh: ProbeHandle<Epoch>,
+    /// Passes `e` once every sink holds `e` (checkpoints follow it too).
+    pub durable: ProbeHandle<Epoch>,
+}
+
+impl Backpressure {
+    /// Two fresh probes.
+    pub fn new() -> Self {
+        Self {
+            fresh: ProbeHandle::new(),
+            durable: ProbeHandle::new(),
+        }
+    }
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The source's output streams.
 pub struct SourceStreams<'scope> {
     /// On-time events (insert-only).
@@ -142,14 +183,14 @@ struct PartState {
     first_offsets: Vec<(i64, i64)>,
 }
 
-/// Builds the source operator over `reader` (see the module docs). `durable` is a probe that
-/// passes epoch `e` once every sink holds epoch `e`.
+/// Builds the source operator over `reader` (see the module docs); reading waits for
+/// `backpressure`'s probes.
 pub fn source<'scope, R: PartitionReader>(
     scope: Scope<'scope, Epoch>,
     mut reader: R,
     settings: SourceSettings,
     watermark: WatermarkHandle,
-    durable: ProbeHandle<Epoch>,
+    backpressure: Backpressure,
     metrics: Metrics,
 ) -> SourceStreams<'scope> {
     let mut builder = OperatorBuilder::new("Source".to_owned(), scope);
@@ -190,7 +231,9 @@ pub fn source<'scope, R: PartitionReader>(
         let mut epoch: Epoch = 0;
         let mut epoch_started: Option<Instant> = None;
         let mut read_this_epoch = 0usize;
-        let mut inflight: VecDeque<Epoch> = VecDeque::new();
+        // Epochs with data not yet durable, with the records read in each.
+        let mut inflight: VecDeque<(Epoch, usize)> = VecDeque::new();
+        let mut inflight_records = 0usize;
         let started = Instant::now();
         move |_frontiers| {
             let Some(cap) = events_cap.as_ref() else { return };
@@ -201,10 +244,22 @@ pub fn source<'scope, R: PartitionReader>(
             };
             let now = Instant::now();
             let began = *epoch_started.get_or_insert(now);
-            while inflight.front().is_some_and(|e| !durable.less_equal(e)) {
+            while let Some(&(e, n)) = inflight.front() {
+                if backpressure.durable.less_equal(&e) {
+                    break;
+                }
                 inflight.pop_front();
+                inflight_records -= n;
             }
-            if inflight.len() < settings.max_inflight_epochs
+            // The fresh lane passes a prefix of what is in flight.
+            let fresh_inflight = inflight
+                .iter()
+                .rev()
+                .take_while(|(e, _)| backpressure.fresh.less_equal(e))
+                .count();
+            if fresh_inflight < settings.max_inflight_epochs
+                && inflight.len() < settings.max_lagging_epochs
+                && inflight_records < settings.max_lagging_records
                 && read_this_epoch < settings.max_records_per_epoch
             {
                 let mut events = events_out.activate();
@@ -308,8 +363,12 @@ pub fn source<'scope, R: PartitionReader>(
                 });
                 match result {
                     Ok(n) => {
-                        if n > 0 && inflight.back() != Some(&epoch) {
-                            inflight.push_back(epoch);
+                        if n > 0 {
+                            match inflight.back_mut() {
+                                Some((e, m)) if *e == epoch => *m += n,
+                                _ => inflight.push_back((epoch, n)),
+                            }
+                            inflight_records += n;
                         }
                         read_this_epoch += n;
                     }

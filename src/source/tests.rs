@@ -3,7 +3,7 @@ use super::*;
 use eddy_operators::{TrackWatermark, WatermarkPolicy};
 use std::cell::RefCell;
 use std::rc::Rc;
-use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::{Input, Inspect, Probe};
 
 /// One partition whose records the test appends while the dataflow runs.
 struct VecReader {
@@ -51,7 +51,7 @@ fn test_source<'scope, R: PartitionReader>(
         reader,
         settings,
         watermark,
-        ProbeHandle::new(),
+        Backpressure::new(),
         Metrics::new(),
     )
 }
@@ -70,6 +70,8 @@ fn settings(window: WindowSpec, lateness_ms: i64, retain_ms: i64) -> SourceSetti
         epoch: Duration::from_millis(1),
         max_records_per_epoch: 1_000,
         max_inflight_epochs: 1_000,
+        max_lagging_epochs: 1_000,
+        max_lagging_records: usize::MAX,
         idle_timeout: Duration::from_secs(3_600),
         restore: None,
         replay_history: true,
@@ -224,6 +226,8 @@ fn a_fatal_read_error_fails_the_worker() {
             let settings = SourceSettings {
                 max_records_per_epoch: 10,
                 max_inflight_epochs: 10,
+                max_lagging_epochs: 10,
+                max_lagging_records: 100,
                 idle_timeout: Duration::ZERO,
                 max_future_ms: 0,
                 ..settings(WindowSpec::new(1_000), 0, 1_000)
@@ -547,4 +551,90 @@ fn the_future_bound_is_measured_from_the_records_kafka_timestamp() {
     });
     assert_eq!(counted, vec![0]);
     assert_eq!(letters, vec![(1, "bad_ts".to_string())]);
+}
+
+/// Reads one record per epoch with `max_inflight_epochs` 3, `max_lagging_epochs` 10 and
+/// `max_lagging_records` as given while the durable probe is held (its stream's input never
+/// advances), and the fresh one too unless `fresh_follows` (then it follows the events as the
+/// source emits them). Returns the records read once 200 epochs have passed, and the records
+/// read once the durable probe is released.
+fn read_while_held(fresh_follows: bool, max_lagging_records: usize) -> (usize, usize) {
+    timely::execute_directly(move |worker| {
+        let records = Rc::new(RefCell::new(
+            (0..1_000).map(|i| view(i, NOW - 30_000)).collect(),
+        ));
+        let reader = VecReader { records, next: 0 };
+        let window = WindowSpec::new(60_000);
+        let settings = SourceSettings {
+            epoch: Duration::ZERO,
+            max_records_per_epoch: 1,
+            max_inflight_epochs: 3,
+            max_lagging_epochs: 10,
+            max_lagging_records,
+            ..settings(window, 5_000, 60_000)
+        };
+        let policy = policy(window, 5_000, 60_000, vec![0], i64::MIN);
+        let watermark = WatermarkHandle::new(i64::MIN);
+        let read = Rc::new(RefCell::new(0usize));
+        let (r, w) = (read.clone(), watermark.clone());
+        let (mut held_durable, held_fresh) = worker.dataflow::<Epoch, _, _>(move |scope| {
+            let backpressure = Backpressure::new();
+            let src = source(
+                scope,
+                reader,
+                settings,
+                w.clone(),
+                backpressure.clone(),
+                Metrics::new(),
+            );
+            src.progress.track_watermark(policy, w);
+            let events = src.events.inner.inspect(move |_| *r.borrow_mut() += 1);
+            let (durable, stream) = scope.new_input::<Vec<()>>();
+            stream.probe_with(&backpressure.durable);
+            let (fresh, stream) = scope.new_input::<Vec<()>>();
+            if fresh_follows {
+                events.probe_with(&backpressure.fresh);
+            } else {
+                stream.probe_with(&backpressure.fresh);
+            }
+            (Some(durable), fresh)
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while watermark.watermark_at(200).is_none() {
+            assert!(Instant::now() < deadline, "timed out waiting for epoch 200");
+            worker.step();
+        }
+        let while_held = *read.borrow();
+        // Released: the held epochs become durable and reading goes on.
+        held_durable.take();
+        if fresh_follows {
+            while *read.borrow() < 1_000 {
+                assert!(Instant::now() < deadline, "timed out reading on");
+                worker.step();
+            }
+        }
+        let after = *read.borrow();
+        drop(held_fresh);
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        (while_held, after)
+    })
+}
+
+#[test]
+fn the_lagging_lane_trails_by_max_lagging_epochs_and_the_fresh_lane_by_max_inflight() {
+    // The fresh lane keeps up: reading pauses only when 10 epochs wait for the durable one.
+    let (held, after) = read_while_held(true, 1_000);
+    assert_eq!(held, 10, "the lagging lane may trail by max_lagging_epochs");
+    assert_eq!(after, 1_000, "released, every record is read");
+    // ... or by fewer epochs when they hold max_lagging_records records.
+    let (held, _) = read_while_held(true, 7);
+    assert_eq!(
+        held, 7,
+        "the lagging lane holds at most max_lagging_records"
+    );
+    // Both lanes held: the fresh lane's bound, 3 epochs, stops reading first.
+    let (held, _) = read_while_held(false, 1_000);
+    assert_eq!(held, 3, "the fresh lane may trail by max_inflight_epochs");
 }
