@@ -83,19 +83,145 @@ pub fn band_keys(set: &[u64], bands: usize, rows: usize) -> Vec<u64> {
 
 /// The neighbor record of `other` for a user with set `mine`, or `None` if they share nothing.
 pub fn neighbor(other: u64, mine: &[u64], theirs: &[u64]) -> Option<Neighbor> {
-    // Branch-free merge of two sorted sets: this loop is the inner loop of every probe.
-    let (mut i, mut j, mut shared) = (0, 0, 0u32);
-    while i < mine.len() && j < theirs.len() {
-        let (a, b) = (mine[i], theirs[j]);
-        shared += u32::from(a == b);
-        i += usize::from(a <= b);
-        j += usize::from(b <= a);
-    }
+    neighbor_of(other, mine.len(), theirs.len(), merge_count(mine, theirs))
+}
+
+fn neighbor_of(other: u64, mine: usize, theirs: usize, shared: u32) -> Option<Neighbor> {
     (shared > 0).then(|| Neighbor {
         user_id: other,
         shared,
-        union: (mine.len() + theirs.len()) as u32 - shared,
+        union: (mine + theirs) as u32 - shared,
     })
+}
+
+/// `|a ∩ b|` of two sorted sets, by a branch-free merge.
+fn merge_count(a: &[u64], b: &[u64]) -> u32 {
+    let (mut i, mut j, mut shared) = (0, 0, 0u32);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        shared += u32::from(x == y);
+        i += usize::from(x <= y);
+        j += usize::from(y <= x);
+    }
+    shared
+}
+
+/// Campaigns of a probed set held in a fixed array, at most this many.
+const SMALL_SET: usize = 8;
+
+/// A larger set's hash table has at least this many slots per campaign (at most a quarter
+/// of the slots are used: a lookup of a campaign not in the set mostly meets an empty slot).
+const TABLE_SPREAD: usize = 4;
+
+/// A probed set prepared to be scored against many candidates: [`SetMatcher::neighbor`] is
+/// [`neighbor`] with `mine` the prepared set. This is the inner loop of every probe. A merge
+/// waits at each step for the previous comparison (which side advances), for every campaign
+/// of both sets. Here each campaign of the candidate is looked up on its own: a set of up to
+/// eight campaigns is held in a fixed array and compared with all eight at once; a larger one
+/// is an open-addressing hash table with an occupancy bitmap, a quarter full at most.
+///
+/// ```
+/// use eddy_dataflows::similarity::{SetMatcher, neighbor};
+/// let mine = [3, 5, 8];
+/// let m = SetMatcher::new(&mine);
+/// assert_eq!(m.neighbor(7, &[1, 5, 8, 9]), neighbor(7, &mine, &[1, 5, 8, 9]));
+/// assert_eq!(m.neighbor(7, &[1, 5, 8, 9]).map(|n| (n.shared, n.union)), Some((2, 5)));
+/// assert_eq!(m.neighbor(7, &[4]), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SetMatcher<'a> {
+    set: &'a [u64],
+    form: Form,
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    Empty,
+    /// The set padded with copies of its first campaign (1..=[`SMALL_SET`] campaigns).
+    Small([u64; SMALL_SET]),
+    /// The campaigns by multiplicative hash (the top `bits` bits of `c × φ`), linear probing.
+    Table {
+        bits: u32,
+        keys: Box<[u64]>,
+        /// Bit `i` set: slot `i` holds a campaign.
+        used: Box<[u64]>,
+    },
+}
+
+impl Form {
+    /// The home slot of campaign `c` in a table of `2^bits` slots.
+    #[inline]
+    fn slot(c: u64, bits: u32) -> usize {
+        (c.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    }
+}
+
+impl<'a> SetMatcher<'a> {
+    /// Prepares `set` (sorted, without duplicates).
+    pub fn new(set: &'a [u64]) -> Self {
+        let form = match set.len() {
+            0 => Form::Empty,
+            1..=SMALL_SET => {
+                let mut a = [set[0]; SMALL_SET];
+                a[..set.len()].copy_from_slice(set);
+                Form::Small(a)
+            }
+            n => {
+                let bits = (n * TABLE_SPREAD)
+                    .next_power_of_two()
+                    .max(64)
+                    .trailing_zeros();
+                let (mut keys, mut used) = (vec![0; 1 << bits], vec![0u64; (1 << bits) / 64]);
+                let mask = (1 << bits) - 1;
+                for &c in set {
+                    let mut i = Form::slot(c, bits);
+                    while used[i / 64] & (1 << (i % 64)) != 0 {
+                        i = (i + 1) & mask;
+                    }
+                    keys[i] = c;
+                    used[i / 64] |= 1 << (i % 64);
+                }
+                Form::Table {
+                    bits,
+                    keys: keys.into(),
+                    used: used.into(),
+                }
+            }
+        };
+        Self { set, form }
+    }
+
+    /// The neighbor record of `other`, whose set is `theirs` (sorted, without duplicates),
+    /// or `None` if they share nothing.
+    #[inline]
+    pub fn neighbor(&self, other: u64, theirs: &[u64]) -> Option<Neighbor> {
+        // `theirs` has no duplicates, so each shared campaign counts once.
+        let shared = match &self.form {
+            Form::Empty => 0,
+            // The padding repeats a campaign of the set, which changes no membership.
+            Form::Small(a) => theirs
+                .iter()
+                .map(|&y| u32::from(a.iter().fold(false, |hit, &x| hit | (x == y))))
+                .sum(),
+            Form::Table { bits, keys, used } => {
+                let mask = (1 << bits) - 1;
+                theirs
+                    .iter()
+                    .filter(|&&y| {
+                        let mut i = Form::slot(y, *bits);
+                        while used[i / 64] & (1 << (i % 64)) != 0 {
+                            if keys[i] == y {
+                                return true;
+                            }
+                            i = (i + 1) & mask;
+                        }
+                        false
+                    })
+                    .count() as u32
+            }
+        };
+        neighbor_of(other, self.set.len(), theirs.len(), shared)
+    }
 }
 
 /// For each user, the `k` most similar users by Jaccard similarity of their interaction sets
@@ -171,6 +297,41 @@ mod tests {
     const UNSLICED: std::time::Duration = std::time::Duration::from_secs(3600);
     /// The loop yields after every unit of work.
     const ALWAYS_YIELD: std::time::Duration = std::time::Duration::ZERO;
+
+    /// A sorted set without duplicates of up to `max` campaigns of `0..universe`, from `seed`.
+    fn random_set(seed: u64, max: u64, universe: u64) -> Vec<u64> {
+        let len = mix(seed) % (max + 1);
+        let mut set: Vec<u64> = (0..len)
+            .map(|i| mix(seed ^ (i + 1) << 8) % universe)
+            .collect();
+        set.sort_unstable();
+        set.dedup();
+        set
+    }
+
+    #[test]
+    fn the_set_matcher_scores_as_the_merge_does() {
+        // Sizes on both sides of the fixed array (0..=40 against 8), from small universes so
+        // that sets share campaigns (and tables collide), and from a large one so that they
+        // rarely do.
+        for universe in [16, 64, 1 << 40] {
+            for a in 0..400u64 {
+                let mine = random_set(a, 40, universe);
+                let matcher = SetMatcher::new(&mine);
+                for b in 0..50u64 {
+                    let theirs = random_set(a * 1_000 + b + 7, 12, universe);
+                    let by_merge = neighbor(b, &mine, &theirs);
+                    assert_eq!(
+                        matcher.neighbor(b, &theirs),
+                        by_merge,
+                        "{mine:?} {theirs:?}"
+                    );
+                    let shared = mine.iter().filter(|c| theirs.contains(c)).count() as u32;
+                    assert_eq!(by_merge.map_or(0, |n| n.shared), shared);
+                }
+            }
+        }
+    }
 
     fn run_similar(seed: u64, workers: usize, params: SimilarityParams, shape: StreamShape) {
         let ip = InteractionParams {

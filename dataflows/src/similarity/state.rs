@@ -7,7 +7,7 @@
 //! changed is a *probe*: every worker scores the probed set against the owned members of its
 //! buckets and answers with its best few; the owner merges the answers.
 
-use super::{SimilarityMode, band_keys, mix, neighbor};
+use super::{SetMatcher, SimilarityMode, band_keys, mix};
 use eddy_core::Neighbor;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -830,10 +830,11 @@ impl State {
         // change are loaded together first.
         let offers = &mut scratch.offers;
         offers.clear();
+        let matcher = SetMatcher::new(set);
         for &s in found.iter() {
             let slot = &self.slots[s as usize];
             let x = slot.user;
-            let n = neighbor(x, set, &slot.set);
+            let n = matcher.neighbor(x, &slot.set);
             if let Some(n) = n {
                 mine.push(n);
             }
@@ -1049,6 +1050,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::similarity::neighbor;
 
     fn n(user_id: u64, shared: u32, union: u32) -> Neighbor {
         Neighbor {
