@@ -148,12 +148,19 @@ enum Form {
     },
 }
 
-impl Form {
-    /// The home slot of campaign `c` in a table of `2^bits` slots.
-    #[inline]
-    fn slot(c: u64, bits: u32) -> usize {
-        (c.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+/// In a [`Form::Table`] of `2^bits` slots: `Ok(slot)` of campaign `c`, or `Err(slot)`, the
+/// empty slot where it would go (linear probing from its home, the top `bits` bits of `c × φ`).
+#[inline]
+fn locate(bits: u32, keys: &[u64], used: &[u64], c: u64) -> Result<usize, usize> {
+    let mask = (1 << bits) - 1;
+    let mut i = (c.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize;
+    while used[i / 64] & (1 << (i % 64)) != 0 {
+        if keys[i] == c {
+            return Ok(i);
+        }
+        i = (i + 1) & mask;
     }
+    Err(i)
 }
 
 impl<'a> SetMatcher<'a> {
@@ -172,14 +179,12 @@ impl<'a> SetMatcher<'a> {
                     .max(64)
                     .trailing_zeros();
                 let (mut keys, mut used) = (vec![0; 1 << bits], vec![0u64; (1 << bits) / 64]);
-                let mask = (1 << bits) - 1;
                 for &c in set {
-                    let mut i = Form::slot(c, bits);
-                    while used[i / 64] & (1 << (i % 64)) != 0 {
-                        i = (i + 1) & mask;
+                    // The set has no duplicates: every campaign finds an empty slot.
+                    if let Err(i) = locate(bits, &keys, &used, c) {
+                        keys[i] = c;
+                        used[i / 64] |= 1 << (i % 64);
                     }
-                    keys[i] = c;
-                    used[i / 64] |= 1 << (i % 64);
                 }
                 Form::Table {
                     bits,
@@ -203,22 +208,10 @@ impl<'a> SetMatcher<'a> {
                 .iter()
                 .map(|&y| u32::from(a.iter().fold(false, |hit, &x| hit | (x == y))))
                 .sum(),
-            Form::Table { bits, keys, used } => {
-                let mask = (1 << bits) - 1;
-                theirs
-                    .iter()
-                    .filter(|&&y| {
-                        let mut i = Form::slot(y, *bits);
-                        while used[i / 64] & (1 << (i % 64)) != 0 {
-                            if keys[i] == y {
-                                return true;
-                            }
-                            i = (i + 1) & mask;
-                        }
-                        false
-                    })
-                    .count() as u32
-            }
+            Form::Table { bits, keys, used } => theirs
+                .iter()
+                .filter(|&&y| locate(*bits, keys, used, y).is_ok())
+                .count() as u32,
         };
         neighbor_of(other, self.set.len(), theirs.len(), shared)
     }
