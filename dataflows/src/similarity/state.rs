@@ -62,6 +62,33 @@ fn load_all(loads: impl Iterator<Item = u64>) {
     std::hint::black_box(loads.fold(0, |acc, v| acc ^ v));
 }
 
+/// Asks the CPU to bring the cache line of `p` into cache, and goes on at once. Unlike a load
+/// (see [`load_all`]), a prefetch waits for nothing: it retires before its line arrives, so
+/// a loop of them never fills the core's window of instructions in flight, and nothing
+/// branches on what it reads (a branch on a missing line that the core guessed wrong throws
+/// away every load issued after it). A hint only: elsewhere than on x86-64 it does nothing.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults, whatever the
+    // address (it may be dangling or null): it only moves a cache line.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches the first `lines` cache lines from `p` (see [`prefetch`]).
+#[inline(always)]
+fn prefetch_lines<T>(p: *const T, lines: usize) {
+    let p = p.cast::<u8>();
+    for i in 0..lines {
+        prefetch(p.wrapping_add(64 * i));
+    }
+}
+
 /// Buckets above this many members on a worker move from a sorted vector to [`Bins`].
 /// (Small under test, so that the oracle and churn tests move buckets through every form.)
 const FEW: usize = if cfg!(test) { 6 } else { 64 };
@@ -216,20 +243,28 @@ impl Members {
         }
     }
 
-    /// A value read from the members' memory, to bring it into cache ahead of a walk from
-    /// hash `h` (or a move of `h`): the vector of a few (behind a box), or the bin of `h` and
-    /// its two neighbours among many; nothing for one (inline).
-    fn load(&self, h: u64) -> u64 {
-        match self {
-            Members::Few(v) => v.first().map_or(0, |e| e.0),
-            Members::Many(b) => {
-                // Walks that leave the bin of `h` go on in its neighbours.
+    /// Prefetches (see [`prefetch`]) level `stage` of what a walk from hash `h` (or a move of
+    /// `h`) reads: 0, the box; 1, the vector of a few, or the bins' headers around `h`'s bin
+    /// among many; 2, those bins (walks that leave the bin of `h` go on in its neighbours).
+    /// Nothing for one (inline). Run over a batch of buckets stage by stage, each stage reads
+    /// lines that the previous one set on their way.
+    fn prefetch(&self, stage: u8, h: u64) {
+        match (self, stage) {
+            (Members::Few(v), 0) => prefetch(&**v),
+            (Members::Few(v), 1) => prefetch(v.as_ptr()),
+            (Members::Many(b), 0) => prefetch(&**b),
+            (Members::Many(b), 1) => {
                 let (at, wrap) = (b.bin(h), b.bins.len() - 1);
-                [at.wrapping_sub(1) & wrap, at, (at + 1) & wrap]
-                    .iter()
-                    .fold(0, |acc, &i| acc ^ b.bins[i].first().map_or(0, |e| e.0))
+                prefetch(&b.bins[at.wrapping_sub(1) & wrap]);
+                prefetch(&b.bins[(at + 1) & wrap]);
             }
-            Members::One(_) => 0,
+            (Members::Many(b), 2) => {
+                let (at, wrap) = (b.bin(h), b.bins.len() - 1);
+                for i in [at.wrapping_sub(1) & wrap, at, (at + 1) & wrap] {
+                    prefetch(b.bins[i].as_ptr());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -446,16 +481,6 @@ impl Buffer {
         delta
     }
 
-    /// A read of every cache line of the items (0 if none), to bring them into cache ahead
-    /// of a batch of work on many buffers (an offer scans them all): see [`load_all`].
-    fn load_items(&self) -> u64 {
-        // Four 16-byte items per 64-byte line.
-        self.items
-            .iter()
-            .step_by(4)
-            .fold(0, |acc, m| acc ^ m.user_id)
-    }
-
     /// The first `k` items.
     pub(crate) fn top(&self, k: usize) -> &[Neighbor] {
         &self.items[..self.items.len().min(k)]
@@ -661,12 +686,29 @@ impl State {
     /// of work on them finds them in cache: their loads overlap here instead of missing one
     /// after another.
     pub(crate) fn preload(&self, users: impl IntoIterator<Item = u64>) {
-        load_all(users.into_iter().map(|u| {
-            self.index.get(&u).map_or(0, |s| {
-                let slot = &self.slots[*s as usize];
-                slot.buffer.load_items() ^ slot.set.first().copied().unwrap_or(0)
-            })
-        }));
+        let slots: SmallVec<[u32; PRELOAD_BATCH]> = users
+            .into_iter()
+            .filter_map(|u| self.index.get(&u).copied())
+            .collect();
+        self.prefetch_slots(&slots);
+    }
+
+    /// Prefetches the slots `slots` (both lines), then their sets when on the heap and their
+    /// buffers' items (see [`prefetch`]).
+    fn prefetch_slots(&self, slots: &[u32]) {
+        for &s in slots {
+            let slot = &self.slots[s as usize];
+            prefetch(slot);
+            prefetch(&slot.buffer.items);
+        }
+        for &s in slots {
+            let slot = &self.slots[s as usize];
+            if slot.set.spilled() {
+                prefetch_lines(slot.set.as_ptr(), slot.set.len().div_ceil(8).min(4));
+            }
+            let items = &slot.buffer.items;
+            prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
+        }
     }
 
     /// A read of `v`'s holder list (0 if none): see [`load_all`].
@@ -709,13 +751,19 @@ impl State {
         let (old_keys, new_keys) = (&scratch.old_keys, &scratch.keys);
         let left = || old_keys.iter().filter(|k| !new_keys.contains(k));
         let joined = || new_keys.iter().filter(|k| !old_keys.contains(k));
-        // The buckets are scattered over the state: those that change are loaded first,
+        // The buckets are scattered over the state: those that change are prefetched first,
         // together.
-        load_all(
-            left()
+        {
+            let moved: SmallVec<[&Members; 32]> = left()
                 .chain(joined())
-                .map(|k| self.buckets.get(k).map_or(0, |m| m.load(h))),
-        );
+                .filter_map(|k| self.buckets.get(k))
+                .collect();
+            for stage in 0..3 {
+                for m in &moved {
+                    m.prefetch(stage, h);
+                }
+            }
+        }
         for key in left() {
             if let Some(m) = self.buckets.get_mut(key)
                 && m.remove((h, s))
@@ -792,20 +840,33 @@ impl State {
                 .iter()
                 .filter_map(|key| self.buckets.get(key))
                 .collect();
-            load_all(buckets.iter().map(|m| m.load(h)));
+            for stage in 0..3 {
+                for m in &buckets {
+                    m.prefetch(stage, h);
+                }
+            }
             for m in &buckets {
                 m.nearest(h, me, self.quota, met);
             }
         }
         let (found, stamps) = (&mut scratch.found, &mut scratch.stamps);
+        // Each member is kept the first time it is met. The stamps are scattered: all are
+        // prefetched first, then each is kept or skipped without a branch (one on a stamp
+        // still missing, guessed wrong, would wait for it).
+        for &s in met.iter() {
+            prefetch(&stamps[s as usize]);
+        }
         found.clear();
+        found.resize(met.len(), 0);
+        let mut kept = 0;
         for &s in met.iter() {
             let seen = &mut stamps[s as usize][0];
-            if *seen != p {
-                *seen = p;
-                found.push(s);
-            }
+            let new = *seen != p;
+            *seen = p;
+            found[kept] = s;
+            kept += usize::from(new);
         }
+        found.truncate(kept);
         // The owned users whose buffer holds `user` now: a candidate outside them whose
         // score does not beat its buffer's bound leaves the buffer as it is.
         let held = &mut scratch.held;
@@ -819,12 +880,25 @@ impl State {
         let mut mine = std::mem::take(&mut scratch.mine);
         mine.clear();
         let mut result = ProbeResult::default();
-        // The slots, and their sets when on the heap (over four campaigns).
-        load_all(
-            found
-                .iter()
-                .map(|&s| self.slots[s as usize].set.first().copied().unwrap_or(0)),
-        );
+        // The slots, then (once their lines are on their way) their sets when on the heap
+        // (over four campaigns) and the buffers of the holders (an offer to a holder scans
+        // its items).
+        for &s in found.iter() {
+            prefetch(&self.slots[s as usize]);
+        }
+        for &s in held.iter() {
+            prefetch(&self.slots[s as usize].buffer.items);
+        }
+        for &s in found.iter() {
+            let set = &self.slots[s as usize].set;
+            if set.spilled() {
+                prefetch_lines(set.as_ptr(), set.len().div_ceil(8).min(4));
+            }
+        }
+        for &s in held.iter() {
+            let items = &self.slots[s as usize].buffer.items;
+            prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
+        }
         // Offers are made after every candidate is scored (an offer changes only its own
         // buffer and the holder lists, which scoring does not read), so that the buffers they
         // change are loaded together first.
@@ -851,11 +925,13 @@ impl State {
                 }
             }
         }
-        load_all(
-            offers
-                .iter()
-                .map(|&(s, _)| self.slots[s as usize].buffer.load_items()),
-        );
+        for &(s, _) in offers.iter() {
+            prefetch(&self.slots[s as usize].buffer.items);
+        }
+        for &(s, _) in offers.iter() {
+            let items = &self.slots[s as usize].buffer.items;
+            prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
+        }
         // Then the holder lists of the items that full buffers may evict.
         load_all(offers.iter().map(|&(s, _)| {
             let items = &self.slots[s as usize].buffer.items;
@@ -955,11 +1031,13 @@ impl State {
         dirty.dedup_by_key(|d| d.user);
         // The slots are scattered: a batch's slots and items are loaded together first.
         for batch in dirty.chunks(PRELOAD_BATCH) {
-            load_all(
-                batch
-                    .iter()
-                    .map(|d| self.slots[d.slot as usize].buffer.load_items()),
-            );
+            for d in batch {
+                prefetch(&self.slots[d.slot as usize].buffer.items);
+            }
+            for d in batch {
+                let items = &self.slots[d.slot as usize].buffer.items;
+                prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
+            }
             for d in batch {
                 self.emit_dirty(d, &mut f);
             }
