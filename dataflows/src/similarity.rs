@@ -2,6 +2,7 @@
 
 mod rounds;
 mod state;
+mod table;
 
 use differential_dataflow::VecCollection;
 use eddy_core::{Neighbor, SimilarUsers, UserCampaigns};

@@ -7,6 +7,7 @@
 //! changed is a *probe*: every worker scores the probed set against the owned members of its
 //! buckets and answers with its best few; the owner merges the answers.
 
+use super::table::Table;
 use super::{SetMatcher, SimilarityMode, band_keys, mix};
 use eddy_core::Neighbor;
 use smallvec::SmallVec;
@@ -51,6 +52,13 @@ enum Members {
     Many(Box<Bins>),
 }
 
+/// What a vacant slot of the [`Table`] of buckets holds (never a live bucket's value).
+impl Default for Members {
+    fn default() -> Self {
+        Members::One(u32::MAX)
+    }
+}
+
 /// Scattered records (slots, buffers, holder lists) loaded together ahead of the work on
 /// them, at most this many at a time (their cache misses overlap; more would evict the first).
 pub(crate) const PRELOAD_BATCH: usize = 16;
@@ -69,7 +77,7 @@ fn load_all(loads: impl Iterator<Item = u64>) {
 /// away every load issued after it). A hint only: elsewhere than on x86-64 it does nothing.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees and never faults, whatever the
     // address (it may be dangling or null): it only moves a cache line.
@@ -612,7 +620,7 @@ pub(crate) struct State {
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Band key → owned members.
-    buckets: FastMap<u64, Members>,
+    buckets: Table<Members>,
     /// Neighbor → slots of the owned users whose buffer holds it.
     holders: FastMap<u64, Vec<u32>>,
     /// Owned users whose buffer changed since [`State::drain_dirty`], with where their top `k`
@@ -657,7 +665,7 @@ impl State {
             index: FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            buckets: FastMap::default(),
+            buckets: Table::default(),
             holders: FastMap::default(),
             dirty: Vec::new(),
             dirty_tops: Vec::new(),
@@ -754,9 +762,12 @@ impl State {
         // The buckets are scattered over the state: those that change are prefetched first,
         // together.
         {
+            for k in left().chain(joined()) {
+                self.buckets.prefetch(*k);
+            }
             let moved: SmallVec<[&Members; 32]> = left()
                 .chain(joined())
-                .filter_map(|k| self.buckets.get(k))
+                .filter_map(|k| self.buckets.get(*k))
                 .collect();
             for stage in 0..3 {
                 for m in &moved {
@@ -765,16 +776,16 @@ impl State {
             }
         }
         for key in left() {
-            if let Some(m) = self.buckets.get_mut(key)
+            if let Some(m) = self.buckets.get_mut(*key)
                 && m.remove((h, s))
             {
-                self.buckets.remove(key);
+                self.buckets.remove(*key);
             }
         }
         let slots = &self.slots;
         let hash_of = |s: u32| mix(slots[s as usize].user);
         for key in joined() {
-            match self.buckets.get_mut(key) {
+            match self.buckets.get_mut(*key) {
                 Some(m) => m.insert((h, s), hash_of),
                 None => {
                     self.buckets.insert(*key, Members::One(s));
@@ -835,10 +846,13 @@ impl State {
         // scattered over the state): each phase below first issues the independent loads of
         // all its items, so that their cache misses overlap, then works on them.
         {
+            for key in &scratch.keys {
+                self.buckets.prefetch(*key);
+            }
             let buckets: SmallVec<[&Members; 16]> = scratch
                 .keys
                 .iter()
-                .filter_map(|key| self.buckets.get(key))
+                .filter_map(|key| self.buckets.get(*key))
                 .collect();
             for stage in 0..3 {
                 for m in &buckets {
