@@ -400,7 +400,7 @@ impl Worker {
                     }
                 }
                 Phase::Merge { next } => {
-                    // Users are scattered over the state: each batch's slots are loaded
+                    // Users are scattered over the state: each batch's slots are prefetched
                     // together first.
                     let end = run.replies.len().min(*next + PRELOAD_BATCH);
                     let batch = &mut run.replies[*next..end];

@@ -96,6 +96,18 @@ impl<V: Default> Table<V> {
         self.find(key).map(move |i| &mut self.slots[i].1)
     }
 
+    /// The value of `key`, inserted as `V::default()` if absent.
+    pub(crate) fn get_or_default(&mut self, key: u64) -> &mut V {
+        if key == 0 {
+            return self.zero.get_or_insert_with(V::default);
+        }
+        let i = match self.find(key) {
+            Some(i) => i,
+            None => self.put(key, V::default()),
+        };
+        &mut self.slots[i].1
+    }
+
     /// Sets the value of `key`, returning the one it replaces.
     pub(crate) fn insert(&mut self, key: u64, value: V) -> Option<V> {
         if key == 0 {
@@ -215,12 +227,8 @@ mod tests {
                 0 | 1 => assert_eq!(t.insert(key, step), m.insert(key, step)),
                 2 => assert_eq!(t.remove(key), m.remove(&key)),
                 _ => {
-                    if let Some(v) = t.get_mut(key) {
-                        *v += 1;
-                    }
-                    if let Some(v) = m.get_mut(&key) {
-                        *v += 1;
-                    }
+                    *t.get_or_default(key) += 1;
+                    *m.entry(key).or_default() += 1;
                 }
             }
             t.prefetch(key);
