@@ -72,9 +72,9 @@ pub(crate) const PRELOAD_BATCH: usize = 16;
 /// branch on a value still missing that the core guesses wrong throws away every load issued
 /// after it. A prefetch waits for nothing and nothing branches on it. So each phase of the
 /// work first prefetches what it will read, one level of pointers at a time (a slot, then
-/// the set it points to), then works. Measured in BENCHMARKS.md (24 h, 1 M users: 106–117 k
-/// events/s with loads, 150–170 k with prefetches). A hint only: elsewhere than on x86-64 it
-/// does nothing.
+/// the set it points to), then works. Measured in BENCHMARKS.md (24 h, 1 M users, alternating
+/// runs: median 133 k events/s with loads, 165 k with prefetches). A hint only: elsewhere than
+/// on x86-64 it does nothing.
 #[inline(always)]
 #[allow(unsafe_code)]
 pub(crate) fn prefetch<T>(p: *const T) {
