@@ -97,6 +97,14 @@ fn prefetch_lines<T>(p: *const T, lines: usize) {
     }
 }
 
+/// Prefetches a slot's set when it is on the heap (over four campaigns; up to four lines).
+#[inline(always)]
+fn prefetch_set(set: &SmallVec<[u64; 4]>) {
+    if set.spilled() {
+        prefetch_lines(set.as_ptr(), set.len().div_ceil(8).min(4));
+    }
+}
+
 /// Buckets above this many members on a worker move from a sorted vector to [`Bins`].
 /// (Small under test, so that the oracle and churn tests move buckets through every form.)
 const FEW: usize = if cfg!(test) { 6 } else { 64 };
@@ -489,6 +497,13 @@ impl Buffer {
         delta
     }
 
+    /// Prefetches the items (see [`prefetch`]; the buffer itself must be in cache or on its
+    /// way: this reads where they are).
+    fn prefetch_items(&self) {
+        // Four 16-byte items per 64-byte line.
+        prefetch_lines(self.items.as_ptr(), self.items.len().div_ceil(4));
+    }
+
     /// The first `k` items.
     pub(crate) fn top(&self, k: usize) -> &[Neighbor] {
         &self.items[..self.items.len().min(k)]
@@ -715,12 +730,40 @@ impl State {
         }
         for &s in slots {
             let slot = &self.slots[s as usize];
-            if slot.set.spilled() {
-                prefetch_lines(slot.set.as_ptr(), slot.set.len().div_ceil(8).min(4));
-            }
-            let items = &slot.buffer.items;
-            prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
+            prefetch_set(&slot.set);
+            slot.buffer.prefetch_items();
         }
+    }
+
+    /// Prefetches the buffers of the slots `slots`, then their items.
+    fn prefetch_buffers(&self, slots: impl Iterator<Item = u32> + Clone) {
+        for s in slots.clone() {
+            prefetch(&self.slots[s as usize].buffer.items);
+        }
+        for s in slots {
+            self.slots[s as usize].buffer.prefetch_items();
+        }
+    }
+
+    /// The buckets of `keys` that have members, prefetched level by level (see
+    /// [`Members::prefetch`]) for a walk from, or a move of, hash `h`. (Inline room for 32: a
+    /// set change moves a user out of up to 16 buckets and into up to 16.)
+    fn prefetched_buckets<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k u64> + Clone,
+        h: u64,
+    ) -> SmallVec<[&Members; 32]> {
+        for key in keys.clone() {
+            self.buckets.prefetch(*key);
+        }
+        let buckets: SmallVec<[&Members; 32]> =
+            keys.filter_map(|key| self.buckets.get(*key)).collect();
+        for stage in 0..3 {
+            for m in &buckets {
+                m.prefetch(stage, h);
+            }
+        }
+        buckets
     }
 
     /// Prefetches the holder lists of `users` (see [`prefetch`]): the table's slots first,
@@ -771,20 +814,7 @@ impl State {
         let joined = || new_keys.iter().filter(|k| !old_keys.contains(k));
         // The buckets are scattered over the state: those that change are prefetched first,
         // together.
-        {
-            for k in left().chain(joined()) {
-                self.buckets.prefetch(*k);
-            }
-            let moved: SmallVec<[&Members; 32]> = left()
-                .chain(joined())
-                .filter_map(|k| self.buckets.get(*k))
-                .collect();
-            for stage in 0..3 {
-                for m in &moved {
-                    m.prefetch(stage, h);
-                }
-            }
-        }
+        self.prefetched_buckets(left().chain(joined()), h);
         for key in left() {
             if let Some(m) = self.buckets.get_mut(*key)
                 && m.remove((h, s))
@@ -855,23 +885,8 @@ impl State {
         // Memory latency, not arithmetic, bounds a probe (its buckets and candidates are
         // scattered over the state): each phase below first prefetches the lines of
         // all its items, so that their cache misses overlap, then works on them.
-        {
-            for key in &scratch.keys {
-                self.buckets.prefetch(*key);
-            }
-            let buckets: SmallVec<[&Members; 16]> = scratch
-                .keys
-                .iter()
-                .filter_map(|key| self.buckets.get(*key))
-                .collect();
-            for stage in 0..3 {
-                for m in &buckets {
-                    m.prefetch(stage, h);
-                }
-            }
-            for m in &buckets {
-                m.nearest(h, me, self.quota, met);
-            }
+        for m in self.prefetched_buckets(scratch.keys.iter(), h) {
+            m.nearest(h, me, self.quota, met);
         }
         let (found, stamps) = (&mut scratch.found, &mut scratch.stamps);
         // Each member is kept the first time it is met. The stamps are scattered: all are
@@ -914,14 +929,10 @@ impl State {
             prefetch(&self.slots[s as usize].buffer.items);
         }
         for &s in found.iter() {
-            let set = &self.slots[s as usize].set;
-            if set.spilled() {
-                prefetch_lines(set.as_ptr(), set.len().div_ceil(8).min(4));
-            }
+            prefetch_set(&self.slots[s as usize].set);
         }
         for &s in held.iter() {
-            let items = &self.slots[s as usize].buffer.items;
-            prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
+            self.slots[s as usize].buffer.prefetch_items();
         }
         // Offers are made after every candidate is scored (an offer changes only its own
         // buffer and the holder lists, which scoring does not read), so that the buffers they
@@ -949,13 +960,7 @@ impl State {
                 }
             }
         }
-        for &(s, _) in offers.iter() {
-            prefetch(&self.slots[s as usize].buffer.items);
-        }
-        for &(s, _) in offers.iter() {
-            let items = &self.slots[s as usize].buffer.items;
-            prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
-        }
+        self.prefetch_buffers(offers.iter().map(|&(s, _)| s));
         // Then the holder lists of the items that full buffers may evict.
         let cap = self.cap;
         let slots = &self.slots;
@@ -1057,13 +1062,7 @@ impl State {
         dirty.dedup_by_key(|d| d.user);
         // The slots are scattered: a batch's slots and items are prefetched together first.
         for batch in dirty.chunks(PRELOAD_BATCH) {
-            for d in batch {
-                prefetch(&self.slots[d.slot as usize].buffer.items);
-            }
-            for d in batch {
-                let items = &self.slots[d.slot as usize].buffer.items;
-                prefetch_lines(items.as_ptr(), items.len().div_ceil(4));
-            }
+            self.prefetch_buffers(batch.iter().map(|d| d.slot));
             for d in batch {
                 self.emit_dirty(d, &mut f);
             }
